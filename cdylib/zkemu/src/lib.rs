@@ -1,0 +1,1 @@
+//! Emulator of libzk_app_utils.

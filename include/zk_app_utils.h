@@ -1,0 +1,80 @@
+/*
+ * zk_app_utils.h — the part of Zymbit's application C API (libzk_app_utils)
+ * that zkiot uses, written from Zymbit's published API documentation.
+ *
+ * Both the real library (/usr/lib/libzk_app_utils.so) and the zkiot emulator
+ * (libzkemu.so) export these symbols with these signatures, so the PKCS#11
+ * module loads either one at run time and takes the same code path.
+ *
+ * Conventions (as documented by Zymbit):
+ *  - every function returns int: 0 on success, < 0 (a negative errno) on failure;
+ *  - functions that allocate a slot return the slot number (>= 0);
+ *  - zkVerify* return 1 for a valid signature, 0 for an invalid one, < 0 on error;
+ *  - every uint8_t**, int** and char** output is malloc'd by the library and the
+ *    caller releases it with free();
+ *  - digests are 32 bytes (no length argument); signatures are raw r||s (64 bytes);
+ *    public keys are raw X||Y (64 bytes for the NIST P-256 and secp256k1 curves),
+ *    with no 0x04 prefix.
+ */
+#ifndef ZK_APP_UTILS_H
+#define ZK_APP_UTILS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *zkCTX;
+
+typedef enum ZK_EC_KEY_TYPE {
+    ZK_NISTP256,
+    ZK_SECP256R1 = ZK_NISTP256,
+    ZK_SECP256K1,
+    ZK_ED25519,
+    ZK_X25519
+} ZK_EC_KEY_TYPE;
+
+/* Session. */
+int zkOpen(zkCTX *ctx);
+int zkClose(zkCTX ctx);
+
+/* Random numbers: *rdata receives rdata_sz bytes. */
+int zkGetRandBytes(zkCTX ctx, uint8_t **rdata, int rdata_sz);
+
+/* ECDSA with a device key slot; digest is 32 bytes, *sig receives r||s. */
+int zkGenECDSASigFromDigest(zkCTX ctx, const uint8_t *digest, int slot,
+                            uint8_t **sig, int *sig_sz);
+int zkGenECDSASigFromDigestWithRecID(zkCTX ctx, const uint8_t *digest, int slot,
+                                     uint8_t **sig, int *sig_sz,
+                                     uint8_t *recovery_id);
+int zkVerifyECDSASigFromDigest(zkCTX ctx, const uint8_t *digest, int pubkey_slot,
+                               const uint8_t *sig, int sig_sz);
+int zkVerifyECDSASigFromDigestWithForeignKeySlot(zkCTX ctx, const uint8_t *digest,
+                                                 int pubkey_slot,
+                                                 const uint8_t *sig, int sig_sz);
+
+/* Public keys. zkGetECDSAPubKey is the older (deprecated) form of zkExportPubKey. */
+int zkGetECDSAPubKey(zkCTX ctx, uint8_t **pk, int *pk_sz, int slot);
+int zkExportPubKey(zkCTX ctx, uint8_t **pk, int *pk_sz, int pubkey_slot,
+                   bool slot_is_foreign);
+
+/* Key store (HSM6 / SCM and newer libraries). */
+int zkGetAllocSlotsList(zkCTX ctx, bool is_foreign, int *max_num_keys,
+                        int **alloc_key_list, int *alloc_key_list_sz);
+int zkGenKeyPair(zkCTX ctx, ZK_EC_KEY_TYPE type);
+int zkRemoveKey(zkCTX ctx, int slot, bool slot_is_foreign);
+int zkStoreForeignPubKey(zkCTX ctx, ZK_EC_KEY_TYPE pk_type, uint8_t *pk, int pk_sz);
+
+/* Device information; strings are NUL-terminated. */
+int zkGetModelNumberString(zkCTX ctx, char **model_str);
+int zkGetFirmwareVersionString(zkCTX ctx, char **fw_ver_str);
+int zkGetSerialNumberString(zkCTX ctx, char **serial_num_str);
+int zkGetTime(zkCTX ctx, uint32_t *epoch_time_sec, bool precise_time);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ZK_APP_UTILS_H */

@@ -1,0 +1,151 @@
+//! The raw symbol table of `libzk_app_utils`, resolved once at load time.
+//!
+//! Core functions are required (every Zymbit library has them); the key-store
+//! functions of newer libraries are optional and reported as unsupported when
+//! absent.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub(crate) type Ctx = *mut c_void;
+
+pub(crate) type OpenFn = unsafe extern "C" fn(*mut Ctx) -> c_int;
+pub(crate) type CloseFn = unsafe extern "C" fn(Ctx) -> c_int;
+pub(crate) type RandFn = unsafe extern "C" fn(Ctx, *mut *mut u8, c_int) -> c_int;
+pub(crate) type SignFn =
+    unsafe extern "C" fn(Ctx, *const u8, c_int, *mut *mut u8, *mut c_int) -> c_int;
+pub(crate) type VerifyFn = unsafe extern "C" fn(Ctx, *const u8, c_int, *const u8, c_int) -> c_int;
+pub(crate) type GetPubKeyFn = unsafe extern "C" fn(Ctx, *mut *mut u8, *mut c_int, c_int) -> c_int;
+pub(crate) type ExportPubKeyFn =
+    unsafe extern "C" fn(Ctx, *mut *mut u8, *mut c_int, c_int, bool) -> c_int;
+pub(crate) type SlotListFn =
+    unsafe extern "C" fn(Ctx, bool, *mut c_int, *mut *mut c_int, *mut c_int) -> c_int;
+pub(crate) type GenKeyPairFn = unsafe extern "C" fn(Ctx, c_int) -> c_int;
+pub(crate) type RemoveKeyFn = unsafe extern "C" fn(Ctx, c_int, bool) -> c_int;
+pub(crate) type StoreForeignFn = unsafe extern "C" fn(Ctx, c_int, *mut u8, c_int) -> c_int;
+pub(crate) type StringFn = unsafe extern "C" fn(Ctx, *mut *mut c_char) -> c_int;
+pub(crate) type TimeFn = unsafe extern "C" fn(Ctx, *mut u32, bool) -> c_int;
+
+/// Where Zymbit installs its library.
+pub const DEFAULT_LIBRARY_PATH: &str = "/usr/lib/libzk_app_utils.so";
+
+/// Environment variable that overrides [`DEFAULT_LIBRARY_PATH`].
+pub const LIBRARY_PATH_ENV: &str = "ZKIOT_ZKLIB";
+
+/// The library path to use when the caller has no configured one:
+/// `$ZKIOT_ZKLIB`, else Zymbit's default.
+pub fn default_library_path() -> PathBuf {
+    std::env::var_os(LIBRARY_PATH_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY_PATH))
+}
+
+/// A loaded Zymkey library and its resolved entry points.
+pub struct Library {
+    path: PathBuf,
+    pub(crate) open: OpenFn,
+    pub(crate) close: CloseFn,
+    pub(crate) rand_bytes: RandFn,
+    pub(crate) sign_digest: SignFn,
+    pub(crate) verify_digest: VerifyFn,
+    pub(crate) get_pub_key: GetPubKeyFn,
+    pub(crate) model: StringFn,
+    pub(crate) firmware: StringFn,
+    pub(crate) serial: StringFn,
+    pub(crate) time: TimeFn,
+    pub(crate) export_pub_key: Option<ExportPubKeyFn>,
+    pub(crate) slot_list: Option<SlotListFn>,
+    pub(crate) gen_key_pair: Option<GenKeyPairFn>,
+    pub(crate) remove_key: Option<RemoveKeyFn>,
+    pub(crate) store_foreign: Option<StoreForeignFn>,
+    pub(crate) verify_foreign: Option<VerifyFn>,
+    // Keeps the code mapped for as long as the function pointers above live.
+    _handle: libloading::Library,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library").field("path", &self.path).finish()
+    }
+}
+
+impl Library {
+    /// Loads the library at `path` and resolves its symbols.
+    pub fn load(path: &Path) -> Result<Library> {
+        // SAFETY: loading a shared object runs its initialisers; the Zymkey
+        // library (or the emulator) is the trusted code this crate exists to call.
+        let handle =
+            unsafe { libloading::Library::new(path) }.map_err(|e| Error::LibraryNotFound {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let required = |symbol: &'static str| -> Result<*const c_void> {
+            lookup(&handle, symbol).ok_or_else(|| Error::MissingSymbol {
+                path: path.to_path_buf(),
+                symbol,
+            })
+        };
+        // SAFETY (every transmute below): each symbol is declared in
+        // include/zk_app_utils.h with exactly the signature of the target type.
+        unsafe {
+            Ok(Library {
+                path: path.to_path_buf(),
+                open: std::mem::transmute::<*const c_void, OpenFn>(required("zkOpen")?),
+                close: std::mem::transmute::<*const c_void, CloseFn>(required("zkClose")?),
+                rand_bytes: std::mem::transmute::<*const c_void, RandFn>(required(
+                    "zkGetRandBytes",
+                )?),
+                sign_digest: std::mem::transmute::<*const c_void, SignFn>(required(
+                    "zkGenECDSASigFromDigest",
+                )?),
+                verify_digest: std::mem::transmute::<*const c_void, VerifyFn>(required(
+                    "zkVerifyECDSASigFromDigest",
+                )?),
+                get_pub_key: std::mem::transmute::<*const c_void, GetPubKeyFn>(required(
+                    "zkGetECDSAPubKey",
+                )?),
+                model: std::mem::transmute::<*const c_void, StringFn>(required(
+                    "zkGetModelNumberString",
+                )?),
+                firmware: std::mem::transmute::<*const c_void, StringFn>(required(
+                    "zkGetFirmwareVersionString",
+                )?),
+                serial: std::mem::transmute::<*const c_void, StringFn>(required(
+                    "zkGetSerialNumberString",
+                )?),
+                time: std::mem::transmute::<*const c_void, TimeFn>(required("zkGetTime")?),
+                export_pub_key: lookup(&handle, "zkExportPubKey")
+                    .map(|p| std::mem::transmute::<*const c_void, ExportPubKeyFn>(p)),
+                slot_list: lookup(&handle, "zkGetAllocSlotsList")
+                    .map(|p| std::mem::transmute::<*const c_void, SlotListFn>(p)),
+                gen_key_pair: lookup(&handle, "zkGenKeyPair")
+                    .map(|p| std::mem::transmute::<*const c_void, GenKeyPairFn>(p)),
+                remove_key: lookup(&handle, "zkRemoveKey")
+                    .map(|p| std::mem::transmute::<*const c_void, RemoveKeyFn>(p)),
+                store_foreign: lookup(&handle, "zkStoreForeignPubKey")
+                    .map(|p| std::mem::transmute::<*const c_void, StoreForeignFn>(p)),
+                verify_foreign: lookup(&handle, "zkVerifyECDSASigFromDigestWithForeignKeySlot")
+                    .map(|p| std::mem::transmute::<*const c_void, VerifyFn>(p)),
+                _handle: handle,
+            })
+        }
+    }
+
+    /// The path this library was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn lookup(handle: &libloading::Library, symbol: &str) -> Option<*const c_void> {
+    let name = format!("{symbol}\0");
+    // SAFETY: the symbol is only read as an address here; it is given its real
+    // type by the caller, from the header.
+    unsafe { handle.get::<*const c_void>(name.as_bytes()) }
+        .ok()
+        .map(|s| *s)
+        .filter(|p| !p.is_null())
+}
