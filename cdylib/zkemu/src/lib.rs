@@ -1,1 +1,391 @@
-//! Emulator of libzk_app_utils.
+//! `libzkemu.so`: an emulator of Zymbit's `libzk_app_utils`, for development
+//! and tests. It exports every function of `include/zk_app_utils.h` with the
+//! same signatures and conventions, so a program that loads it takes the code
+//! path a real Zymkey takes. Keys are plain files: it is no security boundary.
+//!
+//! # Environment (read at each `zkOpen`)
+//! - `ZKIOT_EMU_DIR`: state directory; default
+//!   `${XDG_STATE_HOME:-$HOME/.local/state}/zkiot-emu`, created (0700) on first open.
+//! - `ZKIOT_EMU_MODEL`: `ZYMKEY4i` (default) or `HSM6`, used when the state is
+//!   created; afterwards the state's model wins. Any other value: `zkOpen`
+//!   fails with `-EINVAL` and says why on stderr.
+//! - `ZKIOT_EMU_LATENCY_MS`: whole milliseconds slept in every device operation
+//!   (default 0); concurrent callers sleep side by side.
+//! - `ZKIOT_EMU_TRACE`: file that gets one line `<operation> <slot>` per device
+//!   operation (`sign 0`, `verify foreign3`, `info -`), appended with one
+//!   `O_APPEND` write, from every process.
+//!
+//! # Models
+//! - `ZYMKEY4i`: factory P-256 keys in slots 0, 1, 2. No key generation and no
+//!   foreign keyring: `zkGenKeyPair`, `zkRemoveKey`, `zkStoreForeignPubKey` and
+//!   every foreign-slot call fail with `-EOPNOTSUPP`. `zkGetAllocSlotsList`
+//!   lists `[0, 1, 2]`, size 3.
+//! - `HSM6`: factory P-256 keys in slots 0–11 (0–15 reserved); `zkGenKeyPair`
+//!   (P-256, secp256k1, Ed25519, X25519) takes the lowest free slot of 16–511
+//!   (store size 512); 128 public-key-only foreign slots (0–127, their own
+//!   namespace). Ed25519/X25519 keys are key material only: ECDSA with them is
+//!   `-EINVAL`; their public keys are 32 bytes.
+//!
+//! # State directory
+//! ```text
+//! device.json        {"model","serial","firmware","created"}; written last at creation
+//! keys/slot-N.pem    device key pair of slot N (PKCS#8 PEM, 0600)
+//! foreign/slot-N.pem foreign public key of slot N (SubjectPublicKeyInfo PEM, 0600)
+//! counters.json      {"<operation>": calls, ...}, see below
+//! lock               flock'd around every read-modify-write
+//! fail-next          optional, see below
+//! ```
+//! Files are replaced atomically (temporary file, fsync, rename), so several
+//! processes can share one directory; keys survive across processes.
+//!
+//! # Counters
+//! `counters.json` is one JSON object from operation name to number of calls:
+//! `open`, `close`, `random`, `sign` (both signing functions), `verify` (device
+//! and foreign), `export_pubkey` (`zkExportPubKey`, `zkGetECDSAPubKey`),
+//! `slot_list`, `gen_key`, `remove_key`, `store_foreign`, `info` (model, serial,
+//! firmware strings), `time`; for example `{"open":1,"sign":3}`. Absent means 0.
+//! Every call that reaches the device counts, failed ones included; calls
+//! refused at the boundary (NULL pointer, unknown context) do not.
+//!
+//! # Fault injection
+//! If `$ZKIOT_EMU_DIR/fail-next` holds an operation name (say `sign`), the next
+//! call of that operation in any process fails with `-EIO` (after being counted
+//! and traced) and the file is removed under the lock: exactly one call fails.
+//!
+//! # Errors (negative errno)
+//! - `EINVAL`: NULL pointer, negative length, unknown or closed context, bad
+//!   key type, signature not 64 bytes, malformed public key, ECDSA with an
+//!   Ed25519/X25519 key, a slot number outside the keyring (`< 0` or `>=` its size).
+//! - `ENOENT`: a slot inside the keyring's range that holds no key.
+//! - `EOPNOTSUPP`: the model lacks the feature (see Models).
+//! - `EPERM`: removing a factory key. `ENOSPC`: keyring full.
+//! - `EIO`: the state directory cannot be used, or an injected fault.
+//! - `ENOMEM`: an output buffer could not be allocated. `EFAULT`: internal error.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_snake_case)] // the exported names are Zymbit's
+
+mod config;
+mod counters;
+mod crypto;
+mod device;
+mod edge;
+mod errno;
+mod fault;
+mod handles;
+mod keystore;
+mod model;
+mod operation;
+mod state;
+mod trace;
+
+use std::ffi::{c_char, c_int, c_void};
+
+use edge::{buffer_out, call, give, give_string, give_with_len, required, value_out, with_device};
+use model::Keyring;
+
+/// `zkCTX`: an opaque device context.
+pub type ZkCtx = *mut c_void;
+
+fn keyring(foreign: bool) -> Keyring {
+    if foreign {
+        Keyring::Foreign
+    } else {
+        Keyring::Device
+    }
+}
+
+/// # Safety
+/// `ctx` is NULL or valid for writing one `zkCTX`.
+#[no_mangle]
+pub unsafe extern "C" fn zkOpen(ctx: *mut ZkCtx) -> c_int {
+    // SAFETY: by the contract above.
+    let ctx = unsafe { value_out_ctx(ctx) };
+    call(|| {
+        let ctx = required(ctx)?;
+        *ctx = handles::open()? as ZkCtx;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// None: `ctx` is looked up, never dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn zkClose(ctx: ZkCtx) -> c_int {
+    call(|| handles::close(ctx as usize).map(|()| 0))
+}
+
+/// # Safety
+/// `rdata` is NULL or valid for writing one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetRandBytes(ctx: ZkCtx, rdata: *mut *mut u8, rdata_sz: c_int) -> c_int {
+    // SAFETY: by the contract above.
+    let rdata = unsafe { buffer_out(rdata) };
+    with_device(ctx, |device| {
+        let rdata = required(rdata)?;
+        give(rdata, &device.random(rdata_sz)?)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `digest` is NULL or 32 readable bytes; `sig` and `sig_sz` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGenECDSASigFromDigest(
+    ctx: ZkCtx,
+    digest: *const u8,
+    slot: c_int,
+    sig: *mut *mut u8,
+    sig_sz: *mut c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (digest, sig, sig_sz) =
+        unsafe { (edge::digest(digest), buffer_out(sig), value_out(sig_sz)) };
+    with_device(ctx, |device| {
+        let (digest, sig, sig_sz) = (required(digest)?, required(sig)?, required(sig_sz)?);
+        give_with_len(sig, sig_sz, &device.sign(slot, digest)?.rs)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// As `zkGenECDSASigFromDigest`; `recovery_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGenECDSASigFromDigestWithRecID(
+    ctx: ZkCtx,
+    digest: *const u8,
+    slot: c_int,
+    sig: *mut *mut u8,
+    sig_sz: *mut c_int,
+    recovery_id: *mut u8,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (digest, sig, sig_sz, recovery_id) = unsafe {
+        (
+            edge::digest(digest),
+            buffer_out(sig),
+            value_out(sig_sz),
+            value_out(recovery_id),
+        )
+    };
+    with_device(ctx, |device| {
+        let (digest, sig, sig_sz) = (required(digest)?, required(sig)?, required(sig_sz)?);
+        let recovery_id = required(recovery_id)?;
+        let signature = device.sign(slot, digest)?;
+        give_with_len(sig, sig_sz, &signature.rs)?;
+        *recovery_id = signature.recovery_id;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `digest` is NULL or 32 readable bytes; `sig` is NULL or `sig_sz` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn zkVerifyECDSASigFromDigest(
+    ctx: ZkCtx,
+    digest: *const u8,
+    pubkey_slot: c_int,
+    sig: *const u8,
+    sig_sz: c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    unsafe { verify(ctx, digest, pubkey_slot, sig, sig_sz, Keyring::Device) }
+}
+
+/// # Safety
+/// As `zkVerifyECDSASigFromDigest`.
+#[no_mangle]
+pub unsafe extern "C" fn zkVerifyECDSASigFromDigestWithForeignKeySlot(
+    ctx: ZkCtx,
+    digest: *const u8,
+    pubkey_slot: c_int,
+    sig: *const u8,
+    sig_sz: c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    unsafe { verify(ctx, digest, pubkey_slot, sig, sig_sz, Keyring::Foreign) }
+}
+
+/// # Safety
+/// As `zkVerifyECDSASigFromDigest`.
+unsafe fn verify(
+    ctx: ZkCtx,
+    digest: *const u8,
+    slot: c_int,
+    sig: *const u8,
+    sig_sz: c_int,
+    keyring: Keyring,
+) -> c_int {
+    // SAFETY: by the caller's contract.
+    let (digest, sig) = unsafe { (edge::digest(digest), edge::bytes(sig, sig_sz)) };
+    with_device(ctx, |device| {
+        let (digest, sig) = (required(digest)?, required(sig)?);
+        Ok(c_int::from(device.verify(keyring, slot, digest, sig)?))
+    })
+}
+
+/// # Safety
+/// `pk` and `pk_sz` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetECDSAPubKey(
+    ctx: ZkCtx,
+    pk: *mut *mut u8,
+    pk_sz: *mut c_int,
+    slot: c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    unsafe { zkExportPubKey(ctx, pk, pk_sz, slot, false) }
+}
+
+/// # Safety
+/// `pk` and `pk_sz` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkExportPubKey(
+    ctx: ZkCtx,
+    pk: *mut *mut u8,
+    pk_sz: *mut c_int,
+    pubkey_slot: c_int,
+    slot_is_foreign: bool,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (pk, pk_sz) = unsafe { (buffer_out(pk), value_out(pk_sz)) };
+    with_device(ctx, |device| {
+        let (pk, pk_sz) = (required(pk)?, required(pk_sz)?);
+        let key = device.public_key(keyring(slot_is_foreign), pubkey_slot)?;
+        give_with_len(pk, pk_sz, &key)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `max_num_keys`, `alloc_key_list` and `alloc_key_list_sz` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetAllocSlotsList(
+    ctx: ZkCtx,
+    is_foreign: bool,
+    max_num_keys: *mut c_int,
+    alloc_key_list: *mut *mut c_int,
+    alloc_key_list_sz: *mut c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (max_num_keys, list, list_sz) = unsafe {
+        (
+            value_out(max_num_keys),
+            buffer_out(alloc_key_list),
+            value_out(alloc_key_list_sz),
+        )
+    };
+    with_device(ctx, |device| {
+        let (max_num_keys, list, list_sz) =
+            (required(max_num_keys)?, required(list)?, required(list_sz)?);
+        let (capacity, slots) = device.allocated_slots(keyring(is_foreign))?;
+        give(list, &slots)?;
+        *list_sz = c_int::try_from(slots.len()).map_err(|_| errno::Errno::IO)?;
+        *max_num_keys = capacity;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkGenKeyPair(ctx: ZkCtx, key_type: c_int) -> c_int {
+    with_device(ctx, |device| device.generate_key(key_type))
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkRemoveKey(ctx: ZkCtx, slot: c_int, slot_is_foreign: bool) -> c_int {
+    with_device(ctx, |device| {
+        device
+            .remove_key(keyring(slot_is_foreign), slot)
+            .map(|()| 0)
+    })
+}
+
+/// # Safety
+/// `pk` is NULL or `pk_sz` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn zkStoreForeignPubKey(
+    ctx: ZkCtx,
+    pk_type: c_int,
+    pk: *mut u8,
+    pk_sz: c_int,
+) -> c_int {
+    // SAFETY: by the contract above; the key is only read.
+    let pk = unsafe { edge::bytes(pk, pk_sz) };
+    with_device(ctx, |device| {
+        device.store_foreign_key(pk_type, required(pk)?)
+    })
+}
+
+/// # Safety
+/// `model_str` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetModelNumberString(ctx: ZkCtx, model_str: *mut *mut c_char) -> c_int {
+    // SAFETY: by the contract above.
+    let out = unsafe { buffer_out(model_str) };
+    with_device(ctx, |device| {
+        let out = required(out)?;
+        give_string(out, &device.model_string()?)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `fw_ver_str` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetFirmwareVersionString(
+    ctx: ZkCtx,
+    fw_ver_str: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let out = unsafe { buffer_out(fw_ver_str) };
+    with_device(ctx, |device| {
+        let out = required(out)?;
+        give_string(out, &device.firmware_version()?)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `serial_num_str` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetSerialNumberString(
+    ctx: ZkCtx,
+    serial_num_str: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let out = unsafe { buffer_out(serial_num_str) };
+    with_device(ctx, |device| {
+        let out = required(out)?;
+        give_string(out, &device.serial_number()?)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// `epoch_time_sec` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetTime(
+    ctx: ZkCtx,
+    epoch_time_sec: *mut u32,
+    _precise_time: bool,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let out = unsafe { value_out(epoch_time_sec) };
+    with_device(ctx, |device| {
+        *required(out)? = device.time()?;
+        Ok(0)
+    })
+}
+
+/// `zkOpen`'s output, cleared at once.
+///
+/// # Safety
+/// `p` is NULL or valid for writing one `zkCTX`.
+unsafe fn value_out_ctx<'a>(p: *mut ZkCtx) -> Option<&'a mut ZkCtx> {
+    // SAFETY: by the caller's contract.
+    unsafe { buffer_out(p.cast::<*mut c_void>()) }
+}

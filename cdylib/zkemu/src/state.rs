@@ -1,0 +1,191 @@
+//! The state directory: the emulated device's identity, key files, counters.
+//!
+//! Several processes use one directory at once. Every read-modify-write runs
+//! under an exclusive `flock` of the `lock` file, and every file is replaced
+//! atomically (temporary file, fsync, rename), so readers never see half a file
+//! and need no lock.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::errno::{Errno, Result};
+use crate::model::Model;
+
+const LOCK_FILE: &str = "lock";
+const IDENTITY_FILE: &str = "device.json";
+pub const KEYS_DIR: &str = "keys";
+pub const FOREIGN_DIR: &str = "foreign";
+
+/// The directory holding one emulated device.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// An exclusive lock on the state directory, released when dropped.
+#[must_use]
+pub struct StateLock {
+    _file: File,
+}
+
+/// What a device is, fixed when its state is created (`device.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+    /// Seconds since the epoch when the state was created.
+    pub created: u64,
+}
+
+impl Identity {
+    pub fn model(&self) -> Result<Model> {
+        Model::from_name(&self.model).ok_or(Errno::IO)
+    }
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> StateDir {
+        StateDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Creates (0700) the directory and its subdirectories where missing.
+    pub fn ensure_dirs(&self) -> Result<()> {
+        let mut builder = DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        for dir in [
+            self.root.clone(),
+            self.path(KEYS_DIR),
+            self.path(FOREIGN_DIR),
+        ] {
+            builder.create(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the directory's exclusive lock, waiting for other processes.
+    pub fn lock(&self) -> Result<StateLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.path(LOCK_FILE))?;
+        file.lock()?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// The device identity, if the state has been created.
+    pub fn identity(&self) -> Result<Option<Identity>> {
+        match fs::read(self.path(IDENTITY_FILE)) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|_| Errno::IO)?)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the identity; written last when a state is created, so its
+    /// presence means the factory keys are in place.
+    pub fn write_identity(&self, _lock: &StateLock, identity: &Identity) -> Result<()> {
+        let json = serde_json::to_vec_pretty(identity).map_err(|_| Errno::IO)?;
+        write_atomic(&self.path(IDENTITY_FILE), &json, Durability::Synced)
+    }
+}
+
+/// Whether a replaced file must survive a crash of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory: keys and identity.
+    Synced,
+    /// Atomic but not flushed: counters, which a crash may set back a little,
+    /// and which are rewritten on every operation.
+    Unsynced,
+}
+
+/// Replaces `path` with `contents` (mode 0600) so that readers see the old file
+/// or the new one, never a mix.
+pub fn write_atomic(path: &Path, contents: &[u8], durability: Durability) -> Result<()> {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().ok_or(Errno::IO)?;
+    let name = path.file_name().ok_or(Errno::IO)?.to_string_lossy();
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| -> Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
+        fs::rename(&temp, path)?;
+        if durability == Durability::Synced {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Whether a directory entry is one of `write_atomic`'s temporary files.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_replaces_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomic(&path, b"one", Durability::Synced).unwrap();
+        write_atomic(&path, b"two", Durability::Unsynced).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn directories_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("a/b"));
+        state.ensure_dirs().unwrap();
+        for sub in ["", KEYS_DIR, FOREIGN_DIR] {
+            let mode = fs::metadata(state.path(sub)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{sub}");
+        }
+    }
+}
