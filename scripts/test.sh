@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds the workspace, runs the Rust
+# tests, then the end-to-end tests through stock consumers against the built module
+# and the emulator. Exits non-zero on any failure.
+#
+# Uses CARGO_TARGET_DIR when set, else ./target.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "end-to-end tests (tests/e2e/run.sh)"
+tests/e2e/run.sh
+
+step "all tests passed in $(($(date +%s) - started)) s"

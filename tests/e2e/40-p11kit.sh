@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# (d) The install step registers the module with p11-kit; then libp11's default
+# module (p11-kit-proxy) reaches the token, and curl and openssl work with no
+# PKCS11_MODULE_PATH and no module configuration in the environment.
+source "$(dirname "$0")/lib.sh"
+e2e_init
+new_token
+make_pki
+
+if [ "$(id -u)" -ne 0 ]; then
+    skip "p11-kit system registration (needs root: /etc/pkcs11/modules, /etc/zkiot)"
+    e2e_summary
+    exit
+fi
+if [ -e /usr/local/lib/zkiot/install-manifest ]; then
+    skip "p11-kit system registration (zkiot is already installed here; not touching it)"
+    e2e_summary
+    exit
+fi
+
+if [ "$BACKEND" = softhsm ]; then
+    skip "p11-kit system registration (SoftHSM is registered with p11-kit already)"
+    e2e_summary
+    exit
+fi
+install_args=(--lib-dir "$(dirname "$MODULE")" --emulator)
+
+# The module writes its store under /var/lib/zkiot when no configuration names one:
+# remove what this test adds there.
+store_dir=/var/lib/zkiot
+store_dir_existed=0
+[ -d "$store_dir" ] && store_dir_existed=1
+ls -1 "$store_dir" 2>/dev/null | sort >"$T/store-before"
+remove_new_store_files() {
+    [ -d "$store_dir" ] || return 0
+    ls -1 "$store_dir" | sort | comm -13 "$T/store-before" - | while IFS= read -r f; do
+        rm -f -- "$store_dir/$f"
+    done
+    [ $store_dir_existed = 1 ] || rmdir "$store_dir" 2>/dev/null || true
+}
+on_exit remove_new_store_files
+on_exit "'$REPO/scripts/install-module.sh' --uninstall"
+
+check "install-module.sh ${install_args[*]}" \
+    "$REPO/scripts/install-module.sh" "${install_args[@]}"
+check "/etc/pkcs11/modules/zkiot.module names the installed module" \
+    grep -qx 'module: /usr/local/lib/zkiot/libzkpkcs11.so' /etc/pkcs11/modules/zkiot.module
+
+# From here on: no module path, no zkiot configuration in the environment. Only the
+# emulator's own state (a temporary directory) and trace are set.
+unset PKCS11_MODULE_PATH ZKIOT_ZKLIB ZKIOT_CONF
+
+list_modules() {
+    local out
+    out=$(p11-kit list-modules 2>&1)
+    echo "$out"
+    # The "zkiot:" entry, and the token it shows.
+    awk '/^[^ ]/{m=($1=="zkiot:")} m' <<<"$out" | grep -q "token: $TOKEN_LABEL\$"
+}
+check "p11-kit list-modules shows module zkiot with token $TOKEN_LABEL" list_modules
+check "p11tool --list-tokens (through p11-kit) shows token=$TOKEN_LABEL" \
+    bash -c "p11tool --list-tokens | grep -q 'URL: pkcs11:.*token=$TOKEN_LABEL'"
+
+check "openssl req with no PKCS11_MODULE_PATH" \
+    token_csr "$T/dev.csr" '/CN=device-p11kit/O=zkiot e2e'
+check "test CA issues the client certificate" issue_cert "$T/dev.csr" "$T/dev.crt"
+start_s_server
+
+before=$(device_signs)
+check "curl --key $KEY_URI --cert dev.crt with no PKCS11_MODULE_PATH" \
+    curl -sS --fail --key "$KEY_URI" --cert "$T/dev.crt" --cacert "$CA_CRT" \
+    -o "$T/page" "$SERVER_URL"
+expect_signs "one device signature for the handshake" "$before" 1
+check "server page shows the client certificate" \
+    page_shows_client_cert "$T/page" 'CN=device-p11kit'
+
+check "install-module.sh --uninstall" "$REPO/scripts/install-module.sh" --uninstall
+check "after uninstall: no zkiot.module, no installed files" \
+    bash -c "[ ! -e /etc/pkcs11/modules/zkiot.module ] && [ ! -e /usr/local/lib/zkiot ] && [ ! -e /etc/zkiot/zkiot.toml ]"
+check "after uninstall: p11-kit no longer lists zkiot" \
+    bash -c "! p11-kit list-modules 2>/dev/null | grep -q '^zkiot:'"
+
+e2e_summary

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# (e) pkcs11-tool (OpenSC): listing, CKM_ECDSA signatures over digests of every
+# common size verified by openssl, random, --test, --test-fork, --test-threads.
+source "$(dirname "$0")/lib.sh"
+e2e_init
+new_token
+
+p11() { pkcs11-tool --module "$MODULE" "$@"; }
+
+check "pkcs11-tool -L lists a slot with token '$TOKEN_LABEL'" \
+    bash -c "pkcs11-tool --module '$MODULE' -L | grep -q 'token label *: $TOKEN_LABEL\$'"
+check "pkcs11-tool -O lists private and public key slot0" \
+    bash -c "out=\$(pkcs11-tool --module '$MODULE' ${P11TOOL_LOGIN[*]} -O) &&
+             grep -q '^Private Key Object; EC' <<<\"\$out\" &&
+             grep -q '^Public Key Object; EC' <<<\"\$out\" &&
+             grep -q 'label: *slot0' <<<\"\$out\" && grep -q 'ID: *0000\$' <<<\"\$out\""
+check "pkcs11-tool -M lists ECDSA" \
+    bash -c "pkcs11-tool --module '$MODULE' -M | grep -q '^ *ECDSA,'"
+
+check "public key of slot 0" token_pubkey "$T/pub.pem"
+head -c 1000 /dev/urandom >"$T/message"
+for hash in sha1 sha224 sha256 sha384 sha512; do
+    digest=$T/digest.$hash
+    sig=$T/sig.$hash
+    openssl dgst "-$hash" -binary -out "$digest" "$T/message"
+    size=$(stat -c %s "$digest")
+    before=$(device_signs)
+    check "pkcs11-tool --sign -m ECDSA, $size-byte $hash digest" \
+        p11 "${P11TOOL_LOGIN[@]}" --sign -m ECDSA --id 0000 -i "$digest" -o "$sig" \
+        --signature-format openssl
+    expect_signs "one device signature for the $size-byte input" "$before" 1
+    check "openssl pkeyutl -verify accepts the $size-byte signature" \
+        openssl pkeyutl -verify -pubin -inkey "$T/pub.pem" -in "$digest" -sigfile "$sig"
+done
+
+# The signature is over the digest given, not over something else.
+check "a signature does not verify for another digest" \
+    bash -c "! openssl pkeyutl -verify -pubin -inkey '$T/pub.pem' -in '$T/digest.sha256' -sigfile '$T/sig.sha1'"
+
+check "pkcs11-tool --generate-random 48 gives 48 bytes" \
+    bash -c "[ \"\$(pkcs11-tool --module '$MODULE' --generate-random 48 | wc -c)\" = 48 ]"
+
+check "pkcs11-tool --test" p11 "${P11TOOL_LOGIN[@]}" --test
+
+fork_ok() {
+    local out
+    out=$(p11 --test-fork 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    ! grep -qE 'CKR_|error' <<<"$out"
+}
+check "pkcs11-tool --test-fork" fork_ok
+
+threads_ok() {
+    local out rc=0
+    out=$(p11 --use-locking --test-threads ILGISLT0 --test-threads ILGISLT0 \
+        --test-threads INGISLT0 -L 2>&1) || rc=$?
+    echo "$out"
+    [ "$rc" -eq 0 ] && grep -q 'all threads have ended with CKR_OK' <<<"$out"
+}
+if [ "$BACKEND" = softhsm ]; then
+    skip "pkcs11-tool --use-locking --test-threads (SoftHSM 2.6.1 crashes at exit)"
+else
+    check "pkcs11-tool --use-locking --test-threads (3 threads)" threads_ok
+fi
+
+e2e_summary

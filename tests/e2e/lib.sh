@@ -1,0 +1,267 @@
+# Shared helpers of the end-to-end tests. Sourced by every numbered test script.
+#
+# The tests drive the built PKCS#11 module (libzkpkcs11.so) over the emulator
+# (libzkemu.so) through stock consumers: openssl + libp11, curl, pkcs11-tool,
+# p11tool/gnutls-cli, p11-kit, python-pkcs11 and a C program.
+#
+# Environment (all optional):
+#   CARGO_TARGET_DIR     where the libraries were built (default: <repo>/target)
+#   ZKIOT_E2E_PROFILE    cargo profile directory: debug (default) or release
+#   ZKIOT_E2E_MODULE     the PKCS#11 module under test
+#   ZKIOT_E2E_EMULATOR   the emulator library the module loads
+#   ZKIOT_E2E_BACKEND    zkiot (default) or softhsm: run the same consumer checks
+#                        against SoftHSM2, to tell a test defect from a module defect
+#   ZKIOT_VENV           the Python venv made by scripts/install-deps.sh
+#   ZKIOT_E2E_KEEP=1     keep the temporary directories (their path is printed)
+
+set -uo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+PROFILE=${ZKIOT_E2E_PROFILE:-debug}
+BACKEND=${ZKIOT_E2E_BACKEND:-zkiot}
+VENV=${ZKIOT_VENV:-$REPO/.venv}
+ENGINE_SO=$(find /usr/lib -path '*engines-3/pkcs11.so' -print -quit 2>/dev/null || true)
+
+case $BACKEND in
+zkiot)
+    MODULE=${ZKIOT_E2E_MODULE:-$TARGET_DIR/$PROFILE/libzkpkcs11.so}
+    EMULATOR=${ZKIOT_E2E_EMULATOR:-$TARGET_DIR/$PROFILE/libzkemu.so}
+    PIN=""
+    ;;
+softhsm)
+    MODULE=${ZKIOT_E2E_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+    EMULATOR=""
+    PIN=1234
+    ;;
+*)
+    echo "unknown ZKIOT_E2E_BACKEND=$BACKEND (zkiot | softhsm)" >&2
+    exit 2
+    ;;
+esac
+
+TOKEN_LABEL=zymkey
+# Key URIs as users write them. SoftHSM needs a PIN; our token has none.
+KEY_URI="pkcs11:token=$TOKEN_LABEL;object=slot0;type=private${PIN:+;pin-value=$PIN}"
+CERT_URI="pkcs11:token=$TOKEN_LABEL;object=slot0;type=cert${PIN:+;pin-value=$PIN}"
+# Login arguments for pkcs11-tool and p11tool (empty for a PIN-less token).
+P11TOOL_LOGIN=()
+P11TOOL_GNUTLS_LOGIN=()
+if [ -n "$PIN" ]; then
+    P11TOOL_LOGIN=(--login --pin "$PIN")
+    P11TOOL_GNUTLS_LOGIN=(--login --set-pin "$PIN")
+fi
+
+E2E_PASSED=0
+E2E_FAILED=0
+E2E_PIDS=()
+E2E_CLEANUPS=()
+
+# ---------------------------------------------------------------- reporting
+
+pass() { E2E_PASSED=$((E2E_PASSED + 1)); echo "PASS: $*"; }
+fail() { E2E_FAILED=$((E2E_FAILED + 1)); echo "FAIL: $*"; }
+skip() { echo "SKIP: $*"; }
+note() { echo "      $*"; }
+
+# check NAME COMMAND...: runs the command with its output in a log; PASS on exit 0,
+# otherwise FAIL with the command and the tail of its output.
+check() {
+    local name=$1
+    shift
+    local log
+    log=$(mktemp "$T/check.XXXXXX.log")
+    if "$@" >"$log" 2>&1; then
+        pass "$name"
+    else
+        local rc=$?
+        fail "$name (exit $rc)"
+        note "command: $*"
+        sed -e 's/^/      | /' "$log" | tail -n 25
+    fi
+}
+
+# expect_eq NAME EXPECTED ACTUAL
+expect_eq() {
+    if [ "$2" = "$3" ]; then
+        pass "$1"
+    else
+        fail "$1: expected '$2', got '$3'"
+    fi
+}
+
+# Fails with the given message when a prerequisite is missing; ends the script.
+require_file() {
+    if [ ! -e "$1" ]; then
+        fail "$2: $1 does not exist"
+        exit 1
+    fi
+}
+
+# ---------------------------------------------------------------- lifecycle
+
+e2e_cleanup() {
+    local pid i
+    for ((i = ${#E2E_CLEANUPS[@]} - 1; i >= 0; i--)); do
+        eval "${E2E_CLEANUPS[i]}" >/dev/null 2>&1 || true
+    done
+    for pid in "${E2E_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    if [ "${ZKIOT_E2E_KEEP:-0}" = 1 ]; then
+        echo "      kept $T"
+    else
+        rm -rf "$T"
+    fi
+}
+
+# on_exit COMMAND: run at exit, in reverse order of registration.
+on_exit() { E2E_CLEANUPS+=("$1"); }
+
+e2e_summary() {
+    echo "RESULT: $E2E_PASSED passed, $E2E_FAILED failed"
+    [ "$E2E_FAILED" -eq 0 ]
+}
+
+# e2e_init: temp dir, cleanup trap, module checks. Call once at the top of a test.
+e2e_init() {
+    T=$(mktemp -d "${TMPDIR:-/tmp}/zkiot-e2e.XXXXXX")
+    trap e2e_cleanup EXIT
+    trap 'exit 130' INT TERM
+    unset OPENSSL_CONF
+    require_file "$MODULE" "PKCS#11 module"
+    if [ "$BACKEND" = zkiot ]; then
+        require_file "$EMULATOR" "emulator"
+    fi
+    export PKCS11_MODULE_PATH=$MODULE
+}
+
+# new_token [MODEL]: a fresh token. For zkiot: fresh emulator state of MODEL
+# (ZYMKEY4i by default), a fresh certificate store and trace file.
+# For softhsm: a fresh token labelled zymkey with a P-256 key slot0, id 0000.
+TOKEN_SEQ=0
+new_token() {
+    local model=${1:-ZYMKEY4i}
+    TOKEN_SEQ=$((TOKEN_SEQ + 1))
+    TOKEN_DIR=$T/token$TOKEN_SEQ
+    mkdir -p "$TOKEN_DIR"
+    if [ "$BACKEND" = zkiot ]; then
+        export ZKIOT_ZKLIB=$EMULATOR
+        export ZKIOT_EMU_DIR=$TOKEN_DIR/emu
+        export ZKIOT_EMU_MODEL=$model
+        export ZKIOT_EMU_TRACE=$TOKEN_DIR/trace
+        export ZKIOT_CONF=$TOKEN_DIR/zkiot.toml
+        mkdir -p "$ZKIOT_EMU_DIR"
+        : >"$ZKIOT_EMU_TRACE"
+        printf 'store = "%s"\n' "$TOKEN_DIR/store" >"$ZKIOT_CONF"
+    else
+        export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
+        mkdir -p "$TOKEN_DIR/tokens"
+        cat >"$SOFTHSM2_CONF" <<EOF
+directories.tokendir = $TOKEN_DIR/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+library.reset_on_fork = true
+EOF
+        softhsm2-util --init-token --free --label "$TOKEN_LABEL" --so-pin 12345678 --pin "$PIN" >/dev/null
+        pkcs11-tool --module "$MODULE" --token-label "$TOKEN_LABEL" --login --pin "$PIN" \
+            --keypairgen --key-type EC:prime256v1 --id 0000 --label slot0 >/dev/null
+    fi
+}
+
+# Number of device signatures so far ("sign <slot>" lines in the emulator trace).
+device_signs() {
+    [ "$BACKEND" = zkiot ] || { echo 0; return; }
+    grep -c '^sign ' "$ZKIOT_EMU_TRACE" || true
+}
+
+# Whether device operations can be counted (only with the emulator).
+have_trace() { [ "$BACKEND" = zkiot ]; }
+
+# expect_signs NAME BEFORE EXPECTED_DELTA
+expect_signs() {
+    if ! have_trace; then
+        skip "$1 (no device trace with $BACKEND)"
+        return
+    fi
+    local now
+    now=$(device_signs)
+    expect_eq "$1" "$3" "$((now - $2))"
+}
+
+# ---------------------------------------------------------------- PKI
+
+# make_ca: P-256 test CA (ca.key, ca.crt) and a server certificate for 127.0.0.1.
+make_pki() {
+    local d=$T/pki
+    mkdir -p "$d"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$d/ca.key" -sha256 -days 2 -subj '/CN=zkiot e2e test CA' \
+        -addext 'basicConstraints=critical,CA:TRUE' \
+        -addext 'keyUsage=critical,keyCertSign,cRLSign' -out "$d/ca.crt" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' \
+        >"$d/client.ext"
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' \
+        >"$d/server.ext"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/server.key" 2>/dev/null
+    openssl req -new -key "$d/server.key" -subj '/CN=localhost' -out "$d/server.csr" 2>/dev/null
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -sha256 -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null
+    CA_CRT=$d/ca.crt
+    CA_KEY=$d/ca.key
+    SERVER_CRT=$d/server.crt
+    SERVER_KEY=$d/server.key
+    CLIENT_EXT=$d/client.ext
+}
+
+# token_csr OUT SUBJECT [KEY_URI]: a CSR signed by the token key through the engine.
+token_csr() {
+    openssl req -new -engine pkcs11 -keyform engine -key "${3:-$KEY_URI}" \
+        -subj "$2" -out "$1"
+}
+
+# issue_cert CSR OUT: the test CA signs a client certificate (clientAuth).
+issue_cert() {
+    openssl x509 -req -in "$1" -CA "$CA_CRT" -CAkey "$CA_KEY" -CAcreateserial -days 1 \
+        -sha256 -extfile "$CLIENT_EXT" -out "$2"
+}
+
+# token_pubkey OUT_PEM [ID]: the slot's public key, read from the token by pkcs11-tool.
+token_pubkey() {
+    local der=$T/pub.$$.der
+    pkcs11-tool --module "$MODULE" "${P11TOOL_LOGIN[@]}" --read-object --type pubkey \
+        --id "${2:-0000}" -o "$der" >/dev/null 2>&1 &&
+        openssl pkey -pubin -inform DER -in "$der" -out "$1"
+}
+
+# ---------------------------------------------------------------- servers
+
+# start_s_server: openssl s_server on 127.0.0.1 (a free port picked by the kernel),
+# requiring a client certificate from the test CA. Sets SERVER_PORT and SERVER_URL.
+start_s_server() {
+    local log=$T/s_server.$RANDOM.log
+    openssl s_server -accept 127.0.0.1:0 -cert "$SERVER_CRT" -key "$SERVER_KEY" \
+        -Verify 1 -CAfile "$CA_CRT" -www "$@" >"$log" 2>&1 </dev/null &
+    E2E_PIDS+=($!)
+    SERVER_PORT=""
+    local i
+    for i in $(seq 1 100); do
+        SERVER_PORT=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
+        [ -n "$SERVER_PORT" ] && break
+        sleep 0.05
+    done
+    if [ -z "$SERVER_PORT" ]; then
+        fail "s_server did not start"
+        sed -e 's/^/      | /' "$log"
+        exit 1
+    fi
+    SERVER_URL=https://127.0.0.1:$SERVER_PORT/
+    SERVER_LOG=$log
+}
+
+# The s_server -www page lists the client certificate it verified.
+page_shows_client_cert() {
+    grep -q '^Client certificate' "$1" && grep -q "Subject: $2" "$1"
+}
