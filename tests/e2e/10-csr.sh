@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (a) openssl req through the libp11 engine: a CSR signed by the token key, carrying
 # the slot's public key, at the cost of exactly one device signature.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 new_token

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (b) curl mutual TLS with the token key against openssl s_server, TLS 1.3 and 1.2,
 # one device signature per handshake.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 new_token

@@ -2,6 +2,7 @@
 # (d) The install step registers the module with p11-kit; then libp11's default
 # module (p11-kit-proxy) reaches the token, and curl and openssl work with no
 # PKCS11_MODULE_PATH and no module configuration in the environment.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 new_token

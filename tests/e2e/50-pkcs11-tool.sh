@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (e) pkcs11-tool (OpenSC): listing, CKM_ECDSA signatures over digests of every
 # common size verified by openssl, random, --test, --test-fork, --test-threads.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 new_token

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (g) python-pkcs11 signs with CKM_ECDSA and CKM_ECDSA_SHA256 (single and multi-part);
 # openssl verifies every signature.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 new_token

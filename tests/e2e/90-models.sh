@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (i) Both emulated models: CSR and mutual TLS on ZYMKEY4i and HSM6; on HSM6 a key
 # generated through PKCS#11 signs a CSR; ZYMKEY4i refuses key generation.
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
 if [ "$BACKEND" != zkiot ]; then

@@ -14,6 +14,7 @@
 #   ZKIOT_VENV           the Python venv made by scripts/install-deps.sh
 #   ZKIOT_E2E_KEEP=1     keep the temporary directories (their path is printed)
 
+# shellcheck disable=SC2034 # the variables set here are used by the test scripts
 set -uo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +23,6 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 PROFILE=${ZKIOT_E2E_PROFILE:-debug}
 BACKEND=${ZKIOT_E2E_BACKEND:-zkiot}
 VENV=${ZKIOT_VENV:-$REPO/.venv}
-ENGINE_SO=$(find /usr/lib -path '*engines-3/pkcs11.so' -print -quit 2>/dev/null || true)
 
 case $BACKEND in
 zkiot)
