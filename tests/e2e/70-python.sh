@@ -36,4 +36,9 @@ check "openssl rejects the signature for another message" \
     bash -c "head -c 100 /dev/urandom >'$T/other' &&
              ! openssl dgst -sha256 -verify '$T/pub.pem' -signature '$out/sig-ECDSA.der' '$T/other'"
 
+if have_trace; then
+    check "device operations: none for searches and attribute reads, one per signature" \
+        "$PYTHON" "$REPO/tests/python/device_calls.py" --module "$MODULE" --token "$TOKEN_LABEL"
+fi
+
 e2e_summary

@@ -64,10 +64,14 @@ def main():
                 raw = private.sign(message, mechanism=Mechanism.ECDSA_SHA256)
                 ok = public.verify(message, raw, mechanism=Mechanism.ECDSA_SHA256)
             else:
-                raw = private.sign(chunks(message, 700), mechanism=Mechanism.ECDSA_SHA256)
+                raw = private.sign(
+                    chunks(message, 700), mechanism=Mechanism.ECDSA_SHA256
+                )
                 ok = public.verify(message, raw, mechanism=Mechanism.ECDSA_SHA256)
             if len(raw) != 64:
-                sys.exit(f"{name}: expected a 64-byte r||s signature, got {len(raw)} bytes")
+                sys.exit(
+                    f"{name}: expected a 64-byte r||s signature, got {len(raw)} bytes"
+                )
             if not ok:
                 sys.exit(f"{name}: the token rejects its own signature")
             signatures[name] = encode_ecdsa_signature(raw)
