@@ -1,0 +1,146 @@
+//! Several processes using one state directory at once, as the PKCS#11
+//! module, the CLI and tests do: one device, consistent state.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{device, finish, reported, role, spawn, Scratch};
+use openssl::nid::Nid;
+use zymkey::{KeyType, Slot};
+
+const TEST: &str = "processes_share_one_device";
+const WORKERS: usize = 4;
+const KEYS_PER_WORKER: usize = 10;
+const SIGNATURES_PER_WORKER: usize = 10;
+
+/// Waits for the parent's start signal, so the workers really overlap.
+fn wait_for_start() {
+    let go = PathBuf::from(std::env::var_os("ZKEMU_TEST_GO").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "no start signal");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn generate_keys() {
+    let zk = device();
+    wait_for_start();
+    for _ in 0..KEYS_PER_WORKER {
+        let slot = zk.generate_key(KeyType::NistP256).unwrap();
+        let public = zk.public_key(Slot::device(slot)).unwrap();
+        let digest = common::digest(&format!("key {slot}"));
+        // Signing right after generation finds the whole key file.
+        let sig = zk.sign_digest(slot, &digest).unwrap();
+        assert!(common::openssl_verifies(
+            Nid::X9_62_PRIME256V1,
+            &public,
+            &digest,
+            &sig
+        ));
+        println!("slot={slot}");
+    }
+    println!("serial={}", zk.serial_number().unwrap());
+}
+
+fn sign_counting_failures() {
+    let zk = device();
+    zk.model().unwrap();
+    wait_for_start();
+    let digest = common::digest("concurrent");
+    let mut failures = 0;
+    for _ in 0..SIGNATURES_PER_WORKER {
+        match zk.sign_digest(0, &digest) {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(libc::EIO) => failures += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!("failures={failures}");
+}
+
+/// Runs `role` in every worker at once; returns their outputs.
+fn run_workers(scratch: &Scratch, role: &str, trace: &Path) -> Vec<std::process::Output> {
+    let state = scratch.state();
+    let go = scratch.file(&format!("go-{role}"));
+    let children: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            spawn(
+                TEST,
+                role,
+                &[
+                    ("ZKIOT_EMU_DIR", state.as_os_str()),
+                    ("ZKIOT_EMU_MODEL", "HSM6".as_ref()),
+                    ("ZKIOT_EMU_TRACE", trace.as_os_str()),
+                    ("ZKEMU_TEST_GO", go.as_os_str()),
+                ],
+            )
+        })
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    children
+        .into_iter()
+        .map(|child| finish(child, role))
+        .collect()
+}
+
+#[test]
+fn processes_share_one_device() {
+    match role(TEST).as_deref() {
+        Some("generate") => return generate_keys(),
+        Some("sign") => return sign_counting_failures(),
+        Some(other) => panic!("unknown role {other}"),
+        None => {}
+    }
+    let scratch = Scratch::new();
+    let trace = scratch.file("trace");
+
+    // Four processes create the state and generate keys at the same time.
+    let outputs = run_workers(&scratch, "generate", &trace);
+    let serials: BTreeSet<String> = outputs
+        .iter()
+        .flat_map(|o| reported(o, "serial="))
+        .collect();
+    assert_eq!(serials.len(), 1, "one device: {serials:?}");
+    let slots: Vec<i32> = outputs
+        .iter()
+        .flat_map(|o| reported(o, "slot="))
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let distinct: BTreeSet<i32> = slots.iter().copied().collect();
+    assert_eq!(slots.len(), WORKERS * KEYS_PER_WORKER);
+    assert_eq!(
+        distinct,
+        (16..16 + (WORKERS * KEYS_PER_WORKER) as i32).collect(),
+        "every key got its own slot"
+    );
+    let key_files = std::fs::read_dir(scratch.state().join("keys"))
+        .unwrap()
+        .count();
+    assert_eq!(key_files, 12 + WORKERS * KEYS_PER_WORKER);
+
+    // Four processes sign at once; one injected fault fails exactly one call.
+    std::fs::write(scratch.state().join("fail-next"), "sign").unwrap();
+    let outputs = run_workers(&scratch, "sign", &trace);
+    let failures: u32 = outputs
+        .iter()
+        .flat_map(|o| reported(o, "failures="))
+        .map(|s| s.parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(failures, 1);
+
+    let total_signatures = (WORKERS * (KEYS_PER_WORKER + SIGNATURES_PER_WORKER)) as u64;
+    let counters = common::counters(&scratch.state());
+    assert_eq!(counters["gen_key"], (WORKERS * KEYS_PER_WORKER) as u64);
+    assert_eq!(counters["sign"], total_signatures);
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let sign_lines = trace.lines().filter(|l| l.starts_with("sign ")).count();
+    assert_eq!(sign_lines as u64, total_signatures);
+    assert!(
+        trace.lines().all(|l| l.split(' ').count() == 2),
+        "whole lines only"
+    );
+}
