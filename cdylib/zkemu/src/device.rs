@@ -4,6 +4,7 @@
 //! line, bumps the counter, sleeps the configured latency and applies an
 //! injected fault, so all of these see exactly the calls that reach the device.
 
+use std::io::Write;
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,7 +38,7 @@ impl Device {
     /// announces itself on stderr once per process.
     pub fn open() -> Result<Device> {
         let config = Config::from_env().map_err(|message| {
-            eprintln!("zkemu: {message}");
+            notice(format_args!("{message}"));
             Errno::INVAL
         })?;
         Device::open_with(config)
@@ -50,20 +51,20 @@ impl Device {
         if let Some(asked) = config.model.filter(|asked| *asked != model) {
             static MISMATCH: Once = Once::new();
             MISMATCH.call_once(|| {
-                eprintln!(
-                    "zkemu: {MODEL_ENV}={asked} ignored: the state in {} was created as {model} \
+                notice(format_args!(
+                    "{MODEL_ENV}={asked} ignored: the state in {} was created as {model} \
                      (use another state directory for another model)",
                     state.root().display()
-                )
+                ))
             });
         }
         static BANNER: Once = Once::new();
         BANNER.call_once(|| {
-            eprintln!(
-                "zkemu: Zymkey emulator (model {model}, state {}): \
+            notice(format_args!(
+                "Zymkey emulator (model {model}, state {}): \
                  keys are plain files, not a security boundary",
                 state.root().display()
-            )
+            ))
         });
         let device = Device {
             state,
@@ -86,10 +87,10 @@ impl Device {
             if let Err(e) = trace::append(path, operation, target) {
                 static WARNED: Once = Once::new();
                 WARNED.call_once(|| {
-                    eprintln!(
-                        "zkemu: cannot append to trace file {}: {e:?}",
+                    notice(format_args!(
+                        "cannot append to trace file {}: {e:?}",
                         path.display()
-                    )
+                    ))
                 });
             }
         }
@@ -223,6 +224,11 @@ impl Device {
             .map_err(|_| Errno::IO)?;
         Ok(u32::try_from(now.as_secs()).unwrap_or(u32::MAX))
     }
+}
+
+/// One line on stderr. Unlike `eprintln!`, a failed write is ignored, not a panic.
+fn notice(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "zkemu: {message}");
 }
 
 fn target(keyring: Keyring, slot: i32) -> Target {
