@@ -1,0 +1,419 @@
+//! The operator's certificate authority: a P-256 key and a self-signed CA certificate that
+//! issue the device certificates AWS IoT registers.
+//!
+//! [`CertificateAuthority::load`] refuses a CA that cannot sign safely (key not matching the
+//! certificate, not a CA, not yet valid or expired); [`CertificateAuthority::sign_csr`] refuses a
+//! CSR whose self-signature does not verify or whose subject is not a thing name.
+
+mod cli;
+mod subject;
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, PKeyRef, Private, Public};
+use openssl::stack::Stack;
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::{X509Builder, X509NameRef, X509Req, X509StoreContext, X509};
+use x509_cert::der::Decode;
+
+use crate::fsutil;
+use crate::thing::validate_thing_name;
+
+pub use cli::{run, CaCommand};
+pub use subject::parse_subject;
+
+/// Default subject of a new CA certificate.
+pub const DEFAULT_CA_SUBJECT: &str = "/CN=zkiot device CA";
+/// Default validity of a new CA certificate, in days.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+/// Default validity of a device certificate, in days.
+pub const DEFAULT_DEVICE_DAYS: u32 = 365;
+/// Validity of a register-ca verification certificate, in days.
+const VERIFICATION_DAYS: u32 = 7;
+/// Certificates start a little in the past, so a device whose clock lags still accepts them.
+const BACKDATE_SECONDS: i64 = 300;
+
+/// How [`CertificateAuthority::sign_csr`] issues a device certificate.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// Validity in days from now (ignored when `not_after` is set).
+    pub days: u32,
+    /// Exact end of validity.
+    pub not_after: Option<time::OffsetDateTime>,
+    /// When set, the CSR's CN must equal it.
+    pub expected_cn: Option<String>,
+}
+
+impl Default for SignOptions {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_DEVICE_DAYS,
+            not_after: None,
+            expected_cn: None,
+        }
+    }
+}
+
+/// A CA certificate with its private key, checked to belong together.
+pub struct CertificateAuthority {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("subject", &name_to_string(self.cert.subject_name()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Makes a new CA: a P-256 key and a self-signed certificate with `subject`
+    /// (`/CN=…/O=…`), valid for `days`.
+    pub fn create(subject: &str, days: u32) -> Result<Self> {
+        ensure!(days > 0, "the CA validity must be at least one day");
+        let name = parse_subject(subject)?;
+        let key = generate_p256_key()?;
+
+        let mut builder = X509Builder::new()?;
+        builder.set_version(2)?;
+        builder.set_serial_number(random_serial()?.as_ref())?;
+        builder.set_subject_name(&name)?;
+        builder.set_issuer_name(&name)?;
+        builder.set_pubkey(&key)?;
+        let (not_before, not_after) = validity(days, None)?;
+        builder.set_not_before(&not_before)?;
+        builder.set_not_after(&not_after)?;
+        builder.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
+        builder.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
+        let ski = SubjectKeyIdentifier::new().build(&builder.x509v3_context(None, None))?;
+        builder.append_extension(ski)?;
+        builder.sign(&key, MessageDigest::sha256())?;
+        let cert = builder.build();
+        Self::from_parts(cert, key)
+    }
+
+    /// Loads the CA from PEM files, and checks that the key matches the certificate and that the
+    /// certificate is a CA valid now.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self> {
+        let cert_pem = fsutil::read(cert)?;
+        let cert_x509 = X509::from_pem(&cert_pem)
+            .with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
+        let key_pem = fsutil::read(key)?;
+        let key_pkey = PKey::private_key_from_pem(&key_pem)
+            .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+        Self::from_parts(cert_x509, key_pkey)
+            .with_context(|| format!("unusable CA {} / {}", cert.display(), key.display()))
+    }
+
+    /// Pairs a certificate and key after the checks of [`CertificateAuthority::load`].
+    pub fn from_parts(cert: X509, key: PKey<Private>) -> Result<Self> {
+        if !cert.public_key()?.public_eq(&key) {
+            bail!("the CA private key does not match the CA certificate");
+        }
+        check_is_ca(&cert)?;
+        check_valid_now(&cert, "CA certificate")?;
+        Ok(Self { cert, key })
+    }
+
+    /// Writes the key (0600) and the certificate as PEM; refuses to replace either unless
+    /// `force`.
+    pub fn save(&self, cert_path: &Path, key_path: &Path, force: bool) -> Result<()> {
+        for path in [cert_path, key_path] {
+            if path.exists() && !force {
+                bail!(
+                    "{} already exists; not overwriting it (use --force to replace the CA)",
+                    path.display()
+                );
+            }
+            if let Some(dir) = path.parent() {
+                fsutil::ensure_dir(dir, 0o700)?;
+            }
+        }
+        fsutil::write_atomic(
+            key_path,
+            &self.key.private_key_to_pem_pkcs8()?,
+            fsutil::SECRET_MODE,
+        )?;
+        fsutil::write_atomic(cert_path, &self.cert.to_pem()?, fsutil::PUBLIC_MODE)
+    }
+
+    /// The CA certificate.
+    pub fn certificate(&self) -> &X509 {
+        &self.cert
+    }
+
+    /// Issues a device (client) certificate for a PKCS#10 CSR in PEM (or DER).
+    ///
+    /// The CSR's self-signature must verify, its key must be EC P-256/P-384 or RSA ≥ 2048, and its
+    /// subject must hold exactly one CN that is a valid thing name (and equals
+    /// `opts.expected_cn` when set). The certificate copies the CSR's subject and key and has a
+    /// random positive 128-bit serial, SHA-256, `CA:FALSE`, critical `digitalSignature`,
+    /// `clientAuth`, and subject and authority key identifiers. Its validity may not outlast the
+    /// CA's.
+    pub fn sign_csr(&self, csr_pem: &[u8], opts: &SignOptions) -> Result<X509> {
+        let csr = parse_csr(csr_pem)?;
+        let public_key = csr
+            .public_key()
+            .context("cannot read the CSR's public key")?;
+        if !csr.verify(&public_key).unwrap_or(false) {
+            bail!("the CSR's signature does not verify with its own public key (corrupt or forged CSR)");
+        }
+        check_device_key(&public_key)?;
+        let cn = csr_common_name(&csr)?;
+        validate_thing_name(&cn).context("the CSR's CN is not a usable thing name")?;
+        if let Some(expected) = &opts.expected_cn {
+            if &cn != expected {
+                bail!("the CSR's CN is {cn:?}, expected {expected:?}");
+            }
+        }
+
+        let (not_before, not_after) = validity(opts.days, opts.not_after)?;
+        if not_after > self.cert.not_after() {
+            bail!(
+                "the certificate would end after the CA does ({}); choose a shorter validity",
+                self.cert.not_after()
+            );
+        }
+
+        let mut builder = X509Builder::new()?;
+        builder.set_version(2)?;
+        builder.set_serial_number(random_serial()?.as_ref())?;
+        builder.set_subject_name(csr.subject_name())?;
+        builder.set_issuer_name(self.cert.subject_name())?;
+        builder.set_pubkey(&public_key)?;
+        builder.set_not_before(&not_before)?;
+        builder.set_not_after(&not_after)?;
+        builder.append_extension(BasicConstraints::new().critical().build()?)?;
+        builder.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+        builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+        let ski =
+            SubjectKeyIdentifier::new().build(&builder.x509v3_context(Some(&self.cert), None))?;
+        builder.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&builder.x509v3_context(Some(&self.cert), None))?;
+        builder.append_extension(aki)?;
+        builder.sign(&self.key, MessageDigest::sha256())?;
+        let cert = builder.build();
+        verify_chain(&cert, &self.cert).context("the certificate just issued does not verify")?;
+        Ok(cert)
+    }
+
+    /// The verification certificate AWS IoT asks for when a CA is registered: a fresh P-256 key
+    /// (thrown away) whose certificate has CN = `registration_code` and is signed by this CA.
+    pub fn sign_verification_certificate(&self, registration_code: &str) -> Result<X509> {
+        ensure!(
+            !registration_code.is_empty() && registration_code.len() <= 64,
+            "the registration code must be 1 to 64 characters long"
+        );
+        let key = generate_p256_key()?;
+        let mut name = openssl::x509::X509NameBuilder::new()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, registration_code)?;
+        let name = name.build();
+        let mut builder = X509Builder::new()?;
+        builder.set_version(2)?;
+        builder.set_serial_number(random_serial()?.as_ref())?;
+        builder.set_subject_name(&name)?;
+        builder.set_issuer_name(self.cert.subject_name())?;
+        builder.set_pubkey(&key)?;
+        let (not_before, not_after) = validity(VERIFICATION_DAYS, None)?;
+        builder.set_not_before(&not_before)?;
+        let not_after = if not_after > self.cert.not_after() {
+            Asn1Time::from_str(&self.cert.not_after().to_string()).unwrap_or(not_after)
+        } else {
+            not_after
+        };
+        builder.set_not_after(&not_after)?;
+        builder.append_extension(BasicConstraints::new().critical().build()?)?;
+        let ski =
+            SubjectKeyIdentifier::new().build(&builder.x509v3_context(Some(&self.cert), None))?;
+        builder.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&builder.x509v3_context(Some(&self.cert), None))?;
+        builder.append_extension(aki)?;
+        builder.sign(&self.key, MessageDigest::sha256())?;
+        Ok(builder.build())
+    }
+}
+
+/// Parses a CSR in PEM, or DER.
+pub fn parse_csr(bytes: &[u8]) -> Result<X509Req> {
+    X509Req::from_pem(bytes)
+        .or_else(|_| X509Req::from_der(bytes))
+        .map_err(|_| anyhow!("not a PKCS#10 certificate request (PEM or DER)"))
+}
+
+/// The single CN of a CSR's subject.
+pub fn csr_common_name(csr: &X509Req) -> Result<String> {
+    common_name(csr.subject_name()).context("the CSR's subject")
+}
+
+/// The single CN of a name.
+pub fn common_name(name: &X509NameRef) -> Result<String> {
+    let mut cns = name.entries_by_nid(Nid::COMMONNAME);
+    let cn = cns.next().ok_or_else(|| anyhow!("has no CN"))?;
+    ensure!(cns.next().is_none(), "has more than one CN");
+    let cn = cn
+        .data()
+        .to_string()
+        .map_err(|_| anyhow!("has a CN that is not text"))?;
+    ensure!(!cn.contains('\0'), "has a CN with a NUL byte");
+    Ok(cn)
+}
+
+/// One-line form of a name, `CN=…, O=…`.
+pub fn name_to_string(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SHA-256 fingerprint of a certificate's DER, lowercase hex (AWS IoT's certificate ID).
+pub fn fingerprint(cert: &X509) -> Result<String> {
+    Ok(hex(&cert.digest(MessageDigest::sha256())?))
+}
+
+/// Checks that `leaf` chains to `ca` (signature, validity, purpose `clientAuth`).
+pub fn verify_chain(leaf: &X509, ca: &X509) -> Result<()> {
+    let mut store = X509StoreBuilder::new()?;
+    store.add_cert(ca.clone())?;
+    store.set_purpose(openssl::x509::X509PurposeId::SSL_CLIENT)?;
+    let store = store.build();
+    let chain = Stack::new()?;
+    let mut ctx = X509StoreContext::new()?;
+    let (ok, error) = ctx.init(&store, leaf, &chain, |c| {
+        let ok = c.verify_cert()?;
+        Ok((ok, c.error()))
+    })?;
+    if !ok {
+        bail!(
+            "certificate {} does not chain to CA {}: {}",
+            name_to_string(leaf.subject_name()),
+            name_to_string(ca.subject_name()),
+            error.error_string()
+        );
+    }
+    Ok(())
+}
+
+/// Checks a certificate's validity period against the current time.
+pub fn check_valid_now(cert: &X509, what: &str) -> Result<()> {
+    let now = Asn1Time::days_from_now(0)?;
+    if cert.not_after() < now {
+        bail!("the {what} expired on {}", cert.not_after());
+    }
+    if cert.not_before() > now {
+        bail!("the {what} is not valid before {}", cert.not_before());
+    }
+    Ok(())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_is_ca(cert: &X509) -> Result<()> {
+    use x509_cert::der::oid::AssociatedOid;
+    use x509_cert::ext::pkix::{BasicConstraints as Bc, KeyUsage as Ku, KeyUsages};
+    let der = cert.to_der()?;
+    let parsed =
+        x509_cert::Certificate::from_der(&der).context("cannot parse the CA certificate")?;
+    let extensions = parsed.tbs_certificate.extensions.unwrap_or_default();
+    let mut is_ca = false;
+    for ext in &extensions {
+        if ext.extn_id == Bc::OID {
+            is_ca = Bc::from_der(ext.extn_value.as_bytes())
+                .context("bad basicConstraints in the CA certificate")?
+                .ca;
+        } else if ext.extn_id == Ku::OID {
+            let usage = Ku::from_der(ext.extn_value.as_bytes())
+                .context("bad keyUsage in the CA certificate")?;
+            ensure!(
+                usage.0.contains(KeyUsages::KeyCertSign),
+                "the CA certificate's keyUsage does not allow signing certificates"
+            );
+        }
+    }
+    ensure!(
+        is_ca,
+        "the certificate is not a CA certificate (basicConstraints CA:TRUE missing)"
+    );
+    Ok(())
+}
+
+fn check_device_key(key: &PKeyRef<Public>) -> Result<()> {
+    match key.id() {
+        Id::EC => {
+            let ec = key.ec_key()?;
+            let nid = ec.group().curve_name();
+            ensure!(
+                matches!(nid, Some(Nid::X9_62_PRIME256V1) | Some(Nid::SECP384R1)),
+                "the CSR's EC key is not on P-256 or P-384"
+            );
+        }
+        Id::RSA => ensure!(
+            key.bits() >= 2048,
+            "the CSR's RSA key is shorter than 2048 bits"
+        ),
+        _ => bail!("the CSR's key is neither EC nor RSA"),
+    }
+    Ok(())
+}
+
+fn generate_p256_key() -> Result<PKey<Private>> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
+}
+
+/// 16 random bytes, read as a positive non-zero integer (RFC 5280: at most 20 octets).
+fn random_serial() -> Result<Asn1Integer> {
+    let mut bytes = [0u8; 16];
+    loop {
+        openssl::rand::rand_bytes(&mut bytes)?;
+        bytes[0] &= 0x7f;
+        if bytes[0] != 0 {
+            break;
+        }
+    }
+    Ok(BigNum::from_slice(&bytes)?.to_asn1_integer()?)
+}
+
+fn validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<(Asn1Time, Asn1Time)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let end = match not_after {
+        Some(t) => t.unix_timestamp(),
+        None => {
+            ensure!(days > 0, "the validity must be at least one day");
+            now + i64::from(days) * 86_400
+        }
+    };
+    ensure!(end > now, "the end of validity is in the past");
+    Ok((
+        Asn1Time::from_unix(now - BACKDATE_SECONDS)?,
+        Asn1Time::from_unix(end)?,
+    ))
+}

@@ -1,0 +1,102 @@
+//! The device folder and its `device.toml`.
+//!
+//! `zkiot device install-cert` writes the folder (as root `/etc/zkiot/device`, otherwise
+//! `$ZKIOT_HOME/device`): `device.crt`, `ca.crt` (the fleet CA), `device.toml`, and later the
+//! credentials cache `credentials.json` (0600). `device.toml` lets `zkiot device credentials`
+//! run with no flags, as AWS's `credential_process` calls it:
+//!
+//! ```toml
+//! thing = "zk-0123456789abcdef"
+//! token_label = "zymkey"
+//! key_label = "slot0"
+//! certificate = "device.crt"
+//! ca = "ca.crt"
+//! endpoint = "c1234.credentials.iot.eu-west-1.amazonaws.com"
+//! role_alias = "zkiot-device"
+//! ca_bundle = "/etc/ssl/certs/AmazonRootCA1.pem"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::GlobalOpts;
+
+/// Name of the configuration file in the device folder.
+pub const CONFIG_FILE: &str = "device.toml";
+/// Name of the device certificate in the device folder.
+pub const CERT_FILE: &str = "device.crt";
+/// Name of the fleet CA certificate in the device folder.
+pub const CA_FILE: &str = "ca.crt";
+/// Name of the credentials cache in the device folder.
+pub const CACHE_FILE: &str = "credentials.json";
+/// The device folder when running as root.
+pub const SYSTEM_DEVICE_DIR: &str = "/etc/zkiot/device";
+
+/// What `device.toml` holds. Relative paths are relative to the device folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thing: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl DeviceConfig {
+    /// Reads `dir/device.toml`; a missing file is an empty configuration.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("bad {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes `dir/device.toml` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = toml::to_string(self)?;
+        fsutil::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes(), fsutil::PUBLIC_MODE)
+    }
+
+    /// `path` made absolute against the device folder.
+    pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        }
+    }
+}
+
+/// The device folder: `--dir` if given, else `$ZKIOT_HOME/device` when the home was chosen
+/// explicitly, else `/etc/zkiot/device` for root, else `<home>/device`.
+pub fn device_dir(explicit: Option<&Path>, global: &GlobalOpts) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir.to_path_buf();
+    }
+    if !global.home_explicit && running_as_root() {
+        return PathBuf::from(SYSTEM_DEVICE_DIR);
+    }
+    global.home.join("device")
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,82 @@
+//! Files written the careful way: atomically (temporary file, fsync, rename), with the mode set
+//! before any byte is written, and never over an existing file unless asked.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Mode of files holding private keys or credentials.
+pub const SECRET_MODE: u32 = 0o600;
+/// Mode of public files (certificates, CSRs, configuration).
+pub const PUBLIC_MODE: u32 = 0o644;
+
+/// Creates `dir` and its parents; a folder created here gets `mode`.
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("cannot create folder {}", dir.display()))
+}
+
+/// Writes `contents` to `path` atomically with `mode`: a reader sees the old file or the whole
+/// new one, never a part. The parent folder is created if missing.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    ensure_dir(dir, 0o755)?;
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        // The umask may have narrowed the mode; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Like [`write_atomic`], but refuses to replace an existing file unless `force` is set.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; not overwriting it (use --force to replace it)",
+            path.display()
+        );
+    }
+    write_atomic(path, contents, mode)
+}
+
+/// Reads a file, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}

@@ -1,0 +1,398 @@
+//! The PKCS#11 client the device side signs with.
+//!
+//! It loads a module (normally `libzkpkcs11.so`), finds the token by label (`zymkey`) and a key
+//! pair by label (`slot0`), and signs SHA-256 digests with `CKM_ECDSA`, so each signature costs
+//! the device exactly one operation. The private key never leaves the token.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Public};
+use openssl::x509::X509;
+
+/// DER of the P-256 curve OID, as `CKA_EC_PARAMS` holds it.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Default label of the Zymkey token.
+pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
+/// Default label of the device key (the factory key in device slot 0).
+pub const DEFAULT_KEY_LABEL: &str = "slot0";
+
+/// An open token: one read-write session, used by one thread at a time.
+pub struct Token {
+    // Field order matters: the session closes before the module is finalized.
+    session: Mutex<Session>,
+    _pkcs11: Pkcs11,
+    module: PathBuf,
+    label: String,
+    serial_number: String,
+    model: String,
+    manufacturer: String,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("module", &self.module)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A P-256 private key on the token, with its public point.
+#[derive(Debug, Clone)]
+pub struct TokenKey {
+    handle: ObjectHandle,
+    /// `CKA_LABEL`.
+    pub label: String,
+    /// `CKA_ID`.
+    pub id: Vec<u8>,
+    /// Uncompressed point `04‖X‖Y` (65 bytes).
+    pub point: Vec<u8>,
+}
+
+impl TokenKey {
+    /// The public key as an OpenSSL key.
+    pub fn public_key(&self) -> Result<PKey<Public>> {
+        public_key_from_point(&self.point)
+    }
+}
+
+/// What [`Token::store_certificate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateStored {
+    /// The same certificate was already on the token.
+    Unchanged,
+    /// There was none with this `CKA_ID`; it was added.
+    Created,
+    /// A different certificate with this `CKA_ID` was replaced.
+    Replaced,
+}
+
+impl Token {
+    /// Loads `module` and opens the token labelled `label`.
+    pub fn open(module: &Path, label: &str) -> Result<Self> {
+        if !module.exists() {
+            bail!(
+                "PKCS#11 module {} not found (install it, or point --module / ZKIOT_PKCS11_MODULE at libzkpkcs11.so)",
+                module.display()
+            );
+        }
+        let pkcs11 = Pkcs11::new(module)
+            .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) => {}
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::CryptokiAlreadyInitialized,
+                _,
+            )) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("PKCS#11 module {} failed to initialize", module.display())
+                })
+            }
+        }
+        let slots = pkcs11
+            .get_slots_with_token()
+            .context("cannot list the module's slots")?;
+        let mut seen = Vec::new();
+        let mut found: Option<(Slot, cryptoki::slot::TokenInfo)> = None;
+        for slot in slots {
+            let info = pkcs11
+                .get_token_info(slot)
+                .context("cannot read token information")?;
+            if info.label().trim_end() == label {
+                found = Some((slot, info));
+                break;
+            }
+            seen.push(info.label().trim_end().to_string());
+        }
+        let (slot, info) = found.ok_or_else(|| {
+            if seen.is_empty() {
+                anyhow!(
+                    "no token in PKCS#11 module {} (is the Zymkey connected and its library installed?)",
+                    module.display()
+                )
+            } else {
+                anyhow!(
+                    "no token labelled {label:?} in PKCS#11 module {} (found: {})",
+                    module.display(),
+                    seen.join(", ")
+                )
+            }
+        })?;
+        let session = pkcs11
+            .open_rw_session(slot)
+            .or_else(|_| pkcs11.open_ro_session(slot))
+            .with_context(|| format!("cannot open a session on token {label:?}"))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            _pkcs11: pkcs11,
+            module: module.to_path_buf(),
+            label: label.to_string(),
+            serial_number: info.serial_number().trim().to_string(),
+            model: info.model().trim().to_string(),
+            manufacturer: info.manufacturer_id().trim().to_string(),
+        })
+    }
+
+    /// The token's `serialNumber` (padding removed).
+    pub fn serial_number(&self) -> &str {
+        &self.serial_number
+    }
+
+    /// The token's `model` (padding removed).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The token's `manufacturerID` (padding removed).
+    pub fn manufacturer(&self) -> &str {
+        &self.manufacturer
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds the P-256 private key labelled `key_label` and reads its public point (from the
+    /// private key object, or from the public key with the same `CKA_ID`).
+    pub fn find_key(&self, key_label: &str) -> Result<TokenKey> {
+        let session = self.session();
+        let handles = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(key_label.as_bytes().to_vec()),
+            ])
+            .context("cannot search the token's keys")?;
+        let handle = match handles.as_slice() {
+            [one] => *one,
+            [] => bail!(
+                "no private key labelled {key_label:?} on token {:?}",
+                self.label
+            ),
+            _ => bail!(
+                "{} private keys labelled {key_label:?} on token {:?}; labels must be unique",
+                handles.len(),
+                self.label
+            ),
+        };
+        let attrs = session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Id,
+                    AttributeType::EcParams,
+                    AttributeType::EcPoint,
+                ],
+            )
+            .context("cannot read the key's attributes")?;
+        let mut id = None;
+        let mut params = None;
+        let mut point = None;
+        for attr in attrs {
+            match attr {
+                Attribute::Id(v) => id = Some(v),
+                Attribute::EcParams(v) => params = Some(v),
+                Attribute::EcPoint(v) => point = Some(v),
+                _ => {}
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("key {key_label:?} has no CKA_ID"))?;
+        if let Some(params) = &params {
+            ensure!(
+                params.as_slice() == P256_PARAMS,
+                "key {key_label:?} is not a P-256 key"
+            );
+        }
+        let point = match point {
+            Some(p) => p,
+            None => {
+                let public = session
+                    .find_objects(&[
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::Id(id.clone()),
+                    ])
+                    .context("cannot search the token's public keys")?;
+                let public = *public.first().ok_or_else(|| {
+                    anyhow!("key {key_label:?} has no CKA_EC_POINT and no public key object")
+                })?;
+                session
+                    .get_attributes(public, &[AttributeType::EcPoint])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::EcPoint(v) => Some(v),
+                        _ => None,
+                    })
+                    .ok_or_else(|| anyhow!("public key {key_label:?} has no CKA_EC_POINT"))?
+            }
+        };
+        let point = decode_ec_point(&point)
+            .with_context(|| format!("key {key_label:?} has a malformed CKA_EC_POINT"))?;
+        Ok(TokenKey {
+            handle,
+            label: key_label.to_string(),
+            id,
+            point,
+        })
+    }
+
+    /// Signs a SHA-256 digest with `CKM_ECDSA`: one device operation. Returns raw `r‖s`.
+    pub fn sign_digest(&self, key: &TokenKey, digest: &[u8; 32]) -> Result<[u8; 64]> {
+        let signature = self
+            .session()
+            .sign(&Mechanism::Ecdsa, key.handle, digest)
+            .with_context(|| format!("the token failed to sign with key {:?}", key.label))?;
+        signature.as_slice().try_into().map_err(|_| {
+            anyhow!(
+                "the token returned a {}-byte ECDSA signature, expected 64",
+                signature.len()
+            )
+        })
+    }
+
+    /// Signs `message` (hashed here with SHA-256) and returns the DER `ECDSA-Sig-Value`, as
+    /// X.509 and TLS carry it.
+    pub fn sign_sha256_der(&self, key: &TokenKey, message: &[u8]) -> Result<Vec<u8>> {
+        let digest = openssl::sha::sha256(message);
+        raw_signature_to_der(&self.sign_digest(key, &digest)?)
+    }
+
+    /// Stores `cert` on the token as an X.509 certificate object with the key's `CKA_ID` and
+    /// `CKA_LABEL`, replacing a different certificate with that `CKA_ID`.
+    pub fn store_certificate(&self, key: &TokenKey, cert: &X509) -> Result<CertificateStored> {
+        let der = cert.to_der()?;
+        let session = self.session();
+        let existing = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Id(key.id.clone()),
+            ])
+            .context("cannot search the token's certificates")?;
+        let mut outcome = CertificateStored::Created;
+        for handle in &existing {
+            let value = session
+                .get_attributes(*handle, &[AttributeType::Value])?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(v),
+                    _ => None,
+                });
+            if value.as_deref() == Some(der.as_slice()) && existing.len() == 1 {
+                return Ok(CertificateStored::Unchanged);
+            }
+            outcome = CertificateStored::Replaced;
+        }
+        let template = vec![
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(key.id.clone()),
+            Attribute::Label(key.label.as_bytes().to_vec()),
+            Attribute::Subject(cert.subject_name().to_der()?),
+            Attribute::Issuer(cert.issuer_name().to_der()?),
+            Attribute::SerialNumber(serial_number_der(cert)?),
+            Attribute::Value(der),
+        ];
+        // Add the new object first, so a failure leaves the old certificate in place.
+        session
+            .create_object(&template)
+            .context("the token refused to store the certificate")?;
+        for handle in existing {
+            session
+                .destroy_object(handle)
+                .context("cannot remove the older certificate from the token")?;
+        }
+        Ok(outcome)
+    }
+
+    /// DER values of the certificates stored with `id`.
+    pub fn certificates_with_id(&self, id: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let session = self.session();
+        let handles = session.find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(id.to_vec()),
+        ])?;
+        let mut out = Vec::new();
+        for handle in handles {
+            for attr in session.get_attributes(handle, &[AttributeType::Value])? {
+                if let Attribute::Value(v) = attr {
+                    out.push(v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Accepts `CKA_EC_POINT` as PKCS#11 specifies it (DER OCTET STRING around the point), or as the
+/// bare uncompressed point some modules return; gives the bare 65-byte point.
+pub fn decode_ec_point(value: &[u8]) -> Result<Vec<u8>> {
+    let point = match value {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        [0x04, ..] if value.len() == 65 => value,
+        _ => bail!("{} bytes that are neither a DER OCTET STRING holding an uncompressed P-256 point nor the point itself", value.len()),
+    };
+    ensure!(point[0] == 0x04, "the point is not uncompressed");
+    public_key_from_point(point)?;
+    Ok(point.to_vec())
+}
+
+/// An OpenSSL public key from an uncompressed P-256 point; fails if the point is not on the curve.
+pub fn public_key_from_point(point: &[u8]) -> Result<PKey<Public>> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let mut ctx = BigNumContext::new()?;
+    let point = EcPoint::from_bytes(&group, point, &mut ctx).context("not a P-256 point")?;
+    Ok(PKey::from_ec_key(EcKey::from_public_key(&group, &point)?)?)
+}
+
+/// The uncompressed point of an EC P-256 public key.
+pub fn point_of(key: &PKey<Public>) -> Result<Vec<u8>> {
+    let ec = key.ec_key().context("not an EC key")?;
+    ensure!(
+        ec.group().curve_name() == Some(Nid::X9_62_PRIME256V1),
+        "not a P-256 key"
+    );
+    let mut ctx = BigNumContext::new()?;
+    Ok(ec
+        .public_key()
+        .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)?)
+}
+
+/// `r‖s` (32 bytes each) → DER `ECDSA-Sig-Value`.
+pub fn raw_signature_to_der(raw: &[u8; 64]) -> Result<Vec<u8>> {
+    let r = BigNum::from_slice(&raw[..32])?;
+    let s = BigNum::from_slice(&raw[32..])?;
+    Ok(EcdsaSig::from_private_components(r, s)?.to_der()?)
+}
+
+/// DER INTEGER of the certificate's serial number (`CKA_SERIAL_NUMBER`).
+fn serial_number_der(cert: &X509) -> Result<Vec<u8>> {
+    let bn = cert.serial_number().to_bn()?;
+    let mut content = bn.to_vec();
+    if content.is_empty() {
+        content.push(0);
+    }
+    if content[0] & 0x80 != 0 {
+        content.insert(0, 0);
+    }
+    use x509_cert::der::Encode;
+    let int = x509_cert::der::asn1::Int::new(&content)?;
+    Ok(int.to_der()?)
+}
