@@ -2,16 +2,69 @@
 //! `foreign/slot-N.pem` (SubjectPublicKeyInfo) for the foreign keyring.
 //! The PEM carries the key type, so a slot is exactly one file.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use openssl::pkey::{PKey, Private, Public};
 
 use crate::errno::{Errno, Result};
 use crate::model::Keyring;
 use crate::state::{self, Durability, StateDir, StateLock};
+
+/// Parsed keys of one keyring in this process, by slot. The key file is still
+/// read on every use (another process may have replaced it), but parsing PEM
+/// costs far more than signing, so a parsed key is reused while its file holds
+/// the same bytes.
+pub struct KeyCache<T> {
+    entries: Mutex<HashMap<i32, ParsedKey<T>>>,
+}
+
+struct ParsedKey<T> {
+    pem: Vec<u8>,
+    key: PKey<T>,
+}
+
+impl<T> Default for KeyCache<T> {
+    fn default() -> Self {
+        KeyCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for KeyCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCache")
+    }
+}
+
+impl<T> KeyCache<T> {
+    fn key(
+        &self,
+        slot: i32,
+        pem: Vec<u8>,
+        parse: impl FnOnce(&[u8]) -> Result<PKey<T>>,
+    ) -> Result<PKey<T>> {
+        // Entries are replaced whole: a panic elsewhere leaves the map valid.
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(parsed) = entries.get(&slot).filter(|parsed| parsed.pem == pem) {
+            return Ok(parsed.key.clone());
+        }
+        let key = parse(&pem)?;
+        entries.insert(
+            slot,
+            ParsedKey {
+                pem,
+                key: key.clone(),
+            },
+        );
+        Ok(key)
+    }
+}
 
 impl StateDir {
     fn keyring_dir(&self, keyring: Keyring) -> PathBuf {
@@ -56,13 +109,17 @@ impl StateDir {
     /// The key pair of a device slot; `ENOENT` if the slot is empty.
     pub fn private_key(&self, slot: i32) -> Result<PKey<Private>> {
         let pem = self.read_pem(Keyring::Device, slot)?;
-        PKey::private_key_from_pem(&pem).map_err(|_| Errno::IO)
+        self.private_keys.key(slot, pem, |pem| {
+            PKey::private_key_from_pem(pem).map_err(|_| Errno::IO)
+        })
     }
 
     /// The public key of a foreign slot; `ENOENT` if the slot is empty.
     pub fn foreign_key(&self, slot: i32) -> Result<PKey<Public>> {
         let pem = self.read_pem(Keyring::Foreign, slot)?;
-        PKey::public_key_from_pem(&pem).map_err(|_| Errno::IO)
+        self.foreign_keys.key(slot, pem, |pem| {
+            PKey::public_key_from_pem(pem).map_err(|_| Errno::IO)
+        })
     }
 
     /// Writes a device key into a given slot (factory keys at creation).
@@ -124,12 +181,16 @@ mod tests {
         assert_eq!(state.add_private_key(16..19, &key), Ok(17));
         assert_eq!(state.add_private_key(16..19, &key), Ok(18));
         assert_eq!(state.add_private_key(16..19, &key), Err(Errno::NOSPC));
+        assert!(state.private_key(17).unwrap().public_eq(&key));
         state.remove_key(Keyring::Device, 17).unwrap();
         assert_eq!(state.remove_key(Keyring::Device, 17), Err(Errno::NOENT));
+        assert_eq!(state.private_key(17).err(), Some(Errno::NOENT));
         assert_eq!(state.slots(Keyring::Device).unwrap(), vec![16, 18]);
-        assert_eq!(state.add_private_key(16..19, &key), Ok(17));
+        // A new key in the slot is seen, not the parsed old one.
+        let new_key = crypto::generate(KeyType::NistP256).unwrap();
+        assert_eq!(state.add_private_key(16..19, &new_key), Ok(17));
         let back = state.private_key(17).unwrap();
-        assert!(back.public_eq(&key));
+        assert!(back.public_eq(&new_key) && !back.public_eq(&key));
         assert_eq!(state.private_key(3).err(), Some(Errno::NOENT));
         assert!(state.slots(Keyring::Foreign).unwrap().is_empty());
     }

@@ -10,10 +10,14 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openssl::pkey::{Private, Public};
 
 use serde::{Deserialize, Serialize};
 
 use crate::errno::{Errno, Result};
+use crate::keystore::KeyCache;
 use crate::model::Model;
 
 const LOCK_FILE: &str = "lock";
@@ -25,6 +29,8 @@ pub const FOREIGN_DIR: &str = "foreign";
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    pub(crate) private_keys: Arc<KeyCache<Private>>,
+    pub(crate) foreign_keys: Arc<KeyCache<Public>>,
 }
 
 /// An exclusive lock on the state directory, released when dropped.
@@ -51,7 +57,11 @@ impl Identity {
 
 impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {
-        StateDir { root }
+        StateDir {
+            root,
+            private_keys: Arc::default(),
+            foreign_keys: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
