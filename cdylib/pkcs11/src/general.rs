@@ -1,0 +1,113 @@
+//! General-purpose functions (PKCS#11 2.40 §5.4).
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use zktoken::{Config, Error, Module};
+
+use crate::{cryptoki_fn, module, out_param, MODULE};
+
+/// What `C_Initialize`'s arguments ask for: the configuration text or path
+/// passed in `pReserved`, if any.
+///
+/// # Safety
+/// `args` is NULL or points to a valid `CK_C_INITIALIZE_ARGS` whose
+/// `pReserved` is NULL or a NUL-terminated string.
+unsafe fn init_args(args: *const CK_C_INITIALIZE_ARGS) -> zktoken::Result<Option<String>> {
+    // SAFETY: by the contract above.
+    let Some(args) = (unsafe { args.as_ref() }) else {
+        return Ok(None);
+    };
+    let callbacks = [
+        args.CreateMutex.is_some(),
+        args.DestroyMutex.is_some(),
+        args.LockMutex.is_some(),
+        args.UnlockMutex.is_some(),
+    ];
+    let given = callbacks.iter().filter(|c| **c).count();
+    if given != 0 && given != callbacks.len() {
+        return Err(Error::ArgumentsBad(
+            "mutex callbacks must be all given or none",
+        ));
+    }
+    // The module locks with the OS's primitives: callbacks are only
+    // acceptable when the application also allows those.
+    if given != 0 && args.flags & CKF_OS_LOCKING_OK == 0 {
+        return Err(Error::CantLock);
+    }
+    if args.pReserved.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: by the contract above.
+    let text = unsafe { CStr::from_ptr(args.pReserved as *const std::ffi::c_char) };
+    Ok(Some(text.to_string_lossy().into_owned()))
+}
+
+cryptoki_fn! {
+    /// `C_Initialize`. `pReserved` may carry the configuration: TOML text
+    /// (when it holds `=` or a newline) or the path of a TOML file.
+    /// In a forked child the parent's state is dropped and rebuilt.
+    fn C_Initialize(pInitArgs: CK_VOID_PTR) {
+        // SAFETY: per the contract, NULL or a CK_C_INITIALIZE_ARGS.
+        let init_arg = unsafe { init_args(pInitArgs as *const CK_C_INITIALIZE_ARGS) }?;
+        let mut guard = MODULE.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = guard.as_ref() {
+            if current.pid() == std::process::id() {
+                return Err(Error::CryptokiAlreadyInitialized);
+            }
+            // Inherited across fork(): the device connection and the store
+            // belong to the parent. Never close them from here.
+            std::mem::forget(guard.take());
+        }
+        let config = match Config::discover(init_arg.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                zktoken::log::init(&Config::default());
+                tracing::error!("{e}");
+                return Err(if init_arg.is_some() {
+                    Error::ArgumentsBad("invalid configuration in pReserved")
+                } else {
+                    Error::GeneralError(e.to_string())
+                });
+            }
+        };
+        zktoken::log::init(&config);
+        if let Some(source) = &config.source {
+            tracing::debug!("configuration from {source}");
+        }
+        *guard = Some(Arc::new(Module::new(config)));
+        Ok(())
+    }
+}
+
+cryptoki_fn! {
+    /// `C_Finalize`.
+    fn C_Finalize(pReserved: CK_VOID_PTR) {
+        if !pReserved.is_null() {
+            return Err(Error::ArgumentsBad("pReserved must be NULL"));
+        }
+        let mut guard = MODULE.write().unwrap_or_else(|p| p.into_inner());
+        match guard.take() {
+            Some(m) if m.pid() == std::process::id() => {
+                m.finalize();
+                Ok(())
+            }
+            Some(inherited) => {
+                std::mem::forget(inherited);
+                Err(Error::CryptokiNotInitialized)
+            }
+            None => Err(Error::CryptokiNotInitialized),
+        }
+    }
+}
+
+cryptoki_fn! {
+    /// `C_GetInfo`.
+    fn C_GetInfo(pInfo: CK_INFO_PTR) {
+        let m = module()?;
+        // SAFETY: a valid out-pointer per the contract.
+        *unsafe { out_param(pInfo) }? = m.info();
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! Module configuration: optional, TOML.
+//!
+//! Where it comes from, first match wins:
+//! 1. `C_Initialize`'s `pReserved` (a NUL-terminated string): TOML text when it
+//!    holds a `=` or a newline, otherwise the path of a TOML file;
+//! 2. the file named by `ZKIOT_CONF`;
+//! 3. `/etc/zkiot/zkiot.toml` if it exists;
+//! 4. nothing: every key has a default.
+//!
+//! ```toml
+//! zklib = "/usr/lib/libzk_app_utils.so"   # ZKIOT_ZKLIB overrides it
+//! token_label = "zymkey"
+//! store = "/var/lib/zkiot/token.sqlite3"
+//! pin = "1234"                   # optional user PIN; no PIN by default
+//! log_level = "warn"             # ZKIOT_LOG overrides it
+//! log_file = "/var/log/zkiot-pkcs11.log"
+//! expose_non_ecdsa_keys = false  # Ed25519/X25519 slots (hidden by default)
+//! [labels]
+//! 0 = "device"                   # CKA_LABEL of device slot 0 (default "slot0")
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "ZKIOT_CONF";
+/// Configuration file read when `ZKIOT_CONF` is unset and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/zkiot/zkiot.toml";
+/// Environment variable that sets the log filter (`warn`, `debug`, …).
+pub const LOG_ENV: &str = "ZKIOT_LOG";
+/// Default token label.
+pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Path of Zymbit's library (or the emulator).
+    pub zklib: Option<PathBuf>,
+    pub token_label: Option<String>,
+    /// Path of the token's object store.
+    pub store: Option<PathBuf>,
+    /// The user PIN; when unset the token needs no login.
+    pub pin: Option<String>,
+    pub log_level: Option<String>,
+    pub log_file: Option<PathBuf>,
+    /// CKA_LABEL per device slot number.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Show Ed25519/X25519 key slots (libp11 0.4.12 fails on unknown key types).
+    #[serde(default)]
+    pub expose_non_ecdsa_keys: bool,
+    /// Where this configuration was read from, for messages.
+    #[serde(skip)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("invalid configuration in {source_name}: {reason}")]
+    Parse { source_name: String, reason: String },
+}
+
+impl Config {
+    /// Parses TOML text; `source_name` names it in error messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            source_name: source_name.to_string(),
+            reason: e.to_string(),
+        })?;
+        for (slot, label) in &config.labels {
+            if slot.parse::<u32>().is_err() {
+                return Err(ConfigError::Parse {
+                    source_name: source_name.to_string(),
+                    reason: format!("[labels] key {slot:?} is not a slot number"),
+                });
+            }
+            if label.is_empty() {
+                return Err(ConfigError::Parse {
+                    source_name: source_name.to_string(),
+                    reason: format!("[labels] label of slot {slot} is empty"),
+                });
+            }
+        }
+        config.source = Some(source_name.to_string());
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Finds the configuration: `init_arg` (from `pReserved`), else
+    /// `ZKIOT_CONF`, else the system file, else defaults.
+    pub fn discover(init_arg: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(arg) = init_arg.map(str::trim).filter(|a| !a.is_empty()) {
+            return if arg.contains('=') || arg.contains('\n') {
+                Config::parse(arg, "C_Initialize pReserved")
+            } else {
+                Config::from_file(Path::new(arg))
+            };
+        }
+        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Config::from_file(Path::new(&path));
+        }
+        let system = Path::new(SYSTEM_CONFIG);
+        if system.exists() {
+            return Config::from_file(system);
+        }
+        Ok(Config::default())
+    }
+
+    /// The library to load: `ZKIOT_ZKLIB`, else `zklib`, else Zymbit's path.
+    pub fn library_path(&self) -> PathBuf {
+        match std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => self
+                .zklib
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH)),
+        }
+    }
+
+    pub fn token_label(&self) -> &str {
+        self.token_label
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or(DEFAULT_TOKEN_LABEL)
+    }
+
+    /// The configured label of a device slot, if any.
+    pub fn slot_label(&self, slot: u32) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k.parse::<u32>().ok() == Some(slot))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The log filter: `ZKIOT_LOG`, else `log_level`, else `warn`.
+    pub fn log_filter(&self) -> String {
+        std::env::var(LOG_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.log_level.clone())
+            .unwrap_or_else(|| "warn".to_string())
+    }
+
+    /// The store path: `store`, else a per-device file in the data directory.
+    pub fn store_path(&self, device_serial: &str) -> Option<PathBuf> {
+        if let Some(p) = &self.store {
+            return Some(p.clone());
+        }
+        let file = format!("{}.sqlite3", file_safe(device_serial));
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            return Some(Path::new("/var/lib/zkiot").join(file));
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| Path::new(&h).join(".local/share"))
+            })?;
+        Some(data.join("zkiot").join(file))
+    }
+}
+
+/// A device serial as a file name: anything but `[A-Za-z0-9._-]` becomes `_`.
+fn file_safe(serial: &str) -> String {
+    let s: String = serial
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("token{s}")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key() {
+        let c = Config::parse(
+            r#"
+            zklib = "/opt/zk.so"
+            token_label = "edge"
+            store = "/tmp/s.sqlite3"
+            pin = "1234"
+            log_level = "debug"
+            log_file = "/tmp/p11.log"
+            expose_non_ecdsa_keys = true
+            [labels]
+            0 = "device"
+            16 = "backup"
+            "#,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.token_label(), "edge");
+        assert_eq!(c.slot_label(0), Some("device"));
+        assert_eq!(c.slot_label(16), Some("backup"));
+        assert_eq!(c.slot_label(1), None);
+        assert_eq!(c.pin.as_deref(), Some("1234"));
+        assert!(c.expose_non_ecdsa_keys);
+        assert_eq!(c.store_path("x").unwrap(), PathBuf::from("/tmp/s.sqlite3"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_labels() {
+        assert!(Config::parse("zklb = \"x\"", "t").is_err());
+        assert!(Config::parse("[labels]\nzero = \"x\"", "t").is_err());
+        assert!(Config::parse("[labels]\n0 = \"\"", "t").is_err());
+    }
+
+    #[test]
+    fn defaults_without_any_file() {
+        let c = Config::default();
+        assert_eq!(c.token_label(), "zymkey");
+        assert!(c.pin.is_none());
+        assert!(!c.expose_non_ecdsa_keys);
+    }
+
+    #[test]
+    fn init_argument_is_text_or_path() {
+        let c = Config::discover(Some("token_label = \"x\"")).unwrap();
+        assert_eq!(c.token_label(), "x");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "token_label = \"fromfile\"\n").unwrap();
+        let c = Config::discover(Some(path.to_str().unwrap())).unwrap();
+        assert_eq!(c.token_label(), "fromfile");
+        let err = Config::discover(Some("/nonexistent/zkiot.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/zkiot.toml"));
+    }
+
+    #[test]
+    fn serials_become_safe_file_names() {
+        assert_eq!(file_safe("4f8a-12c3"), "4f8a-12c3");
+        assert_eq!(file_safe("../x y"), "token.._x_y");
+        assert_eq!(file_safe(""), "token");
+    }
+}

@@ -1,0 +1,389 @@
+//! Certificate and data objects made by `C_CreateObject`: which attributes
+//! each class takes, their defaults, what is derived, and what
+//! `C_SetAttributeValue` may change afterwards.
+
+use cryptoki_sys::*;
+
+use crate::error::{Error, Result};
+use crate::object::{parse_bool, parse_ulong, template_ulong, template_value, Object};
+
+/// Attributes every storage object takes, and whether each is a CK_BBOOL.
+const COMMON: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CLASS,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_LABEL,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+];
+
+const CERTIFICATE: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CERTIFICATE_TYPE,
+    CKA_TRUSTED,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_CHECK_VALUE,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_PUBLIC_KEY_INFO,
+    CKA_SUBJECT,
+    CKA_ID,
+    CKA_ISSUER,
+    CKA_SERIAL_NUMBER,
+    CKA_VALUE,
+    CKA_URL,
+    CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+    CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+    CKA_JAVA_MIDP_SECURITY_DOMAIN,
+    CKA_NAME_HASH_ALGORITHM,
+];
+
+/// CKA_ID is not in the spec's data object table, but tools set it to tie
+/// data to a key, so it is kept.
+const DATA: &[CK_ATTRIBUTE_TYPE] = &[CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE, CKA_ID];
+
+const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_TRUSTED,
+];
+
+const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_CLASS,
+    CKA_CERTIFICATE_TYPE,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_JAVA_MIDP_SECURITY_DOMAIN,
+    CKA_NAME_HASH_ALGORITHM,
+];
+
+/// Builds a certificate or data object from a creation template.
+pub fn storage_object(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<Object> {
+    let class =
+        template_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
+    let allowed: &[CK_ATTRIBUTE_TYPE] = match class {
+        CKO_CERTIFICATE => CERTIFICATE,
+        CKO_DATA => DATA,
+        _ => return Err(Error::AttributeValueInvalid(CKA_CLASS)),
+    };
+    let mut object = Object::new();
+    object
+        .set_ulong(CKA_CLASS, class)
+        .set_bool(CKA_TOKEN, false)
+        .set_bool(CKA_MODIFIABLE, true)
+        .set_bool(CKA_COPYABLE, true)
+        .set_bool(CKA_DESTROYABLE, true)
+        .set(CKA_LABEL, Vec::new());
+    for (kind, value) in template {
+        if !COMMON.contains(kind) && !allowed.contains(kind) {
+            return Err(Error::AttributeTypeInvalid(*kind));
+        }
+        check_shape(*kind, value)?;
+        object.set(*kind, value.clone());
+    }
+    match class {
+        CKO_CERTIFICATE => complete_certificate(&mut object)?,
+        _ => complete_data(&mut object),
+    }
+    Ok(object)
+}
+
+fn check_shape(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<()> {
+    if BOOLS.contains(&kind) {
+        parse_bool(kind, value)?;
+    } else if ULONGS.contains(&kind) {
+        parse_ulong(kind, value)?;
+    }
+    Ok(())
+}
+
+fn complete_data(object: &mut Object) {
+    for kind in [CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE] {
+        if object.value(kind).is_none() {
+            object.set(kind, Vec::new());
+        }
+    }
+    if object.value(CKA_PRIVATE).is_none() {
+        object.set_bool(CKA_PRIVATE, true);
+    }
+}
+
+/// Checks an X.509 certificate's DER and fills in what the spec derives from it.
+fn complete_certificate(object: &mut Object) -> Result<()> {
+    let cert_type = object.ulong(CKA_CERTIFICATE_TYPE).unwrap_or(CKC_X_509);
+    if cert_type != CKC_X_509 {
+        return Err(Error::AttributeValueInvalid(CKA_CERTIFICATE_TYPE));
+    }
+    object.set_ulong(CKA_CERTIFICATE_TYPE, CKC_X_509);
+    let der = object
+        .value(CKA_VALUE)
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::TemplateIncomplete("CKA_VALUE (the DER certificate)"))?
+        .to_vec();
+    let cert =
+        openssl::x509::X509::from_der(&der).map_err(|_| Error::AttributeValueInvalid(CKA_VALUE))?;
+    let invalid = |_| Error::AttributeValueInvalid(CKA_VALUE);
+    if object.value(CKA_SUBJECT).is_none() {
+        object.set(CKA_SUBJECT, cert.subject_name().to_der().map_err(invalid)?);
+    }
+    if object.value(CKA_ISSUER).is_none() {
+        object.set(CKA_ISSUER, cert.issuer_name().to_der().map_err(invalid)?);
+    }
+    if object.value(CKA_SERIAL_NUMBER).is_none() {
+        let serial = cert.serial_number().to_bn().map_err(invalid)?;
+        object.set(
+            CKA_SERIAL_NUMBER,
+            der_integer(&serial.to_vec(), serial.is_negative()),
+        );
+    }
+    for (kind, default) in [
+        (CKA_ID, Vec::new()),
+        (CKA_START_DATE, Vec::new()),
+        (CKA_END_DATE, Vec::new()),
+        (CKA_URL, Vec::new()),
+        (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, Vec::new()),
+        (CKA_HASH_OF_ISSUER_PUBLIC_KEY, Vec::new()),
+        (CKA_CHECK_VALUE, Vec::new()),
+    ] {
+        if object.value(kind).is_none() {
+            object.set(kind, default);
+        }
+    }
+    if object.value(CKA_PUBLIC_KEY_INFO).is_none() {
+        if let Ok(spki) = cert.public_key().and_then(|k| k.public_key_to_der()) {
+            object.set(CKA_PUBLIC_KEY_INFO, spki);
+        }
+    }
+    for (kind, default) in [
+        (
+            CKA_CERTIFICATE_CATEGORY,
+            CK_CERTIFICATE_CATEGORY_UNSPECIFIED,
+        ),
+        (CKA_JAVA_MIDP_SECURITY_DOMAIN, 0),
+        (CKA_NAME_HASH_ALGORITHM, CKM_SHA_1),
+    ] {
+        if object.value(kind).is_none() {
+            object.set_ulong(kind, default);
+        }
+    }
+    for kind in [CKA_PRIVATE, CKA_TRUSTED] {
+        if object.value(kind).is_none() {
+            object.set_bool(kind, false);
+        }
+    }
+    Ok(())
+}
+
+/// A DER INTEGER from a big-endian magnitude.
+fn der_integer(magnitude: &[u8], negative: bool) -> Vec<u8> {
+    let mut content: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
+    if content.is_empty() {
+        content.push(0);
+    }
+    if negative {
+        // Two's complement of the magnitude, with room for the sign bit.
+        let mut v = vec![0u8];
+        v.extend_from_slice(&content);
+        let mut carry = true;
+        for b in v.iter_mut().rev() {
+            let (n, c) = (!*b).overflowing_add(carry as u8);
+            *b = n;
+            carry = c;
+        }
+        while v.len() > 1 && v[0] == 0xFF && v[1] & 0x80 != 0 {
+            v.remove(0);
+        }
+        content = v;
+    } else if content[0] & 0x80 != 0 {
+        content.insert(0, 0);
+    }
+    crate::key::der(0x02, &content)
+}
+
+/// Applies `C_SetAttributeValue` to a stored object; returns the new object.
+pub fn set_attributes(
+    object: &Object,
+    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Result<Object> {
+    if object.bool(CKA_MODIFIABLE) == Some(false) {
+        return Err(Error::ActionProhibited("the object is not modifiable"));
+    }
+    let data = object.class() == Some(CKO_DATA);
+    let mut changed = object.clone();
+    for (kind, value) in template {
+        let writable = matches!(*kind, CKA_LABEL | CKA_ID)
+            || (data && matches!(*kind, CKA_APPLICATION | CKA_VALUE | CKA_OBJECT_ID));
+        if writable {
+            changed.set(*kind, value.clone());
+        } else if object.value(*kind) == Some(value.as_slice()) {
+            // Setting an attribute to the value it has is not a change.
+        } else if object.attrs.contains_key(kind) {
+            return Err(Error::AttributeReadOnly(*kind));
+        } else {
+            return Err(Error::AttributeTypeInvalid(*kind));
+        }
+    }
+    Ok(changed)
+}
+
+/// Whether a creation template asks for a token (persistent) object.
+pub fn is_token_object(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<bool> {
+    Ok(template_value(template, CKA_TOKEN)
+        .map(|v| parse_bool(CKA_TOKEN, v))
+        .transpose()?
+        .unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::ulong_bytes;
+
+    fn test_cert() -> Vec<u8> {
+        use openssl::asn1::Asn1Time;
+        use openssl::bn::BigNum;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509Builder, X509NameBuilder};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "device-01").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(
+            &BigNum::from_u32(0x80_01)
+                .unwrap()
+                .to_asn1_integer()
+                .unwrap(),
+        )
+        .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn certificate_attributes_are_derived_from_the_der() {
+        let der = test_cert();
+        let o = storage_object(&[
+            (CKA_CLASS, ulong_bytes(CKO_CERTIFICATE)),
+            (CKA_CERTIFICATE_TYPE, ulong_bytes(CKC_X_509)),
+            (CKA_TOKEN, vec![1]),
+            (CKA_ID, vec![0, 0]),
+            (CKA_LABEL, b"device".to_vec()),
+            (CKA_VALUE, der.clone()),
+        ])
+        .unwrap();
+        let cert = openssl::x509::X509::from_der(&der).unwrap();
+        assert_eq!(
+            o.value(CKA_SUBJECT).unwrap(),
+            cert.subject_name().to_der().unwrap().as_slice()
+        );
+        assert_eq!(
+            o.value(CKA_ISSUER).unwrap(),
+            cert.issuer_name().to_der().unwrap().as_slice()
+        );
+        assert_eq!(
+            o.value(CKA_SERIAL_NUMBER).unwrap(),
+            &[0x02, 0x03, 0x00, 0x80, 0x01]
+        );
+        assert_eq!(o.bool(CKA_TOKEN), Some(true));
+        assert_eq!(o.bool(CKA_PRIVATE), Some(false));
+        assert_eq!(o.ulong(CKA_CERTIFICATE_TYPE), Some(CKC_X_509));
+        assert!(o.value(CKA_PUBLIC_KEY_INFO).is_some());
+    }
+
+    #[test]
+    fn certificate_templates_are_checked() {
+        let class = (CKA_CLASS, ulong_bytes(CKO_CERTIFICATE));
+        assert_eq!(
+            storage_object(std::slice::from_ref(&class))
+                .unwrap_err()
+                .rv(),
+            CKR_TEMPLATE_INCOMPLETE
+        );
+        assert_eq!(
+            storage_object(&[class.clone(), (CKA_VALUE, vec![1, 2, 3])]).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_VALUE)
+        );
+        assert_eq!(
+            storage_object(&[class.clone(), (CKA_MODULUS, vec![1])]).unwrap_err(),
+            Error::AttributeTypeInvalid(CKA_MODULUS)
+        );
+        assert_eq!(
+            storage_object(&[class.clone(), (CKA_TOKEN, vec![1, 1])]).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_TOKEN)
+        );
+        assert_eq!(
+            storage_object(&[(CKA_LABEL, vec![])]).unwrap_err().rv(),
+            CKR_TEMPLATE_INCOMPLETE
+        );
+        assert_eq!(
+            storage_object(&[(CKA_CLASS, ulong_bytes(CKO_PRIVATE_KEY))]).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_CLASS)
+        );
+    }
+
+    #[test]
+    fn data_objects_get_defaults() {
+        let o = storage_object(&[
+            (CKA_CLASS, ulong_bytes(CKO_DATA)),
+            (CKA_LABEL, b"cfg".to_vec()),
+            (CKA_VALUE, b"hello".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(o.value(CKA_APPLICATION), Some(&[][..]));
+        assert_eq!(o.bool(CKA_TOKEN), Some(false));
+        assert_eq!(o.bool(CKA_PRIVATE), Some(true));
+        assert_eq!(o.value(CKA_VALUE), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn set_attribute_rules() {
+        let o = storage_object(&[
+            (CKA_CLASS, ulong_bytes(CKO_DATA)),
+            (CKA_VALUE, b"v".to_vec()),
+        ])
+        .unwrap();
+        let changed =
+            set_attributes(&o, &[(CKA_LABEL, b"new".to_vec()), (CKA_ID, vec![1])]).unwrap();
+        assert_eq!(changed.value(CKA_LABEL), Some(&b"new"[..]));
+        assert_eq!(changed.value(CKA_ID), Some(&[1u8][..]));
+        assert_eq!(
+            set_attributes(&o, &[(CKA_CLASS, ulong_bytes(CKO_CERTIFICATE))]).unwrap_err(),
+            Error::AttributeReadOnly(CKA_CLASS)
+        );
+        set_attributes(&o, &[(CKA_CLASS, ulong_bytes(CKO_DATA))]).unwrap();
+        let mut fixed = o.clone();
+        fixed.set_bool(CKA_MODIFIABLE, false);
+        assert_eq!(
+            set_attributes(&fixed, &[(CKA_LABEL, vec![])])
+                .unwrap_err()
+                .rv(),
+            CKR_ACTION_PROHIBITED
+        );
+    }
+
+    #[test]
+    fn der_integers() {
+        assert_eq!(der_integer(&[0x01], false), vec![2, 1, 1]);
+        assert_eq!(der_integer(&[0x80], false), vec![2, 2, 0, 0x80]);
+        assert_eq!(der_integer(&[0, 0, 5], false), vec![2, 1, 5]);
+        assert_eq!(der_integer(&[], false), vec![2, 1, 0]);
+        assert_eq!(der_integer(&[1], true), vec![2, 1, 0xFF]);
+        assert_eq!(der_integer(&[0x80], true), vec![2, 1, 0x80]);
+        assert_eq!(der_integer(&[0x81], true), vec![2, 2, 0xFF, 0x7F]);
+    }
+}

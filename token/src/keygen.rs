@@ -1,0 +1,185 @@
+//! Key-pair generation and removal (PKCS#11 2.40 §5.14) on models with a
+//! key store (HSM6, SCM): `C_GenerateKeyPair` makes a new device slot,
+//! `C_DestroyObject` of its private key removes it. Factory slots are never
+//! removed.
+
+use cryptoki_sys::*;
+
+use crate::error::{Error, Result};
+use crate::key::{Curve, KeySlot};
+use crate::module::Module;
+use crate::object::{template_bool, template_ulong, template_value};
+use crate::store::KeyRecord;
+use crate::token::{KeyEntry, Token};
+
+type Template<'a> = &'a [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
+
+/// Checks the class/key-type/token attributes a key template may carry.
+fn check_key_template(template: Template<'_>, class: CK_OBJECT_CLASS) -> Result<()> {
+    if let Some(c) = template_ulong(template, CKA_CLASS)? {
+        if c != class {
+            return Err(Error::TemplateInconsistent(
+                "CKA_CLASS does not fit the key",
+            ));
+        }
+    }
+    if let Some(t) = template_ulong(template, CKA_KEY_TYPE)? {
+        if t != CKK_EC {
+            return Err(Error::TemplateInconsistent(
+                "only CKK_EC keys are generated",
+            ));
+        }
+    }
+    if template_bool(template, CKA_TOKEN)? == Some(false) {
+        return Err(Error::TemplateInconsistent(
+            "device keys are token objects (CKA_TOKEN=TRUE)",
+        ));
+    }
+    for kind in [
+        CKA_EXTRACTABLE,
+        CKA_DECRYPT,
+        CKA_UNWRAP,
+        CKA_DERIVE,
+        CKA_ENCRYPT,
+        CKA_WRAP,
+    ] {
+        if template_bool(template, kind)? == Some(true) {
+            return Err(Error::TemplateInconsistent(
+                "device keys only sign and verify, and never leave the device",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Module {
+    /// `C_GenerateKeyPair`; returns (public key handle, private key handle).
+    pub fn generate_key_pair(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        has_parameter: bool,
+        public_template: Template<'_>,
+        private_template: Template<'_>,
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let token = self.token()?;
+        {
+            let sessions = self.lock_sessions();
+            let s = sessions.get(session)?;
+            if mechanism != CKM_EC_KEY_PAIR_GEN {
+                return Err(Error::MechanismInvalid(mechanism));
+            }
+            if !token.caps.key_store {
+                tracing::warn!(
+                    model = %token.info.model,
+                    "C_GenerateKeyPair refused: this Zymkey model cannot generate keys \
+                     (only HSM6 and SCM have a key store); use its factory slots"
+                );
+                return Err(Error::MechanismInvalid(mechanism));
+            }
+            if has_parameter {
+                return Err(Error::MechanismParamInvalid);
+            }
+            if !s.read_write {
+                return Err(Error::SessionReadOnly);
+            }
+            if !self.private_access(&sessions) {
+                return Err(Error::UserNotLoggedIn);
+            }
+        }
+        check_key_template(public_template, CKO_PUBLIC_KEY)?;
+        check_key_template(private_template, CKO_PRIVATE_KEY)?;
+        let curve = match template_value(public_template, CKA_EC_PARAMS)
+            .or_else(|| template_value(private_template, CKA_EC_PARAMS))
+        {
+            None => Curve::P256,
+            Some(der) => match Curve::from_params(der) {
+                Some(c) if c.is_ecdsa() => c,
+                _ => return Err(Error::AttributeValueInvalid(CKA_EC_PARAMS)),
+            },
+        };
+        let label = template_value(private_template, CKA_LABEL)
+            .or_else(|| template_value(public_template, CKA_LABEL))
+            .map(|l| String::from_utf8_lossy(l).into_owned());
+        let id = template_value(private_template, CKA_ID)
+            .or_else(|| template_value(public_template, CKA_ID))
+            .map(<[u8]>::to_vec);
+
+        let number = token
+            .device
+            .generate_key(curve.zymkey_type())
+            .map_err(|e| {
+                tracing::error!("key generation on the device failed: {e}");
+                Error::from(e)
+            })?;
+        let slot =
+            KeySlot::device(u32::try_from(number).map_err(|_| {
+                Error::DeviceError(format!("key generation returned slot {number}"))
+            })?);
+        let raw = token.device.public_key(slot.zymkey()).map_err(|e| {
+            tracing::error!(slot = slot.number, "new key's public key unreadable: {e}");
+            Error::from(e)
+        })?;
+        if Curve::detect(&raw, Some(curve)) != Some(curve) {
+            return Err(Error::DeviceError(format!(
+                "slot {} holds a {}-byte key that is not on {}",
+                slot.number,
+                raw.len(),
+                curve.name()
+            )));
+        }
+        if let Err(e) = token.with_store(|s| {
+            s.record_generated_key(slot, curve, &raw, label.as_deref(), id.as_deref())
+                .map_err(Error::from)
+        }) {
+            // The key exists on the device and is shown; only its label and
+            // id are lost for later processes.
+            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
+        }
+        let record = KeyRecord {
+            curve: Some(curve),
+            public_key: Some(raw.clone()),
+            label,
+            id,
+            generated: true,
+        };
+        let key = token.device_key(slot, curve, raw, &record, &self.config);
+        tracing::info!(slot = slot.number, curve = curve.name(), label = %key.label, "key pair generated");
+        token
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, KeyEntry::new(key, token.login_required));
+        Ok((slot.public_handle(), slot.private_handle()))
+    }
+
+    /// Destroys a key object: the private key of a generated slot removes
+    /// the key from the device; foreign public keys leave the keyring.
+    pub(crate) fn destroy_key(&self, token: &Token, slot: KeySlot, public: bool) -> Result<()> {
+        if public && !slot.foreign {
+            return Err(Error::ActionProhibited(
+                "the public key goes with its private key: destroy that",
+            ));
+        }
+        if !token.is_removable(slot) {
+            return Err(Error::ActionProhibited("factory keys cannot be removed"));
+        }
+        token.device.remove_key(slot.zymkey()).map_err(|e| {
+            tracing::error!(slot = slot.number, "key removal failed: {e}");
+            Error::from(e)
+        })?;
+        token
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&slot);
+        if let Err(e) = token.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
+            tracing::error!(
+                slot = slot.number,
+                "removed key still cached in the store: {e}"
+            );
+        }
+        tracing::info!(slot = slot.number, foreign = slot.foreign, "key removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! Mechanisms: what the token offers, ECDSA input rules, and software
+//! verification against a key's public point.
+//!
+//! Verification runs in software (OpenSSL) against the cached public key:
+//! it costs no device call, works for every slot the token shows (foreign
+//! public keys included), and checks the device's signatures independently.
+
+use cryptoki_sys::*;
+
+use crate::error::{Error, Result};
+use crate::key::Curve;
+
+/// Length of the digest the device signs.
+pub const DIGEST_LEN: usize = zymkey::DIGEST_LEN;
+/// Length of a raw r‖s signature on the 256-bit curves.
+pub const SIGNATURE_LEN: usize = zymkey::SIGNATURE_LEN;
+
+/// The mechanisms of the token; key-pair generation only when the device can.
+pub fn mechanism_list(can_generate: bool) -> Vec<CK_MECHANISM_TYPE> {
+    let mut list = vec![CKM_ECDSA, CKM_ECDSA_SHA256];
+    if can_generate {
+        list.push(CKM_EC_KEY_PAIR_GEN);
+    }
+    list
+}
+
+pub fn mechanism_info(
+    mechanism: CK_MECHANISM_TYPE,
+    can_generate: bool,
+) -> Result<CK_MECHANISM_INFO> {
+    let curve_flags = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+    let flags = match mechanism {
+        CKM_ECDSA | CKM_ECDSA_SHA256 => CKF_HW | CKF_SIGN | CKF_VERIFY | curve_flags,
+        CKM_EC_KEY_PAIR_GEN if can_generate => CKF_HW | CKF_GENERATE_KEY_PAIR | curve_flags,
+        other => return Err(Error::MechanismInvalid(other)),
+    };
+    Ok(CK_MECHANISM_INFO {
+        ulMinKeySize: 256,
+        ulMaxKeySize: 256,
+        flags,
+    })
+}
+
+/// A signing or verification mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignMechanism {
+    /// Input is the digest itself.
+    Ecdsa,
+    /// Input is the message; the token hashes it with SHA-256.
+    EcdsaSha256,
+}
+
+impl SignMechanism {
+    pub fn from_ck(mechanism: CK_MECHANISM_TYPE, has_parameter: bool) -> Result<SignMechanism> {
+        let m = match mechanism {
+            CKM_ECDSA => SignMechanism::Ecdsa,
+            CKM_ECDSA_SHA256 => SignMechanism::EcdsaSha256,
+            other => return Err(Error::MechanismInvalid(other)),
+        };
+        if has_parameter {
+            return Err(Error::MechanismParamInvalid);
+        }
+        Ok(m)
+    }
+
+    pub fn ck(self) -> CK_MECHANISM_TYPE {
+        match self {
+            SignMechanism::Ecdsa => CKM_ECDSA,
+            SignMechanism::EcdsaSha256 => CKM_ECDSA_SHA256,
+        }
+    }
+}
+
+/// The 32 bytes the device signs for a `CKM_ECDSA` input: a shorter input
+/// is left-padded with zeros (the same integer), a longer one keeps its
+/// leftmost 32 bytes (ECDSA's truncation to the 256-bit order).
+pub fn ecdsa_digest(input: &[u8]) -> Result<[u8; DIGEST_LEN]> {
+    if input.is_empty() {
+        return Err(Error::DataLenRange);
+    }
+    let mut digest = [0u8; DIGEST_LEN];
+    if input.len() >= DIGEST_LEN {
+        digest.copy_from_slice(&input[..DIGEST_LEN]);
+    } else {
+        digest[DIGEST_LEN - input.len()..].copy_from_slice(input);
+    }
+    Ok(digest)
+}
+
+/// Incremental input of a sign or verify operation.
+#[derive(Clone)]
+pub enum Input {
+    /// `CKM_ECDSA`: nothing yet (single-part only).
+    Raw,
+    /// `CKM_ECDSA_SHA256`: the running hash.
+    Sha256(openssl::sha::Sha256),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Raw => f.write_str("Raw"),
+            Input::Sha256(_) => f.write_str("Sha256"),
+        }
+    }
+}
+
+impl Input {
+    pub fn new(mechanism: SignMechanism) -> Input {
+        match mechanism {
+            SignMechanism::Ecdsa => Input::Raw,
+            SignMechanism::EcdsaSha256 => Input::Sha256(openssl::sha::Sha256::new()),
+        }
+    }
+
+    /// Feeds one part of a multi-part operation.
+    pub fn update(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Input::Raw => Err(Error::FunctionNotSupported(
+                "CKM_ECDSA is single-part; use C_Sign/C_Verify or CKM_ECDSA_SHA256",
+            )),
+            Input::Sha256(h) => {
+                h.update(data);
+                Ok(())
+            }
+        }
+    }
+
+    /// The digest of a whole single-part input.
+    pub fn digest_of(mechanism: SignMechanism, data: &[u8]) -> Result<[u8; DIGEST_LEN]> {
+        match mechanism {
+            SignMechanism::Ecdsa => ecdsa_digest(data),
+            SignMechanism::EcdsaSha256 => Ok(openssl::sha::sha256(data)),
+        }
+    }
+
+    /// The digest of a multi-part input, leaving the state as it was (a
+    /// length query or a short buffer must not end the operation).
+    pub fn peek_digest(&self) -> Result<[u8; DIGEST_LEN]> {
+        match self {
+            Input::Raw => Err(Error::OperationNotInitialized),
+            Input::Sha256(h) => Ok(h.clone().finish()),
+        }
+    }
+}
+
+/// Verifies a raw r‖s signature over a 32-byte digest with a raw X‖Y point.
+pub fn verify_digest(
+    curve: Curve,
+    raw_public: &[u8],
+    digest: &[u8; DIGEST_LEN],
+    signature: &[u8],
+) -> Result<()> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::nid::Nid;
+
+    if signature.len() != SIGNATURE_LEN {
+        return Err(Error::SignatureLenRange);
+    }
+    let nid = match curve {
+        Curve::P256 => Nid::X9_62_PRIME256V1,
+        Curve::Secp256k1 => Nid::SECP256K1,
+        _ => return Err(Error::KeyTypeInconsistent),
+    };
+    let crypto = |e: openssl::error::ErrorStack| Error::GeneralError(format!("OpenSSL: {e}"));
+    let group = EcGroup::from_curve_name(nid).map_err(crypto)?;
+    let mut ctx = BigNumContext::new().map_err(crypto)?;
+    let mut point_bytes = Vec::with_capacity(65);
+    point_bytes.push(0x04);
+    point_bytes.extend_from_slice(raw_public);
+    let point = EcPoint::from_bytes(&group, &point_bytes, &mut ctx).map_err(crypto)?;
+    let key = EcKey::from_public_key(&group, &point).map_err(crypto)?;
+    let r = BigNum::from_slice(&signature[..32]).map_err(crypto)?;
+    let s = BigNum::from_slice(&signature[32..]).map_err(crypto)?;
+    let sig = EcdsaSig::from_private_components(r, s).map_err(crypto)?;
+    match sig.verify(digest, &key) {
+        Ok(true) => Ok(()),
+        // A malformed (r, s) is an invalid signature, not a token failure.
+        Ok(false) | Err(_) => Err(Error::SignatureInvalid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_input_is_left_padded() {
+        let d = ecdsa_digest(&[0xAB; 20]).unwrap();
+        assert_eq!(&d[..12], &[0u8; 12]);
+        assert_eq!(&d[12..], &[0xAB; 20]);
+        let d = ecdsa_digest(&[1]).unwrap();
+        assert_eq!(d[31], 1);
+        assert_eq!(&d[..31], &[0u8; 31]);
+    }
+
+    #[test]
+    fn long_input_keeps_the_leftmost_bytes() {
+        let input: Vec<u8> = (0..64).collect();
+        let d = ecdsa_digest(&input).unwrap();
+        assert_eq!(&d[..], &input[..32]);
+        let exact: Vec<u8> = (100..132).collect();
+        assert_eq!(&ecdsa_digest(&exact).unwrap()[..], exact.as_slice());
+    }
+
+    #[test]
+    fn empty_input_is_out_of_range() {
+        assert_eq!(ecdsa_digest(&[]).unwrap_err(), Error::DataLenRange);
+    }
+
+    #[test]
+    fn mechanism_list_follows_the_device() {
+        assert_eq!(mechanism_list(false), vec![CKM_ECDSA, CKM_ECDSA_SHA256]);
+        assert!(mechanism_list(true).contains(&CKM_EC_KEY_PAIR_GEN));
+        assert!(mechanism_info(CKM_EC_KEY_PAIR_GEN, false).is_err());
+        let info = mechanism_info(CKM_ECDSA, false).unwrap();
+        assert!(info.flags & CKF_SIGN != 0 && info.flags & CKF_VERIFY != 0);
+        assert_eq!(
+            mechanism_info(CKM_RSA_PKCS, true).unwrap_err().rv(),
+            CKR_MECHANISM_INVALID
+        );
+    }
+
+    #[test]
+    fn multi_part_sha256_equals_one_shot() {
+        let mut input = Input::new(SignMechanism::EcdsaSha256);
+        input.update(b"hello ").unwrap();
+        let peek = input.peek_digest().unwrap();
+        assert_eq!(peek, openssl::sha::sha256(b"hello "));
+        input.update(b"world").unwrap();
+        assert_eq!(
+            input.peek_digest().unwrap(),
+            openssl::sha::sha256(b"hello world")
+        );
+        assert!(Input::new(SignMechanism::Ecdsa).update(b"x").is_err());
+    }
+
+    #[test]
+    fn verifies_openssl_signatures() {
+        use openssl::bn::BigNumContext;
+        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+        use openssl::ecdsa::EcdsaSig;
+        use openssl::nid::Nid;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = EcKey::generate(&group).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let point = key
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .unwrap();
+        let digest = openssl::sha::sha256(b"msg");
+        let sig = EcdsaSig::sign(&digest, &key).unwrap();
+        let mut raw = sig.r().to_vec_padded(32).unwrap();
+        raw.extend(sig.s().to_vec_padded(32).unwrap());
+        verify_digest(Curve::P256, &point[1..], &digest, &raw).unwrap();
+        let mut bad = raw.clone();
+        bad[5] ^= 1;
+        assert_eq!(
+            verify_digest(Curve::P256, &point[1..], &digest, &bad).unwrap_err(),
+            Error::SignatureInvalid
+        );
+        assert_eq!(
+            verify_digest(Curve::P256, &point[1..], &digest, &raw[..63]).unwrap_err(),
+            Error::SignatureLenRange
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The token's object store: certificates, data objects, and what the token
+//! remembers about device keys (cached public keys, labels and ids given at
+//! key generation). SQLite, so several processes share it safely: WAL
+//! journal, a busy timeout, and every change is one transaction.
+//!
+//! A store that cannot be read is reported with its path and left exactly
+//! as it is: the token never recreates or overwrites an existing file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::error::Error;
+use crate::key::{Curve, KeySlot};
+use crate::object::Object;
+
+/// Schema version kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE objects (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: handles stay unique
+    class       INTEGER NOT NULL,
+    attributes  BLOB NOT NULL                      -- see Object::to_blob
+);
+CREATE TABLE device_keys (
+    slot        INTEGER NOT NULL,
+    keyring     INTEGER NOT NULL,                  -- 0 device key store, 1 foreign keyring
+    curve       TEXT,                              -- cached with public_key
+    public_key  BLOB,                              -- raw, as the device gives it
+    label       BLOB,                              -- given at key generation
+    id          BLOB,                              -- given at key generation
+    generated   INTEGER NOT NULL DEFAULT 0,        -- made by C_GenerateKeyPair
+    PRIMARY KEY (slot, keyring)
+);
+";
+
+/// What went wrong with the store; always names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("token store {path}: {reason}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::GeneralError(e.to_string())
+    }
+}
+
+/// What the store knows about one device key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub curve: Option<Curve>,
+    pub public_key: Option<Vec<u8>>,
+    pub label: Option<String>,
+    pub id: Option<Vec<u8>>,
+    pub generated: bool,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (mode 0600, folder 0700) only
+    /// when no file exists there.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let fail = |reason: String| StoreError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.exists() {
+            create_empty(path).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| fail(format!("cannot open it: {e}")))?;
+        let mut store = Store {
+            path: path.to_path_buf(),
+            conn,
+        };
+        store.prepare().map_err(|e| {
+            fail(format!(
+                "{e}; the file was left untouched (move it away to start an empty store)"
+            ))
+        })?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(&mut self) -> Result<(), String> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| format!("unreadable: {e}"))?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {version} is newer than this module's ({SCHEMA_VERSION})"
+            ));
+        }
+        if version == SCHEMA_VERSION {
+            // Touch both tables so a damaged file fails here, not mid-operation.
+            self.conn
+                .query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))
+                .and_then(|_| {
+                    self.conn
+                        .query_row("SELECT count(*) FROM device_keys", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                })
+                .map_err(|e| format!("unreadable: {e}"))?;
+            return Ok(());
+        }
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| format!("unreadable: {e}"))?;
+        if tables != 0 {
+            return Err("it is an SQLite database, but not a zkiot token store".into());
+        }
+        // A new store. The WAL journal lets readers and a writer in other
+        // processes work at once.
+        self.conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .map_err(|e| format!("unreadable: {e}"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        // Another process may have created the schema meanwhile.
+        if version == 0 {
+            tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+
+    fn fail(&self, e: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Every stored object, by row id.
+    pub fn objects(&self) -> Result<Vec<(i64, Object)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, attributes FROM objects ORDER BY id")
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, blob) = row.map_err(|e| self.fail(e))?;
+            out.push((id, self.decode(id, &blob)?));
+        }
+        Ok(out)
+    }
+
+    pub fn object(&self, id: i64) -> Result<Option<Object>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT attributes FROM objects WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(|e| self.fail(e))?;
+        blob.map(|b| self.decode(id, &b)).transpose()
+    }
+
+    fn decode(&self, id: i64, blob: &[u8]) -> Result<Object, StoreError> {
+        Object::from_blob(blob).ok_or_else(|| StoreError {
+            path: self.path.clone(),
+            reason: format!("object {id} is damaged"),
+        })
+    }
+
+    /// Adds an object; returns its row id.
+    pub fn insert(&mut self, object: &Object) -> Result<i64, StoreError> {
+        let class = object.class().unwrap_or(0) as i64;
+        self.conn
+            .execute(
+                "INSERT INTO objects (class, attributes) VALUES (?1, ?2)",
+                params![class, object.to_blob()],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Replaces an object's attributes; false when it no longer exists.
+    pub fn update(&mut self, id: i64, object: &Object) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE objects SET attributes = ?2 WHERE id = ?1",
+                params![id, object.to_blob()],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(n == 1)
+    }
+
+    pub fn delete(&mut self, id: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM objects WHERE id = ?1", [id])
+            .map_err(|e| self.fail(e))?;
+        Ok(n == 1)
+    }
+
+    pub fn key_record(&self, slot: KeySlot) -> Result<Option<KeyRecord>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT curve, public_key, label, id, generated FROM device_keys
+                 WHERE slot = ?1 AND keyring = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![slot.number, slot.foreign], |r| {
+                    Ok(KeyRecord {
+                        curve: r
+                            .get::<_, Option<String>>(0)?
+                            .and_then(|c| Curve::parse(&c)),
+                        public_key: r.get(1)?,
+                        label: r
+                            .get::<_, Option<Vec<u8>>>(2)?
+                            .map(|l| String::from_utf8_lossy(&l).into_owned()),
+                        id: r.get(3)?,
+                        generated: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Remembers a slot's public key, so later processes need not ask the device.
+    pub fn cache_public_key(
+        &mut self,
+        slot: KeySlot,
+        curve: Curve,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (slot, keyring) DO UPDATE SET curve = ?3, public_key = ?4",
+                params![slot.number, slot.foreign, curve.as_str(), raw],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Records a key the token generated, replacing anything known about the slot.
+    pub fn record_generated_key(
+        &mut self,
+        slot: KeySlot,
+        curve: Curve,
+        raw: &[u8],
+        label: Option<&str>,
+        id: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO device_keys (slot, keyring, curve, public_key, label, id, generated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                params![
+                    slot.number,
+                    slot.foreign,
+                    curve.as_str(),
+                    raw,
+                    label.map(str::as_bytes),
+                    id
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Forgets a key that was removed from the device.
+    pub fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM device_keys WHERE slot = ?1 AND keyring = ?2",
+                params![slot.number, slot.foreign],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+}
+
+/// Creates an empty file readable by its owner only, and its folder (0700).
+fn create_empty(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki_sys::*;
+
+    fn cert(label: &str) -> Object {
+        let mut o = Object::new();
+        o.set_ulong(CKA_CLASS, CKO_CERTIFICATE)
+            .set(CKA_LABEL, label.as_bytes().to_vec())
+            .set(CKA_VALUE, vec![0x30, 0x00]);
+        o
+    }
+
+    #[test]
+    fn objects_persist_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/token.sqlite3");
+        let mut s = Store::open(&path).unwrap();
+        let a = s.insert(&cert("a")).unwrap();
+        let b = s.insert(&cert("b")).unwrap();
+        assert_ne!(a, b);
+        drop(s);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut s = Store::open(&path).unwrap();
+        let all = s.objects().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].1, cert("a"));
+        assert!(s.delete(a).unwrap());
+        assert!(!s.delete(a).unwrap());
+        // Row ids are never reused, so handles of deleted objects stay dead.
+        let c = s.insert(&cert("c")).unwrap();
+        assert!(c > b);
+        assert!(s.update(c, &cert("c2")).unwrap());
+        assert_eq!(s.object(c).unwrap(), Some(cert("c2")));
+        assert_eq!(s.object(a).unwrap(), None);
+    }
+
+    #[test]
+    fn two_connections_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite3");
+        let mut one = Store::open(&path).unwrap();
+        let two = Store::open(&path).unwrap();
+        let id = one.insert(&cert("shared")).unwrap();
+        assert_eq!(two.object(id).unwrap(), Some(cert("shared")));
+    }
+
+    #[test]
+    fn corrupt_store_is_reported_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.sqlite3");
+        let garbage = b"this is not a database, but it is somebody's file".repeat(100);
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+        let e: Error = err.into();
+        assert_eq!(e.rv(), CKR_GENERAL_ERROR);
+    }
+
+    #[test]
+    fn foreign_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.sqlite3");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(c);
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not a zkiot token store"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite3");
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(Store::open(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("newer"));
+    }
+
+    #[test]
+    fn damaged_object_rows_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite3");
+        let s = Store::open(&path).unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO objects (class, attributes) VALUES (1, x'0102')",
+                [],
+            )
+            .unwrap();
+        assert!(s.objects().unwrap_err().to_string().contains("damaged"));
+    }
+
+    #[test]
+    fn key_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("k.sqlite3")).unwrap();
+        let slot = KeySlot::device(16);
+        assert_eq!(s.key_record(slot).unwrap(), None);
+        s.cache_public_key(slot, Curve::P256, &[1; 64]).unwrap();
+        let r = s.key_record(slot).unwrap().unwrap();
+        assert_eq!(r.curve, Some(Curve::P256));
+        assert_eq!(r.public_key.as_deref(), Some(&[1u8; 64][..]));
+        assert!(!r.generated);
+        s.record_generated_key(slot, Curve::Secp256k1, &[2; 64], Some("mine"), Some(&[9]))
+            .unwrap();
+        let r = s.key_record(slot).unwrap().unwrap();
+        assert_eq!(r.label.as_deref(), Some("mine"));
+        assert_eq!(r.id.as_deref(), Some(&[9u8][..]));
+        assert!(r.generated);
+        // Caching again keeps the label given at generation.
+        s.cache_public_key(slot, Curve::Secp256k1, &[2; 64])
+            .unwrap();
+        assert_eq!(
+            s.key_record(slot).unwrap().unwrap().label.as_deref(),
+            Some("mine")
+        );
+        let foreign = KeySlot {
+            number: 16,
+            foreign: true,
+        };
+        assert_eq!(s.key_record(foreign).unwrap(), None);
+        s.forget_key(slot).unwrap();
+        assert_eq!(s.key_record(slot).unwrap(), None);
+    }
+}

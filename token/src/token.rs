@@ -1,0 +1,303 @@
+//! The token: what the device is, which keys it holds, and the store.
+//!
+//! Everything here is read from the device once, when the token is first
+//! needed in a process, and cached: finding objects and reading attributes
+//! never call the device. Public keys are also kept in the store, so a later
+//! process reads them from there instead of the device.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::Config;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::key::{Curve, DeviceKey, KeySlot};
+use crate::object::Object;
+use crate::store::{KeyRecord, Store};
+
+/// Token-info fields as the device reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+}
+
+/// What the model can do, from its name (no device call needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Has a key store: generates and removes keys, lists slots, has a
+    /// foreign keyring (HSM6, SCM).
+    pub key_store: bool,
+    /// Slots holding factory keys, shown when the slot list is unavailable.
+    pub factory_slots: u32,
+    /// Slots below this number are reserved for the factory.
+    pub first_free_slot: u32,
+}
+
+impl Capabilities {
+    pub fn of_model(model: &str) -> Capabilities {
+        let m = model.to_ascii_uppercase();
+        if m.contains("HSM6") || m.contains("SCM") {
+            Capabilities {
+                key_store: true,
+                factory_slots: 12,
+                first_free_slot: 16,
+            }
+        } else {
+            // ZYMKEY4i, HSM4 and anything unknown: three factory slots, no key store.
+            Capabilities {
+                key_store: false,
+                factory_slots: 3,
+                first_free_slot: 3,
+            }
+        }
+    }
+}
+
+/// A device key and its two objects, built once.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub key: DeviceKey,
+    pub private: Object,
+    pub public: Object,
+}
+
+impl KeyEntry {
+    pub fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
+        KeyEntry {
+            private: key.private_object(login_required),
+            public: key.public_object(),
+            key,
+        }
+    }
+}
+
+pub struct Token {
+    pub device: Arc<dyn Device>,
+    pub info: DeviceInfo,
+    pub caps: Capabilities,
+    pub label: String,
+    pub login_required: bool,
+    pub keys: RwLock<BTreeMap<KeySlot, KeyEntry>>,
+    store_path: Option<PathBuf>,
+    store: Mutex<Option<Store>>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("info", &self.info)
+            .field("label", &self.label)
+            .field("store", &self.store_path)
+            .finish()
+    }
+}
+
+impl Token {
+    /// Reads the device (model, serial, firmware, key slots and, where the
+    /// store has not cached them, public keys) and builds the key objects.
+    pub fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
+        let info = DeviceInfo {
+            model: device.model()?.trim().to_string(),
+            serial: device.serial_number()?.trim().to_string(),
+            firmware: device.firmware_version()?.trim().to_string(),
+        };
+        let caps = Capabilities::of_model(&info.model);
+        let store_path = config.store_path(&info.serial);
+        let token = Token {
+            device,
+            caps,
+            label: config.token_label().to_string(),
+            login_required: config.pin.is_some(),
+            keys: RwLock::new(BTreeMap::new()),
+            store_path,
+            store: Mutex::new(None),
+            info,
+        };
+        let slots = token.key_slots();
+        let mut keys = BTreeMap::new();
+        for slot in slots {
+            match token.load_key(slot, config) {
+                Ok(Some(entry)) => {
+                    keys.insert(slot, entry);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    slot = slot.number,
+                    foreign = slot.foreign,
+                    "key slot skipped: {e}"
+                ),
+            }
+        }
+        tracing::info!(
+            model = %token.info.model,
+            serial = %token.info.serial,
+            keys = keys.len(),
+            "token loaded"
+        );
+        *token.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(token)
+    }
+
+    /// The key slots to show: the device's list where it has one, else the
+    /// model's factory slots.
+    fn key_slots(&self) -> Vec<KeySlot> {
+        let mut slots = match self.device.allocated_slots(false) {
+            Ok(list) => list
+                .slots
+                .into_iter()
+                .filter_map(|n| u32::try_from(n).ok())
+                .map(KeySlot::device)
+                .collect(),
+            Err(e) => {
+                tracing::debug!("no slot list ({e}); showing the factory slots");
+                (0..self.caps.factory_slots)
+                    .map(KeySlot::device)
+                    .collect::<Vec<_>>()
+            }
+        };
+        if self.caps.key_store {
+            match self.device.allocated_slots(true) {
+                Ok(list) => slots.extend(
+                    list.slots
+                        .into_iter()
+                        .filter_map(|n| u32::try_from(n).ok())
+                        .map(|number| KeySlot {
+                            number,
+                            foreign: true,
+                        }),
+                ),
+                Err(e) => tracing::debug!("no foreign keyring list: {e}"),
+            }
+        }
+        slots
+    }
+
+    fn load_key(&self, slot: KeySlot, config: &Config) -> Result<Option<KeyEntry>> {
+        let record = self
+            .with_store(|s| s.key_record(slot).map_err(Error::from))
+            .unwrap_or_else(|e| {
+                tracing::debug!("public key cache unavailable: {e}");
+                None
+            })
+            .unwrap_or_default();
+        let (raw, curve) = match (&record.public_key, record.curve) {
+            (Some(raw), Some(curve)) => (raw.clone(), curve),
+            _ => {
+                let raw = self.device.public_key(slot.zymkey())?;
+                let Some(curve) = Curve::detect(&raw, record.curve) else {
+                    tracing::warn!(
+                        slot = slot.number,
+                        len = raw.len(),
+                        "public key of unknown type; slot hidden"
+                    );
+                    return Ok(None);
+                };
+                if let Err(e) =
+                    self.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
+                {
+                    tracing::debug!("public key not cached: {e}");
+                }
+                (raw, curve)
+            }
+        };
+        if !curve.is_ecdsa() && !config.expose_non_ecdsa_keys {
+            tracing::info!(
+                slot = slot.number,
+                curve = curve.name(),
+                "key hidden (set expose_non_ecdsa_keys to show it)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(KeyEntry::new(
+            self.device_key(slot, curve, raw, &record, config),
+            self.login_required,
+        )))
+    }
+
+    pub fn device_key(
+        &self,
+        slot: KeySlot,
+        curve: Curve,
+        raw: Vec<u8>,
+        record: &KeyRecord,
+        config: &Config,
+    ) -> DeviceKey {
+        let label = record
+            .label
+            .clone()
+            .or_else(|| {
+                (!slot.foreign)
+                    .then(|| config.slot_label(slot.number).map(str::to_string))
+                    .flatten()
+            })
+            .unwrap_or_else(|| slot.default_label());
+        DeviceKey {
+            slot,
+            curve,
+            raw_public: raw,
+            label,
+            id: record.id.clone().unwrap_or_else(|| slot.default_id()),
+            removable: self.is_removable(slot),
+        }
+    }
+
+    /// Factory keys stay; keys in the free part of the key store (and
+    /// foreign public keys) can be removed.
+    pub fn is_removable(&self, slot: KeySlot) -> bool {
+        self.caps.key_store && (slot.foreign || slot.number >= self.caps.first_free_slot)
+    }
+
+    pub fn store_path(&self) -> Option<&PathBuf> {
+        self.store_path.as_ref()
+    }
+
+    /// Runs `f` on the store, opening it on first use. An open failure is
+    /// not remembered: the next call tries again (the file may be fixed).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let path = self.store_path.as_ref().ok_or_else(|| {
+                Error::GeneralError(
+                    "no token store path: set `store` in the configuration (HOME is not set)"
+                        .into(),
+                )
+            })?;
+            match Store::open(path) {
+                Ok(s) => *guard = Some(s),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return Err(e.into());
+                }
+            }
+        }
+        let store = guard
+            .as_mut()
+            .ok_or(Error::GeneralError("token store unavailable".into()))?;
+        f(store)
+    }
+
+    pub fn key(&self, slot: KeySlot) -> Option<KeyEntry> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&slot)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_follow_the_model() {
+        assert!(!Capabilities::of_model("ZYMKEY4i").key_store);
+        assert_eq!(Capabilities::of_model("ZYMKEY4i").factory_slots, 3);
+        assert!(Capabilities::of_model("HSM6").key_store);
+        assert_eq!(Capabilities::of_model("HSM6").first_free_slot, 16);
+        assert!(!Capabilities::of_model("HSM4").key_store);
+    }
+}
