@@ -34,8 +34,10 @@ static void check_string(const char *what, int rc, const char *text)
 
 int main(void)
 {
+    int rc = zkOpen(NULL);
+    CHECK(rc == -EINVAL, "zkOpen(NULL) returned %d", rc);
     zkCTX ctx = NULL;
-    int rc = zkOpen(&ctx);
+    rc = zkOpen(&ctx);
     CHECK(rc == 0 && ctx != NULL, "zkOpen returned %d", rc);
 
     char *model = NULL, *serial = NULL, *firmware = NULL;
@@ -102,13 +104,11 @@ int main(void)
     CHECK(rc == -EINVAL && none == NULL, "signing a NULL digest returned %d", rc);
     rc = zkVerifyECDSASigFromDigest(ctx, digest, 0, sig2, 63);
     CHECK(rc == -EINVAL, "verifying a 63-byte signature returned %d", rc);
+    rc = zkGetModelNumberString(ctx, NULL);
+    CHECK(rc == -EINVAL, "zkGetModelNumberString(ctx, NULL) returned %d", rc);
+    rc = zkGetRandBytes(NULL, &none, 8);
+    CHECK(rc == -EINVAL && none == NULL, "zkGetRandBytes without a context returned %d", rc);
 
-    printf("OK model=%s serial=%s firmware=%s slots=%d/%d recovery_id=%d\n", model, serial,
-           firmware, slot_count, max_keys, recovery_id);
-
-    free(model);
-    free(serial);
-    free(firmware);
     free(pk);
     free(old_pk);
     free(sig);
@@ -120,5 +120,13 @@ int main(void)
     CHECK(rc == 0, "zkClose returned %d", rc);
     rc = zkClose(ctx);
     CHECK(rc == -EINVAL, "closing a closed context returned %d", rc);
+    rc = zkGenECDSASigFromDigest(ctx, digest, 0, &none, &none_sz);
+    CHECK(rc == -EINVAL && none == NULL, "signing with a closed context returned %d", rc);
+
+    printf("OK model=%s serial=%s firmware=%s slots=%d/%d recovery_id=%d\n", model, serial,
+           firmware, slot_count, max_keys, recovery_id);
+    free(model);
+    free(serial);
+    free(firmware);
     return 0;
 }

@@ -144,3 +144,75 @@ fn processes_share_one_device() {
         "whole lines only"
     );
 }
+
+const THREADS_TEST: &str = "threads_share_one_process";
+
+type OpenFn = unsafe extern "C" fn(*mut *mut std::ffi::c_void) -> i32;
+type CloseFn = unsafe extern "C" fn(*mut std::ffi::c_void) -> i32;
+type SignFn =
+    unsafe extern "C" fn(*mut std::ffi::c_void, *const u8, i32, *mut *mut u8, *mut i32) -> i32;
+type GenKeyFn = unsafe extern "C" fn(*mut std::ffi::c_void, i32) -> i32;
+
+/// Threads calling the C ABI directly, each with its own context (the
+/// binding would serialise them behind its lock).
+fn call_from_threads() {
+    let path = common::library_path();
+    // SAFETY: loading the emulator runs no foreign initialisers of note.
+    let lib = unsafe { libloading::Library::new(&path) }.unwrap();
+    // SAFETY: the types are the header's signatures.
+    let (open, close, sign, gen_key) = unsafe {
+        (
+            *lib.get::<OpenFn>(b"zkOpen").unwrap(),
+            *lib.get::<CloseFn>(b"zkClose").unwrap(),
+            *lib.get::<SignFn>(b"zkGenECDSASigFromDigest").unwrap(),
+            *lib.get::<GenKeyFn>(b"zkGenKeyPair").unwrap(),
+        )
+    };
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            scope.spawn(move || {
+                let mut ctx = std::ptr::null_mut();
+                // SAFETY: every pointer is valid for the call; buffers are freed once.
+                unsafe {
+                    assert_eq!(open(&mut ctx), 0);
+                    for i in 0..25 {
+                        let digest = common::digest(&format!("{thread}/{i}"));
+                        let mut sig = std::ptr::null_mut();
+                        let mut len = 0;
+                        assert_eq!(sign(ctx, digest.as_ptr(), 0, &mut sig, &mut len), 0);
+                        assert_eq!(len, 64);
+                        libc::free(sig.cast());
+                        if i % 5 == 0 {
+                            assert!(gen_key(ctx, 0) >= 16);
+                        }
+                    }
+                    assert_eq!(close(ctx), 0);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn threads_share_one_process() {
+    if role(THREADS_TEST).is_some() {
+        return call_from_threads();
+    }
+    let scratch = Scratch::new();
+    common::run(
+        THREADS_TEST,
+        "threads",
+        &[
+            ("ZKIOT_EMU_DIR", scratch.state().as_os_str()),
+            ("ZKIOT_EMU_MODEL", "HSM6".as_ref()),
+        ],
+    );
+    let counters = common::counters(&scratch.state());
+    assert_eq!(counters["sign"], 100);
+    assert_eq!(counters["gen_key"], 20);
+    assert_eq!((counters["open"], counters["close"]), (4, 4));
+    let keys = std::fs::read_dir(scratch.state().join("keys"))
+        .unwrap()
+        .count();
+    assert_eq!(keys, 12 + 20);
+}
