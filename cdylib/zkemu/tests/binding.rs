@@ -49,7 +49,8 @@ fn emulator_has_every_symbol_of_the_header() {
         .filter_map(|line| line.strip_prefix("int "))
         .filter_map(|rest| rest.split('(').next())
         .collect();
-    assert_eq!(functions.len(), 17, "{functions:?}");
+    // The 17 functions of today's header at least; any added later must be exported too.
+    assert!(functions.len() >= 17, "{functions:?}");
     let library = common::library_path();
     // SAFETY: the emulator's initialisers are Rust's own; nothing is called.
     let lib = unsafe { libloading::Library::new(&library) }.unwrap();
