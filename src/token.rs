@@ -5,7 +5,7 @@
 //! the device exactly one operation. The private key never leaves the token.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -30,9 +30,9 @@ pub const DEFAULT_KEY_LABEL: &str = "slot0";
 
 /// An open token: one read-write session, used by one thread at a time.
 pub struct Token {
-    // Field order matters: the session closes before the module is finalized.
-    session: Mutex<Session>,
-    _pkcs11: Pkcs11,
+    // Both are `Some` until drop, which closes the session and then finalizes the module.
+    session: Mutex<Option<Session>>,
+    pkcs11: Option<Pkcs11>,
     module: PathBuf,
     label: String,
     serial_number: String,
@@ -136,8 +136,8 @@ impl Token {
             .or_else(|_| pkcs11.open_ro_session(slot))
             .with_context(|| format!("cannot open a session on token {label:?}"))?;
         Ok(Self {
-            session: Mutex::new(session),
-            _pkcs11: pkcs11,
+            session: Mutex::new(Some(session)),
+            pkcs11: Some(pkcs11),
             module: module.to_path_buf(),
             label: label.to_string(),
             serial_number: info.serial_number().trim().to_string(),
@@ -166,8 +166,8 @@ impl Token {
         &self.label
     }
 
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    fn session(&self) -> SessionGuard<'_> {
+        SessionGuard(self.session.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Finds the P-256 private key labelled `key_label` and reads its public point (from the
@@ -338,6 +338,30 @@ impl Token {
             }
         }
         Ok(out)
+    }
+}
+
+/// The token's session, held by one thread at a time.
+struct SessionGuard<'a>(MutexGuard<'a, Option<Session>>);
+
+impl std::ops::Deref for SessionGuard<'_> {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        self.0
+            .as_ref()
+            .expect("the session stays open until the token is dropped")
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner());
+        drop(session.take());
+        if let Some(pkcs11) = self.pkcs11.take() {
+            // Finalizing lets the module release the device and its store cleanly.
+            let _ = pkcs11.finalize();
+        }
     }
 }
 
