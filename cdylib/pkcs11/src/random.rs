@@ -3,12 +3,14 @@
 use cryptoki_sys::*;
 use zktoken::Error;
 
-use crate::{cryptoki_fn, module};
+use crate::{cryptoki_fn, input, module};
 
 cryptoki_fn! {
     /// `C_SeedRandom`: the device's generator takes no seed.
-    fn C_SeedRandom(hSession: CK_SESSION_HANDLE, _pSeed: CK_BYTE_PTR, _ulSeedLen: CK_ULONG) {
+    fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: CK_BYTE_PTR, ulSeedLen: CK_ULONG) {
         module()?.session_info(hSession)?;
+        // SAFETY: pSeed holds ulSeedLen bytes per the contract.
+        unsafe { input(pSeed, ulSeedLen) }?;
         Err(Error::RandomSeedNotSupported)
     }
 }
