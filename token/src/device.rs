@@ -14,9 +14,6 @@ pub trait Device: Send + Sync {
     fn allocated_slots(&self, foreign: bool) -> zymkey::Result<SlotList>;
     fn generate_key(&self, key_type: KeyType) -> zymkey::Result<i32>;
     fn remove_key(&self, slot: Slot) -> zymkey::Result<()>;
-    /// Whether the library has the key-store functions (slot list,
-    /// generation, removal): known without a device call.
-    fn has_key_store(&self) -> bool;
     /// Releases the device connection (the next call reopens it).
     fn close(&self);
 }
@@ -48,9 +45,6 @@ impl Device for Zymkey {
     }
     fn remove_key(&self, slot: Slot) -> zymkey::Result<()> {
         Zymkey::remove_key(self, slot)
-    }
-    fn has_key_store(&self) -> bool {
-        true
     }
     fn close(&self) {
         Zymkey::close(self)

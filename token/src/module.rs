@@ -55,11 +55,15 @@ impl Module {
                 tracing::debug!(library = %library_path.display(), "Zymkey library loaded");
                 Some(Arc::new(z))
             }
+            Err(e @ zymkey::Error::LibraryNotFound { .. }) => {
+                // The error names the path and how to point elsewhere.
+                tracing::warn!("{e}; the slot shows no token");
+                None
+            }
             Err(e) => {
                 tracing::warn!(
-                    "{e}; the slot shows no token (tried {}; set ZKIOT_ZKLIB or `zklib` in the \
-                     configuration file to use another library)",
-                    library_path.display()
+                    "{e}; the slot shows no token (set ZKIOT_ZKLIB or `zklib` in the \
+                     configuration file to use another library)"
                 );
                 None
             }

@@ -1,0 +1,807 @@
+//! The token logic over an in-memory device: PKCS#11 behaviour that does
+//! not need the C ABI (length protocol, device call counts, finds, login,
+//! key generation, the store across module instances).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cryptoki_sys::*;
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::Private;
+use zktoken::device::Device;
+use zktoken::object::ulong_bytes;
+use zktoken::{Config, Error, Module, TemplateEntry};
+use zymkey::{KeyType, Slot, SlotList};
+
+/// A device in memory, with counters.
+struct SoftDevice {
+    model: &'static str,
+    keys: Mutex<BTreeMap<i32, EcKey<Private>>>,
+    /// Slots holding a 32-byte (Ed25519-like) public key.
+    raw_keys: Mutex<BTreeMap<i32, Vec<u8>>>,
+    signs: AtomicUsize,
+    public_keys: AtomicUsize,
+    fail_next_sign: AtomicBool,
+}
+
+impl SoftDevice {
+    fn new(model: &'static str, factory_slots: i32) -> Arc<SoftDevice> {
+        let d = SoftDevice {
+            model,
+            keys: Mutex::new(BTreeMap::new()),
+            raw_keys: Mutex::new(BTreeMap::new()),
+            signs: AtomicUsize::new(0),
+            public_keys: AtomicUsize::new(0),
+            fail_next_sign: AtomicBool::new(false),
+        };
+        for slot in 0..factory_slots {
+            d.keys
+                .lock()
+                .unwrap()
+                .insert(slot, new_key(Nid::X9_62_PRIME256V1));
+        }
+        Arc::new(d)
+    }
+
+    fn calls(&self) -> (usize, usize) {
+        (
+            self.signs.load(Ordering::SeqCst),
+            self.public_keys.load(Ordering::SeqCst),
+        )
+    }
+
+    fn point(&self, slot: i32) -> Vec<u8> {
+        let keys = self.keys.lock().unwrap();
+        raw_point(&keys[&slot])
+    }
+}
+
+fn new_key(nid: Nid) -> EcKey<Private> {
+    EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap()
+}
+
+fn raw_point(key: &EcKey<Private>) -> Vec<u8> {
+    let mut ctx = BigNumContext::new().unwrap();
+    key.public_key()
+        .to_bytes(key.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
+        .unwrap()[1..]
+        .to_vec()
+}
+
+fn device_error(function: &'static str) -> zymkey::Error {
+    zymkey::Error::Device { function, errno: 5 }
+}
+
+impl Device for SoftDevice {
+    fn model(&self) -> zymkey::Result<String> {
+        Ok(self.model.into())
+    }
+    fn serial_number(&self) -> zymkey::Result<String> {
+        Ok("SOFT-0001".into())
+    }
+    fn firmware_version(&self) -> zymkey::Result<String> {
+        Ok("1.2.3".into())
+    }
+    fn random(&self, len: usize) -> zymkey::Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        openssl::rand::rand_bytes(&mut v).unwrap();
+        Ok(v)
+    }
+    fn sign_digest(&self, slot: i32, digest: &[u8; 32]) -> zymkey::Result<[u8; 64]> {
+        self.signs.fetch_add(1, Ordering::SeqCst);
+        if self.fail_next_sign.swap(false, Ordering::SeqCst) {
+            return Err(device_error("zkGenECDSASigFromDigest"));
+        }
+        let keys = self.keys.lock().unwrap();
+        let key = keys
+            .get(&slot)
+            .ok_or(device_error("zkGenECDSASigFromDigest"))?;
+        let sig = EcdsaSig::sign(digest, key).unwrap();
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&sig.r().to_vec_padded(32).unwrap());
+        out[32..].copy_from_slice(&sig.s().to_vec_padded(32).unwrap());
+        Ok(out)
+    }
+    fn public_key(&self, slot: Slot) -> zymkey::Result<Vec<u8>> {
+        self.public_keys.fetch_add(1, Ordering::SeqCst);
+        if let Some(raw) = self.raw_keys.lock().unwrap().get(&slot.number) {
+            return Ok(raw.clone());
+        }
+        let keys = self.keys.lock().unwrap();
+        keys.get(&slot.number)
+            .map(raw_point)
+            .ok_or(device_error("zkExportPubKey"))
+    }
+    fn allocated_slots(&self, foreign: bool) -> zymkey::Result<SlotList> {
+        if foreign {
+            return Ok(SlotList {
+                capacity: 128,
+                slots: vec![],
+            });
+        }
+        let mut slots: Vec<i32> = self.keys.lock().unwrap().keys().copied().collect();
+        slots.extend(self.raw_keys.lock().unwrap().keys().copied());
+        slots.sort();
+        Ok(SlotList {
+            capacity: 512,
+            slots,
+        })
+    }
+    fn generate_key(&self, key_type: KeyType) -> zymkey::Result<i32> {
+        let nid = match key_type {
+            KeyType::NistP256 => Nid::X9_62_PRIME256V1,
+            KeyType::Secp256k1 => Nid::SECP256K1,
+            _ => {
+                return Err(zymkey::Error::Unsupported {
+                    function: "zkGenKeyPair",
+                })
+            }
+        };
+        let mut keys = self.keys.lock().unwrap();
+        let slot = (16..).find(|s| !keys.contains_key(s)).unwrap();
+        keys.insert(slot, new_key(nid));
+        Ok(slot)
+    }
+    fn remove_key(&self, slot: Slot) -> zymkey::Result<()> {
+        self.keys
+            .lock()
+            .unwrap()
+            .remove(&slot.number)
+            .map(|_| ())
+            .ok_or(device_error("zkRemoveKey"))
+    }
+    fn close(&self) {}
+}
+
+fn config(dir: &Path, extra: &str) -> Config {
+    let text = format!("store = {:?}\n{extra}", dir.join("store.sqlite3"));
+    Config::parse(&text, "test").unwrap()
+}
+
+fn module(device: &Arc<SoftDevice>, config: Config) -> Module {
+    let device: Arc<dyn Device> = device.clone();
+    Module::with_device(config, PathBuf::from("soft"), Some(device))
+}
+
+fn find(
+    m: &Module,
+    session: CK_SESSION_HANDLE,
+    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> Vec<CK_OBJECT_HANDLE> {
+    m.find_objects_init(session, template).unwrap();
+    let found = m.find_objects(session, 100).unwrap();
+    m.find_objects_final(session).unwrap();
+    found
+}
+
+fn class(c: CK_OBJECT_CLASS) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
+    (CKA_CLASS, ulong_bytes(c))
+}
+
+fn attribute(
+    m: &Module,
+    session: CK_SESSION_HANDLE,
+    handle: CK_OBJECT_HANDLE,
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    let mut t = [TemplateEntry {
+        kind,
+        buffer: Some(&mut buf),
+        len: 1024,
+    }];
+    m.get_attribute_value(session, handle, &mut t).unwrap();
+    let len = t[0].len as usize;
+    buf.truncate(len);
+    buf
+}
+
+fn verify(point: &[u8], digest: &[u8; 32], sig: &[u8]) -> bool {
+    zktoken::mechanism::verify_digest(zktoken::key::Curve::P256, point, digest, sig).is_ok()
+}
+
+const RO: CK_FLAGS = CKF_SERIAL_SESSION;
+const RW: CK_FLAGS = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+
+#[test]
+fn sign_length_protocol_and_one_device_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let key = find(
+        &m,
+        s,
+        &[class(CKO_PRIVATE_KEY), (CKA_LABEL, b"slot1".to_vec())],
+    );
+    assert_eq!(key.len(), 1);
+    m.sign_init(s, CKM_ECDSA, false, key[0]).unwrap();
+    let digest = [7u8; 32];
+    let before = dev.calls().0;
+    assert_eq!(m.sign(s, &digest, None).unwrap(), 64);
+    let mut short = [0u8; 10];
+    assert_eq!(
+        m.sign(s, &digest, Some(&mut short)).unwrap_err(),
+        Error::BufferTooSmall { required: 64 }
+    );
+    assert_eq!(
+        dev.calls().0,
+        before,
+        "length queries never reach the device"
+    );
+    let mut sig = [0u8; 64];
+    assert_eq!(m.sign(s, &digest, Some(&mut sig)).unwrap(), 64);
+    assert_eq!(dev.calls().0, before + 1);
+    assert!(verify(&dev.point(1), &digest, &sig));
+    // The operation ended with the signature.
+    assert_eq!(
+        m.sign(s, &digest, Some(&mut sig)).unwrap_err(),
+        Error::OperationNotInitialized
+    );
+}
+
+#[test]
+fn ecdsa_pads_and_truncates_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let key = zktoken::key::KeySlot::device(0).private_handle();
+    for len in [20usize, 28, 32, 48, 64] {
+        let input: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37) | 1).collect();
+        m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+        let mut sig = [0u8; 64];
+        m.sign(s, &input, Some(&mut sig)).unwrap();
+        let digest = zktoken::mechanism::ecdsa_digest(&input).unwrap();
+        assert!(verify(&dev.point(0), &digest, &sig), "input of {len} bytes");
+        // OpenSSL's own rule for long digests agrees (leftmost bits).
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let mut p = vec![4u8];
+        p.extend(dev.point(0));
+        let point = openssl::ec::EcPoint::from_bytes(&group, &p, &mut ctx).unwrap();
+        let pubkey = EcKey::from_public_key(&group, &point).unwrap();
+        let r = openssl::bn::BigNum::from_slice(&sig[..32]).unwrap();
+        let s_ = openssl::bn::BigNum::from_slice(&sig[32..]).unwrap();
+        let der = EcdsaSig::from_private_components(r, s_).unwrap();
+        assert!(der.verify(&input, &pubkey).unwrap(), "openssl, {len} bytes");
+    }
+}
+
+#[test]
+fn ecdsa_sha256_multi_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let key = zktoken::key::KeySlot::device(2).private_handle();
+    m.sign_init(s, CKM_ECDSA_SHA256, false, key).unwrap();
+    m.sign_update(s, b"hello ").unwrap();
+    m.sign_update(s, b"world").unwrap();
+    assert_eq!(m.sign_final(s, None).unwrap(), 64);
+    let mut short = [0u8; 63];
+    assert!(m.sign_final(s, Some(&mut short)).is_err());
+    let before = dev.calls().0;
+    let mut sig = [0u8; 64];
+    m.sign_final(s, Some(&mut sig)).unwrap();
+    assert_eq!(dev.calls().0, before + 1);
+    assert!(verify(
+        &dev.point(2),
+        &openssl::sha::sha256(b"hello world"),
+        &sig
+    ));
+    // Verify through the token, single- and multi-part.
+    let public = zktoken::key::KeySlot::device(2).public_handle();
+    m.verify_init(s, CKM_ECDSA_SHA256, false, public).unwrap();
+    m.verify(s, b"hello world", &sig).unwrap();
+    m.verify_init(s, CKM_ECDSA_SHA256, false, public).unwrap();
+    m.verify_update(s, b"hello").unwrap();
+    m.verify_update(s, b" world").unwrap();
+    m.verify_final(s, &sig).unwrap();
+    m.verify_init(s, CKM_ECDSA_SHA256, false, public).unwrap();
+    assert_eq!(
+        m.verify(s, b"hello world!", &sig).unwrap_err(),
+        Error::SignatureInvalid
+    );
+    // CKM_ECDSA is single-part.
+    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+    assert_eq!(
+        m.sign_update(s, b"x").unwrap_err().rv(),
+        CKR_FUNCTION_NOT_SUPPORTED
+    );
+    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+}
+
+#[test]
+fn sign_init_checks_key_and_mechanism() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let key = zktoken::key::KeySlot::device(0);
+    assert_eq!(
+        m.sign_init(s, CKM_RSA_PKCS, false, key.private_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, true, key.private_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, false, key.public_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, false, 12345).unwrap_err().rv(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    assert_eq!(
+        m.sign_init(
+            s,
+            CKM_ECDSA,
+            false,
+            zktoken::key::KeySlot::device(9).private_handle()
+        )
+        .unwrap_err()
+        .rv(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    m.sign_init(s, CKM_ECDSA, false, key.private_handle())
+        .unwrap();
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, false, key.private_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_OPERATION_ACTIVE
+    );
+    assert_eq!(
+        m.sign_init(999, CKM_ECDSA, false, key.private_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_SESSION_HANDLE_INVALID
+    );
+}
+
+#[test]
+fn device_error_ends_the_operation_and_the_next_call_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let key = zktoken::key::KeySlot::device(0).private_handle();
+    dev.fail_next_sign.store(true, Ordering::SeqCst);
+    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+    let mut sig = [0u8; 64];
+    assert_eq!(
+        m.sign(s, &[1; 32], Some(&mut sig)).unwrap_err().rv(),
+        CKR_DEVICE_ERROR
+    );
+    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+    m.sign(s, &[1; 32], Some(&mut sig)).unwrap();
+    assert!(verify(&dev.point(0), &[1; 32], &sig));
+}
+
+#[test]
+fn finds_and_attribute_reads_never_call_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), "[labels]\n1 = \"backup\"\n"));
+    let s = m.open_session(0, RO).unwrap();
+    let loaded = dev.calls();
+    assert_eq!(loaded.1, 3, "each public key read once");
+    assert_eq!(find(&m, s, &[]).len(), 6);
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    assert_eq!(find(&m, s, &[(CKA_ID, vec![0, 1])]).len(), 2);
+    assert_eq!(find(&m, s, &[(CKA_LABEL, b"backup".to_vec())]).len(), 2);
+    assert_eq!(find(&m, s, &[(CKA_LABEL, b"slot1".to_vec())]).len(), 0);
+    assert_eq!(
+        find(
+            &m,
+            s,
+            &[
+                class(CKO_PUBLIC_KEY),
+                (CKA_ID, vec![0, 2]),
+                (CKA_LABEL, b"slot2".to_vec())
+            ]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        find(
+            &m,
+            s,
+            &[(CKA_KEY_TYPE, ulong_bytes(CKK_EC)), (CKA_SIGN, vec![1])]
+        )
+        .len(),
+        3
+    );
+    assert_eq!(find(&m, s, &[class(CKO_CERTIFICATE)]).len(), 0);
+    // Attributes read while a search is active on the same session.
+    m.find_objects_init(s, &[class(CKO_PRIVATE_KEY)]).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let batch = m.find_objects(s, 1).unwrap();
+        let Some(&h) = batch.first() else { break };
+        seen.push(attribute(&m, s, h, CKA_LABEL));
+        assert_eq!(attribute(&m, s, h, CKA_EC_POINT).len(), 67);
+    }
+    m.find_objects_final(s).unwrap();
+    assert_eq!(
+        seen,
+        vec![b"slot0".to_vec(), b"backup".to_vec(), b"slot2".to_vec()]
+    );
+    assert_eq!(dev.calls(), loaded);
+    // Handles are stable.
+    assert_eq!(
+        find(&m, s, &[class(CKO_PRIVATE_KEY)]),
+        find(&m, s, &[class(CKO_PRIVATE_KEY)])
+    );
+}
+
+#[test]
+fn public_keys_are_cached_for_later_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let first = module(&dev, config(dir.path(), ""));
+    first.open_session(0, RO).unwrap();
+    assert_eq!(dev.calls().1, 3);
+    let second = module(&dev, config(dir.path(), ""));
+    let s = second.open_session(0, RO).unwrap();
+    assert_eq!(
+        dev.calls().1,
+        3,
+        "the second module reads the store, not the device"
+    );
+    let point = attribute(
+        &second,
+        s,
+        zktoken::key::KeySlot::device(0).public_handle(),
+        CKA_EC_POINT,
+    );
+    assert_eq!(&point[3..], dev.point(0).as_slice());
+}
+
+#[test]
+fn pin_guards_private_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), "pin = \"4321\"\n"));
+    let info = m.token_info(0).unwrap();
+    assert_ne!(info.flags & CKF_LOGIN_REQUIRED, 0);
+    let s = m.open_session(0, RO).unwrap();
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 0);
+    assert_eq!(find(&m, s, &[class(CKO_PUBLIC_KEY)]).len(), 3);
+    let key = zktoken::key::KeySlot::device(0).private_handle();
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, false, key).unwrap_err().rv(),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        m.login(s, CKU_USER, Some(b"1234")).unwrap_err().rv(),
+        CKR_PIN_INCORRECT
+    );
+    m.login(s, CKU_USER, Some(b"4321")).unwrap();
+    assert_eq!(
+        m.login(s, CKU_USER, Some(b"4321")).unwrap_err().rv(),
+        CKR_USER_ALREADY_LOGGED_IN
+    );
+    assert_eq!(m.session_info(s).unwrap().state, CKS_RO_USER_FUNCTIONS);
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+    m.logout(s).unwrap();
+    assert_eq!(m.logout(s).unwrap_err().rv(), CKR_USER_NOT_LOGGED_IN);
+}
+
+#[test]
+fn no_pin_means_any_login_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    assert_eq!(m.token_info(0).unwrap().flags & CKF_LOGIN_REQUIRED, 0);
+    let s = m.open_session(0, RO).unwrap();
+    assert_eq!(m.session_info(s).unwrap().state, CKS_RO_PUBLIC_SESSION);
+    m.login(s, CKU_USER, Some(b"whatever")).unwrap();
+    assert_eq!(
+        m.login(s, CKU_USER, None).unwrap_err().rv(),
+        CKR_USER_ALREADY_LOGGED_IN
+    );
+    let rw = m.open_session(0, RW).unwrap();
+    assert_eq!(m.session_info(rw).unwrap().state, CKS_RW_USER_FUNCTIONS);
+    m.close_all_sessions(0).unwrap();
+    let s = m.open_session(0, RO).unwrap();
+    assert_eq!(
+        m.session_info(s).unwrap().state,
+        CKS_RO_PUBLIC_SESSION,
+        "logged out with the last session"
+    );
+    assert_eq!(
+        m.open_session(0, CKF_RW_SESSION).unwrap_err().rv(),
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
+    assert_eq!(m.open_session(1, RO).unwrap_err().rv(), CKR_SLOT_ID_INVALID);
+}
+
+fn certificate_der() -> Vec<u8> {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::from_ec_key(new_key(Nid::X9_62_PRIME256V1)).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "device-01").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    b.build().to_der().unwrap()
+}
+
+#[test]
+fn certificates_persist_and_session_objects_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let der = certificate_der();
+    let template = vec![
+        class(CKO_CERTIFICATE),
+        (CKA_CERTIFICATE_TYPE, ulong_bytes(CKC_X_509)),
+        (CKA_TOKEN, vec![1]),
+        (CKA_ID, vec![0, 0]),
+        (CKA_LABEL, b"slot0".to_vec()),
+        (CKA_VALUE, der.clone()),
+    ];
+    let handle = {
+        let m = module(&dev, config(dir.path(), ""));
+        let ro = m.open_session(0, RO).unwrap();
+        assert_eq!(
+            m.create_object(ro, &template).unwrap_err().rv(),
+            CKR_SESSION_READ_ONLY
+        );
+        let rw = m.open_session(0, RW).unwrap();
+        let h = m.create_object(rw, &template).unwrap();
+        let mut session_template = template.clone();
+        session_template[2] = (CKA_TOKEN, vec![0]);
+        let temp = m.create_object(ro, &session_template).unwrap();
+        assert_eq!(find(&m, ro, &[class(CKO_CERTIFICATE)]).len(), 2);
+        m.close_session(ro).unwrap();
+        assert_eq!(find(&m, rw, &[class(CKO_CERTIFICATE)]), vec![h]);
+        assert!(m.object_size(rw, temp).is_err());
+        m.set_attribute_value(rw, h, &[(CKA_LABEL, b"device".to_vec())])
+            .unwrap();
+        assert_eq!(
+            m.set_attribute_value(rw, h, &[(CKA_VALUE, vec![1])])
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        h
+    };
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let found = find(&m, s, &[class(CKO_CERTIFICATE), (CKA_ID, vec![0, 0])]);
+    assert_eq!(found, vec![handle], "same handle in a new module instance");
+    assert_eq!(attribute(&m, s, handle, CKA_VALUE), der);
+    assert_eq!(attribute(&m, s, handle, CKA_LABEL), b"device");
+    assert_eq!(
+        m.destroy_object(s, handle).unwrap_err().rv(),
+        CKR_SESSION_READ_ONLY
+    );
+    let rw = m.open_session(0, RW).unwrap();
+    m.destroy_object(rw, handle).unwrap();
+    assert!(find(&m, rw, &[class(CKO_CERTIFICATE)]).is_empty());
+    assert_eq!(
+        m.destroy_object(rw, handle).unwrap_err().rv(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+}
+
+#[test]
+fn corrupt_store_is_an_error_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite3");
+    let garbage = b"not a database ".repeat(300);
+    std::fs::write(&path, &garbage).unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RW).unwrap();
+    let err = m.find_objects_init(s, &[]).unwrap_err();
+    assert_eq!(err.rv(), CKR_GENERAL_ERROR);
+    assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+    // Signing does not need the store.
+    m.sign_init(
+        s,
+        CKM_ECDSA,
+        false,
+        zktoken::key::KeySlot::device(0).private_handle(),
+    )
+    .unwrap();
+    let mut sig = [0u8; 64];
+    m.sign(s, &[3; 32], Some(&mut sig)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn key_generation_and_removal_on_a_key_store_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    let m = module(&dev, config(dir.path(), ""));
+    assert!(m.mechanism_list(0).unwrap().contains(&CKM_EC_KEY_PAIR_GEN));
+    let ro = m.open_session(0, RO).unwrap();
+    let rw = m.open_session(0, RW).unwrap();
+    let private_template = vec![(CKA_LABEL, b"mine".to_vec()), (CKA_ID, vec![0xAB])];
+    assert_eq!(
+        m.generate_key_pair(ro, CKM_EC_KEY_PAIR_GEN, false, &[], &private_template)
+            .unwrap_err()
+            .rv(),
+        CKR_SESSION_READ_ONLY
+    );
+    assert_eq!(
+        m.generate_key_pair(
+            rw,
+            CKM_EC_KEY_PAIR_GEN,
+            false,
+            &[(CKA_EC_PARAMS, vec![6, 3, 1, 2, 3])],
+            &[]
+        )
+        .unwrap_err()
+        .rv(),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+    let k1 = zktoken::key::SECP256K1_PARAMS.to_vec();
+    let (public, private) = m
+        .generate_key_pair(
+            rw,
+            CKM_EC_KEY_PAIR_GEN,
+            false,
+            &[(CKA_EC_PARAMS, k1.clone())],
+            &private_template,
+        )
+        .unwrap();
+    assert_eq!(
+        find(&m, ro, &[(CKA_LABEL, b"mine".to_vec())]),
+        vec![private, public]
+    );
+    assert_eq!(attribute(&m, ro, public, CKA_EC_PARAMS), k1);
+    assert_eq!(attribute(&m, ro, private, CKA_ID), vec![0xAB]);
+    // A later module instance keeps the label and id.
+    let again = module(&dev, config(dir.path(), ""));
+    let s2 = again.open_session(0, RO).unwrap();
+    assert_eq!(find(&again, s2, &[(CKA_ID, vec![0xAB])]).len(), 2);
+    // Factory keys stay; the generated one goes.
+    let factory = zktoken::key::KeySlot::device(0).private_handle();
+    assert_eq!(
+        m.destroy_object(rw, factory).unwrap_err().rv(),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(
+        m.destroy_object(rw, public).unwrap_err().rv(),
+        CKR_ACTION_PROHIBITED
+    );
+    m.destroy_object(rw, private).unwrap();
+    assert!(find(&m, ro, &[(CKA_LABEL, b"mine".to_vec())]).is_empty());
+    assert!(!dev.keys.lock().unwrap().contains_key(&16));
+}
+
+#[test]
+fn key_generation_is_refused_without_a_key_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), ""));
+    assert!(!m.mechanism_list(0).unwrap().contains(&CKM_EC_KEY_PAIR_GEN));
+    let rw = m.open_session(0, RW).unwrap();
+    assert_eq!(
+        m.generate_key_pair(rw, CKM_EC_KEY_PAIR_GEN, false, &[], &[])
+            .unwrap_err()
+            .rv(),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(
+        m.destroy_object(rw, zktoken::key::KeySlot::device(0).private_handle())
+            .unwrap_err()
+            .rv(),
+        CKR_ACTION_PROHIBITED
+    );
+}
+
+#[test]
+fn edwards_keys_are_hidden_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    dev.raw_keys.lock().unwrap().insert(17, vec![9u8; 32]);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    assert!(find(&m, s, &[(CKA_ID, vec![0, 17])]).is_empty());
+    assert!(find(&m, s, &[(CKA_KEY_TYPE, ulong_bytes(CKK_EC_EDWARDS))]).is_empty());
+    let dir2 = tempfile::tempdir().unwrap();
+    let m = module(&dev, config(dir2.path(), "expose_non_ecdsa_keys = true\n"));
+    let s = m.open_session(0, RO).unwrap();
+    let found = find(&m, s, &[(CKA_ID, vec![0, 17])]);
+    assert_eq!(found.len(), 2);
+    assert_eq!(
+        attribute(&m, s, found[0], CKA_KEY_TYPE),
+        ulong_bytes(CKK_EC_EDWARDS)
+    );
+}
+
+#[test]
+fn no_device_means_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Module::with_device(config(dir.path(), ""), PathBuf::from("/missing.so"), None);
+    assert_eq!(m.slot_list(true), Vec::<CK_SLOT_ID>::new());
+    assert_eq!(m.slot_list(false), vec![0]);
+    assert_eq!(m.slot_info(0).unwrap().flags & CKF_TOKEN_PRESENT, 0);
+    assert_eq!(m.token_info(0).unwrap_err().rv(), CKR_TOKEN_NOT_PRESENT);
+    assert_eq!(
+        m.open_session(0, RO).unwrap_err().rv(),
+        CKR_TOKEN_NOT_PRESENT
+    );
+}
+
+#[test]
+fn token_info_comes_from_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, config(dir.path(), "token_label = \"edge\"\n"));
+    let info = m.token_info(0).unwrap();
+    assert_eq!(&info.label[..6], b"edge  ");
+    assert_eq!(&info.manufacturerID[..7], b"Zymbit ");
+    assert_eq!(&info.model[..9], b"ZYMKEY4i ");
+    assert_eq!(&info.serialNumber, b"SOFT-0001       ");
+    assert_eq!(
+        info.flags & (CKF_TOKEN_INITIALIZED | CKF_RNG),
+        CKF_TOKEN_INITIALIZED | CKF_RNG
+    );
+    assert_eq!(
+        (info.firmwareVersion.major, info.firmwareVersion.minor),
+        (1, 2)
+    );
+    let s = m.open_session(0, RO).unwrap();
+    let mut random = [0u8; 48];
+    m.generate_random(s, &mut random).unwrap();
+    assert_ne!(random, [0u8; 48]);
+}
+
+#[test]
+fn threads_share_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = Arc::new(module(&dev, config(dir.path(), "")));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let m = m.clone();
+            let point = dev.point(i % 3);
+            std::thread::spawn(move || {
+                let s = m.open_session(0, RO).unwrap();
+                for n in 0..20u8 {
+                    let key = zktoken::key::KeySlot::device((i % 3) as u32).private_handle();
+                    m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+                    let mut sig = [0u8; 64];
+                    m.sign(s, &[n; 32], Some(&mut sig)).unwrap();
+                    assert!(verify(&point, &[n; 32], &sig));
+                }
+                m.close_session(s).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(dev.calls().0, 80);
+}
