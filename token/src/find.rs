@@ -284,12 +284,15 @@ impl Module {
     ) -> Result<()> {
         let token = self.token()?;
         self.lock_sessions().get(session)?;
+        if let ObjectRef::Key { slot, public } = ObjectRef::from_handle(handle)? {
+            // Checked by destroy_key: a public key whose private key was
+            // just removed no longer resolves, yet destroying it succeeds.
+            self.require_read_write(session)?;
+            return self.destroy_key(&token, slot, public);
+        }
         let object = self.object(handle)?;
         match ObjectRef::from_handle(handle)? {
-            ObjectRef::Key { slot, public } => {
-                self.require_read_write(session)?;
-                self.destroy_key(&token, slot, public)
-            }
+            ObjectRef::Key { .. } => Err(Error::ObjectHandleInvalid),
             ObjectRef::Stored(row) => {
                 self.require_read_write(session)?;
                 if object.bool(CKA_DESTROYABLE) == Some(false) {

@@ -255,7 +255,7 @@ impl DeviceKey {
     /// The mechanisms the key can be used with.
     pub fn mechanisms(&self) -> &'static [CK_MECHANISM_TYPE] {
         if self.curve.is_ecdsa() {
-            &[CKM_ECDSA, CKM_ECDSA_SHA256]
+            crate::mechanism::SIGN_MECHANISMS
         } else {
             &[]
         }
@@ -467,6 +467,9 @@ mod tests {
         assert_eq!(public.bool(CKA_VERIFY), Some(true));
         assert!(public.value(CKA_VALUE).is_none());
         let mechs = public.value(CKA_ALLOWED_MECHANISMS).unwrap();
-        assert_eq!(mechs.len(), 2 * std::mem::size_of::<CK_ULONG>());
+        assert_eq!(
+            mechs.len(),
+            std::mem::size_of_val(crate::mechanism::SIGN_MECHANISMS)
+        );
     }
 }

@@ -35,18 +35,21 @@ fn check_key_template(template: Template<'_>, class: CK_OBJECT_CLASS) -> Result<
             "device keys are token objects (CKA_TOKEN=TRUE)",
         ));
     }
-    for kind in [
-        CKA_EXTRACTABLE,
-        CKA_DECRYPT,
-        CKA_UNWRAP,
-        CKA_DERIVE,
-        CKA_ENCRYPT,
-        CKA_WRAP,
-    ] {
+    if template_bool(template, CKA_EXTRACTABLE)? == Some(true)
+        || template_bool(template, CKA_SENSITIVE)? == Some(false)
+    {
+        return Err(Error::TemplateInconsistent(
+            "device keys never leave the device",
+        ));
+    }
+    // Tools ask for usages by default (pkcs11-tool sets CKA_DERIVE): the
+    // key is made all the same, with the usages it really has.
+    for kind in [CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_ENCRYPT, CKA_WRAP] {
         if template_bool(template, kind)? == Some(true) {
-            return Err(Error::TemplateInconsistent(
-                "device keys only sign and verify, and never leave the device",
-            ));
+            tracing::info!(
+                attribute = kind,
+                "requested key usage not available; device keys only sign and verify"
+            );
         }
     }
     Ok(())
@@ -156,6 +159,25 @@ impl Module {
     /// Destroys a key object: the private key of a generated slot removes
     /// the key from the device; foreign public keys leave the keyring.
     pub(crate) fn destroy_key(&self, token: &Token, slot: KeySlot, public: bool) -> Result<()> {
+        let removed_here = |slot| {
+            token
+                .removed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&slot)
+        };
+        if token.key(slot).is_none() {
+            // Tools destroy both objects of a pair; the public one went
+            // with its private key.
+            return if public && !slot.foreign && removed_here(slot) {
+                Ok(())
+            } else {
+                Err(Error::ObjectHandleInvalid)
+            };
+        }
+        if !public && slot.foreign {
+            return Err(Error::ObjectHandleInvalid);
+        }
         if public && !slot.foreign {
             return Err(Error::ActionProhibited(
                 "the public key goes with its private key: destroy that",
@@ -173,6 +195,13 @@ impl Module {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&slot);
+        if !slot.foreign {
+            token
+                .removed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(slot);
+        }
         if let Err(e) = token.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
             tracing::error!(
                 slot = slot.number,

@@ -15,9 +15,19 @@ pub const DIGEST_LEN: usize = zymkey::DIGEST_LEN;
 /// Length of a raw r‖s signature on the 256-bit curves.
 pub const SIGNATURE_LEN: usize = zymkey::SIGNATURE_LEN;
 
+/// The signature mechanisms, raw ECDSA first.
+pub const SIGN_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
+    CKM_ECDSA,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+];
+
 /// The mechanisms of the token; key-pair generation only when the device can.
 pub fn mechanism_list(can_generate: bool) -> Vec<CK_MECHANISM_TYPE> {
-    let mut list = vec![CKM_ECDSA, CKM_ECDSA_SHA256];
+    let mut list = SIGN_MECHANISMS.to_vec();
     if can_generate {
         list.push(CKM_EC_KEY_PAIR_GEN);
     }
@@ -30,7 +40,7 @@ pub fn mechanism_info(
 ) -> Result<CK_MECHANISM_INFO> {
     let curve_flags = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
     let flags = match mechanism {
-        CKM_ECDSA | CKM_ECDSA_SHA256 => CKF_HW | CKF_SIGN | CKF_VERIFY | curve_flags,
+        m if SIGN_MECHANISMS.contains(&m) => CKF_HW | CKF_SIGN | CKF_VERIFY | curve_flags,
         CKM_EC_KEY_PAIR_GEN if can_generate => CKF_HW | CKF_GENERATE_KEY_PAIR | curve_flags,
         other => return Err(Error::MechanismInvalid(other)),
     };
@@ -41,33 +51,40 @@ pub fn mechanism_info(
     })
 }
 
+/// The hash of a hashing ECDSA mechanism, computed in software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
 /// A signing or verification mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignMechanism {
-    /// Input is the digest itself.
+    /// `CKM_ECDSA`: the input is the digest itself.
     Ecdsa,
-    /// Input is the message; the token hashes it with SHA-256.
-    EcdsaSha256,
+    /// `CKM_ECDSA_SHA*`: the input is the message; the token hashes it.
+    EcdsaWith(Hash),
 }
 
 impl SignMechanism {
     pub fn from_ck(mechanism: CK_MECHANISM_TYPE, has_parameter: bool) -> Result<SignMechanism> {
         let m = match mechanism {
             CKM_ECDSA => SignMechanism::Ecdsa,
-            CKM_ECDSA_SHA256 => SignMechanism::EcdsaSha256,
+            CKM_ECDSA_SHA1 => SignMechanism::EcdsaWith(Hash::Sha1),
+            CKM_ECDSA_SHA224 => SignMechanism::EcdsaWith(Hash::Sha224),
+            CKM_ECDSA_SHA256 => SignMechanism::EcdsaWith(Hash::Sha256),
+            CKM_ECDSA_SHA384 => SignMechanism::EcdsaWith(Hash::Sha384),
+            CKM_ECDSA_SHA512 => SignMechanism::EcdsaWith(Hash::Sha512),
             other => return Err(Error::MechanismInvalid(other)),
         };
         if has_parameter {
             return Err(Error::MechanismParamInvalid);
         }
         Ok(m)
-    }
-
-    pub fn ck(self) -> CK_MECHANISM_TYPE {
-        match self {
-            SignMechanism::Ecdsa => CKM_ECDSA,
-            SignMechanism::EcdsaSha256 => CKM_ECDSA_SHA256,
-        }
     }
 }
 
@@ -87,20 +104,63 @@ pub fn ecdsa_digest(input: &[u8]) -> Result<[u8; DIGEST_LEN]> {
     Ok(digest)
 }
 
+/// A running hash.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha1(openssl::sha::Sha1),
+    Sha224(openssl::sha::Sha224),
+    Sha256(openssl::sha::Sha256),
+    Sha384(openssl::sha::Sha384),
+    Sha512(openssl::sha::Sha512),
+}
+
+impl Hasher {
+    pub fn new(hash: Hash) -> Hasher {
+        match hash {
+            Hash::Sha1 => Hasher::Sha1(openssl::sha::Sha1::new()),
+            Hash::Sha224 => Hasher::Sha224(openssl::sha::Sha224::new()),
+            Hash::Sha256 => Hasher::Sha256(openssl::sha::Sha256::new()),
+            Hash::Sha384 => Hasher::Sha384(openssl::sha::Sha384::new()),
+            Hash::Sha512 => Hasher::Sha512(openssl::sha::Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha224(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha384(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    /// The digest as ECDSA on a 256-bit curve uses it (see [`ecdsa_digest`]).
+    pub fn finish(self) -> Result<[u8; DIGEST_LEN]> {
+        match self {
+            Hasher::Sha1(h) => ecdsa_digest(&h.finish()),
+            Hasher::Sha224(h) => ecdsa_digest(&h.finish()),
+            Hasher::Sha256(h) => Ok(h.finish()),
+            Hasher::Sha384(h) => ecdsa_digest(&h.finish()),
+            Hasher::Sha512(h) => ecdsa_digest(&h.finish()),
+        }
+    }
+}
+
 /// Incremental input of a sign or verify operation.
 #[derive(Clone)]
 pub enum Input {
     /// `CKM_ECDSA`: nothing yet (single-part only).
     Raw,
-    /// `CKM_ECDSA_SHA256`: the running hash.
-    Sha256(openssl::sha::Sha256),
+    /// `CKM_ECDSA_SHA*`: the running hash.
+    Hashing(Box<Hasher>),
 }
 
 impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Input::Raw => f.write_str("Raw"),
-            Input::Sha256(_) => f.write_str("Sha256"),
+            Input::Hashing(_) => f.write_str("Hashing"),
         }
     }
 }
@@ -109,7 +169,7 @@ impl Input {
     pub fn new(mechanism: SignMechanism) -> Input {
         match mechanism {
             SignMechanism::Ecdsa => Input::Raw,
-            SignMechanism::EcdsaSha256 => Input::Sha256(openssl::sha::Sha256::new()),
+            SignMechanism::EcdsaWith(hash) => Input::Hashing(Box::new(Hasher::new(hash))),
         }
     }
 
@@ -117,9 +177,9 @@ impl Input {
     pub fn update(&mut self, data: &[u8]) -> Result<()> {
         match self {
             Input::Raw => Err(Error::FunctionNotSupported(
-                "CKM_ECDSA is single-part; use C_Sign/C_Verify or CKM_ECDSA_SHA256",
+                "CKM_ECDSA is single-part; use C_Sign/C_Verify or a hashing ECDSA mechanism",
             )),
-            Input::Sha256(h) => {
+            Input::Hashing(h) => {
                 h.update(data);
                 Ok(())
             }
@@ -130,7 +190,11 @@ impl Input {
     pub fn digest_of(mechanism: SignMechanism, data: &[u8]) -> Result<[u8; DIGEST_LEN]> {
         match mechanism {
             SignMechanism::Ecdsa => ecdsa_digest(data),
-            SignMechanism::EcdsaSha256 => Ok(openssl::sha::sha256(data)),
+            SignMechanism::EcdsaWith(hash) => {
+                let mut h = Hasher::new(hash);
+                h.update(data);
+                h.finish()
+            }
         }
     }
 
@@ -139,7 +203,7 @@ impl Input {
     pub fn peek_digest(&self) -> Result<[u8; DIGEST_LEN]> {
         match self {
             Input::Raw => Err(Error::OperationNotInitialized),
-            Input::Sha256(h) => Ok(h.clone().finish()),
+            Input::Hashing(h) => (**h).clone().finish(),
         }
     }
 }
@@ -212,7 +276,8 @@ mod tests {
 
     #[test]
     fn mechanism_list_follows_the_device() {
-        assert_eq!(mechanism_list(false), vec![CKM_ECDSA, CKM_ECDSA_SHA256]);
+        assert_eq!(mechanism_list(false), SIGN_MECHANISMS.to_vec());
+        assert!(!mechanism_list(false).contains(&CKM_EC_KEY_PAIR_GEN));
         assert!(mechanism_list(true).contains(&CKM_EC_KEY_PAIR_GEN));
         assert!(mechanism_info(CKM_EC_KEY_PAIR_GEN, false).is_err());
         let info = mechanism_info(CKM_ECDSA, false).unwrap();
@@ -225,7 +290,7 @@ mod tests {
 
     #[test]
     fn multi_part_sha256_equals_one_shot() {
-        let mut input = Input::new(SignMechanism::EcdsaSha256);
+        let mut input = Input::new(SignMechanism::EcdsaWith(Hash::Sha256));
         input.update(b"hello ").unwrap();
         let peek = input.peek_digest().unwrap();
         assert_eq!(peek, openssl::sha::sha256(b"hello "));
@@ -235,6 +300,23 @@ mod tests {
             openssl::sha::sha256(b"hello world")
         );
         assert!(Input::new(SignMechanism::Ecdsa).update(b"x").is_err());
+    }
+
+    #[test]
+    fn hashing_mechanisms_fit_their_digest_to_32_bytes() {
+        let msg = b"message";
+        let cases = [
+            (CKM_ECDSA_SHA1, openssl::sha::sha1(msg).to_vec()),
+            (CKM_ECDSA_SHA224, openssl::sha::sha224(msg).to_vec()),
+            (CKM_ECDSA_SHA256, openssl::sha::sha256(msg).to_vec()),
+            (CKM_ECDSA_SHA384, openssl::sha::sha384(msg).to_vec()),
+            (CKM_ECDSA_SHA512, openssl::sha::sha512(msg).to_vec()),
+        ];
+        for (ck, full) in cases {
+            let m = SignMechanism::from_ck(ck, false).unwrap();
+            let d = Input::digest_of(m, msg).unwrap();
+            assert_eq!(d, ecdsa_digest(&full).unwrap(), "{ck:#x}");
+        }
     }
 
     #[test]

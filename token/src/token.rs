@@ -83,6 +83,9 @@ pub struct Token {
     pub keys: RwLock<BTreeMap<KeySlot, KeyEntry>>,
     store_path: Option<PathBuf>,
     store: Mutex<Option<Store>>,
+    /// Device slots removed through this module, whose public key objects
+    /// are gone with them.
+    pub removed: Mutex<std::collections::HashSet<KeySlot>>,
 }
 
 impl std::fmt::Debug for Token {
@@ -114,6 +117,7 @@ impl Token {
             keys: RwLock::new(BTreeMap::new()),
             store_path,
             store: Mutex::new(None),
+            removed: Mutex::new(Default::default()),
             info,
         };
         let slots = token.key_slots();

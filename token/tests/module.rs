@@ -696,6 +696,16 @@ fn key_generation_and_removal_on_a_key_store_model() {
     );
     m.destroy_object(rw, private).unwrap();
     assert!(find(&m, ro, &[(CKA_LABEL, b"mine".to_vec())]).is_empty());
+    // The public key went with it; destroying it too is fine, once.
+    m.destroy_object(rw, public).unwrap();
+    assert_eq!(
+        m.destroy_object(rw, public).unwrap_err().rv(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        m.destroy_object(rw, private).unwrap_err().rv(),
+        CKR_OBJECT_HANDLE_INVALID
+    );
     assert!(!dev.keys.lock().unwrap().contains_key(&16));
 }
 
