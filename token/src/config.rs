@@ -101,7 +101,7 @@ impl Config {
     /// `ZKIOT_CONF`, else the system file, else defaults.
     pub fn discover(init_arg: Option<&str>) -> Result<Config, ConfigError> {
         if let Some(arg) = init_arg.map(str::trim).filter(|a| !a.is_empty()) {
-            return if arg.contains('=') || arg.contains('\n') {
+            return if is_inline(arg) {
                 Config::parse(arg, "C_Initialize pReserved")
             } else {
                 Config::from_file(Path::new(arg))
@@ -173,6 +173,11 @@ impl Config {
             })?;
         Some(data.join("zkiot").join(file))
     }
+}
+
+/// Whether a `pReserved` string is configuration text rather than a path.
+pub fn is_inline(arg: &str) -> bool {
+    arg.contains('=') || arg.contains('\n')
 }
 
 /// A device serial as a file name: anything but `[A-Za-z0-9._-]` becomes `_`.

@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::sync::Arc;
 
 use cryptoki_sys::*;
+use zktoken::config::ConfigError;
 use zktoken::{Config, Error, Module};
 
 use crate::{cryptoki_fn, module, out_param, MODULE};
@@ -62,11 +63,24 @@ cryptoki_fn! {
         }
         let config = match Config::discover(init_arg.as_deref()) {
             Ok(c) => c,
+            // Some hosts pass their own parameters in pReserved (NSS does):
+            // text that is not our TOML is left to them.
+            Err(e @ ConfigError::Parse { .. })
+                if init_arg.as_deref().is_some_and(zktoken::config::is_inline) =>
+            {
+                let fallback = Config::discover(None);
+                zktoken::log::init(fallback.as_ref().unwrap_or(&Config::default()));
+                tracing::warn!("pReserved ignored: {e}");
+                fallback.map_err(|e| {
+                    tracing::error!("{e}");
+                    Error::GeneralError(e.to_string())
+                })?
+            }
             Err(e) => {
                 zktoken::log::init(&Config::default());
                 tracing::error!("{e}");
                 return Err(if init_arg.is_some() {
-                    Error::ArgumentsBad("invalid configuration in pReserved")
+                    Error::ArgumentsBad("pReserved names a configuration file that cannot be read")
                 } else {
                     Error::GeneralError(e.to_string())
                 });
