@@ -10,10 +10,11 @@ use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
 use crate::find::ObjectRef;
-use crate::key::KeySlot;
+use crate::key::{Curve, KeySlot};
 use crate::mechanism::{self, Input, SignMechanism, DIGEST_LEN, SIGNATURE_LEN};
 use crate::module::Module;
 use crate::session::{SignOp, VerifyOp};
+use crate::token::KeyEntry;
 
 /// Checks an output buffer against the signature length: `None` asks for
 /// the length only.
@@ -130,15 +131,60 @@ impl Module {
 
     /// One device signature. The device connection has its own lock; no
     /// module lock is held here.
+    ///
+    /// The signature is checked in software against the key's public point
+    /// before it is returned (tens of microseconds, against a device
+    /// signature of tens of milliseconds): a device fault never reaches the
+    /// caller, and a stale cached public key (the slot's key replaced by
+    /// another tool) is noticed and refreshed.
     fn device_sign(&self, slot: KeySlot, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
         let token = self.token()?;
-        token
+        let signature = token
             .device
             .sign_digest(slot.number as i32, digest)
             .map_err(|e| {
                 tracing::error!(slot = slot.number, "device signature failed: {e}");
                 Error::from(e)
-            })
+            })?;
+        let entry = token.key(slot).ok_or(Error::KeyHandleInvalid)?;
+        let key = &entry.key;
+        if mechanism::verify_digest(key.curve, &key.raw_public, digest, &signature).is_ok() {
+            return Ok(signature);
+        }
+        tracing::warn!(
+            slot = slot.number,
+            "signature does not match the cached public key; reading the key from the device"
+        );
+        let raw = token.device.public_key(slot.zymkey()).map_err(|e| {
+            tracing::error!(slot = slot.number, "public key unreadable: {e}");
+            Error::from(e)
+        })?;
+        let curve = Curve::detect(&raw, Some(key.curve))
+            .filter(|c| mechanism::verify_digest(*c, &raw, digest, &signature).is_ok())
+            .ok_or_else(|| {
+                tracing::error!(
+                    slot = slot.number,
+                    "the device returned a signature that does not verify"
+                );
+                Error::DeviceError(format!(
+                    "slot {} returned an invalid signature",
+                    slot.number
+                ))
+            })?;
+        if let Err(e) =
+            token.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
+        {
+            tracing::warn!("refreshed public key not cached: {e}");
+        }
+        let mut refreshed = key.clone();
+        refreshed.curve = curve;
+        refreshed.raw_public = raw;
+        token
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slot, KeyEntry::new(refreshed, token.login_required));
+        Ok(signature)
     }
 
     pub fn verify_init(

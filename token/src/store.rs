@@ -1,7 +1,13 @@
 //! The token's object store: certificates, data objects, and what the token
 //! remembers about device keys (cached public keys, labels and ids given at
-//! key generation). SQLite, so several processes share it safely: WAL
-//! journal, a busy timeout, and every change is one transaction.
+//! key generation). SQLite, so several processes share it safely: a
+//! rollback journal, a busy timeout, and every change is one transaction.
+//!
+//! The rollback journal (not WAL) is deliberate: an idle connection then
+//! holds no file locks and no shared memory, so a process that forks while
+//! the store is open leaves its child nothing stale to trip over (the
+//! child opens its own connection after `C_Initialize`). Writes are rare
+//! (certificates, key generation), so WAL's concurrency buys nothing here.
 //!
 //! A store that cannot be read is reported with its path and left exactly
 //! as it is: the token never recreates or overwrites an existing file.
@@ -135,11 +141,7 @@ impl Store {
         if tables != 0 {
             return Err("it is an SQLite database, but not a zkiot token store".into());
         }
-        // A new store. The WAL journal lets readers and a writer in other
-        // processes work at once.
-        self.conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-            .map_err(|e| format!("unreadable: {e}"))?;
+        // A new store.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -377,6 +379,29 @@ mod tests {
         let two = Store::open(&path).unwrap();
         let id = one.insert(&cert("shared")).unwrap();
         assert_eq!(two.object(id).unwrap(), Some(cert("shared")));
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.sqlite3");
+        Store::open(&path).unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // One connection each, as separate processes would have.
+                    let mut s = Store::open(&path).unwrap();
+                    for i in 0..25 {
+                        s.insert(&cert(&format!("{w}-{i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(Store::open(&path).unwrap().objects().unwrap().len(), 100);
     }
 
     #[test]

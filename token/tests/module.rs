@@ -393,6 +393,43 @@ fn device_error_ends_the_operation_and_the_next_call_works() {
 }
 
 #[test]
+fn a_stale_cached_public_key_is_refreshed_by_the_first_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    module(&dev, config(dir.path(), ""))
+        .open_session(0, RO)
+        .unwrap();
+    // Another tool replaces the key of slot 3 behind the token's back.
+    dev.keys
+        .lock()
+        .unwrap()
+        .insert(3, new_key(Nid::X9_62_PRIME256V1));
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RO).unwrap();
+    let slot = zktoken::key::KeySlot::device(3);
+    let cached = attribute(&m, s, slot.public_handle(), CKA_EC_POINT);
+    assert_ne!(
+        &cached[3..],
+        dev.point(3).as_slice(),
+        "the store still has the old key"
+    );
+    m.sign_init(s, CKM_ECDSA, false, slot.private_handle())
+        .unwrap();
+    let mut sig = [0u8; 64];
+    m.sign(s, &[5; 32], Some(&mut sig)).unwrap();
+    assert!(verify(&dev.point(3), &[5; 32], &sig));
+    let fresh = attribute(&m, s, slot.public_handle(), CKA_EC_POINT);
+    assert_eq!(&fresh[3..], dev.point(3).as_slice());
+    // And the store now holds the new key for later processes.
+    let later = module(&dev, config(dir.path(), ""));
+    let s2 = later.open_session(0, RO).unwrap();
+    assert_eq!(
+        attribute(&later, s2, slot.public_handle(), CKA_EC_POINT),
+        fresh
+    );
+}
+
+#[test]
 fn finds_and_attribute_reads_never_call_the_device() {
     let dir = tempfile::tempdir().unwrap();
     let dev = SoftDevice::new("ZYMKEY4i", 3);
