@@ -286,3 +286,86 @@ cryptoki_fn! {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_general_error() {
+        let rv = call("C_Test", || panic!("boom"));
+        assert_eq!(rv, CKR_GENERAL_ERROR);
+        assert_eq!(call("C_Test", || Ok(())), CKR_OK);
+        assert_eq!(
+            call("C_Test", || Err(Error::SignatureInvalid)),
+            CKR_SIGNATURE_INVALID
+        );
+    }
+
+    #[test]
+    fn null_buffers() {
+        // SAFETY: NULL pointers and a valid local buffer.
+        unsafe {
+            assert!(input(std::ptr::null(), 0).unwrap().is_empty());
+            assert_eq!(
+                input(std::ptr::null(), 3).unwrap_err().rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert!(output(std::ptr::null_mut(), 64).unwrap().is_none());
+            assert_eq!(
+                out_param::<CK_ULONG>(std::ptr::null_mut())
+                    .unwrap_err()
+                    .rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                template(std::ptr::null(), 2).unwrap_err().rv(),
+                CKR_ARGUMENTS_BAD
+            );
+            assert!(template(std::ptr::null(), 0).unwrap().is_empty());
+            let data = [1u8, 2, 3];
+            assert_eq!(input(data.as_ptr(), 3).unwrap(), &data);
+        }
+    }
+
+    #[test]
+    fn list_length_protocol() {
+        let items: [CK_ULONG; 3] = [7, 8, 9];
+        let mut len: CK_ULONG = 0;
+        // SAFETY: valid local pointers with the lengths given.
+        unsafe {
+            write_list(&items, std::ptr::null_mut(), &mut len).unwrap();
+            assert_eq!(len, 3);
+            let mut short = [0 as CK_ULONG; 2];
+            len = 2;
+            assert_eq!(
+                write_list(&items, short.as_mut_ptr(), &mut len)
+                    .unwrap_err()
+                    .rv(),
+                CKR_BUFFER_TOO_SMALL
+            );
+            assert_eq!(len, 3);
+            let mut out = [0 as CK_ULONG; 4];
+            len = 4;
+            write_list(&items, out.as_mut_ptr(), &mut len).unwrap();
+            assert_eq!((len, out), (3, [7, 8, 9, 0]));
+        }
+    }
+
+    #[test]
+    fn function_list_has_every_entry() {
+        let mut list: CK_FUNCTION_LIST_PTR = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { C_GetFunctionList(&mut list) }, CKR_OK);
+        assert!(std::ptr::eq(list, &FUNCTION_LIST));
+        // Every field after `version` is a non-NULL function pointer.
+        let size = std::mem::size_of::<CK_FUNCTION_LIST>();
+        let entries = (size - std::mem::size_of::<CK_VERSION>().max(8)) / 8;
+        assert_eq!(entries, 68);
+        // SAFETY: the struct is `version` then 68 pointer-sized Options.
+        let words = unsafe {
+            std::slice::from_raw_parts((list as *const u8).add(8) as *const usize, entries)
+        };
+        assert!(words.iter().all(|w| *w != 0));
+    }
+}
