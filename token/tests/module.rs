@@ -24,6 +24,8 @@ struct SoftDevice {
     keys: Mutex<BTreeMap<i32, EcKey<Private>>>,
     /// Slots holding a 32-byte (Ed25519-like) public key.
     raw_keys: Mutex<BTreeMap<i32, Vec<u8>>>,
+    /// The foreign keyring: public keys only.
+    foreign: Mutex<BTreeMap<i32, EcKey<Private>>>,
     signs: AtomicUsize,
     public_keys: AtomicUsize,
     fail_next_sign: AtomicBool,
@@ -35,6 +37,7 @@ impl SoftDevice {
             model,
             keys: Mutex::new(BTreeMap::new()),
             raw_keys: Mutex::new(BTreeMap::new()),
+            foreign: Mutex::new(BTreeMap::new()),
             signs: AtomicUsize::new(0),
             public_keys: AtomicUsize::new(0),
             fail_next_sign: AtomicBool::new(false),
@@ -109,6 +112,15 @@ impl Device for SoftDevice {
     }
     fn public_key(&self, slot: Slot) -> zymkey::Result<Vec<u8>> {
         self.public_keys.fetch_add(1, Ordering::SeqCst);
+        if slot.foreign {
+            return self
+                .foreign
+                .lock()
+                .unwrap()
+                .get(&slot.number)
+                .map(raw_point)
+                .ok_or(device_error("zkExportPubKey"));
+        }
         if let Some(raw) = self.raw_keys.lock().unwrap().get(&slot.number) {
             return Ok(raw.clone());
         }
@@ -121,7 +133,7 @@ impl Device for SoftDevice {
         if foreign {
             return Ok(SlotList {
                 capacity: 128,
-                slots: vec![],
+                slots: self.foreign.lock().unwrap().keys().copied().collect(),
             });
         }
         let mut slots: Vec<i32> = self.keys.lock().unwrap().keys().copied().collect();
@@ -148,6 +160,15 @@ impl Device for SoftDevice {
         Ok(slot)
     }
     fn remove_key(&self, slot: Slot) -> zymkey::Result<()> {
+        if slot.foreign {
+            return self
+                .foreign
+                .lock()
+                .unwrap()
+                .remove(&slot.number)
+                .map(|_| ())
+                .ok_or(device_error("zkRemoveKey"));
+        }
         self.keys
             .lock()
             .unwrap()
@@ -851,4 +872,39 @@ fn threads_share_the_module() {
         t.join().unwrap();
     }
     assert_eq!(dev.calls().0, 80);
+}
+
+#[test]
+fn foreign_public_keys_verify_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    let peer = new_key(Nid::X9_62_PRIME256V1);
+    dev.foreign.lock().unwrap().insert(
+        3,
+        EcKey::from_private_components(peer.group(), peer.private_key(), peer.public_key())
+            .unwrap(),
+    );
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RW).unwrap();
+    let found = find(&m, s, &[(CKA_ID, vec![0x80, 3])]);
+    assert_eq!(found.len(), 1, "public key only");
+    let handle = found[0];
+    assert_eq!(attribute(&m, s, handle, CKA_LABEL), b"foreign3");
+    assert_eq!(
+        attribute(&m, s, handle, CKA_CLASS),
+        ulong_bytes(CKO_PUBLIC_KEY)
+    );
+    let digest = openssl::sha::sha256(b"peer message");
+    let sig = EcdsaSig::sign(&digest, &peer).unwrap();
+    let mut raw = sig.r().to_vec_padded(32).unwrap();
+    raw.extend(sig.s().to_vec_padded(32).unwrap());
+    m.verify_init(s, CKM_ECDSA, false, handle).unwrap();
+    m.verify(s, &digest, &raw).unwrap();
+    assert_eq!(
+        m.sign_init(s, CKM_ECDSA, false, handle).unwrap_err().rv(),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    m.destroy_object(s, handle).unwrap();
+    assert!(dev.foreign.lock().unwrap().is_empty());
+    assert!(find(&m, s, &[(CKA_ID, vec![0x80, 3])]).is_empty());
 }
