@@ -4,6 +4,38 @@
 //! methods are the PKCS#11 functions over safe types and return
 //! [`Result`]s whose errors map to exactly one `CK_RV` each. The C ABI
 //! lives in the `zkpkcs11` crate.
+//!
+//! # The token
+//! One slot (id 0) with one token per Zymkey. Each device key slot `N`
+//! shows as a private and a public key object with `CKA_ID` = `N` as two
+//! big-endian bytes and `CKA_LABEL` = `slotN` (or the label given in the
+//! configuration or at key generation); foreign-keyring slots (HSM6) show
+//! as public keys with id `0x8000|N`, labelled `foreignN`. Keys of curves
+//! that are not ECDSA curves (Ed25519, X25519) are hidden unless
+//! `expose_non_ecdsa_keys` is set: libp11 0.4.12 stops enumerating a token
+//! at the first key type it does not know.
+//!
+//! # Device calls
+//! A process reads the model, serial number, firmware version and slot
+//! list once, when the token is first needed, and each slot's public key
+//! only if the store has not cached it. After that, finding objects and
+//! reading attributes never call the device; each signature is exactly one
+//! device call, and a length query none.
+//!
+//! # Handles
+//! Derived, so stable for the life of the process: key objects from the
+//! slot number ([`key::KeySlot::private_handle`]), token objects from their
+//! store row id, session objects from a per-process counter ([`find`]).
+//!
+//! # Store
+//! Certificates, data objects, cached public keys, and the labels and ids
+//! given at key generation live in an SQLite file ([`store`]), by default
+//! `/var/lib/zkiot/<serial>.sqlite3` for root and
+//! `${XDG_DATA_HOME:-$HOME/.local/share}/zkiot/<serial>.sqlite3` otherwise.
+//!
+//! # Configuration
+//! None is needed; see [`config`] for the optional TOML file and the
+//! environment variables.
 
 pub mod config;
 pub mod device;
