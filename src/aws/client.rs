@@ -1,0 +1,175 @@
+//! AWS SDK clients with overridable endpoints, and errors reduced to one readable line.
+
+use std::error::Error as StdError;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
+use clap::Args;
+
+/// Region used when neither `--region` nor the AWS configuration chain names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Where the AWS APIs are: overridable so the same commands run against a local stand-in.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AwsOpts {
+    /// AWS API endpoint, e.g. a local moto server [default: $AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL", global = true)]
+    pub endpoint_url: Option<String>,
+    /// AWS region [default: $AWS_REGION or the profile's, else us-east-1].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+}
+
+/// The clients one command needs, and where they point.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub iot: aws_sdk_iot::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sts: aws_sdk_sts::Client,
+    /// The region requests are signed for.
+    pub region: String,
+    /// The endpoint override in force (`None`: AWS itself).
+    pub endpoint_url: Option<String>,
+}
+
+impl Aws {
+    /// Loads the AWS configuration (credentials, region, endpoint) the usual way, with `opts`
+    /// taking precedence.
+    pub async fn connect(opts: &AwsOpts) -> Result<Self> {
+        let endpoint_url = opts
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|u| !u.is_empty());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+        if let Some(url) = &opts.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let mut conf = loader.load().await;
+        if conf.region().is_none() {
+            conf = conf
+                .into_builder()
+                .region(Region::new(DEFAULT_REGION))
+                .build();
+        }
+        let region = conf
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        Ok(Self {
+            iot: aws_sdk_iot::Client::new(&conf),
+            iam: aws_sdk_iam::Client::new(&conf),
+            sts: aws_sdk_sts::Client::new(&conf),
+            region,
+            endpoint_url,
+        })
+    }
+
+    /// Human name of the endpoint, for messages.
+    pub fn endpoint_name(&self) -> String {
+        match &self.endpoint_url {
+            Some(url) => url.clone(),
+            None => format!("AWS ({})", self.region),
+        }
+    }
+
+    /// Turns an SDK error into one line that names the operation and the cause.
+    pub fn error<E, R>(&self, operation: &str, err: SdkError<E, R>) -> anyhow::Error
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: Debug + 'static,
+    {
+        let detail = match &err {
+            SdkError::ServiceError(service) => {
+                let e = service.err();
+                match (e.code(), e.message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code.to_string(),
+                    _ => format!(
+                        "unexpected answer (HTTP {})",
+                        status_of(service.raw()).unwrap_or_default()
+                    ),
+                }
+            }
+            SdkError::DispatchFailure(_) => {
+                format!(
+                    "cannot reach {}: {}",
+                    self.endpoint_name(),
+                    root_cause(&err)
+                )
+            }
+            SdkError::TimeoutError(_) => format!("{} did not answer in time", self.endpoint_name()),
+            SdkError::ResponseError(_) => format!(
+                "unreadable answer from {}: {}",
+                self.endpoint_name(),
+                root_cause(&err)
+            ),
+            _ => root_cause(&err),
+        };
+        anyhow!("{operation} failed: {detail}")
+    }
+}
+
+/// The error code of a service error, if the call reached the service.
+pub fn service_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(service) => service.err().code(),
+        _ => None,
+    }
+}
+
+/// Whether the service said the named resource does not exist.
+pub fn is_not_found<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(
+        service_code(err),
+        Some("ResourceNotFoundException" | "NoSuchEntity" | "NoSuchEntityException")
+    )
+}
+
+fn status_of<R: Debug>(raw: &R) -> Option<String> {
+    // The raw response type differs between SDK layers; its Debug form names the status.
+    let text = format!("{raw:?}");
+    let at = text.find("status: ")?;
+    Some(
+        text[at + 8..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect(),
+    )
+}
+
+/// The innermost distinct messages of an error chain, joined: what actually went wrong.
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !messages.iter().any(|m| m.contains(&text)) {
+            messages.push(text);
+        }
+        current = e.source();
+    }
+    // The outer layers are generic ("dispatch failure", "io error"); keep the specific tail.
+    let keep = messages.len().saturating_sub(2);
+    messages[keep..].join(": ")
+}
+
+/// The multi-threaded runtime the AWS commands run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
+}

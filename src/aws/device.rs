@@ -1,0 +1,529 @@
+//! Per-device commands: `register-device`, `silence`, `unsilence`, `revoke`, `status`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
+use openssl::x509::X509;
+
+use super::ca::find_registered_ca;
+use super::client::{is_not_found, service_code, Aws};
+use super::setup::DEFAULT_POLICY_NAME;
+use super::state::AwsState;
+use crate::ca::{check_valid_now, common_name, fingerprint, verify_chain, CertificateAuthority};
+use crate::thing::validate_thing_name;
+use crate::{fsutil, GlobalOpts};
+
+/// File name of a device's certificate in `home/devices/<thing>/`.
+pub const DEVICE_CERT_FILE: &str = "device.crt";
+
+/// What registering a device needs from the one-time setup, checked once (a fleet run checks it
+/// once for all its devices).
+#[derive(Debug, Clone)]
+pub struct DevicePrerequisites {
+    /// Our CA certificate, as registered.
+    pub ca_cert: X509,
+    pub ca_pem: String,
+    /// The IoT policy every device certificate gets.
+    pub policy_name: String,
+}
+
+impl DevicePrerequisites {
+    /// Checks that our CA is registered and ACTIVE and that the device policy exists.
+    pub async fn check(aws: &Aws, global: &GlobalOpts) -> Result<Self> {
+        let ca_cert = load_ca_certificate(global)?;
+        let state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
+        let registered = find_registered_ca(aws, &state, &ca_cert)
+            .await?
+            .with_context(|| {
+                format!(
+                    "the CA is not registered with {}; run `zkiot aws register-ca` first",
+                    aws.endpoint_name()
+                )
+            })?;
+        if registered.status != Some(CaCertificateStatus::Active) {
+            bail!(
+                "the CA {} is not ACTIVE in AWS IoT, which then refuses the certificates it signed",
+                registered.id
+            );
+        }
+        let policy_name = state
+            .policy_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_string());
+        match aws.iot.get_policy().policy_name(&policy_name).send().await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                bail!("IoT policy {policy_name} does not exist; run `zkiot aws setup` first")
+            }
+            Err(e) => return Err(aws.error("GetPolicy", e)),
+        }
+        Ok(Self {
+            ca_pem: String::from_utf8(ca_cert.to_pem()?)?,
+            ca_cert,
+            policy_name,
+        })
+    }
+}
+
+/// The CA certificate alone: registering devices needs no CA key. If the key is there, it must
+/// match (a mismatched pair means the folder is not what the operator thinks).
+fn load_ca_certificate(global: &GlobalOpts) -> Result<X509> {
+    if global.ca_key_path().exists() {
+        let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+        return Ok(ca.certificate().clone());
+    }
+    let path = global.ca_cert_path();
+    let cert = X509::from_pem(&fsutil::read(&path)?)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    check_valid_now(&cert, "CA certificate")?;
+    Ok(cert)
+}
+
+/// Checks what AWS would: the device certificate chains to our CA (signature, validity,
+/// `clientAuth`), and its CN is a usable thing name. Returns the CN.
+pub fn check_device_certificate(cert: &X509, ca_cert: &X509) -> Result<String> {
+    verify_chain(cert, ca_cert)?;
+    check_valid_now(cert, "device certificate")?;
+    let cn = common_name(cert.subject_name()).context("the device certificate's subject")?;
+    Ok(cn)
+}
+
+/// What `register_prepared` did for one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    /// The certificate's status in AWS IoT after the run.
+    pub status: String,
+    /// What was created or attached this time; empty when everything already existed.
+    pub actions: Vec<String>,
+}
+
+/// Registers one device: certificate (ACTIVE, with our CA), Thing, Thing↔certificate and
+/// policy↔certificate attachments. Each step first looks at what exists.
+pub async fn register_prepared(
+    aws: &Aws,
+    prereqs: &DevicePrerequisites,
+    cert: &X509,
+    thing: &str,
+) -> Result<RegisterOutcome> {
+    validate_thing_name(thing)?;
+    check_device_certificate(cert, &prereqs.ca_cert)?;
+    let id = fingerprint(cert)?;
+    let pem = String::from_utf8(cert.to_pem()?)?;
+    let der = cert.to_der()?;
+    let mut actions = Vec::new();
+
+    // 1. The certificate.
+    let (arn, status) = match describe_certificate(aws, &id).await? {
+        Some(found) => {
+            if found.der.as_deref() != Some(der.as_slice()) {
+                bail!("AWS IoT holds certificate {id} with other contents than {thing}'s");
+            }
+            (found.arn, found.status)
+        }
+        None => {
+            let registered = aws
+                .iot
+                .register_certificate()
+                .certificate_pem(&pem)
+                .ca_certificate_pem(&prereqs.ca_pem)
+                .status(CertificateStatus::Active)
+                .send()
+                .await;
+            match registered {
+                Ok(out) => {
+                    let got = out.certificate_id().unwrap_or_default();
+                    if got != id {
+                        bail!("AWS IoT gave certificate id {got}, expected the SHA-256 of its DER ({id})");
+                    }
+                    actions.push("registered certificate".to_string());
+                    let arn = out
+                        .certificate_arn()
+                        .context("RegisterCertificate returned no ARN")?
+                        .to_string();
+                    (arn, "ACTIVE".to_string())
+                }
+                Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {
+                    let found = describe_certificate(aws, &id)
+                        .await?
+                        .context("certificate reported as existing but not found")?;
+                    if found.der.as_deref() != Some(der.as_slice()) {
+                        bail!("AWS IoT holds certificate {id} with other contents than {thing}'s");
+                    }
+                    (found.arn, found.status)
+                }
+                Err(e) => return Err(aws.error("RegisterCertificate", e)),
+            }
+        }
+    };
+
+    // 2. The Thing. (Emulators replace an existing Thing on CreateThing; AWS does not.)
+    match aws.iot.describe_thing().thing_name(thing).send().await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {
+            aws.iot
+                .create_thing()
+                .thing_name(thing)
+                .send()
+                .await
+                .map_err(|e| aws.error("CreateThing", e))?;
+            actions.push("created thing".to_string());
+        }
+        Err(e) => return Err(aws.error("DescribeThing", e)),
+    }
+
+    // 3. Thing ↔ certificate.
+    let principals = list_thing_principals(aws, thing).await?;
+    if !principals.iter().any(|p| p == &arn) {
+        aws.iot
+            .attach_thing_principal()
+            .thing_name(thing)
+            .principal(&arn)
+            .send()
+            .await
+            .map_err(|e| aws.error("AttachThingPrincipal", e))?;
+        actions.push("attached thing".to_string());
+    }
+
+    // 4. Policy ↔ certificate.
+    let attached = aws
+        .iot
+        .list_attached_policies()
+        .target(&arn)
+        .send()
+        .await
+        .map_err(|e| aws.error("ListAttachedPolicies", e))?;
+    if !attached
+        .policies()
+        .iter()
+        .any(|p| p.policy_name() == Some(prereqs.policy_name.as_str()))
+    {
+        aws.iot
+            .attach_policy()
+            .policy_name(&prereqs.policy_name)
+            .target(&arn)
+            .send()
+            .await
+            .map_err(|e| aws.error("AttachPolicy", e))?;
+        actions.push(format!("attached policy {}", prereqs.policy_name));
+    }
+
+    Ok(RegisterOutcome {
+        certificate_id: id,
+        certificate_arn: arn,
+        status,
+        actions,
+    })
+}
+
+pub(crate) async fn register_device(
+    aws: &Aws,
+    global: &GlobalOpts,
+    cert_path: Option<&Path>,
+    thing: Option<&str>,
+) -> Result<()> {
+    let cert_path = match (cert_path, thing) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(thing)) => {
+            validate_thing_name(thing)?;
+            global.device_record_dir(thing).join(DEVICE_CERT_FILE)
+        }
+        (None, None) => bail!("name the device with --thing or --cert"),
+    };
+    let cert = X509::from_pem(&fsutil::read(&cert_path)?)
+        .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+    let prereqs = DevicePrerequisites::check(aws, global).await?;
+    let cn = check_device_certificate(&cert, &prereqs.ca_cert)
+        .with_context(|| format!("{} cannot be registered", cert_path.display()))?;
+    let thing = thing.unwrap_or(&cn);
+    if thing != cn {
+        bail!("the certificate's CN is {cn:?}, not the thing name {thing:?}");
+    }
+    let outcome = register_prepared(aws, &prereqs, &cert, thing).await?;
+    if outcome.actions.is_empty() {
+        println!(
+            "{thing}: already registered (certificate {}, {}); nothing to do",
+            outcome.certificate_id, outcome.status
+        );
+    } else {
+        println!(
+            "{thing}: {} (certificate {}, {})",
+            outcome.actions.join(", "),
+            outcome.certificate_id,
+            outcome.status
+        );
+    }
+    if outcome.status != "ACTIVE" {
+        println!(
+            "note: the certificate is {}; the credentials provider refuses it{}",
+            outcome.status,
+            if outcome.status == "INACTIVE" {
+                " until `zkiot aws unsilence`"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("next: on the device, `zkiot device install-cert`, then `zkiot device credentials`");
+    Ok(())
+}
+
+struct FoundCertificate {
+    arn: String,
+    status: String,
+    der: Option<Vec<u8>>,
+}
+
+async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<FoundCertificate>> {
+    match aws
+        .iot
+        .describe_certificate()
+        .certificate_id(id)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let desc = out
+                .certificate_description()
+                .context("DescribeCertificate returned no description")?;
+            Ok(Some(FoundCertificate {
+                arn: desc
+                    .certificate_arn()
+                    .context("DescribeCertificate returned no ARN")?
+                    .to_string(),
+                status: desc
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "UNKNOWN".into()),
+                der: desc
+                    .certificate_pem()
+                    .and_then(|p| X509::from_pem(p.as_bytes()).ok())
+                    .and_then(|c| c.to_der().ok()),
+            }))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(aws.error("DescribeCertificate", e)),
+    }
+}
+
+async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
+    let mut principals = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = aws
+            .iot
+            .list_thing_principals()
+            .thing_name(thing)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws.error("ListThingPrincipals", e))?;
+        principals.extend(out.principals().iter().cloned());
+        match out.next_token() {
+            Some(token) if !token.is_empty() => next = Some(token.to_string()),
+            _ => return Ok(principals),
+        }
+    }
+}
+
+/// `silence`, `unsilence`, `revoke`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    Silence,
+    Unsilence,
+    Revoke,
+}
+
+/// Applies `change` to one certificate, honouring AWS's rule that REVOKED is final.
+/// Returns the status afterwards and whether anything changed.
+pub async fn set_certificate_status(
+    aws: &Aws,
+    certificate_id: &str,
+    change: StatusChange,
+) -> Result<(String, bool)> {
+    let found = describe_certificate(aws, certificate_id)
+        .await?
+        .with_context(|| format!("certificate {certificate_id} is not registered"))?;
+    let current = found.status.as_str();
+    let target = match change {
+        StatusChange::Silence => CertificateStatus::Inactive,
+        StatusChange::Unsilence => CertificateStatus::Active,
+        StatusChange::Revoke => CertificateStatus::Revoked,
+    };
+    if current == target.as_str() {
+        return Ok((current.to_string(), false));
+    }
+    if current == CertificateStatus::Revoked.as_str() {
+        match change {
+            // Already stronger than silenced.
+            StatusChange::Silence => return Ok((current.to_string(), false)),
+            _ => bail!(
+                "certificate {certificate_id} is REVOKED, which is final; the device needs a new certificate"
+            ),
+        }
+    }
+    aws.iot
+        .update_certificate()
+        .certificate_id(certificate_id)
+        .new_status(target.clone())
+        .send()
+        .await
+        .map_err(|e| aws.error("UpdateCertificate", e))?;
+    Ok((target.as_str().to_string(), true))
+}
+
+pub(crate) async fn change_status(aws: &Aws, thing: &str, change: StatusChange) -> Result<()> {
+    validate_thing_name(thing)?;
+    match aws.iot.describe_thing().thing_name(thing).send().await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => bail!("thing {thing} does not exist in AWS IoT"),
+        Err(e) => return Err(aws.error("DescribeThing", e)),
+    }
+    let certificates: Vec<String> = list_thing_principals(aws, thing)
+        .await?
+        .into_iter()
+        .filter(|p| p.contains(":cert/"))
+        .collect();
+    if certificates.is_empty() {
+        bail!("thing {thing} has no certificate attached");
+    }
+    for arn in certificates {
+        let id = arn.rsplit('/').next().unwrap_or_default();
+        let (status, changed) = set_certificate_status(aws, id, change).await?;
+        if changed {
+            println!("{thing}: certificate {id} is now {status}");
+        } else {
+            println!("{thing}: certificate {id} is already {status}; nothing to do");
+        }
+    }
+    match change {
+        StatusChange::Silence => println!(
+            "the credentials provider refuses {thing} from now on; credentials already issued \
+             stay valid until they expire; undo with `zkiot aws unsilence --thing {thing}`"
+        ),
+        StatusChange::Unsilence => println!("{thing} can get credentials again"),
+        StatusChange::Revoke => println!(
+            "{thing} can no longer get credentials; credentials already issued stay valid until \
+             they expire; to bring the device back, issue and register a new certificate"
+        ),
+    }
+    Ok(())
+}
+
+pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) -> Result<()> {
+    let state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
+    println!("endpoint: {}", aws.endpoint_name());
+    if let Some(thing) = thing {
+        return thing_status(aws, thing).await;
+    }
+    match load_ca_certificate(global) {
+        Ok(ca) => match find_registered_ca(aws, &state, &ca).await? {
+            Some(found) => println!(
+                "CA: {} {}",
+                found.id,
+                found
+                    .status
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default()
+            ),
+            None => println!("CA: not registered (zkiot aws register-ca)"),
+        },
+        Err(e) => println!("CA: {e:#}"),
+    }
+    let role = state
+        .role_name
+        .as_deref()
+        .unwrap_or(super::DEFAULT_ROLE_NAME);
+    match aws.iam.get_role().role_name(role).send().await {
+        Ok(out) => println!(
+            "IAM role: {}",
+            out.role().map(|r| r.arn().to_string()).unwrap_or_default()
+        ),
+        Err(e) if is_not_found(&e) => println!("IAM role {role}: missing (zkiot aws setup)"),
+        Err(e) => return Err(aws.error("GetRole", e)),
+    }
+    let alias = state
+        .role_alias
+        .as_deref()
+        .unwrap_or(super::DEFAULT_ROLE_ALIAS);
+    match aws.iot.describe_role_alias().role_alias(alias).send().await {
+        Ok(out) => {
+            let d = out.role_alias_description();
+            println!(
+                "role alias: {} ({} s)",
+                d.and_then(|d| d.role_alias_arn()).unwrap_or(alias),
+                d.and_then(|d| d.credential_duration_seconds())
+                    .unwrap_or_default()
+            );
+        }
+        Err(e) if is_not_found(&e) => println!("role alias {alias}: missing (zkiot aws setup)"),
+        Err(e) => return Err(aws.error("DescribeRoleAlias", e)),
+    }
+    let policy = state.policy_name.as_deref().unwrap_or(DEFAULT_POLICY_NAME);
+    match aws.iot.get_policy().policy_name(policy).send().await {
+        Ok(_) => println!("IoT policy: {policy}"),
+        Err(e) if is_not_found(&e) => println!("IoT policy {policy}: missing (zkiot aws setup)"),
+        Err(e) => return Err(aws.error("GetPolicy", e)),
+    }
+    if let Some(endpoint) = &state.credentials_endpoint {
+        println!("credentials endpoint: {endpoint}");
+    }
+    let things = aws
+        .iot
+        .list_things()
+        .send()
+        .await
+        .map_err(|e| aws.error("ListThings", e))?;
+    println!("things: {}", things.things().len());
+    for t in things.things() {
+        if let Some(name) = t.thing_name() {
+            thing_status(aws, name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
+    match aws.iot.describe_thing().thing_name(thing).send().await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {
+            println!("{thing}: no such thing");
+            return Ok(());
+        }
+        Err(e) => return Err(aws.error("DescribeThing", e)),
+    }
+    let principals = list_thing_principals(aws, thing).await?;
+    if principals.is_empty() {
+        println!("{thing}: no certificate attached");
+    }
+    for arn in principals {
+        let id = arn.rsplit('/').next().unwrap_or_default();
+        let status = describe_certificate(aws, id)
+            .await?
+            .map(|c| c.status)
+            .unwrap_or_else(|| "missing".into());
+        let policies = aws
+            .iot
+            .list_attached_policies()
+            .target(&arn)
+            .send()
+            .await
+            .map_err(|e| aws.error("ListAttachedPolicies", e))?;
+        let names: Vec<&str> = policies
+            .policies()
+            .iter()
+            .filter_map(|p| p.policy_name())
+            .collect();
+        println!(
+            "{thing}: certificate {id} {status}, policies: {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

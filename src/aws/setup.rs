@@ -1,0 +1,379 @@
+//! `zkiot aws setup`: the IAM role, its role alias, the devices' IoT policy, and the credentials
+//! endpoint.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::client::{is_not_found, service_code, Aws};
+use super::policy;
+use super::state::AwsState;
+use super::SetupArgs;
+use crate::{fsutil, GlobalOpts};
+
+pub const DEFAULT_ROLE_NAME: &str = "zkiot-device";
+pub const DEFAULT_ROLE_ALIAS: &str = "zkiot-device-alias";
+pub const DEFAULT_POLICY_NAME: &str = "zkiot-device-policy";
+pub const DEFAULT_CREDENTIAL_DURATION: i32 = 3600;
+/// Name of the inline policy that holds `--permissions-policy`.
+pub const PERMISSIONS_POLICY_NAME: &str = "zkiot-device-permissions";
+
+/// Range AWS IoT accepts for a role alias's credential duration, in seconds.
+pub const CREDENTIAL_DURATION_RANGE: std::ops::RangeInclusive<i32> = 900..=43200;
+/// IAM's default MaxSessionDuration of a role.
+const IAM_DEFAULT_MAX_SESSION: i32 = 3600;
+/// AWS keeps at most this many versions of an IoT policy.
+const MAX_POLICY_VERSIONS: usize = 5;
+
+/// The checked inputs of `aws setup`; everything here is validated before any call to AWS.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub role_name: String,
+    pub role_alias: String,
+    pub policy_name: String,
+    pub duration: i32,
+    pub permissions: Option<Value>,
+}
+
+impl Settings {
+    pub fn from_args(args: &SetupArgs) -> Result<Self> {
+        if !CREDENTIAL_DURATION_RANGE.contains(&args.duration) {
+            bail!(
+                "--duration {} is out of range: AWS IoT role aliases allow {} to {} seconds",
+                args.duration,
+                CREDENTIAL_DURATION_RANGE.start(),
+                CREDENTIAL_DURATION_RANGE.end()
+            );
+        }
+        check_name("--role-name", &args.role_name, 64, "+=,.@_-")?;
+        check_name("--role-alias", &args.role_alias, 128, "=,@-")?;
+        check_name("--policy-name", &args.policy_name, 128, "+=.@-_")?;
+        let permissions = match &args.permissions_policy {
+            None => None,
+            Some(path) => {
+                let text = String::from_utf8(fsutil::read(path)?)
+                    .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+                let doc = policy::parse(&text, &path.display().to_string())?;
+                policy::check_iam_policy(&doc)
+                    .with_context(|| format!("{} is not an IAM policy", path.display()))?;
+                Some(doc)
+            }
+        };
+        Ok(Self {
+            role_name: args.role_name.clone(),
+            role_alias: args.role_alias.clone(),
+            policy_name: args.policy_name.clone(),
+            duration: args.duration,
+            permissions,
+        })
+    }
+}
+
+fn check_name(flag: &str, name: &str, max: usize, extra: &str) -> Result<()> {
+    if name.is_empty() || name.len() > max {
+        bail!("{flag} must be 1 to {max} characters long");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
+    {
+        bail!("{flag} {name:?} contains {c:?}, which AWS does not allow there");
+    }
+    Ok(())
+}
+
+pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Result<()> {
+    let mut state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
+
+    let role_arn = ensure_role(aws, settings).await?;
+    state.role_name = Some(settings.role_name.clone());
+    state.role_arn = Some(role_arn.clone());
+    state.save(&global.home)?;
+
+    ensure_permissions(aws, settings).await?;
+
+    let alias_arn = ensure_role_alias(aws, settings, &role_arn).await?;
+    state.role_alias = Some(settings.role_alias.clone());
+    state.role_alias_arn = Some(alias_arn.clone());
+    state.credential_duration_seconds = Some(settings.duration);
+    state.save(&global.home)?;
+
+    let policy_arn = ensure_iot_policy(aws, &settings.policy_name, &alias_arn).await?;
+    state.policy_name = Some(settings.policy_name.clone());
+    state.policy_arn = policy_arn;
+    state.save(&global.home)?;
+
+    let endpoint = match &state.credentials_endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => {
+            let endpoint = aws
+                .iot
+                .describe_endpoint()
+                .endpoint_type("iot:CredentialProvider")
+                .send()
+                .await
+                .map_err(|e| aws.error("DescribeEndpoint", e))?
+                .endpoint_address()
+                .context("DescribeEndpoint returned no address")?
+                .to_string();
+            state.credentials_endpoint = Some(endpoint.clone());
+            state.save(&global.home)?;
+            endpoint
+        }
+    };
+
+    println!("credentials endpoint: {endpoint}");
+    println!("role alias: {} ({alias_arn})", settings.role_alias);
+    println!(
+        "next: on each device, `zkiot device csr`, then here `zkiot ca sign` and \
+         `zkiot aws register-device --thing <name>`"
+    );
+    Ok(())
+}
+
+/// The role exists, trusts the credentials provider, and allows sessions of `duration`.
+async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<String> {
+    let name = &settings.role_name;
+    match aws.iam.get_role().role_name(name).send().await {
+        Ok(out) => {
+            let role = out.role().context("GetRole returned no role")?;
+            let trust = role
+                .assume_role_policy_document()
+                .map(policy::url_decode)
+                .unwrap_or_default();
+            let trust = policy::parse(&trust, &format!("the trust policy of role {name}"))?;
+            if !policy::trusts_credentials_provider(&trust) {
+                bail!(
+                    "IAM role {name} exists but does not trust {}; choose another --role-name \
+                     or add that service principal to its trust policy",
+                    policy::CREDENTIALS_PROVIDER_PRINCIPAL
+                );
+            }
+            let max_session = role
+                .max_session_duration()
+                .unwrap_or(IAM_DEFAULT_MAX_SESSION);
+            if settings.duration > max_session {
+                aws.iam
+                    .update_role()
+                    .role_name(name)
+                    .max_session_duration(settings.duration)
+                    .send()
+                    .await
+                    .map_err(|e| aws.error("UpdateRole", e))?;
+                println!(
+                    "IAM role {name}: raised MaxSessionDuration from {max_session} to {} s",
+                    settings.duration
+                );
+            } else {
+                println!("IAM role {name}: exists, trusts the credentials provider");
+            }
+            Ok(role.arn().to_string())
+        }
+        Err(e) if is_not_found(&e) => {
+            let created = aws
+                .iam
+                .create_role()
+                .role_name(name)
+                .description("Assumed by zkiot devices through the AWS IoT credentials provider")
+                .assume_role_policy_document(policy::role_trust_policy().to_string())
+                .max_session_duration(settings.duration.max(IAM_DEFAULT_MAX_SESSION))
+                .send()
+                .await
+                .map_err(|e| aws.error("CreateRole", e))?;
+            let arn = created
+                .role()
+                .map(|r| r.arn().to_string())
+                .context("CreateRole returned no role")?;
+            println!("IAM role {name}: created ({arn})");
+            Ok(arn)
+        }
+        Err(e) => Err(aws.error("GetRole", e)),
+    }
+}
+
+/// Puts `--permissions-policy` on the role as an inline policy (unchanged if already equal).
+async fn ensure_permissions(aws: &Aws, settings: &Settings) -> Result<()> {
+    let Some(wanted) = &settings.permissions else {
+        println!(
+            "IAM role {}: permissions left as they are (pass --permissions-policy FILE to grant some)",
+            settings.role_name
+        );
+        return Ok(());
+    };
+    let current = aws
+        .iam
+        .get_role_policy()
+        .role_name(&settings.role_name)
+        .policy_name(PERMISSIONS_POLICY_NAME)
+        .send()
+        .await;
+    match current {
+        Ok(out) => {
+            let doc = policy::url_decode(out.policy_document());
+            if serde_json::from_str::<Value>(&doc).ok().as_ref() == Some(wanted) {
+                println!(
+                    "IAM role {}: permissions policy {PERMISSIONS_POLICY_NAME} unchanged",
+                    settings.role_name
+                );
+                return Ok(());
+            }
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(aws.error("GetRolePolicy", e)),
+    }
+    aws.iam
+        .put_role_policy()
+        .role_name(&settings.role_name)
+        .policy_name(PERMISSIONS_POLICY_NAME)
+        .policy_document(wanted.to_string())
+        .send()
+        .await
+        .map_err(|e| aws.error("PutRolePolicy", e))?;
+    println!(
+        "IAM role {}: permissions policy {PERMISSIONS_POLICY_NAME} written",
+        settings.role_name
+    );
+    Ok(())
+}
+
+/// The role alias exists, names the role and has the duration asked for.
+async fn ensure_role_alias(aws: &Aws, settings: &Settings, role_arn: &str) -> Result<String> {
+    let alias = &settings.role_alias;
+    match aws.iot.describe_role_alias().role_alias(alias).send().await {
+        Ok(out) => {
+            let desc = out
+                .role_alias_description()
+                .context("DescribeRoleAlias returned no description")?;
+            let arn = desc
+                .role_alias_arn()
+                .context("DescribeRoleAlias returned no ARN")?
+                .to_string();
+            let same_role = desc.role_arn() == Some(role_arn);
+            let same_duration = desc.credential_duration_seconds() == Some(settings.duration);
+            if same_role && same_duration {
+                println!("role alias {alias}: exists ({} s)", settings.duration);
+            } else {
+                aws.iot
+                    .update_role_alias()
+                    .role_alias(alias)
+                    .role_arn(role_arn)
+                    .credential_duration_seconds(settings.duration)
+                    .send()
+                    .await
+                    .map_err(|e| aws.error("UpdateRoleAlias", e))?;
+                println!(
+                    "role alias {alias}: updated to role {role_arn}, {} s",
+                    settings.duration
+                );
+            }
+            Ok(arn)
+        }
+        Err(e) if is_not_found(&e) => {
+            let out = aws
+                .iot
+                .create_role_alias()
+                .role_alias(alias)
+                .role_arn(role_arn)
+                .credential_duration_seconds(settings.duration)
+                .send()
+                .await
+                .map_err(|e| aws.error("CreateRoleAlias", e))?;
+            let arn = out
+                .role_alias_arn()
+                .context("CreateRoleAlias returned no ARN")?
+                .to_string();
+            println!(
+                "role alias {alias}: created ({arn}, {} s)",
+                settings.duration
+            );
+            Ok(arn)
+        }
+        Err(e) => Err(aws.error("DescribeRoleAlias", e)),
+    }
+}
+
+/// The IoT policy exists and its default version is exactly the document for this alias.
+async fn ensure_iot_policy(aws: &Aws, name: &str, alias_arn: &str) -> Result<Option<String>> {
+    let wanted = policy::device_iot_policy(alias_arn);
+    match aws.iot.get_policy().policy_name(name).send().await {
+        Ok(out) => {
+            let current = out
+                .policy_document()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok());
+            let arn = out.policy_arn().map(str::to_string);
+            if current.as_ref() == Some(&wanted) {
+                println!(
+                    "IoT policy {name}: exists, allows {} on the alias",
+                    policy::ASSUME_ROLE_WITH_CERTIFICATE
+                );
+                return Ok(arn);
+            }
+            make_room_for_policy_version(aws, name).await?;
+            aws.iot
+                .create_policy_version()
+                .policy_name(name)
+                .policy_document(wanted.to_string())
+                .set_as_default(true)
+                .send()
+                .await
+                .map_err(|e| aws.error("CreatePolicyVersion", e))?;
+            println!("IoT policy {name}: new default version for {alias_arn}");
+            Ok(arn)
+        }
+        Err(e) if is_not_found(&e) => {
+            let created = aws
+                .iot
+                .create_policy()
+                .policy_name(name)
+                .policy_document(wanted.to_string())
+                .send()
+                .await;
+            match created {
+                Ok(out) => {
+                    println!(
+                        "IoT policy {name}: created, allows {} on {alias_arn}",
+                        policy::ASSUME_ROLE_WITH_CERTIFICATE
+                    );
+                    Ok(out.policy_arn().map(str::to_string))
+                }
+                Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {
+                    bail!("IoT policy {name} appeared while this ran; run `zkiot aws setup` again")
+                }
+                Err(e) => Err(aws.error("CreatePolicy", e)),
+            }
+        }
+        Err(e) => Err(aws.error("GetPolicy", e)),
+    }
+}
+
+/// AWS keeps five versions of a policy; drop the oldest non-default one when full.
+async fn make_room_for_policy_version(aws: &Aws, name: &str) -> Result<()> {
+    let versions = aws
+        .iot
+        .list_policy_versions()
+        .policy_name(name)
+        .send()
+        .await
+        .map_err(|e| aws.error("ListPolicyVersions", e))?;
+    let versions = versions.policy_versions();
+    if versions.len() < MAX_POLICY_VERSIONS {
+        return Ok(());
+    }
+    let oldest = versions
+        .iter()
+        .filter(|v| !v.is_default_version())
+        .min_by_key(|v| {
+            v.version_id()
+                .and_then(|id| id.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        })
+        .and_then(|v| v.version_id())
+        .context("the IoT policy has no version that can be deleted")?;
+    aws.iot
+        .delete_policy_version()
+        .policy_name(name)
+        .policy_version_id(oldest)
+        .send()
+        .await
+        .map_err(|e| aws.error("DeletePolicyVersion", e))?;
+    Ok(())
+}

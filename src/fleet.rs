@@ -1,0 +1,394 @@
+//! `zkiot fleet`: provisioning many devices at once.
+//!
+//! `fleet provision` takes a folder of CSRs (one per device, CN = thing name), signs each with
+//! the CA and registers it with AWS IoT, several at a time. A record (JSON lines, each flushed to
+//! disk before the next step) says what was done per device. A run that is cut short (crash,
+//! kill, network loss) is finished by running the same command again: certificates already issued
+//! are reused rather than issued again, and registration converges on what AWS already holds, so
+//! nothing is duplicated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use openssl::hash::MessageDigest;
+use openssl::x509::X509;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{check_device_certificate, register_prepared, Aws, AwsOpts, DevicePrerequisites};
+use crate::ca::{csr_common_name, fingerprint, hex, parse_csr, CertificateAuthority, SignOptions};
+use crate::thing::validate_thing_name;
+use crate::{fsutil, GlobalOpts};
+
+/// `zkiot fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Sign every CSR in a folder with the CA and register each device with AWS IoT.
+    Provision(ProvisionArgs),
+}
+
+/// Options of `zkiot fleet provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Folder of CSRs (`*.csr`, PEM or DER), one per device; each CN is the thing name.
+    #[arg(long, value_name = "DIR")]
+    pub csr_dir: PathBuf,
+    /// Devices registered at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Record of what was done (JSON lines) [default: <home>/fleet/provision.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Validity of the device certificates, in days.
+    #[arg(long, default_value_t = crate::ca::DEFAULT_DEVICE_DAYS)]
+    pub days: u32,
+    #[command(flatten)]
+    pub aws: AwsOpts,
+}
+
+/// Runs one `zkiot fleet` command.
+pub fn run(cmd: FleetCommand, global: &crate::GlobalOpts) -> Result<()> {
+    match cmd {
+        FleetCommand::Provision(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(provision(&args, global))
+        }
+    }
+}
+
+/// One line of the record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordEntry {
+    pub thing: String,
+    /// `signed` (certificate issued and written) or `registered` (AWS IoT holds it, attached).
+    pub step: String,
+    /// SHA-256 of the CSR file.
+    pub csr_sha256: String,
+    pub certificate_id: String,
+    /// What this step created; empty when it found everything in place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// The record file: read once at start, appended to (and synced) after every step.
+struct Record {
+    file: Mutex<File>,
+}
+
+impl Record {
+    /// Opens (creating) the record and returns it with the entries already there. A last line
+    /// cut short by a crash is ignored.
+    fn open(path: &Path) -> Result<(Self, Vec<RecordEntry>)> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fsutil::ensure_dir(dir, 0o755)?;
+        }
+        let mut entries = Vec::new();
+        if path.exists() {
+            let reader = BufReader::new(
+                File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
+            let lines: Vec<String> = reader
+                .lines()
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let count = lines.len();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<RecordEntry>(line) {
+                    Ok(entry) => entries.push(entry),
+                    Err(_) if i + 1 == count => {} // torn final write
+                    Err(e) => bail!("{} line {}: {e}", path.display(), i + 1),
+                }
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // A torn last line must not glue onto the next entry.
+        if file.metadata()?.len() > 0 {
+            let text = std::fs::read(path)?;
+            if text.last() != Some(&b'\n') {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok((
+            Self {
+                file: Mutex::new(file),
+            },
+            entries,
+        ))
+    }
+
+    fn append(&self, entry: &RecordEntry) -> Result<()> {
+        let mut line = serde_json::to_vec(entry)?;
+        line.push(b'\n');
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| anyhow!("the record writer panicked"))?;
+        file.write_all(&line)?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
+
+/// One device to provision.
+struct Job {
+    thing: String,
+    csr_path: PathBuf,
+    csr: Vec<u8>,
+    csr_sha256: String,
+}
+
+/// How one device ended.
+enum Done {
+    /// Something was created this run.
+    Provisioned,
+    /// Everything already existed.
+    AlreadyDone,
+}
+
+struct Shared {
+    aws: Aws,
+    ca: CertificateAuthority,
+    prereqs: DevicePrerequisites,
+    record: Record,
+    devices_dir: PathBuf,
+    sign: SignOptions,
+    verbose: bool,
+    progress: ProgressBar,
+}
+
+async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
+    let jobs = read_csr_dir(&args.csr_dir)?;
+    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+    let aws = Aws::connect(&args.aws).await?;
+    let prereqs = DevicePrerequisites::check(&aws, global).await?;
+    let record_path = args
+        .record
+        .clone()
+        .unwrap_or_else(|| global.home.join("fleet").join("provision.jsonl"));
+    let (record, previous) = Record::open(&record_path)?;
+    let resumed = previous
+        .iter()
+        .map(|e| e.thing.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(jobs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let total = jobs.len();
+    println!(
+        "fleet: {total} CSRs in {}, {} at a time, record {}{}",
+        args.csr_dir.display(),
+        args.concurrency,
+        record_path.display(),
+        if resumed > 0 {
+            format!(" (resuming: {resumed} devices seen before)")
+        } else {
+            String::new()
+        }
+    );
+    let shared = Arc::new(Shared {
+        aws,
+        ca,
+        prereqs,
+        record,
+        devices_dir: global.home.join("devices"),
+        sign: SignOptions {
+            days: args.days,
+            not_after: None,
+            expected_cn: None,
+        },
+        verbose: global.verbose,
+        progress: progress.clone(),
+    });
+
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs {
+        let shared = Arc::clone(&shared);
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let thing = job.thing.clone();
+            let result = provision_one(&shared, &job).await;
+            shared.progress.inc(1);
+            (thing, result)
+        });
+    }
+
+    let mut provisioned = 0usize;
+    let mut already = 0usize;
+    let mut failures: BTreeMap<String, String> = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (thing, result) = joined.map_err(|e| anyhow!("a provisioning task failed: {e}"))?;
+        match result {
+            Ok(Done::Provisioned) => provisioned += 1,
+            Ok(Done::AlreadyDone) => already += 1,
+            Err(e) => {
+                failures.insert(thing, format!("{e:#}"));
+            }
+        }
+    }
+    progress.finish_and_clear();
+
+    let elapsed = started.elapsed().as_secs_f64();
+    for (thing, error) in &failures {
+        eprintln!("{thing}: {error}");
+    }
+    println!(
+        "fleet: {total} devices in {elapsed:.1} s: {provisioned} provisioned, {already} already done, {} failed",
+        failures.len()
+    );
+    if failures.is_empty() {
+        println!("next: deliver each devices/<thing>/device.crt to its device (`zkiot device install-cert`)");
+        Ok(())
+    } else {
+        bail!(
+            "{} of {total} devices failed; fix the cause and run the same command again to finish",
+            failures.len()
+        )
+    }
+}
+
+/// Reads and checks the CSR folder up front, so a bad folder changes nothing.
+fn read_csr_dir(dir: &Path) -> Result<Vec<Job>> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csr") && p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("no *.csr files in {}", dir.display());
+    }
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut jobs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let csr = fsutil::read(&path)?;
+        let parsed = parse_csr(&csr).with_context(|| path.display().to_string())?;
+        let thing = csr_common_name(&parsed).with_context(|| path.display().to_string())?;
+        validate_thing_name(&thing).with_context(|| path.display().to_string())?;
+        if let Some(other) = seen.insert(thing.clone(), path.clone()) {
+            bail!(
+                "{} and {} both ask for thing {thing}; keep one",
+                other.display(),
+                path.display()
+            );
+        }
+        let digest = openssl::hash::hash(MessageDigest::sha256(), &csr)?;
+        jobs.push(Job {
+            thing,
+            csr_path: path,
+            csr_sha256: hex(&digest),
+            csr,
+        });
+    }
+    Ok(jobs)
+}
+
+async fn provision_one(shared: &Shared, job: &Job) -> Result<Done> {
+    let (cert, signed_now) = certificate_for(shared, job)?;
+    let certificate_id = fingerprint(&cert)?;
+    if signed_now {
+        shared.record.append(&RecordEntry {
+            thing: job.thing.clone(),
+            step: "signed".into(),
+            csr_sha256: job.csr_sha256.clone(),
+            certificate_id: certificate_id.clone(),
+            actions: vec!["issued certificate".into()],
+            time: now(),
+        })?;
+    }
+    let outcome = register_prepared(&shared.aws, &shared.prereqs, &cert, &job.thing).await?;
+    shared.record.append(&RecordEntry {
+        thing: job.thing.clone(),
+        step: "registered".into(),
+        csr_sha256: job.csr_sha256.clone(),
+        certificate_id,
+        actions: outcome.actions.clone(),
+        time: now(),
+    })?;
+    if shared.verbose {
+        let what = if outcome.actions.is_empty() && !signed_now {
+            "already done".to_string()
+        } else {
+            let mut all = Vec::new();
+            if signed_now {
+                all.push("issued certificate".to_string());
+            }
+            all.extend(outcome.actions.iter().cloned());
+            all.join(", ")
+        };
+        shared
+            .progress
+            .suspend(|| println!("{}: {what}", job.thing));
+    }
+    if signed_now || !outcome.actions.is_empty() {
+        Ok(Done::Provisioned)
+    } else {
+        Ok(Done::AlreadyDone)
+    }
+}
+
+/// The device's certificate: the one already issued for this CSR's key if it is still good
+/// (so a re-run never issues a second one), else a new one, written to disk before it is used.
+fn certificate_for(shared: &Shared, job: &Job) -> Result<(X509, bool)> {
+    let path = shared.devices_dir.join(&job.thing).join("device.crt");
+    let csr = parse_csr(&job.csr)?;
+    let csr_key = csr.public_key()?;
+    if path.exists() {
+        let existing = X509::from_pem(&fsutil::read(&path)?)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        let same_key = existing.public_key()?.public_eq(&csr_key);
+        if same_key
+            && check_device_certificate(&existing, shared.ca.certificate())
+                .is_ok_and(|cn| cn == job.thing)
+        {
+            return Ok((existing, false));
+        }
+    }
+    let cert = shared
+        .ca
+        .sign_csr(&job.csr, &shared.sign)
+        .with_context(|| job.csr_path.display().to_string())?;
+    fsutil::write_atomic(&path, &cert.to_pem()?, fsutil::PUBLIC_MODE)?;
+    Ok((cert, true))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

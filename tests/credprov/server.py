@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""A local stand-in for the AWS IoT credentials provider, backed by a moto server.
+
+    GET https://<endpoint host>/role-aliases/<alias>/credentials     (mutual TLS)
+
+No emulator serves this endpoint, so the tests and the local end-to-end flow use this one. It
+answers like AWS and makes AWS's checks, in AWS's order, against moto's state as it is at the
+moment of each request (a certificate revoked a millisecond ago is refused):
+
+ 1. TLS >= 1.2, and a client certificate is required. It must chain to a CA certificate that is
+    registered in moto and ACTIVE, and be within its validity; otherwise the handshake fails.
+ 2. SNI must equal the endpoint host, else 403 "Certificate is invalid on this endpoint".
+ 3. The certificate is registered (looked up by SHA-256 of its DER, AWS's certificate id) and
+    ACTIVE, else 403 "Access Denied".
+ 4. If the request names a thing (x-amzn-iot-thingname), that thing is attached to the
+    certificate, else 403 "Invalid thing name passed".
+ 5. An IoT policy attached to the certificate allows iot:AssumeRoleWithCertificate on the role
+    alias ARN and none denies it, else 403 "Access Denied".
+ 6. The role alias exists, else 404 "Role alias does not exist".
+ 7. The role exists and trusts credentials.iot.amazonaws.com, else 400; the alias duration is at
+    most the role's MaxSessionDuration, else 400.
+ 8. 200 {"credentials": {accessKeyId, secretAccessKey, sessionToken, expiration}} from moto's
+    sts:AssumeRole, so the credentials work against moto.
+
+Finding the registered CAs: moto implements no ListCACertificates. Its state dump
+(GET /moto-api/data.json) lists every FakeCaCertificate instance moto has made; each id found
+there is confirmed with DescribeCACertificate (which also gives the current status and PEM), so
+a CA that was deleted or deactivated is not trusted. The trust store is rebuilt for every
+handshake.
+
+Errors carry x-amzn-ErrorType and a JSON body {"message": ...}. The server's own certificate comes
+from a test root that stands in for Amazon's root CA; point the client's CA bundle at that root.
+"""
+
+import argparse
+import datetime
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+CREDENTIALS_PRINCIPAL = "credentials.iot.amazonaws.com"
+ACTION = "iot:assumerolewithcertificate"
+PATH = re.compile(r"^/role-aliases/([^/?]+)/credentials/?(\?.*)?$")
+
+log = logging.getLogger("credprov")
+
+
+class Refusal(Exception):
+    """An AWS-style error answer."""
+
+    def __init__(self, status, message, error_type):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+
+
+def access_denied():
+    return Refusal(403, "Access Denied", "AccessDeniedException")
+
+
+class Moto:
+    """Reads moto's state: the clients are shared (boto3 clients are thread-safe)."""
+
+    def __init__(self, url, region):
+        self.url = url.rstrip("/")
+        self.region = region
+        session = boto3.session.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=region,
+        )
+        config = Config(retries={"max_attempts": 2, "mode": "standard"})
+        self.iot = session.client("iot", endpoint_url=self.url, config=config)
+        self.iam = session.client("iam", endpoint_url=self.url, config=config)
+        self.sts = session.client("sts", endpoint_url=self.url, config=config)
+
+    def active_ca_pems(self):
+        """PEMs of the CA certificates registered and ACTIVE right now."""
+        with urllib.request.urlopen(self.url + "/moto-api/data.json", timeout=10) as answer:
+            dump = json.load(answer)
+        ids = []
+        for instance in dump.get("iot", {}).get("FakeCaCertificate", []):
+            cert_id = instance.get("certificate_id")
+            if cert_id and cert_id not in ids:
+                ids.append(cert_id)
+        pems = []
+        for cert_id in ids:
+            try:
+                desc = self.iot.describe_ca_certificate(certificateId=cert_id)[
+                    "certificateDescription"
+                ]
+            except ClientError:
+                continue  # deleted since
+            if desc.get("status") == "ACTIVE" and desc.get("certificatePem"):
+                pems.append(desc["certificatePem"])
+        return pems
+
+
+def statements(document):
+    body = document.get("Statement", [])
+    return body if isinstance(body, list) else [body]
+
+
+def as_list(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def action_matches(patterns, action):
+    return any(fnmatch.fnmatchcase(action, p.lower()) for p in as_list(patterns))
+
+
+def resource_matches(patterns, resource):
+    return any(fnmatch.fnmatchcase(resource, p) for p in as_list(patterns))
+
+
+def statement_applies(stmt, action, resource):
+    """Whether an IoT policy statement covers (action, resource). Statements with conditions
+    are treated as not applying to an Allow (they cannot be evaluated here)."""
+    if "Action" in stmt:
+        if not action_matches(stmt["Action"], action):
+            return False
+    elif "NotAction" in stmt:
+        if action_matches(stmt["NotAction"], action):
+            return False
+    else:
+        return False
+    if "Resource" in stmt:
+        return resource_matches(stmt["Resource"], resource)
+    if "NotResource" in stmt:
+        return not resource_matches(stmt["NotResource"], resource)
+    return False
+
+
+def policies_allow(documents, action, resource):
+    allowed = False
+    for document in documents:
+        for stmt in statements(document):
+            if not statement_applies(stmt, action, resource):
+                continue
+            if stmt.get("Effect") == "Deny":
+                return False  # an explicit deny wins, conditions or not
+            if stmt.get("Effect") == "Allow" and "Condition" not in stmt:
+                allowed = True
+    return allowed
+
+
+def trusts_credentials_provider(trust):
+    for stmt in statements(trust):
+        if stmt.get("Effect") != "Allow" or "Condition" in stmt:
+            continue
+        services = as_list((stmt.get("Principal") or {}).get("Service"))
+        if CREDENTIALS_PRINCIPAL in services and action_matches(
+            stmt.get("Action"), "sts:assumerole"
+        ):
+            return True
+    return False
+
+
+class Provider:
+    def __init__(self, moto, host, region):
+        self.moto = moto
+        self.host = host
+        self.region = region
+
+    def credentials(self, peer_der, sni, alias, thing):
+        # 2. The endpoint the client meant.
+        if sni != self.host:
+            raise Refusal(403, "Certificate is invalid on this endpoint", "AccessDeniedException")
+
+        # 3. The certificate, as registered now.
+        cert_id = hashlib.sha256(peer_der).hexdigest()
+        try:
+            desc = self.moto.iot.describe_certificate(certificateId=cert_id)[
+                "certificateDescription"
+            ]
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise access_denied()
+            raise
+        registered_der = ssl.PEM_cert_to_DER_cert(desc["certificatePem"])
+        if registered_der != peer_der or desc.get("status") != "ACTIVE":
+            raise access_denied()
+        cert_arn = desc["certificateArn"]
+        # arn:aws:iot:<region>:<account>:cert/<id>
+        account = cert_arn.split(":")[4]
+
+        # 4. The thing named in the request is this certificate's.
+        if thing is not None:
+            things = self.moto.iot.list_principal_things(principal=cert_arn).get("things", [])
+            if thing not in things:
+                raise Refusal(403, "Invalid thing name passed", "AccessDeniedException")
+
+        # 5. The certificate's policies allow this alias.
+        alias_arn = f"arn:aws:iot:{self.region}:{account}:rolealias/{alias}"
+        documents = []
+        for attached in self.moto.iot.list_attached_policies(target=cert_arn).get("policies", []):
+            policy = self.moto.iot.get_policy(policyName=attached["policyName"])
+            try:
+                documents.append(json.loads(policy["policyDocument"]))
+            except (TypeError, ValueError):
+                continue  # AWS refuses such documents; they grant nothing
+        if not policies_allow(documents, ACTION, alias_arn):
+            raise access_denied()
+
+        # 6. The alias.
+        try:
+            alias_desc = self.moto.iot.describe_role_alias(roleAlias=alias)["roleAliasDescription"]
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise Refusal(404, "Role alias does not exist", "ResourceNotFoundException")
+            raise
+        role_arn = alias_desc["roleArn"]
+        duration = int(alias_desc.get("credentialDurationSeconds") or 3600)
+
+        # 7. The role behind it.
+        unable = Refusal(
+            400,
+            "Unable to assume the role, or the role to assume does not exist",
+            "InvalidRequestException",
+        )
+        role_name = role_arn.split(":role/", 1)[-1].split("/")[-1]
+        try:
+            role = self.moto.iam.get_role(RoleName=role_name)["Role"]
+        except ClientError:
+            raise unable
+        if role.get("Arn") != role_arn:
+            raise unable
+        trust = role.get("AssumeRolePolicyDocument") or {}
+        if isinstance(trust, str):
+            try:
+                trust = json.loads(urllib.parse.unquote(trust))
+            except ValueError:
+                raise unable
+        if not trusts_credentials_provider(trust):
+            raise unable
+        if duration > int(role.get("MaxSessionDuration") or 3600):
+            raise Refusal(
+                400,
+                "The requested CredentialDurationSeconds exceeds the MaxSessionDuration set for the role",
+                "InvalidRequestException",
+            )
+
+        # 8. Credentials from moto's STS.
+        assumed = self.moto.sts.assume_role(
+            RoleArn=role_arn, RoleSessionName=cert_id[:64], DurationSeconds=duration
+        )["Credentials"]
+        expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=duration
+        )
+        return {
+            "credentials": {
+                "accessKeyId": assumed["AccessKeyId"],
+                "secretAccessKey": assumed["SecretAccessKey"],
+                "sessionToken": assumed["SessionToken"],
+                "expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        }
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "zkiot-credentials-provider"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        log.info("%s %s", self.address_string(), fmt % args)
+
+    def answer(self, status, body, error_type=None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if error_type:
+            self.send_header("x-amzn-ErrorType", error_type)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        match = PATH.match(self.path)
+        if not match:
+            self.answer(404, {"message": "Not Found"}, "ResourceNotFoundException")
+            return
+        alias = urllib.parse.unquote(match.group(1))
+        thing = self.headers.get("x-amzn-iot-thingname")
+        peer_der = self.connection.getpeercert(binary_form=True)
+        sni = getattr(self.connection, "zkiot_sni", None)
+        try:
+            body = self.server.provider.credentials(peer_der, sni, alias, thing)
+        except Refusal as r:
+            log.info("refused %s: %s %s", alias, r.status, r.message)
+            self.answer(r.status, {"message": r.message}, r.error_type)
+            return
+        except Exception as e:  # moto unreachable, unexpected answers
+            log.exception("internal error")
+            self.answer(500, {"message": f"Internal error: {e}"}, "InternalFailureException")
+            return
+        self.answer(200, body)
+
+    def do_POST(self):
+        self.answer(405, {"message": "Method Not Allowed"}, "MethodNotAllowedException")
+
+    do_PUT = do_DELETE = do_POST
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, provider, cert, key):
+        self.provider = provider
+        self.cert = cert
+        self.key = key
+        self.base_context = self.make_context([])
+        self.base_context.sni_callback = self.on_client_hello
+        super().__init__(address, Handler)
+
+    def make_context(self, ca_pems):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_cert_chain(self.cert, self.key)
+        if ca_pems:
+            ctx.load_verify_locations(cadata="\n".join(ca_pems))
+        return ctx
+
+    def on_client_hello(self, sslobj, server_name, _ctx):
+        """Runs on every handshake, SNI or not: records the SNI and swaps in a context that
+        trusts exactly the CAs registered and ACTIVE at this moment."""
+        sslobj.zkiot_sni = server_name
+        try:
+            sslobj.context = self.make_context(self.provider.moto.active_ca_pems())
+        except Exception:
+            log.exception("cannot read the registered CAs from moto")
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    def finish_request(self, request, client_address):
+        # Handshake here, in the connection's own thread, so a slow client blocks no one.
+        request.settimeout(30)
+        try:
+            tls = self.base_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.info("%s: handshake refused: %s", client_address[0], e)
+            return
+        try:
+            Handler(tls, client_address, self)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--moto-url", required=True, help="moto server, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--host", required=True, help="the endpoint host name (expected SNI)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--cert", required=True, help="server certificate (PEM) for --host")
+    parser.add_argument("--key", required=True, help="its private key (PEM)")
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    parser.add_argument("--port-file", help="write the port here once listening")
+    parser.add_argument("--log-file", help="log requests here (default: stderr)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        filename=args.log_file,
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    provider = Provider(Moto(args.moto_url, args.region), args.host, args.region)
+    server = Server((args.bind, args.port), provider, args.cert, args.key)
+    port = server.server_address[1]
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, args.port_file)
+    print(f"credentials provider for {args.host} on https://{args.bind}:{port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
