@@ -95,12 +95,21 @@ pub(crate) fn call(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_
     }
 }
 
+/// A buffer length no real buffer exceeds (a slice must fit in `isize`);
+/// `CK_UNAVAILABLE_INFORMATION` left over from an earlier call is refused.
+fn buffer_len(len: CK_ULONG) -> Result<usize> {
+    usize::try_from(len)
+        .ok()
+        .filter(|n| isize::try_from(*n).is_ok())
+        .ok_or(Error::ArgumentsBad("buffer length out of range"))
+}
+
 /// A caller's input buffer. NULL is accepted for an empty buffer only.
 ///
 /// # Safety
 /// `p` is NULL or valid for reading `len` bytes for the returned lifetime.
 pub(crate) unsafe fn input<'a>(p: *const u8, len: CK_ULONG) -> Result<&'a [u8]> {
-    let len = usize::try_from(len).map_err(|_| Error::ArgumentsBad("length too large"))?;
+    let len = buffer_len(len)?;
     if p.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -120,7 +129,7 @@ pub(crate) unsafe fn output<'a>(p: *mut u8, len: CK_ULONG) -> Result<Option<&'a 
     if p.is_null() {
         return Ok(None);
     }
-    let len = usize::try_from(len).map_err(|_| Error::ArgumentsBad("length too large"))?;
+    let len = buffer_len(len)?;
     // SAFETY: by the contract above.
     Ok(Some(unsafe { std::slice::from_raw_parts_mut(p, len) }))
 }
@@ -323,7 +332,13 @@ mod tests {
                 CKR_ARGUMENTS_BAD
             );
             assert!(template(std::ptr::null(), 0).unwrap().is_empty());
-            let data = [1u8, 2, 3];
+            let mut data = [1u8, 2, 3];
+            assert_eq!(
+                output(data.as_mut_ptr(), CK_UNAVAILABLE_INFORMATION)
+                    .unwrap_err()
+                    .rv(),
+                CKR_ARGUMENTS_BAD
+            );
             assert_eq!(input(data.as_ptr(), 3).unwrap(), &data);
         }
     }
