@@ -20,13 +20,30 @@ cd "$REPO"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 WORK=${ZKIOT_DEMO_DIR:-$REPO/demo}
 
-bold=$(tput bold 2>/dev/null || true)
-normal=$(tput sgr0 2>/dev/null || true)
+bold="" normal=""
+if [ -t 1 ]; then
+    bold=$(tput bold 2>/dev/null || true)
+    normal=$(tput sgr0 2>/dev/null || true)
+fi
 step_no=0
 step() { step_no=$((step_no + 1)); printf '\n%s%d. %s%s\n' "$bold" "$step_no" "$*" "$normal"; }
-# show COMMAND...: prints the command as a user would type it, then runs it.
-show() { printf '   $ %s\n' "$*"; "$@"; }
 indent() { sed 's/^/     /'; }
+# quote ARG: the argument as a user would type it in a shell.
+quote() {
+    if [[ $1 =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+        printf '%s' "$1"
+    else
+        printf "'%s'" "${1//\'/\'\\\'\'}"
+    fi
+}
+# show COMMAND...: prints the command as a user would type it, then runs it with
+# its output indented.
+show() {
+    local arg line="   \$"
+    for arg in "$@"; do line+=" $(quote "$arg")"; done
+    printf '%s\n' "$line"
+    "$@" 2>&1 | indent
+}
 
 server_pid=""
 cleanup() { if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi; }
@@ -63,9 +80,9 @@ echo "   ZKIOT_EMU_TRACE=$ZKIOT_EMU_TRACE"
 device_signs() { grep -c '^sign ' "$ZKIOT_EMU_TRACE" 2>/dev/null || true; }
 
 step "The token, its keys and mechanisms"
-show pkcs11-tool --module "$MODULE" --list-token-slots 2>&1 | indent
-show pkcs11-tool --module "$MODULE" --list-objects --type privkey 2>&1 | indent
-show pkcs11-tool --module "$MODULE" --list-mechanisms 2>&1 | indent
+show pkcs11-tool --module "$MODULE" --list-token-slots 2>&1
+show pkcs11-tool --module "$MODULE" --list-objects --type privkey 2>&1
+show pkcs11-tool --module "$MODULE" --list-mechanisms 2>&1
 
 KEY='pkcs11:token=zymkey;object=slot0;type=private'
 CERT_ON_TOKEN='pkcs11:token=zymkey;object=slot0;type=cert'
@@ -73,8 +90,8 @@ CERT_ON_TOKEN='pkcs11:token=zymkey;object=slot0;type=cert'
 step "A CSR signed inside the Zymkey by slot 0"
 before=$(device_signs)
 show openssl req -new -engine pkcs11 -keyform engine -key "$KEY" \
-    -subj '/CN=demo-device-0001/O=zkiot demo' -out "$WORK/device.csr" 2>&1 | indent
-show openssl req -in "$WORK/device.csr" -noout -verify -subject 2>&1 | indent
+    -subj '/CN=demo-device-0001/O=zkiot demo' -out "$WORK/device.csr" 2>&1
+show openssl req -in "$WORK/device.csr" -noout -verify -subject 2>&1
 echo "   device signatures: $(($(device_signs) - before))"
 
 step "A local test CA signs the device certificate (P-256, clientAuth)"
@@ -85,13 +102,13 @@ show openssl req -x509 -new -key "$WORK/ca.key" -sha256 -days 30 -subj '/CN=zkio
     -out "$WORK/ca.crt"
 printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$WORK/client.ext"
 show openssl x509 -req -in "$WORK/device.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
-    -CAcreateserial -days 30 -sha256 -extfile "$WORK/client.ext" -out "$WORK/device.crt" 2>&1 | indent
-show openssl verify -CAfile "$WORK/ca.crt" "$WORK/device.crt" | indent
+    -CAcreateserial -days 30 -sha256 -extfile "$WORK/client.ext" -out "$WORK/device.crt" 2>&1
+show openssl verify -CAfile "$WORK/ca.crt" "$WORK/device.crt"
 
 step "Store the device certificate on the token"
 show pkcs11-tool --module "$MODULE" --write-object "$WORK/device.crt" --type cert \
-    --id 0000 --label slot0 2>&1 | indent
-show pkcs11-tool --module "$MODULE" --list-objects --type cert 2>&1 | indent
+    --id 0000 --label slot0 2>&1
+show pkcs11-tool --module "$MODULE" --list-objects --type cert 2>&1
 
 step "Mutual TLS: curl with the token's key and certificate against openssl s_server"
 openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/server.key"
@@ -113,6 +130,7 @@ echo "   s_server (requires a client certificate from the demo CA) on 127.0.0.1:
 before=$(device_signs)
 show curl -sS --fail --cert "$CERT_ON_TOKEN" --key "$KEY" --cacert "$WORK/ca.crt" \
     -o "$WORK/page.html" "https://127.0.0.1:$port/"
+echo "   the server's page ($WORK/page.html) says:"
 grep -E '^New, |^Client certificate|Subject:' "$WORK/page.html" | indent
 echo "   device signatures for the handshake: $(($(device_signs) - before))"
 
