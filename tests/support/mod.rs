@@ -1,0 +1,676 @@
+//! Test stand-ins for AWS: a real moto server per test, the local credentials provider
+//! (`tests/credprov/server.py`), a test root standing in for Amazon's, and helpers to run
+//! `zkiot` as the operator and as emulated devices.
+//!
+//! Needs the test venv (`scripts/install-deps.sh`, or `ZKIOT_VENV`) with moto, boto3 and the aws
+//! CLI, and the workspace built (`libzkpkcs11.so`, `libzkemu.so` beside the `zkiot` binary).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+};
+use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509ReqBuilder, X509};
+use serde_json::Value;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test venv; fails (never skips) when it is missing.
+pub fn venv() -> PathBuf {
+    let venv = std::env::var_os("ZKIOT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "the test venv {} is missing: run scripts/install-deps.sh (or set ZKIOT_VENV)",
+        venv.display()
+    );
+    let check = Command::new(&python)
+        .args(["-c", "import moto, boto3, awscli"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the test venv {} lacks moto/boto3/awscli: run scripts/install-deps.sh",
+        venv.display()
+    );
+    venv
+}
+
+pub fn zkiot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zkiot"))
+}
+
+/// A library built beside the `zkiot` binary.
+pub fn built_library(name: &str) -> PathBuf {
+    let path = zkiot_bin().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (same CARGO_TARGET_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Plain HTTP/1.0 GET on loopback; the status code, or None if nothing answers.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A moto server on its own port, with AWS-correct certificate ids (`iot.use_valid_cert`).
+/// Killed when dropped.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+    venv: PathBuf,
+}
+
+const MOTO_LAUNCHER: &str = "import sys\n\
+from moto.core.config import default_user_config as c\n\
+c['iot']['use_valid_cert'] = True\n\
+from moto.server import main\n\
+main(['-H', '127.0.0.1', '-p', sys.argv[1]])\n";
+
+impl Moto {
+    pub fn start(log_dir: &Path) -> Self {
+        Self::start_on(log_dir, free_port())
+    }
+
+    /// Starts moto on `port` (used to restart one at the same address).
+    pub fn start_on(log_dir: &Path, port: u16) -> Self {
+        let venv = venv();
+        let log = log_dir.join(format!("moto-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(venv.join("bin/python"))
+            .args(["-c", MOTO_LAUNCHER, &port.to_string()])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut moto = Self {
+            child: Some(child),
+            port,
+            log,
+            venv,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get_status(port, "/moto-api/") != Some(200) {
+            if let Some(status) = moto.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "moto exited ({status}): {}",
+                    std::fs::read_to_string(&moto.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "moto did not start in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its state goes with it).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs Python with boto3 clients `iot`, `iam`, `sts` on this moto; the snippet sets
+    /// `result`, returned as JSON.
+    pub fn py(&self, snippet: &str) -> Value {
+        let program = format!(
+            "import boto3, json, datetime\n\
+             s = boto3.session.Session(aws_access_key_id='testing', aws_secret_access_key='testing', region_name='{REGION}')\n\
+             iot = s.client('iot', endpoint_url='{url}')\n\
+             iam = s.client('iam', endpoint_url='{url}')\n\
+             sts = s.client('sts', endpoint_url='{url}')\n\
+             result = None\n\
+             {snippet}\n\
+             print(json.dumps(result, default=str))\n",
+            url = self.url(),
+            snippet = snippet.replace('\n', "\n")
+        );
+        let out = Command::new(self.venv.join("bin/python"))
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python snippet failed: {}\n{snippet}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A summary of what moto holds, to compare runs: sorted names and ids.
+    pub fn inventory(&self) -> Value {
+        self.py(
+            "certs = sorted((c['certificateId'], c['status']) for c in iot.list_certificates()['certificates'])\n\
+             things = sorted(t['thingName'] for t in iot.list_things()['things'])\n\
+             principals = {t: sorted(iot.list_thing_principals(thingName=t)['principals']) for t in things}\n\
+             policies = sorted(p['policyName'] for p in iot.list_policies()['policies'])\n\
+             attached = {c[0]: sorted(p['policyName'] for p in iot.list_attached_policies(target='arn:aws:iot:us-east-1:123456789012:cert/' + c[0])['policies']) for c in certs}\n\
+             versions = {p: len(iot.list_policy_versions(policyName=p)['policyVersions']) for p in policies}\n\
+             aliases = sorted(iot.list_role_aliases()['roleAliases'])\n\
+             roles = sorted(r['RoleName'] for r in iam.list_roles()['Roles'])\n\
+             result = dict(certs=certs, things=things, principals=principals, policies=policies, attached=attached, versions=versions, aliases=aliases, roles=roles)",
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A P-256 key.
+pub fn p256() -> PKey<Private> {
+    PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn name(cn: &str) -> openssl::x509::X509Name {
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+    n.build()
+}
+
+/// A certificate for `key`, named `cn`, issued by `issuer` (self-signed when `None`).
+pub fn issue(
+    cn: &str,
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+    ca: bool,
+    dns: Option<&str>,
+    days: (i64, u32),
+) -> X509 {
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = BigNum::from_u32(rand_u32())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name(cn)).unwrap();
+    match issuer {
+        Some((cert, _)) => b.set_issuer_name(cert.subject_name()).unwrap(),
+        None => b.set_issuer_name(&name(cn)).unwrap(),
+    }
+    b.set_pubkey(key).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now + days.0 * 86400 - 300).unwrap())
+        .unwrap();
+    b.set_not_after(
+        &Asn1Time::from_unix(now + days.0 * 86400 + i64::from(days.1) * 86400).unwrap(),
+    )
+    .unwrap();
+    if ca {
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    } else {
+        b.append_extension(BasicConstraints::new().critical().build().unwrap())
+            .unwrap();
+        let mut eku = ExtendedKeyUsage::new();
+        if dns.is_some() {
+            eku.server_auth();
+        } else {
+            eku.client_auth();
+        }
+        b.append_extension(eku.build().unwrap()).unwrap();
+    }
+    if let Some(dns) = dns {
+        let san = SubjectAlternativeName::new()
+            .dns(dns)
+            .build(&b.x509v3_context(issuer.map(|i| &**i.0), None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+    }
+    let signer = issuer.map(|i| i.1).unwrap_or(key);
+    b.sign(signer, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+/// A CSR for `key` with CN = `cn`.
+pub fn csr(cn: &str, key: &PKey<Private>) -> X509Req {
+    let mut b = X509ReqBuilder::new().unwrap();
+    b.set_subject_name(&name(cn)).unwrap();
+    b.set_pubkey(key).unwrap();
+    b.sign(key, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+pub fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    u32::from_be_bytes(b) >> 1
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    openssl::hash::hash(MessageDigest::sha256(), data)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The id AWS gives a certificate: SHA-256 of its DER.
+pub fn cert_id(cert: &X509) -> String {
+    sha256_hex(&cert.to_der().unwrap())
+}
+
+/// The local credentials provider, serving `host` with a certificate from a test root that
+/// stands in for Amazon's. Killed when dropped.
+pub struct Provider {
+    child: Child,
+    pub port: u16,
+    pub host: String,
+    /// The stand-in for Amazon's root: the CA bundle devices verify the endpoint with.
+    pub root_pem: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Provider {
+    pub fn start(moto: &Moto, host: &str, dir: &Path) -> Self {
+        let venv = venv();
+        std::fs::create_dir_all(dir).unwrap();
+        let root_key = p256();
+        let root = issue(
+            "Test stand-in for Amazon Root CA",
+            &root_key,
+            None,
+            true,
+            None,
+            (0, 30),
+        );
+        let server_key = p256();
+        let server = issue(
+            host,
+            &server_key,
+            Some((&root, &root_key)),
+            false,
+            Some(host),
+            (0, 30),
+        );
+        let root_pem = dir.join("endpoint-root.pem");
+        std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("endpoint.crt"), server.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("endpoint.key"),
+            server_key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let port_file = dir.join("provider.port");
+        let log = dir.join("provider.log");
+        let _ = std::fs::remove_file(&port_file);
+        let child = Command::new(venv.join("bin/python"))
+            .arg(repo().join("tests/credprov/server.py"))
+            .args(["--moto-url", &moto.url(), "--host", host, "--port", "0"])
+            .arg("--cert")
+            .arg(dir.join("endpoint.crt"))
+            .arg("--key")
+            .arg(dir.join("endpoint.key"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log-file")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("provider.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = text.trim().parse::<u16>() {
+                    break port;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the credentials provider did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            child,
+            port,
+            host: host.to_string(),
+            root_pem,
+            log,
+        }
+    }
+
+    /// `ADDR:PORT` to connect to instead of resolving the host.
+    pub fn connect(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Asks for credentials with curl and a key in a file: (HTTP status, body, headers), or the
+    /// curl exit code when no HTTP answer came (handshake refused). `sni`: the name to connect
+    /// as (`None`: the endpoint host).
+    pub fn curl(
+        &self,
+        cert: &Path,
+        key: Option<&Path>,
+        alias: &str,
+        thing: Option<&str>,
+        sni: Option<&str>,
+    ) -> Result<(u16, Value, String), i32> {
+        let host = sni.unwrap_or(&self.host);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-D", "-", "--cacert"])
+            .arg(&self.root_pem)
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", self.port));
+        if sni.is_some() {
+            // The certificate is for the endpoint host; a wrong SNI is the client's choice.
+            cmd.arg("-k");
+        }
+        if let Some(key) = key {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(thing) = thing {
+            cmd.args(["-H", &format!("x-amzn-iot-thingname: {thing}")]);
+        }
+        cmd.arg(format!(
+            "https://{host}:{}/role-aliases/{alias}/credentials",
+            self.port
+        ));
+        let out = cmd.output().unwrap();
+        if !out.status.success() {
+            return Err(out.status.code().unwrap_or(-1));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        Ok((
+            status,
+            serde_json::from_str(body).unwrap(),
+            head.to_string(),
+        ))
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The operator: a home folder and the environment that points `zkiot aws` at moto.
+pub struct Operator {
+    pub home: PathBuf,
+    pub endpoint_url: String,
+    aws_config: PathBuf,
+}
+
+impl Operator {
+    pub fn new(dir: &Path, moto: &Moto) -> Self {
+        let home = dir.join("operator");
+        std::fs::create_dir_all(&home).unwrap();
+        let aws_config = dir.join("aws-config-empty");
+        std::fs::write(&aws_config, "").unwrap();
+        Self {
+            home,
+            endpoint_url: moto.url(),
+            aws_config,
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(zkiot_bin());
+        cmd.args(args)
+            .env("ZKIOT_HOME", &self.home)
+            .env("AWS_ENDPOINT_URL", &self.endpoint_url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_CONFIG_FILE", &self.aws_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.aws_config)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_DEFAULT_REGION")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "zkiot {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects a failure with exactly one error line containing `needle`.
+    pub fn refused(&self, args: &[&str], needle: &str) -> String {
+        let out = self.run(args);
+        refused_output(&out, args, needle)
+    }
+
+    pub fn ca_cert(&self) -> X509 {
+        X509::from_pem(&std::fs::read(self.home.join("ca/ca.crt")).unwrap()).unwrap()
+    }
+
+    pub fn state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.home.join("aws.json")).unwrap()).unwrap()
+    }
+
+    /// ca init, aws register-ca, aws setup.
+    pub fn set_up(&self) {
+        self.ok(&["ca", "init"]);
+        self.ok(&["aws", "register-ca"]);
+        self.ok(&["aws", "setup"]);
+    }
+
+    /// Signs `csr_pem` with `zkiot ca sign` and registers the device; returns the certificate.
+    pub fn sign_and_register(&self, dir: &Path, thing: &str, csr_pem: &[u8]) -> X509 {
+        let csr_path = dir.join(format!("{thing}.csr"));
+        std::fs::write(&csr_path, csr_pem).unwrap();
+        self.ok(&["ca", "sign", "--csr", csr_path.to_str().unwrap()]);
+        self.ok(&["aws", "register-device", "--thing", thing]);
+        X509::from_pem(
+            &std::fs::read(self.home.join("devices").join(thing).join("device.crt")).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// Checks a failed run: non-zero exit, exactly one error line, containing `needle`.
+pub fn refused_output(out: &Output, args: &[&str], needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "zkiot {args:?} should have failed; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one error line from {args:?}, got:\n{stderr}"
+    );
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in the error of {args:?}: {stderr}"
+    );
+    stderr
+}
+
+/// An emulated device: its own Zymkey emulator state, token store and device folder.
+pub struct Device {
+    pub dir: PathBuf,
+}
+
+impl Device {
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir.join("emu")).unwrap();
+        std::fs::write(
+            dir.join("zkiot.toml"),
+            format!("store = \"{}\"\n", dir.join("store.sqlite3").display()),
+        )
+        .unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn device_dir(&self) -> PathBuf {
+        self.dir.join("device")
+    }
+
+    pub fn env(&self, cmd: &mut Command) {
+        cmd.env("ZKIOT_HOME", self.dir.join("home"))
+            .env("ZKIOT_DEVICE_DIR", self.device_dir())
+            .env("ZKIOT_PKCS11_MODULE", built_library("libzkpkcs11.so"))
+            .env("ZKIOT_ZKLIB", built_library("libzkemu.so"))
+            .env("ZKIOT_EMU_DIR", self.dir.join("emu"))
+            .env("ZKIOT_CONF", self.dir.join("zkiot.toml"))
+            .env_remove("ZKIOT_TOKEN_LABEL")
+            .env_remove("ZKIOT_EMU_TRACE");
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(zkiot_bin());
+        cmd.args(args).stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd.output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "device: zkiot {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `device csr --thing`: the CSR's PEM.
+    pub fn csr(&self, thing: &str) -> Vec<u8> {
+        self.ok(&["device", "csr", "--thing", thing]);
+        std::fs::read(self.device_dir().join("device.csr")).unwrap()
+    }
+
+    /// `device install-cert` with the endpoint, alias and CA bundle of `provider`.
+    pub fn install(&self, cert: &X509, ca: &Path, provider: &Provider, alias: &str) {
+        let cert_path = self.dir.join("delivered.crt");
+        std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+        self.ok(&[
+            "device",
+            "install-cert",
+            "--cert",
+            cert_path.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--endpoint",
+            &provider.host,
+            "--role-alias",
+            alias,
+            "--ca-bundle",
+            provider.root_pem.to_str().unwrap(),
+        ]);
+    }
+
+    /// `device credentials` against the provider, without the cache.
+    pub fn credentials(&self, provider: &Provider, extra: &[&str]) -> Output {
+        let connect = provider.connect();
+        let mut args = vec![
+            "device",
+            "credentials",
+            "--connect",
+            connect.as_str(),
+            "--no-cache",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+}
+
+/// Runs the venv's `aws` CLI.
+pub fn aws_cli(args: &[&str], envs: &[(&str, &str)], config: Option<&Path>) -> Output {
+    let mut cmd = Command::new(venv().join("bin/aws"));
+    cmd.args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null());
+    if let Some(config) = config {
+        cmd.env("AWS_CONFIG_FILE", config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", config);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
