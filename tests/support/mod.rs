@@ -167,7 +167,7 @@ impl Moto {
              {snippet}\n\
              print(json.dumps(result, default=str))\n",
             url = self.url(),
-            snippet = snippet.replace('\n', "\n")
+            snippet = snippet
         );
         let out = Command::new(self.venv.join("bin/python"))
             .args(["-c", &program])
