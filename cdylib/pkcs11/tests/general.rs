@@ -521,3 +521,131 @@ fn generate_random() {
         );
     });
 }
+
+/// Even at the most verbose log level, PINs never reach the log.
+#[test]
+fn pins_are_never_logged() {
+    const PIN: &str = "Zk-Secret-7531";
+    const WRONG: &str = "Wrong-Guess-8642";
+    let output = Scenario::zymkey4i()
+        .config(&format!("pin = \"{PIN}\"\nlog_level = \"trace\""))
+        .run(|t| {
+            let pkcs11 = t.init();
+            let session = common::open_session(&pkcs11);
+            let err = session
+                .login(UserType::User, Some(&AuthPin::new(WRONG.into())))
+                .expect_err("wrong PIN");
+            assert_eq!(common::rv(err), RvError::PinIncorrect);
+            session
+                .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+                .expect("right PIN");
+            common::sign_ecdsa(&session, 0, &[5u8; 32]);
+        });
+    let log = format!("{}{}", output.stdout, output.stderr);
+    assert!(
+        output.stderr.contains("DEBUG"),
+        "trace level logs the module's steps:\n{log}"
+    );
+    assert!(!log.contains(PIN), "the PIN is in the log:\n{log}");
+    assert!(!log.contains(WRONG), "the wrong PIN is in the log:\n{log}");
+}
+
+#[test]
+fn session_state_follows_login() {
+    Scenario::zymkey4i().config("pin = \"1234\"").run(|t| {
+        let pkcs11 = t.init();
+        let slot = common::token_slot(&pkcs11);
+        let ro = pkcs11.open_ro_session(slot).expect("RO session");
+        let rw = pkcs11.open_rw_session(slot).expect("RW session");
+        ro.login(UserType::User, Some(&AuthPin::new("1234".into())))
+            .expect("C_Login");
+        assert_eq!(
+            ro.get_session_info().unwrap().session_state(),
+            SessionState::RoUser
+        );
+        assert_eq!(
+            rw.get_session_info().unwrap().session_state(),
+            SessionState::RwUser,
+            "login applies to every session of the application"
+        );
+        let late = pkcs11
+            .open_ro_session(slot)
+            .expect("a session opened after login");
+        assert_eq!(
+            late.get_session_info().unwrap().session_state(),
+            SessionState::RoUser
+        );
+        rw.logout().expect("C_Logout");
+        assert_eq!(
+            ro.get_session_info().unwrap().session_state(),
+            SessionState::RoPublic
+        );
+        let err = ro.logout().expect_err("logout twice");
+        assert_eq!(common::rv(err), RvError::UserNotLoggedIn);
+    });
+}
+
+/// The configuration may come in C_Initialize's pReserved, as TOML text (NSS style).
+#[test]
+fn configuration_in_initialize_arguments() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        let text = format!(
+            "store = \"{}\"\ntoken_label = \"from-init-args\"\0",
+            t.store_path().display()
+        );
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_OS_LOCKING_OK,
+            pReserved: text.as_ptr() as *mut std::ffi::c_void,
+        };
+        assert_rv!(
+            call!(
+                raw,
+                C_Initialize((&mut args as *mut CK_C_INITIALIZE_ARGS).cast())
+            ),
+            CKR_OK
+        );
+        let slot = raw.token_slot();
+        let mut token = CK_TOKEN_INFO::default();
+        assert_rv!(call!(raw, C_GetTokenInfo(slot, &mut token)), CKR_OK);
+        let mut label = b"from-init-args".to_vec();
+        label.resize(32, b' ');
+        assert_eq!(token.label.to_vec(), label, "token label from pReserved");
+    });
+}
+
+/// With a PIN configured, a NULL PIN is refused.
+#[test]
+fn configured_pin_refuses_a_null_pin() {
+    Scenario::zymkey4i().config("pin = \"1234\"").run(|t| {
+        let raw = t.raw();
+        assert_rv!(raw.initialize_os_locking(), CKR_OK);
+        let session = raw.session();
+        let rv = call!(raw, C_Login(session, CKU_USER, ptr::null_mut(), 0));
+        assert!(
+            rv == CKR_ARGUMENTS_BAD || rv == CKR_PIN_INCORRECT,
+            "C_Login(NULL PIN): got {}, expected CKR_ARGUMENTS_BAD",
+            common::raw::rv_name(rv)
+        );
+        let mut empty = [0u8; 0];
+        assert_rv!(
+            call!(raw, C_Login(session, CKU_USER, empty.as_mut_ptr(), 0)),
+            CKR_PIN_INCORRECT,
+            "an empty PIN"
+        );
+        let mut pin = *b"1234";
+        assert_rv!(
+            call!(raw, C_Login(session, CKU_SO, pin.as_mut_ptr(), 4)),
+            CKR_PIN_INCORRECT,
+            "the user PIN is not the SO PIN"
+        );
+        assert_rv!(
+            call!(raw, C_Login(session, CKU_USER, pin.as_mut_ptr(), 4)),
+            CKR_OK
+        );
+    });
+}

@@ -699,3 +699,297 @@ fn data_objects() {
         );
     });
 }
+
+/// Session objects (CKA_TOKEN = FALSE) are seen by the other sessions of the process, end
+/// with the session that made them, and never reach the store.
+#[test]
+fn session_objects_live_with_their_session() {
+    let scenario = Scenario::zymkey4i();
+    scenario.run(|t| {
+        let pkcs11 = t.init();
+        let creator = common::open_session(&pkcs11);
+        let other = common::open_session(&pkcs11);
+        let label = Attribute::Label(b"scratch".to_vec());
+        let object = creator
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(false),
+                label.clone(),
+                Attribute::Value(b"short-lived".to_vec()),
+            ])
+            .expect("a session object, even in a read-only session");
+        assert!(!common::bool_attribute(
+            &other,
+            object,
+            AttributeType::Token
+        ));
+        assert_eq!(
+            common::find(&other, std::slice::from_ref(&label)),
+            vec![object],
+            "seen by another session"
+        );
+        drop(creator);
+        assert!(
+            common::find(&other, std::slice::from_ref(&label)).is_empty(),
+            "gone with its session"
+        );
+        let err = other
+            .get_attributes(object, &[AttributeType::Value])
+            .expect_err("the handle of a closed session's object");
+        assert_eq!(common::rv(err), RvError::ObjectHandleInvalid);
+        // One left open at exit: it must not be in the store either.
+        other
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(false),
+                label,
+                Attribute::Value(b"still short-lived".to_vec()),
+            ])
+            .expect("a second session object");
+    });
+    scenario.run(|t| {
+        let pkcs11 = t.init();
+        let session = common::open_session(&pkcs11);
+        assert!(
+            common::find(&session, &[Attribute::Label(b"scratch".to_vec())]).is_empty(),
+            "session objects are not seen by another process"
+        );
+    });
+}
+
+#[test]
+fn create_object_checks_the_template() {
+    Scenario::zymkey4i().run(|t| {
+        let pkcs11 = t.init();
+        let session = common::open_rw_session(&pkcs11);
+        let before = common::find(&session, &[]);
+
+        let err = session
+            .create_object(&[Attribute::Token(true), Attribute::Label(b"no class".to_vec())])
+            .expect_err("no CKA_CLASS");
+        assert_eq!(common::rv(err), RvError::TemplateIncomplete, "no CKA_CLASS");
+        let err = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(CertificateType::X_509),
+                Attribute::Token(true),
+                Attribute::Id(common::slot_id(0)),
+            ])
+            .expect_err("a certificate without CKA_VALUE");
+        assert_eq!(common::rv(err), RvError::TemplateIncomplete, "certificate without CKA_VALUE");
+        let err = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::VendorDefined((AttributeType::VendorDefined(CKA_VENDOR_DEFINED + 1), vec![1])),
+            ])
+            .expect_err("an unknown attribute");
+        assert_eq!(common::rv(err), RvError::AttributeTypeInvalid, "unknown attribute");
+        let err = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Token(true),
+                Attribute::EcParams(common::P256_PARAMS.to_vec()),
+                Attribute::Value(vec![0x11; 32]),
+            ])
+            .expect_err("importing a private key");
+        let rv = common::rv(err);
+        assert!(
+            matches!(rv, RvError::AttributeValueInvalid | RvError::TemplateInconsistent | RvError::ActionProhibited),
+            "private keys live only in the device: got {rv:?}, expected CKR_ATTRIBUTE_VALUE_INVALID"
+        );
+        assert_eq!(common::find(&session, &[]), before, "nothing was created");
+    });
+}
+
+/// The store is shared by processes: four processes creating objects at once lose none.
+#[test]
+fn store_is_shared_by_concurrent_processes() {
+    const PROCESSES: usize = 4;
+    const OBJECTS: usize = 10;
+    let scenario = Scenario::zymkey4i();
+    scenario.run_parallel(PROCESSES, |t, index| {
+        let pkcs11 = t.init();
+        let session = common::open_rw_session(&pkcs11);
+        for n in 0..OBJECTS {
+            session
+                .create_object(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Token(true),
+                    Attribute::Label(format!("p{index}-{n}").into_bytes()),
+                    Attribute::Value(format!("value of p{index}-{n}").into_bytes()),
+                ])
+                .unwrap_or_else(|err| panic!("process {index}, object {n}: {err}"));
+        }
+    });
+    scenario.run(|t| {
+        let pkcs11 = t.init();
+        let session = common::open_session(&pkcs11);
+        let data = common::find(&session, &[Attribute::Class(ObjectClass::DATA)]);
+        assert_eq!(
+            data.len(),
+            PROCESSES * OBJECTS,
+            "every object of every process"
+        );
+        let labels: BTreeSet<Vec<u8>> = data
+            .iter()
+            .map(|&h| common::bytes_attribute(&session, h, AttributeType::Label))
+            .collect();
+        assert_eq!(labels.len(), PROCESSES * OBJECTS, "distinct objects");
+        for &handle in &data {
+            let label = common::bytes_attribute(&session, handle, AttributeType::Label);
+            let value = common::bytes_attribute(&session, handle, AttributeType::Value);
+            assert_eq!(
+                value,
+                [b"value of ".as_slice(), &label].concat(),
+                "value matches its label"
+            );
+        }
+    });
+}
+
+#[test]
+fn configured_token_and_key_labels() {
+    Scenario::zymkey4i()
+        .config("token_label = \"edge-42\"\n[labels]\n0 = \"device\"")
+        .run(|t| {
+            let pkcs11 = t.init();
+            let slot = common::token_slot(&pkcs11);
+            assert_eq!(
+                pkcs11.get_token_info(slot).expect("C_GetTokenInfo").label(),
+                "edge-42"
+            );
+            let session = common::open_session(&pkcs11);
+            let device = common::find(&session, &[Attribute::Label(b"device".to_vec())]);
+            assert_eq!(device.len(), 2, "private and public key labelled 'device'");
+            for handle in device {
+                assert_eq!(
+                    common::bytes_attribute(&session, handle, AttributeType::Id),
+                    common::slot_id(0)
+                );
+            }
+            assert!(common::find(&session, &[Attribute::Label(common::slot_label(0))]).is_empty());
+            assert_eq!(
+                common::find(&session, &[Attribute::Label(common::slot_label(1))]).len(),
+                2
+            );
+        });
+}
+
+/// DER OID of secp256k1.
+const SECP256K1_PARAMS: [u8; 7] = [0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
+
+/// On an HSM6, Ed25519/X25519 slots stay hidden (libp11 0.4.12 stops at an unknown key type),
+/// foreign public keys show as public-key objects `0x8000|N` labelled `foreignN`, and a
+/// secp256k1 key, if shown, carries its own curve.
+#[test]
+fn hsm6_key_kinds() {
+    use openssl::bn::BigNumContext;
+    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+    use openssl::nid::Nid;
+
+    Scenario::hsm6().run(|t| {
+        let device = t.device();
+        let ed25519 = device
+            .generate_key(zymkey::KeyType::Ed25519)
+            .expect("Ed25519 key") as u16;
+        let x25519 = device
+            .generate_key(zymkey::KeyType::X25519)
+            .expect("X25519 key") as u16;
+        let k1 = device
+            .generate_key(zymkey::KeyType::Secp256k1)
+            .expect("secp256k1 key") as u16;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let foreign_key = EcKey::generate(&group).unwrap();
+        let mut bn_ctx = BigNumContext::new().unwrap();
+        let uncompressed = foreign_key
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut bn_ctx)
+            .unwrap();
+        let foreign = device
+            .store_foreign_public_key(zymkey::KeyType::NistP256, &uncompressed[1..])
+            .expect("store a foreign public key") as u16;
+
+        let pkcs11 = t.init();
+        let session = common::open_session(&pkcs11);
+        for hidden in [ed25519, x25519] {
+            assert!(
+                common::find(&session, &[Attribute::Id(common::slot_id(hidden))]).is_empty(),
+                "slot {hidden} (Ed25519/X25519) is hidden"
+            );
+        }
+        for key in common::find(&session, &[Attribute::Class(ObjectClass::PRIVATE_KEY)]) {
+            assert_eq!(
+                attribute_key_type(&session, key),
+                KeyType::EC,
+                "every private key is of a type libp11 knows"
+            );
+        }
+
+        let foreign_id = (0x8000 | foreign).to_be_bytes().to_vec();
+        let found = common::find(&session, &[Attribute::Id(foreign_id.clone())]);
+        assert_eq!(found.len(), 1, "a foreign key is one public-key object");
+        let attributes = session
+            .get_attributes(
+                found[0],
+                &[
+                    AttributeType::Class,
+                    AttributeType::Label,
+                    AttributeType::EcPoint,
+                ],
+            )
+            .expect("foreign key attributes");
+        assert_eq!(
+            attributes,
+            vec![
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Label(format!("foreign{foreign}").into_bytes()),
+                Attribute::EcPoint(common::der_ec_point(&uncompressed[1..])),
+            ]
+        );
+
+        let k1_keys = common::find(
+            &session,
+            &[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(common::slot_id(k1)),
+            ],
+        );
+        if let Some(&private) = k1_keys.first() {
+            assert_eq!(
+                common::bytes_attribute(&session, private, AttributeType::EcParams),
+                SECP256K1_PARAMS.to_vec(),
+                "a secp256k1 key says so"
+            );
+            let point = common::ec_point(&session, private);
+            let digest = common::sha256(b"secp256k1");
+            let signature = session
+                .sign(&cryptoki::mechanism::Mechanism::Ecdsa, private, &digest)
+                .expect("sign");
+            let k1_group = EcGroup::from_curve_name(Nid::SECP256K1).unwrap();
+            let k1_point =
+                openssl::ec::EcPoint::from_bytes(&k1_group, &point[2..], &mut bn_ctx).unwrap();
+            let k1_key = EcKey::from_public_key(&k1_group, &k1_point).unwrap();
+            let sig = openssl::ecdsa::EcdsaSig::from_private_components(
+                openssl::bn::BigNum::from_slice(&signature[..32]).unwrap(),
+                openssl::bn::BigNum::from_slice(&signature[32..]).unwrap(),
+            )
+            .unwrap();
+            assert!(
+                sig.verify(&digest, &k1_key).unwrap(),
+                "secp256k1 signature verifies"
+            );
+        }
+    });
+}
+
+fn attribute_key_type(
+    session: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+) -> KeyType {
+    match common::attribute(session, key, AttributeType::KeyType) {
+        Attribute::KeyType(kind) => kind,
+        other => panic!("CKA_KEY_TYPE: {other:?}"),
+    }
+}

@@ -546,3 +546,83 @@ fn corrupt_token_store() {
         output.stderr
     );
 }
+
+/// What the module must do when the Zymkey library cannot be used: no token, and a log line
+/// that names the path tried and how to point elsewhere.
+fn check_unusable_zymkey_library(path: &str) {
+    let output = Scenario::zymkey4i().env("ZKIOT_ZKLIB", path).run(|t| {
+        let pkcs11 = t.init();
+        let slots = pkcs11.get_all_slots().expect("C_GetSlotList(FALSE)");
+        assert_eq!(slots.len(), 1, "the slot is still listed");
+        let err = pkcs11.get_token_info(slots[0]).expect_err("C_GetTokenInfo");
+        assert_eq!(common::rv(err), cryptoki::error::RvError::TokenNotPresent);
+    });
+    assert!(
+        output.stderr.contains(path),
+        "the log names {path}; stderr:\n{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("ZKIOT_ZKLIB"),
+        "the log names ZKIOT_ZKLIB; stderr:\n{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn zymkey_library_that_is_not_a_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libzk_app_utils.so");
+    std::fs::write(&fake, b"#!/bin/sh\necho not a library\n").unwrap();
+    check_unusable_zymkey_library(fake.to_str().unwrap());
+}
+
+#[test]
+fn zymkey_library_without_the_zymkey_symbols() {
+    // A real shared library that exports nothing of Zymbit's: the module under test itself.
+    let module = common::built().module;
+    check_unusable_zymkey_library(module.to_str().unwrap());
+}
+
+/// A store that cannot be opened (here a directory stands where the file should be): an
+/// error naming it, and nothing changed.
+#[test]
+fn unusable_token_store() {
+    let scenario = Scenario::zymkey4i();
+    scenario.prepare(|_| std::fs::create_dir(scenario.store_path()).unwrap());
+    let output = scenario.run(|t| {
+        let pkcs11 = t.load();
+        let initialized = pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ));
+        if initialized.is_ok() {
+            if let Ok(session) = pkcs11
+                .get_all_slots()
+                .and_then(|slots| pkcs11.open_rw_session(slots[0]))
+            {
+                let created = session.create_object(&[
+                    cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::DATA),
+                    cryptoki::object::Attribute::Token(true),
+                    cryptoki::object::Attribute::Value(b"nowhere to go".to_vec()),
+                ]);
+                assert!(
+                    created.is_err(),
+                    "C_CreateObject without a usable store must fail"
+                );
+            }
+        }
+    });
+    let store = scenario.store_path();
+    assert!(store.is_dir(), "the directory is still there");
+    assert_eq!(
+        std::fs::read_dir(&store).unwrap().count(),
+        0,
+        "nothing was written into it"
+    );
+    assert!(
+        output.stderr.contains(store.to_str().unwrap()),
+        "the error names {}; stderr:\n{}",
+        store.display(),
+        output.stderr
+    );
+}

@@ -551,3 +551,111 @@ fn device_error_then_next_signature_works() {
         ));
     });
 }
+
+/// Every signature mechanism the token advertises signs, and the signature verifies over the
+/// mechanism's hash (longer hashes keep their leftmost 32 bytes, as OpenSSL does).
+#[test]
+fn every_advertised_signature_mechanism_verifies() {
+    use cryptoki::mechanism::MechanismType;
+    use openssl::hash::{hash, MessageDigest};
+
+    Scenario::zymkey4i().run(|t| {
+        let pkcs11 = t.init();
+        let slot = common::token_slot(&pkcs11);
+        let advertised = pkcs11.get_mechanism_list(slot).expect("C_GetMechanismList");
+        let session = common::open_session(&pkcs11);
+        let key = common::private_key(&session, 0);
+        let public = common::public_key(&session, 0);
+        let point = t.device_ec_point(0);
+        let message = b"every advertised mechanism".repeat(7);
+        let hashed = [
+            (
+                Mechanism::EcdsaSha1,
+                MechanismType::ECDSA_SHA1,
+                MessageDigest::sha1(),
+            ),
+            (
+                Mechanism::EcdsaSha224,
+                MechanismType::ECDSA_SHA224,
+                MessageDigest::sha224(),
+            ),
+            (
+                Mechanism::EcdsaSha256,
+                MechanismType::ECDSA_SHA256,
+                MessageDigest::sha256(),
+            ),
+            (
+                Mechanism::EcdsaSha384,
+                MechanismType::ECDSA_SHA384,
+                MessageDigest::sha384(),
+            ),
+            (
+                Mechanism::EcdsaSha512,
+                MechanismType::ECDSA_SHA512,
+                MessageDigest::sha512(),
+            ),
+        ];
+        let mut signed = 0;
+        for (mechanism, kind, digest) in hashed {
+            if !advertised.contains(&kind) {
+                continue;
+            }
+            let info = pkcs11
+                .get_mechanism_info(slot, kind)
+                .expect("C_GetMechanismInfo");
+            assert!(info.sign(), "{kind} advertises CKF_SIGN");
+            let hashed = hash(digest, &message).unwrap();
+            let single = session
+                .sign(&mechanism, key, &message)
+                .expect("single-part");
+            assert!(
+                common::verifies(&point, &hashed, &single),
+                "{kind} single-part"
+            );
+            session.sign_init(&mechanism, key).expect("C_SignInit");
+            for chunk in message.chunks(17) {
+                session.sign_update(chunk).expect("C_SignUpdate");
+            }
+            let multi = session.sign_final().expect("C_SignFinal");
+            assert!(
+                common::verifies(&point, &hashed, &multi),
+                "{kind} multi-part"
+            );
+            session
+                .verify(&mechanism, public, &message, &single)
+                .expect("C_Verify");
+            signed += 2;
+        }
+        assert_eq!(
+            t.device_signatures(),
+            signed,
+            "one device signature per signature"
+        );
+    });
+}
+
+/// Signatures from several processes at once: each process signs, all verify.
+#[test]
+fn processes_sign_concurrently() {
+    let scenario = Scenario::zymkey4i();
+    scenario.run_parallel(4, |t, index| {
+        let pkcs11 = t.init();
+        let session = common::open_session(&pkcs11);
+        let point = t.device_ec_point(0);
+        for i in 0..10u8 {
+            let digest = common::sha256(&[index as u8, i]);
+            let signature = common::sign_ecdsa(&session, 0, &digest);
+            assert!(
+                common::verifies(&point, &digest, &signature),
+                "process {index}, signature {i}"
+            );
+        }
+    });
+    scenario.run(|t| {
+        assert_eq!(
+            t.device_signatures(),
+            40,
+            "one device signature per signature, in all processes"
+        );
+    });
+}

@@ -18,7 +18,7 @@
 //!
 //! A scenario may run several steps (several `run` calls, each its own process, one after the
 //! other, sharing the scenario's directory): that is how a test checks what a second process
-//! sees. The child runs the test function from the top and executes only the step whose number
+//! sees. [`Scenario::run_parallel`] runs one step in several processes at once. The child runs the test function from the top and executes only the step whose number
 //! it was given, so code between two `run` calls runs in every process: keep checks of a step's
 //! output after the last step, and use [`Scenario::prepare`] for set-up that must happen once.
 //!
@@ -48,6 +48,8 @@ use openssl::nid::Nid;
 
 /// Set in a child process: the number of the step it runs.
 const CHILD_MARKER: &str = "ZKIOT_TEST_CHILD";
+/// Set in a child process: its index among the processes of a parallel step.
+const INSTANCE_VAR: &str = "ZKIOT_TEST_INSTANCE";
 /// Set in a child process: the scenario's directory.
 const DIR_VAR: &str = "ZKIOT_TEST_DIR";
 /// A child that runs longer than this is killed: a hang is a failure, not a wait.
@@ -221,28 +223,50 @@ impl Scenario {
         let step = self.next_step.get();
         self.next_step.set(step + 1);
         match self.child_step {
-            Some(wanted) if wanted == step => {
-                let built = built();
-                let ctx = Ctx {
-                    dir: self.dir.clone(),
-                    module: built.module,
-                    emulator: built.emulator,
-                    model: self.model,
-                };
-                body(&ctx);
-                std::fs::write(self.dir.join(format!("step-{step}.done")), "")
-                    .expect("mark the step done");
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                let _ = std::io::stderr().flush();
-                std::process::exit(0);
-            }
+            Some(wanted) if wanted == step => self.run_body(step, 0, |ctx| body(ctx)),
             Some(_) => Output::default(),
-            None => self.spawn(step),
+            None => self.start(step, 0).finish(),
         }
     }
 
-    fn spawn(&self, step: usize) -> Output {
+    /// Runs `body` in `count` child processes at once (one step); each gets its index.
+    pub fn run_parallel(&self, count: usize, body: impl Fn(&Ctx, usize)) -> Vec<Output> {
+        let step = self.next_step.get();
+        self.next_step.set(step + 1);
+        match self.child_step {
+            Some(wanted) if wanted == step => {
+                let instance = std::env::var(INSTANCE_VAR)
+                    .expect("instance number")
+                    .parse()
+                    .expect("instance number");
+                self.run_body(step, instance, |ctx| body(ctx, instance))
+            }
+            Some(_) => Vec::new(),
+            None => {
+                let running: Vec<Running> = (0..count).map(|i| self.start(step, i)).collect();
+                running.into_iter().map(Running::finish).collect()
+            }
+        }
+    }
+
+    /// In a child: runs the body, marks the step done and ends the process.
+    fn run_body(&self, step: usize, instance: usize, body: impl FnOnce(&Ctx)) -> ! {
+        let built = built();
+        let ctx = Ctx {
+            dir: self.dir.clone(),
+            module: built.module,
+            emulator: built.emulator,
+            model: self.model,
+        };
+        body(&ctx);
+        std::fs::write(done_marker(&self.dir, step, instance), "").expect("mark the step done");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        std::process::exit(0);
+    }
+
+    fn start(&self, step: usize, instance: usize) -> Running {
         let built = built();
         let test_name = std::thread::current()
             .name()
@@ -268,6 +292,7 @@ impl Scenario {
         }
         command
             .env(CHILD_MARKER, step.to_string())
+            .env(INSTANCE_VAR, instance.to_string())
             .env(DIR_VAR, &self.dir)
             .env("ZKIOT_ZKLIB", &built.emulator)
             .env("ZKIOT_CONF", &conf)
@@ -285,25 +310,50 @@ impl Scenario {
         std::thread::spawn(move || {
             let _ = sender.send(child.wait_with_output());
         });
-        let output = match receiver.recv_timeout(CHILD_DEADLINE) {
+        Running {
+            what: format!("step {step}.{instance} of {test_name}"),
+            done: done_marker(&self.dir, step, instance),
+            pid,
+            receiver,
+        }
+    }
+}
+
+fn done_marker(dir: &Path, step: usize, instance: usize) -> PathBuf {
+    dir.join(format!("step-{step}-{instance}.done"))
+}
+
+/// A child process under way.
+struct Running {
+    what: String,
+    done: PathBuf,
+    pid: u32,
+    receiver: mpsc::Receiver<std::io::Result<std::process::Output>>,
+}
+
+impl Running {
+    /// Waits for the child; fails the test with its output unless it ran its body to the end.
+    fn finish(self) -> Output {
+        let what = &self.what;
+        let output = match self.receiver.recv_timeout(CHILD_DEADLINE) {
             Ok(output) => output.expect("collect the child's output"),
             Err(_) => {
                 // SAFETY: `pid` is our own child, which has not been reaped yet.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                panic!("step {step} of {test_name} did not finish within {CHILD_DEADLINE:?}");
+                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+                panic!("{what} did not finish within {CHILD_DEADLINE:?}");
             }
         };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(
             output.status.success(),
-            "step {step} of {test_name} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            "{what} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
             output.status
         );
         // A child that matched no test would exit 0 too: make sure the body ran to its end.
         assert!(
-            self.dir.join(format!("step-{step}.done")).exists(),
-            "step {step} of {test_name} did not run its body (is the test name right?):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            self.done.exists(),
+            "{what} did not run its body (is the test name right?):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         );
         Output { stdout, stderr }
     }
