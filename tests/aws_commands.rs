@@ -1,0 +1,287 @@
+//! `zkiot aws …` against moto: re-runs converge without duplicates, the checks moto skips are
+//! made by the CLI, and bad inputs end in one clear line and a non-zero exit with nothing
+//! half-written.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use openssl::pkey::PKey;
+use support::*;
+
+#[test]
+fn every_command_twice_gives_the_same_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let key = p256();
+    let cert = operator.sign_and_register(
+        tmp.path(),
+        "twice-1",
+        &csr("twice-1", &key).to_pem().unwrap(),
+    );
+    let first = moto.inventory();
+    let state = operator.state();
+
+    let out = operator.ok(&["aws", "register-ca"]);
+    assert!(out.contains("already registered"), "{out}");
+    let out = operator.ok(&["aws", "setup"]);
+    assert!(out.contains("exists"), "{out}");
+    assert!(!out.contains("created"), "{out}");
+    let out = operator.ok(&["aws", "register-device", "--thing", "twice-1"]);
+    assert!(out.contains("nothing to do"), "{out}");
+    let cert_path = operator.home.join("devices/twice-1/device.crt");
+    let out = operator.ok(&[
+        "aws",
+        "register-device",
+        "--cert",
+        cert_path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(moto.inventory(), first);
+    assert_eq!(operator.state(), state);
+
+    // moto silently replaces a Thing on CreateThing; the CLI must not call it for an existing one.
+    let thing_id = moto.py("result = iot.describe_thing(thingName='twice-1')['thingId']");
+    operator.ok(&["aws", "register-device", "--thing", "twice-1"]);
+    assert_eq!(
+        moto.py("result = iot.describe_thing(thingName='twice-1')['thingId']"),
+        thing_id
+    );
+
+    // setup converges to changed settings: a new duration updates the alias (and the role's
+    // MaxSessionDuration), a second run changes nothing more.
+    let out = operator.ok(&["aws", "setup", "--duration", "7200"]);
+    assert!(out.contains("raised MaxSessionDuration"), "{out}");
+    assert!(out.contains("updated"), "{out}");
+    let after = moto.py(
+        "result = [iam.get_role(RoleName='zkiot-device')['Role']['MaxSessionDuration'],\n\
+         iot.describe_role_alias(roleAlias='zkiot-device-alias')['roleAliasDescription']['credentialDurationSeconds']]",
+    );
+    assert_eq!(after, serde_json::json!([7200, 7200]));
+    let out = operator.ok(&["aws", "setup", "--duration", "7200"]);
+    assert!(!out.contains("updated") && !out.contains("raised"), "{out}");
+
+    // A permissions policy goes on the role, once.
+    let perms = tmp.path().join("perms.json");
+    std::fs::write(
+        &perms,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::bucket/${credentials-iot:ThingName}/*"}]}"#,
+    )
+    .unwrap();
+    let p = perms.to_str().unwrap();
+    let out = operator.ok(&[
+        "aws",
+        "setup",
+        "--duration",
+        "7200",
+        "--permissions-policy",
+        p,
+    ]);
+    assert!(out.contains("written"), "{out}");
+    let out = operator.ok(&[
+        "aws",
+        "setup",
+        "--duration",
+        "7200",
+        "--permissions-policy",
+        p,
+    ]);
+    assert!(out.contains("unchanged"), "{out}");
+    let doc = moto.py(
+        "d = iam.get_role_policy(RoleName='zkiot-device', PolicyName='zkiot-device-permissions')['PolicyDocument']\n\
+         result = d if isinstance(d, dict) else json.loads(d)",
+    );
+    assert_eq!(doc["Statement"][0]["Action"], "s3:GetObject");
+    assert_eq!(
+        moto.py("result = len(iam.list_role_policies(RoleName='zkiot-device')['PolicyNames'])"),
+        1
+    );
+
+    // A certificate registered by someone else (status INACTIVE): adopted, not re-registered,
+    // and not silently reactivated.
+    let key2 = p256();
+    let csr2 = tmp.path().join("twice-2.csr");
+    std::fs::write(&csr2, csr("twice-2", &key2).to_pem().unwrap()).unwrap();
+    operator.ok(&["ca", "sign", "--csr", csr2.to_str().unwrap()]);
+    let cert2 = std::fs::read_to_string(operator.home.join("devices/twice-2/device.crt")).unwrap();
+    let ca_pem = std::fs::read_to_string(operator.home.join("ca/ca.crt")).unwrap();
+    moto.py(&format!(
+        "iot.register_certificate(certificatePem='''{cert2}''', caCertificatePem='''{ca_pem}''', status='INACTIVE')"
+    ));
+    let out = operator.ok(&["aws", "register-device", "--thing", "twice-2"]);
+    assert!(out.contains("INACTIVE"), "{out}");
+    let inv = moto.inventory();
+    assert_eq!(inv["certs"].as_array().unwrap().len(), 2);
+    let _ = cert;
+}
+
+#[test]
+fn the_cli_checks_what_moto_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.ok(&["ca", "init"]);
+
+    // Before register-ca / setup: register-device says what to run first.
+    let key = p256();
+    let csr_path = tmp.path().join("early.csr");
+    std::fs::write(&csr_path, csr("early", &key).to_pem().unwrap()).unwrap();
+    operator.ok(&["ca", "sign", "--csr", csr_path.to_str().unwrap()]);
+    operator.refused(
+        &["aws", "register-device", "--thing", "early"],
+        "register-ca",
+    );
+    operator.ok(&["aws", "register-ca"]);
+    operator.refused(&["aws", "register-device", "--thing", "early"], "aws setup");
+    operator.ok(&["aws", "setup"]);
+    operator.ok(&["aws", "register-device", "--thing", "early"]);
+
+    // A certificate from another CA (moto would register it under ours).
+    let other_ca_key = p256();
+    let other_ca = issue("other CA", &other_ca_key, None, true, None, (0, 30));
+    let foreign = issue(
+        "foreign",
+        &key,
+        Some((&other_ca, &other_ca_key)),
+        false,
+        None,
+        (0, 10),
+    );
+    let foreign_path = tmp.path().join("foreign.crt");
+    std::fs::write(&foreign_path, foreign.to_pem().unwrap()).unwrap();
+    operator.refused(
+        &[
+            "aws",
+            "register-device",
+            "--cert",
+            foreign_path.to_str().unwrap(),
+        ],
+        "does not chain",
+    );
+    // An expired certificate of our CA.
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(operator.home.join("ca/ca.key")).unwrap())
+            .unwrap();
+    let expired = issue(
+        "expired",
+        &key,
+        Some((&operator.ca_cert(), &ca_key)),
+        false,
+        None,
+        (-20, 10),
+    );
+    let expired_path = tmp.path().join("expired.crt");
+    std::fs::write(&expired_path, expired.to_pem().unwrap()).unwrap();
+    operator.refused(
+        &[
+            "aws",
+            "register-device",
+            "--cert",
+            expired_path.to_str().unwrap(),
+        ],
+        "expired",
+    );
+    // A CN that does not match the thing asked for.
+    let early = operator.home.join("devices/early/device.crt");
+    operator.refused(
+        &[
+            "aws",
+            "register-device",
+            "--cert",
+            early.to_str().unwrap(),
+            "--thing",
+            "someone-else",
+        ],
+        "not the thing name",
+    );
+    // None of these reached moto.
+    assert_eq!(moto.inventory()["certs"].as_array().unwrap().len(), 1);
+
+    // Status changes on things that do not exist, or have no certificate.
+    operator.refused(&["aws", "silence", "--thing", "ghost"], "does not exist");
+    moto.py("iot.create_thing(thingName='bare')");
+    operator.refused(&["aws", "silence", "--thing", "bare"], "no certificate");
+    // revoke without --yes and without a terminal refuses.
+    operator.refused(&["aws", "revoke", "--thing", "early"], "--yes");
+    assert_eq!(
+        moto.py("result = [c['status'] for c in iot.list_certificates()['certificates']]"),
+        serde_json::json!(["ACTIVE"])
+    );
+}
+
+#[test]
+fn bad_inputs_get_one_line_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.ok(&["ca", "init"]);
+    operator.ok(&["aws", "register-ca"]);
+    let before = moto.inventory();
+
+    for duration in ["899", "43201", "0", "-5"] {
+        let arg = format!("--duration={duration}");
+        operator.refused(&["aws", "setup", &arg], "900 to 43200");
+    }
+    let bad_json = tmp.path().join("bad.json");
+    std::fs::write(&bad_json, "{not json").unwrap();
+    operator.refused(
+        &[
+            "aws",
+            "setup",
+            "--permissions-policy",
+            bad_json.to_str().unwrap(),
+        ],
+        "not valid JSON",
+    );
+    let not_policy = tmp.path().join("not-policy.json");
+    std::fs::write(&not_policy, r#"{"Version":"2012-10-17"}"#).unwrap();
+    operator.refused(
+        &[
+            "aws",
+            "setup",
+            "--permissions-policy",
+            not_policy.to_str().unwrap(),
+        ],
+        "Statement",
+    );
+    operator.refused(
+        &["aws", "setup", "--role-alias", "bad alias"],
+        "--role-alias",
+    );
+    assert_eq!(
+        moto.inventory(),
+        before,
+        "nothing created by refused setups"
+    );
+    let state = operator.state();
+    assert!(state.get("role_alias").is_none(), "{state}");
+
+    // A CA key that does not match the CA certificate.
+    let good_key = std::fs::read(operator.home.join("ca/ca.key")).unwrap();
+    std::fs::write(
+        operator.home.join("ca/ca.key"),
+        p256().private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+    operator.refused(&["aws", "register-ca"], "does not match");
+    std::fs::write(operator.home.join("ca/ca.key"), good_key).unwrap();
+
+    // An endpoint where nothing listens: one line, quickly.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    for args in [
+        vec!["aws", "register-ca", "--endpoint-url", &dead],
+        vec!["aws", "setup", "--endpoint-url", &dead],
+        vec!["aws", "silence", "--thing", "x", "--endpoint-url", &dead],
+    ] {
+        let started = Instant::now();
+        let err = operator.refused(&args, "cannot reach");
+        assert!(err.contains(&dead), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
