@@ -9,10 +9,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
@@ -27,6 +29,29 @@ const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x0
 pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
 /// Default label of the device key (the factory key in device slot 0).
 pub const DEFAULT_KEY_LABEL: &str = "slot0";
+
+/// Environment variable holding the token's user PIN, when the token requires one.
+pub const PIN_ENV: &str = "ZKIOT_PIN";
+/// The configuration file shared by the module and the CLI.
+pub const CONF_ENV: &str = "ZKIOT_CONF";
+
+/// The user PIN: `$ZKIOT_PIN`, else `pin` in the `$ZKIOT_CONF` file the module also reads.
+fn configured_pin() -> Result<Option<String>> {
+    if let Some(pin) = std::env::var_os(PIN_ENV) {
+        return Ok(Some(
+            pin.into_string()
+                .map_err(|_| anyhow!("{PIN_ENV} is not UTF-8"))?,
+        ));
+    }
+    let Some(conf) = std::env::var_os(CONF_ENV) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&conf)
+        .with_context(|| format!("cannot read {CONF_ENV} file {}", Path::new(&conf).display()))?;
+    let value: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("bad {CONF_ENV} file {}", Path::new(&conf).display()))?;
+    Ok(value.get("pin").and_then(|p| p.as_str()).map(String::from))
+}
 
 /// An open token: one read-write session, used by one thread at a time.
 pub struct Token {
@@ -92,10 +117,7 @@ impl Token {
             .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
         match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) => {}
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::CryptokiAlreadyInitialized,
-                _,
-            )) => {}
+            Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("PKCS#11 module {} failed to initialize", module.display())
@@ -135,6 +157,17 @@ impl Token {
             .open_rw_session(slot)
             .or_else(|_| pkcs11.open_ro_session(slot))
             .with_context(|| format!("cannot open a session on token {label:?}"))?;
+        if info.login_required() {
+            let pin = configured_pin()?.with_context(|| {
+                format!("token {label:?} requires a PIN: set {PIN_ENV}, or `pin` in the file {CONF_ENV} names")
+            })?;
+            match session.login(UserType::User, Some(&AuthPin::from(pin))) {
+                Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot log in to token {label:?}"))
+                }
+            }
+        }
         Ok(Self {
             session: Mutex::new(Some(session)),
             pkcs11: Some(pkcs11),

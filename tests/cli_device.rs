@@ -828,3 +828,61 @@ fn credentials_report_the_providers_refusal() {
         "certificate",
     );
 }
+
+#[test]
+fn credentials_fail_clearly_when_the_endpoint_is_unreachable() {
+    let env = Env::new();
+    env.provision();
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let connect = format!("127.0.0.1:{port}");
+    let signatures = env.signatures();
+    env.refused(
+        &[
+            "device",
+            "credentials",
+            "--endpoint",
+            ENDPOINT,
+            "--role-alias",
+            "zkiot-device",
+            "--connect",
+            &connect,
+            "--timeout",
+            "5",
+        ],
+        &format!("cannot connect to {connect}"),
+    );
+    assert_eq!(
+        env.signatures(),
+        signatures,
+        "no signature without a server"
+    );
+}
+
+#[test]
+fn a_token_pin_from_the_shared_configuration_is_used() {
+    let env = Env::new();
+    let conf = env.path("zkiot.toml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("pin = \"4711\"\n");
+    std::fs::write(&conf, text).unwrap();
+    let out = env.ok(&["device", "csr", "--thing", "pinned"]);
+    assert!(out.contains("Wrote CSR"), "{out}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zkiot"));
+    env.apply(&mut cmd);
+    let wrong = cmd
+        .args(["device", "csr", "--thing", "pinned", "--force"])
+        .env("ZKIOT_PIN", "0000")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("zkiot: error: cannot log in to token \"zymkey\""),
+        "{stderr}"
+    );
+}

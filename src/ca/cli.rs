@@ -177,7 +177,7 @@ fn sign(args: SignArgs, global: &GlobalOpts) -> Result<()> {
                 out.display(),
                 describe(&cert)?
             );
-            print_sign_next(&out, global);
+            print_sign_next(&out, thing.as_deref(), global);
             return Ok(());
         }
         bail!(
@@ -194,13 +194,19 @@ fn sign(args: SignArgs, global: &GlobalOpts) -> Result<()> {
         cert.serial_number().to_bn()?.to_hex_str()?,
         describe(&cert)?
     );
-    print_sign_next(&out, global);
+    print_sign_next(&out, thing.as_deref(), global);
     Ok(())
 }
 
-fn print_sign_next(out: &std::path::Path, global: &GlobalOpts) {
+fn print_sign_next(out: &std::path::Path, thing: Option<&str>, global: &GlobalOpts) {
+    let register = match thing {
+        Some(thing) if out == global.device_record_dir(thing).join("device.crt") => {
+            format!("zkiot aws register-device --thing {thing}")
+        }
+        _ => format!("zkiot aws register-device --cert {}", out.display()),
+    };
     println!(
-        "Next: copy {} and {} to the device and run `zkiot device install-cert --cert device.crt --ca ca.crt` there; register it with AWS IoT (`zkiot aws register-device`).",
+        "Next: copy {} and {} to the device and run `zkiot device install-cert --cert device.crt --ca ca.crt` there; register it with AWS IoT: `{register}`.",
         out.display(),
         global.ca_cert_path().display()
     );

@@ -215,6 +215,15 @@ pub fn fetch(
     crate::thing::validate_thing_name(&request.thing)?;
     let (host, port) = request.host_port()?;
     let key = token.find_key(key_label)?;
+    let cert = openssl::x509::X509::from_der(&cert_der)?;
+    let cert_point = crate::token::point_of(&cert.public_key()?)
+        .context("the device certificate's key is not an EC P-256 key")?;
+    ensure!(
+        cert_point == key.point,
+        "the device certificate is for another key than {key_label:?} on token {:?}",
+        token.label()
+    );
+    crate::ca::check_valid_now(&cert, "device certificate")?;
     let roots = tls::server_roots(request.ca_bundle.as_deref())?;
     let config = tls::client_config(roots, cert_der, TokenSigningKey::new(token, key))?;
     let path = format!("/role-aliases/{}/credentials", request.role_alias);
