@@ -993,3 +993,27 @@ fn attribute_key_type(
         other => panic!("CKA_KEY_TYPE: {other:?}"),
     }
 }
+
+/// Public keys are read from the device once per slot and then served from memory.
+#[test]
+fn public_keys_are_read_once() {
+    Scenario::zymkey4i().run(|t| {
+        let pkcs11 = t.init();
+        for _ in 0..3 {
+            let session = common::open_session(&pkcs11);
+            for slot in 0..3 {
+                common::ec_point(&session, common::private_key(&session, slot));
+                common::ec_point(&session, common::public_key(&session, slot));
+            }
+        }
+        let ops = t.device_ops();
+        for slot in 0..3 {
+            let reads = ops
+                .iter()
+                .filter(|line| **line == format!("export_pubkey {slot}"))
+                .count();
+            assert_eq!(reads, 1, "public key of slot {slot} read once: {ops:?}");
+        }
+        assert_eq!(t.device_signatures(), 0);
+    });
+}

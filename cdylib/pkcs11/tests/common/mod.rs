@@ -225,7 +225,10 @@ impl Scenario {
         match self.child_step {
             Some(wanted) if wanted == step => self.run_body(step, 0, |ctx| body(ctx)),
             Some(_) => Output::default(),
-            None => self.start(step, 0).finish(),
+            None => {
+                self.write_config();
+                self.start(step, 0).finish()
+            }
         }
     }
 
@@ -243,6 +246,7 @@ impl Scenario {
             }
             Some(_) => Vec::new(),
             None => {
+                self.write_config();
                 let running: Vec<Running> = (0..count).map(|i| self.start(step, i)).collect();
                 running.into_iter().map(Running::finish).collect()
             }
@@ -266,6 +270,20 @@ impl Scenario {
         std::process::exit(0);
     }
 
+    /// Writes the module's configuration file, atomically: a child that read a half-written
+    /// file would fall back to the system's default store.
+    fn write_config(&self) {
+        let config = format!(
+            "store = {}\n{}",
+            toml_string(&self.store_path()),
+            self.config
+        );
+        let partial = self.dir.join("zkiot.toml.partial");
+        std::fs::write(&partial, config).expect("write the module configuration");
+        std::fs::rename(&partial, self.dir.join("zkiot.toml"))
+            .expect("install the module configuration");
+    }
+
     fn start(&self, step: usize, instance: usize) -> Running {
         let built = built();
         let test_name = std::thread::current()
@@ -274,12 +292,6 @@ impl Scenario {
             .expect("libtest names the test thread after the test")
             .to_owned();
         let conf = self.dir.join("zkiot.toml");
-        let config = format!(
-            "store = {}\n{}",
-            toml_string(&self.store_path()),
-            self.config
-        );
-        std::fs::write(&conf, config).expect("write the module configuration");
 
         let mut command = Command::new(std::env::current_exe().expect("test binary"));
         command

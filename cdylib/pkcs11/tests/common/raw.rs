@@ -647,5 +647,11 @@ pub fn sweep(raw: &Raw, handles: Handles, pointers: Pointers) -> Vec<(&'static s
         p!(&mut slot_out),
         ptr::null_mut()
     ));
+    // 68 functions less C_Initialize and C_Finalize; less the 8 without pointers for NULLs.
+    assert_eq!(
+        results.len(),
+        if null { 58 } else { 66 },
+        "the sweep called every function"
+    );
     results
 }
