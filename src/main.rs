@@ -21,22 +21,35 @@ use zkiot::GlobalOpts;
 struct Cli {
     /// The operator's folder: ca/ca.key, ca/ca.crt, devices/<thing>/…
     /// [default: ${XDG_DATA_HOME:-$HOME/.local/share}/zkiot]
-    #[arg(long, global = true, env = "ZKIOT_HOME", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "ZKIOT_HOME",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     home: Option<PathBuf>,
     /// PKCS#11 module for the device commands
     /// [default: /usr/local/lib/zkiot/libzkpkcs11.so if installed, else p11-kit-proxy]
-    #[arg(long, global = true, env = "ZKIOT_PKCS11_MODULE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "ZKIOT_PKCS11_MODULE",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     module: Option<PathBuf>,
     /// Label of the token that holds the device key.
     #[arg(
         long,
         global = true,
         env = "ZKIOT_TOKEN_LABEL",
+        help_heading = "Global options",
         default_value = zkiot::token::DEFAULT_TOKEN_LABEL
     )]
     token_label: String,
     /// Say more about what was read and decided.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     verbose: bool,
     #[command(subcommand)]
     command: Command,

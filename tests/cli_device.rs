@@ -618,11 +618,15 @@ fn credentials_body(expiration: &str) -> String {
 }
 
 fn in_one_hour() -> String {
+    in_seconds(3600)
+}
+
+fn in_seconds(seconds: u64) -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 3600;
+        + seconds;
     // RFC 3339 without fractions, as AWS sends it.
     let out = Command::new("date")
         .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
@@ -724,13 +728,23 @@ fn credentials_over_mutual_tls_with_the_token_key_and_a_cache() {
     assert_eq!(env.signatures(), signatures_before + 1);
     assert_eq!(provider.seen().len(), 1);
 
+    // Another role alias is not served from this cache entry.
+    let mut other_alias = base.to_vec();
+    other_alias[5] = "other-alias";
+    env.ok(&other_alias);
+    assert_eq!(provider.seen().len(), 2);
+    assert!(provider.seen()[1]
+        .request_head
+        .starts_with("GET /role-aliases/other-alias/credentials "));
+    assert_eq!(env.signatures(), signatures_before + 2);
+
     // --no-cache goes to the provider again; json is the provider's object.
     let json_out = env.ok(&[&base[..], &["--format", "json", "--no-cache"]].concat());
     let json: serde_json::Value = serde_json::from_str(&json_out).unwrap();
     assert_eq!(json["accessKeyId"], "ASIAZKIOTTEST");
     assert_eq!(json["expiration"], expiration.as_str());
-    assert_eq!(env.signatures(), signatures_before + 2);
-    assert_eq!(provider.seen().len(), 2);
+    assert_eq!(env.signatures(), signatures_before + 3);
+    assert_eq!(provider.seen().len(), 3);
 }
 
 #[test]
@@ -885,4 +899,38 @@ fn a_token_pin_from_the_shared_configuration_is_used() {
         stderr.contains("zkiot: error: cannot log in to token \"zymkey\""),
         "{stderr}"
     );
+}
+
+#[test]
+fn credentials_close_to_expiry_are_fetched_again() {
+    let env = Env::new();
+    env.provision();
+    // Four minutes left: inside the five-minute margin, so the cache must not serve them.
+    let provider = Provider::start(
+        &env,
+        &env.home().join("ca/ca.crt"),
+        rustls::ALL_VERSIONS,
+        "200 OK",
+        "",
+        credentials_body(&in_seconds(240)),
+    );
+    let connect = provider.connect();
+    let bundle = provider.root_pem.to_str().unwrap().to_string();
+    let args = [
+        "device",
+        "credentials",
+        "--endpoint",
+        ENDPOINT,
+        "--role-alias",
+        "zkiot-device",
+        "--connect",
+        &connect,
+        "--ca-bundle",
+        &bundle,
+    ];
+    let signatures = env.signatures();
+    env.ok(&args);
+    env.ok(&args);
+    assert_eq!(provider.seen().len(), 2);
+    assert_eq!(env.signatures(), signatures + 2);
 }
