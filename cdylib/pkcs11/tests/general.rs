@@ -367,6 +367,13 @@ fn sessions() {
         assert!(info.read_write());
         assert_eq!(info.session_state(), SessionState::RwPublic);
         assert_ne!(ro.handle(), rw.handle(), "distinct session handles");
+        // More sessions than libp11's pool of 16, all distinct.
+        let many: Vec<_> = (0..64)
+            .map(|_| pkcs11.open_ro_session(slot).expect("one of many sessions"))
+            .collect();
+        let handles: std::collections::BTreeSet<_> = many.iter().map(|s| s.handle()).collect();
+        assert_eq!(handles.len(), 64, "distinct session handles");
+        drop(many);
 
         let raw = t.raw();
         assert_rv!(
@@ -504,6 +511,14 @@ fn generate_random() {
     Scenario::zymkey4i().run(|t| {
         let pkcs11 = t.init();
         let session = common::open_session(&pkcs11);
+        let mut nothing = [0u8; 0];
+        session
+            .generate_random_slice(&mut nothing)
+            .expect("C_GenerateRandom of 0 bytes");
+        let err = session
+            .seed_random(&[1, 2, 3, 4])
+            .expect_err("the device RNG takes no seed");
+        assert_eq!(common::rv(err), RvError::RandomSeedNotSupported);
         let first = session.generate_random_vec(32).expect("C_GenerateRandom");
         let second = session.generate_random_vec(32).expect("C_GenerateRandom");
         assert_eq!(first.len(), 32);
@@ -575,6 +590,7 @@ fn session_state_follows_login() {
             late.get_session_info().unwrap().session_state(),
             SessionState::RoUser
         );
+        common::sign_ecdsa(&late, 0, &[8u8; 32]);
         rw.logout().expect("C_Logout");
         assert_eq!(
             ro.get_session_info().unwrap().session_state(),
@@ -582,6 +598,22 @@ fn session_state_follows_login() {
         );
         let err = ro.logout().expect_err("logout twice");
         assert_eq!(common::rv(err), RvError::UserNotLoggedIn);
+
+        // Closing the last session logs the user out.
+        ro.login(UserType::User, Some(&AuthPin::new("1234".into())))
+            .expect("C_Login");
+        let raw = t.raw();
+        assert_rv!(
+            call!(raw, C_CloseAllSessions(slot.id() as CK_SLOT_ID)),
+            CKR_OK
+        );
+        std::mem::forget((ro, rw, late));
+        let fresh = pkcs11.open_ro_session(slot).expect("a new session");
+        assert_eq!(
+            fresh.get_session_info().unwrap().session_state(),
+            SessionState::RoPublic,
+            "logged out once every session closed"
+        );
     });
 }
 
@@ -647,5 +679,34 @@ fn configured_pin_refuses_a_null_pin() {
             call!(raw, C_Login(session, CKU_USER, pin.as_mut_ptr(), 4)),
             CKR_OK
         );
+    });
+}
+
+/// Threads racing to initialise: exactly one wins, the others hear it is done; none crashes.
+#[test]
+fn concurrent_initialize() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        let answers: Vec<CK_RV> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| raw.initialize_os_locking()))
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| thread.join().expect("C_Initialize thread"))
+                .collect()
+        });
+        let ok = answers.iter().filter(|&&rv| rv == CKR_OK).count();
+        assert_eq!(ok, 1, "one C_Initialize succeeds: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|&rv| rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED),
+            "the others are CKR_CRYPTOKI_ALREADY_INITIALIZED: {answers:?}"
+        );
+        let session = raw.session();
+        let key = raw.private_key(session, 0);
+        raw.sign_once(session, CKM_ECDSA, key, &[4u8; 32])
+            .expect("sign");
     });
 }

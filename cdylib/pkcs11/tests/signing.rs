@@ -256,6 +256,10 @@ fn verify_through_the_module() {
             .verify(&Mechanism::Ecdsa, public, &digest, &tampered)
             .expect_err("tampered signature");
         assert_eq!(common::rv(err), RvError::SignatureInvalid);
+        let err = session
+            .verify(&Mechanism::Ecdsa, public, &digest, &signature[..63])
+            .expect_err("a short signature");
+        assert_eq!(common::rv(err), RvError::SignatureLenRange);
         let other = common::public_key(&session, 2);
         let err = session
             .verify(&Mechanism::Ecdsa, other, &digest, &signature)
