@@ -8,19 +8,23 @@
 //! [`Scenario`] (emulated model, configuration, environment) and hands its body to
 //! [`Scenario::run`]:
 //!
-//! - in the test process, `run` creates nothing but a child: it re-executes the test binary
+//! - in the test process, `run` starts a child: it re-executes the test binary
 //!   (`std::env::current_exe()`) with `--exact <this test> --nocapture`, the scenario's
-//!   environment and the marker variable `ZKIOT_TEST_CHILD`, waits for it and fails the test
-//!   with the child's output if the child failed. It returns the child's output, so a test may
-//!   check what the module logged.
-//! - in the child, the same test function runs again; `run` finds the marker, runs the body
-//!   and ends the process with status 0 (a failed assertion panics, and libtest exits 101).
+//!   environment and the marker variable `ZKIOT_TEST_CHILD`, waits for it, and fails the test
+//!   with the child's output unless the child exited 0 *and* left its "step done" mark (a
+//!   child that matched no test would exit 0 too). It returns the child's output, so a test
+//!   may check what the module logged.
+//! - in the child, the same test function runs again (libtest names the test thread after the
+//!   test, which is how the parent knows what to re-run); `run` finds the marker, runs the
+//!   body, leaves the mark and ends the process with status 0. A failed assertion panics and
+//!   libtest exits 101.
 //!
 //! A scenario may run several steps (several `run` calls, each its own process, one after the
 //! other, sharing the scenario's directory): that is how a test checks what a second process
-//! sees. [`Scenario::run_parallel`] runs one step in several processes at once. The child runs the test function from the top and executes only the step whose number
-//! it was given, so code between two `run` calls runs in every process: keep checks of a step's
-//! output after the last step, and use [`Scenario::prepare`] for set-up that must happen once.
+//! sees. [`Scenario::run_parallel`] runs one step in several processes at once. A child runs
+//! the test function from the top and executes only the step whose number it was given, so
+//! code between two `run` calls runs in every process: keep checks of a step's output after
+//! the last step, and use [`Scenario::prepare`] for set-up that must happen once.
 //!
 //! Each scenario has a fresh directory holding the emulator's state (`ZKIOT_EMU_DIR`), the
 //! emulator's trace of device operations (`ZKIOT_EMU_TRACE`), the module's configuration file
