@@ -74,4 +74,14 @@ check "HSM6: pkcs11-tool --delete-object removes the generated key" \
 check "HSM6: the generated key is gone" \
     bash -c "! pkcs11-tool --module '$MODULE' -O --type privkey | grep -q 'label: *gen1\$'"
 
+# OpenSC's own EC test: generate, rename, sign, delete, on a read-write session.
+test_ec() {
+    local out
+    out=$(p11 --test-ec --session-rw --login --pin 0000 --id 0042 --label ectest \
+        --key-type EC:prime256v1 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    grep -q '==> OK' <<<"$out"
+}
+check "HSM6: pkcs11-tool --test-ec" test_ec
+
 e2e_summary
