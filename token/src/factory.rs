@@ -7,7 +7,7 @@ use cryptoki_sys::*;
 use crate::error::{Error, Result};
 use crate::object::{parse_bool, parse_ulong, template_ulong, template_value, Object};
 
-/// Attributes every storage object takes, and whether each is a CK_BBOOL.
+/// Attributes every storage object takes.
 const COMMON: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_CLASS,
     CKA_TOKEN,

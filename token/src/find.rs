@@ -82,10 +82,8 @@ impl Module {
             }
             out.push((entry.key.slot.public_handle(), entry.public.clone()));
         }
-        if token.store_path().is_some() {
-            for (row, object) in token.with_store(|s| s.objects().map_err(Error::from))? {
-                out.push((stored_handle(row)?, object));
-            }
+        for (row, object) in token.read_store(|s| s.objects().map_err(Error::from))? {
+            out.push((stored_handle(row)?, object));
         }
         for (handle, (_, object)) in self
             .session_objects
@@ -112,7 +110,7 @@ impl Module {
                 }
             }
             ObjectRef::Stored(row) => token
-                .with_store(|s| s.object(row).map_err(Error::from))?
+                .read_store(|s| s.object(row).map_err(Error::from))?
                 .ok_or(Error::ObjectHandleInvalid)?,
             ObjectRef::Session(h) => self
                 .session_objects

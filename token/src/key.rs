@@ -110,6 +110,16 @@ impl Curve {
     }
 }
 
+/// The device's public key as the token keeps it: raw X‖Y. Zymbit
+/// documents 64 bytes with no prefix; an uncompressed SEC1 point (`04‖X‖Y`)
+/// from another library version is accepted too.
+pub fn normalize_public_key(mut raw: Vec<u8>) -> Vec<u8> {
+    if raw.len() == 65 && raw[0] == 0x04 {
+        raw.remove(0);
+    }
+    raw
+}
+
 fn on_curve(curve: Curve, xy: &[u8]) -> bool {
     use openssl::bn::BigNumContext;
     use openssl::ec::{EcGroup, EcPoint};
@@ -367,6 +377,16 @@ mod tests {
             Some(Curve::X25519)
         );
         assert_eq!(Curve::detect(&[7u8; 65], None), None);
+    }
+
+    #[test]
+    fn sec1_prefix_is_dropped() {
+        let xy = p256_point();
+        let mut sec1 = vec![0x04];
+        sec1.extend_from_slice(&xy);
+        assert_eq!(normalize_public_key(sec1), xy);
+        assert_eq!(normalize_public_key(xy.clone()), xy);
+        assert_eq!(normalize_public_key(vec![1; 65]), vec![1; 65]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
-use crate::key::{Curve, KeySlot};
+use crate::key::{normalize_public_key, Curve, KeySlot};
 use crate::module::Module;
 use crate::object::{template_bool, template_ulong, template_value};
 use crate::store::KeyRecord;
@@ -119,10 +119,14 @@ impl Module {
             KeySlot::device(u32::try_from(number).map_err(|_| {
                 Error::DeviceError(format!("key generation returned slot {number}"))
             })?);
-        let raw = token.device.public_key(slot.zymkey()).map_err(|e| {
-            tracing::error!(slot = slot.number, "new key's public key unreadable: {e}");
-            Error::from(e)
-        })?;
+        let raw = token
+            .device
+            .public_key(slot.zymkey())
+            .map(normalize_public_key)
+            .map_err(|e| {
+                tracing::error!(slot = slot.number, "new key's public key unreadable: {e}");
+                Error::from(e)
+            })?;
         if Curve::detect(&raw, Some(curve)) != Some(curve) {
             return Err(Error::DeviceError(format!(
                 "slot {} holds a {}-byte key that is not on {}",

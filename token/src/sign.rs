@@ -10,7 +10,7 @@ use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
 use crate::find::ObjectRef;
-use crate::key::{Curve, KeySlot};
+use crate::key::{normalize_public_key, Curve, KeySlot};
 use crate::mechanism::{self, Input, SignMechanism, DIGEST_LEN, SIGNATURE_LEN};
 use crate::module::Module;
 use crate::session::{SignOp, VerifyOp};
@@ -155,10 +155,14 @@ impl Module {
             slot = slot.number,
             "signature does not match the cached public key; reading the key from the device"
         );
-        let raw = token.device.public_key(slot.zymkey()).map_err(|e| {
-            tracing::error!(slot = slot.number, "public key unreadable: {e}");
-            Error::from(e)
-        })?;
+        let raw = token
+            .device
+            .public_key(slot.zymkey())
+            .map(normalize_public_key)
+            .map_err(|e| {
+                tracing::error!(slot = slot.number, "public key unreadable: {e}");
+                Error::from(e)
+            })?;
         let curve = Curve::detect(&raw, Some(key.curve))
             .filter(|c| mechanism::verify_digest(*c, &raw, digest, &signature).is_ok())
             .ok_or_else(|| {

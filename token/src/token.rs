@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Config;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::key::{Curve, DeviceKey, KeySlot};
+use crate::key::{normalize_public_key, Curve, DeviceKey, KeySlot};
 use crate::object::Object;
 use crate::store::{KeyRecord, Store};
 
@@ -86,6 +87,7 @@ pub struct Token {
     /// Device slots removed through this module, whose public key objects
     /// are gone with them.
     pub removed: Mutex<std::collections::HashSet<KeySlot>>,
+    store_error_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for Token {
@@ -118,6 +120,7 @@ impl Token {
             store_path,
             store: Mutex::new(None),
             removed: Mutex::new(Default::default()),
+            store_error_logged: AtomicBool::new(false),
             info,
         };
         let slots = token.key_slots();
@@ -181,7 +184,7 @@ impl Token {
 
     fn load_key(&self, slot: KeySlot, config: &Config) -> Result<Option<KeyEntry>> {
         let record = self
-            .with_store(|s| s.key_record(slot).map_err(Error::from))
+            .read_store(|s| s.key_record(slot).map_err(Error::from))
             .unwrap_or_else(|e| {
                 tracing::debug!("public key cache unavailable: {e}");
                 None
@@ -190,7 +193,7 @@ impl Token {
         let (raw, curve) = match (&record.public_key, record.curve) {
             (Some(raw), Some(curve)) => (raw.clone(), curve),
             _ => {
-                let raw = self.device.public_key(slot.zymkey())?;
+                let raw = normalize_public_key(self.device.public_key(slot.zymkey())?);
                 let Some(curve) = Curve::detect(&raw, record.curve) else {
                     tracing::warn!(
                         slot = slot.number,
@@ -272,7 +275,12 @@ impl Token {
             match Store::open(path) {
                 Ok(s) => *guard = Some(s),
                 Err(e) => {
-                    tracing::error!("{e}");
+                    // Said once at error level; each failing call still returns it.
+                    if !self.store_error_logged.swap(true, Ordering::Relaxed) {
+                        tracing::error!("{e}");
+                    } else {
+                        tracing::debug!("{e}");
+                    }
                     return Err(e.into());
                 }
             }
@@ -281,6 +289,22 @@ impl Token {
             .as_mut()
             .ok_or(Error::GeneralError("token store unavailable".into()))?;
         f(store)
+    }
+
+    /// Like [`Token::with_store`] for reads: a store that does not exist yet
+    /// holds nothing, and is not created just to be read (the default
+    /// location may be on a read-only file system).
+    pub fn read_store<T: Default>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let opened = self
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let exists = self.store_path.as_ref().is_some_and(|p| p.exists());
+        if !opened && !exists {
+            return Ok(T::default());
+        }
+        self.with_store(f)
     }
 
     pub fn key(&self, slot: KeySlot) -> Option<KeyEntry> {

@@ -908,3 +908,23 @@ fn foreign_public_keys_verify_and_can_be_removed() {
     assert!(dev.foreign.lock().unwrap().is_empty());
     assert!(find(&m, s, &[(CKA_ID, vec![0x80, 3])]).is_empty());
 }
+
+#[test]
+fn an_uncreatable_store_leaves_keys_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store path below a regular file can never be created.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let text = format!("store = {:?}\n", blocker.join("store.sqlite3"));
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let m = module(&dev, Config::parse(&text, "test").unwrap());
+    let rw = m.open_session(0, RW).unwrap();
+    assert_eq!(find(&m, rw, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    let err = m
+        .create_object(rw, &[class(CKO_DATA), (CKA_TOKEN, vec![1])])
+        .unwrap_err();
+    assert_eq!(err.rv(), CKR_GENERAL_ERROR);
+    assert!(err.to_string().contains("store.sqlite3"), "{err}");
+    // Session objects need no store.
+    m.create_object(rw, &[class(CKO_DATA)]).unwrap();
+}
