@@ -29,6 +29,8 @@ struct SoftDevice {
     signs: AtomicUsize,
     public_keys: AtomicUsize,
     fail_next_sign: AtomicBool,
+    /// Time a signature takes, in milliseconds.
+    sign_latency_ms: AtomicUsize,
 }
 
 impl SoftDevice {
@@ -41,6 +43,7 @@ impl SoftDevice {
             signs: AtomicUsize::new(0),
             public_keys: AtomicUsize::new(0),
             fail_next_sign: AtomicBool::new(false),
+            sign_latency_ms: AtomicUsize::new(0),
         };
         for slot in 0..factory_slots {
             d.keys
@@ -97,6 +100,8 @@ impl Device for SoftDevice {
     }
     fn sign_digest(&self, slot: i32, digest: &[u8; 32]) -> zymkey::Result<[u8; 64]> {
         self.signs.fetch_add(1, Ordering::SeqCst);
+        let latency = self.sign_latency_ms.load(Ordering::SeqCst) as u64;
+        std::thread::sleep(std::time::Duration::from_millis(latency));
         if self.fail_next_sign.swap(false, Ordering::SeqCst) {
             return Err(device_error("zkGenECDSASigFromDigest"));
         }
@@ -927,4 +932,43 @@ fn an_uncreatable_store_leaves_keys_usable() {
     assert!(err.to_string().contains("store.sqlite3"), "{err}");
     // Session objects need no store.
     m.create_object(rw, &[class(CKO_DATA)]).unwrap();
+}
+
+#[test]
+fn a_slow_signature_blocks_no_other_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    dev.sign_latency_ms.store(600, Ordering::SeqCst);
+    let m = Arc::new(module(&dev, config(dir.path(), "")));
+    let signer = {
+        let m = m.clone();
+        std::thread::spawn(move || {
+            let s = m.open_session(0, RO).unwrap();
+            let key = zktoken::key::KeySlot::device(0).private_handle();
+            m.sign_init(s, CKM_ECDSA, false, key).unwrap();
+            let mut sig = [0u8; 64];
+            m.sign(s, &[1; 32], Some(&mut sig)).unwrap();
+        })
+    };
+    while dev.calls().0 == 0 {
+        std::thread::yield_now();
+    }
+    // The device is busy signing; everything else goes on meanwhile.
+    let started = std::time::Instant::now();
+    let s = m.open_session(0, RO).unwrap();
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    attribute(
+        &m,
+        s,
+        zktoken::key::KeySlot::device(1).public_handle(),
+        CKA_EC_POINT,
+    );
+    m.session_info(s).unwrap();
+    m.token_info(0).unwrap();
+    let took = started.elapsed();
+    signer.join().unwrap();
+    assert!(
+        took < std::time::Duration::from_millis(300),
+        "took {took:?}"
+    );
 }
