@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +22,9 @@ use openssl::hash::MessageDigest;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{check_device_certificate, register_prepared, Aws, AwsOpts, DevicePrerequisites};
+use crate::aws::{
+    check_device_certificate, register_prepared, Aws, AwsOpts, DevicePrerequisites, Unreachable,
+};
 use crate::ca::{csr_common_name, fingerprint, hex, parse_csr, CertificateAuthority, SignOptions};
 use crate::thing::validate_thing_name;
 use crate::{fsutil, GlobalOpts};
@@ -147,6 +150,18 @@ impl Record {
     }
 }
 
+/// A device skipped because AWS had become unreachable.
+#[derive(Debug)]
+struct NotAttempted;
+
+impl std::fmt::Display for NotAttempted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not attempted: AWS unreachable")
+    }
+}
+
+impl std::error::Error for NotAttempted {}
+
 /// One device to provision.
 struct Job {
     thing: String,
@@ -172,6 +187,8 @@ struct Shared {
     sign: SignOptions,
     verbose: bool,
     progress: ProgressBar,
+    /// Set when AWS cannot be reached: the devices not yet started are not attempted.
+    unreachable: AtomicBool,
 }
 
 async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
@@ -229,6 +246,7 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
         },
         verbose: global.verbose,
         progress: progress.clone(),
+        unreachable: AtomicBool::new(false),
     });
 
     let started = Instant::now();
@@ -240,7 +258,16 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let thing = job.thing.clone();
+            if shared.unreachable.load(Ordering::SeqCst) {
+                shared.progress.inc(1);
+                return (thing, Err(anyhow!(NotAttempted)));
+            }
             let result = provision_one(&shared, &job).await;
+            if let Err(e) = &result {
+                if e.downcast_ref::<Unreachable>().is_some() {
+                    shared.unreachable.store(true, Ordering::SeqCst);
+                }
+            }
             shared.progress.inc(1);
             (thing, result)
         });
@@ -248,12 +275,14 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
 
     let mut provisioned = 0usize;
     let mut already = 0usize;
+    let mut not_attempted = 0usize;
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
         let (thing, result) = joined.map_err(|e| anyhow!("a provisioning task failed: {e}"))?;
         match result {
             Ok(Done::Provisioned) => provisioned += 1,
             Ok(Done::AlreadyDone) => already += 1,
+            Err(e) if e.downcast_ref::<NotAttempted>().is_some() => not_attempted += 1,
             Err(e) => {
                 failures.insert(thing, format!("{e:#}"));
             }
@@ -266,16 +295,21 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
         eprintln!("{thing}: {error}");
     }
     println!(
-        "fleet: {total} devices in {elapsed:.1} s: {provisioned} provisioned, {already} already done, {} failed",
-        failures.len()
+        "fleet: {total} devices in {elapsed:.1} s: {provisioned} provisioned, {already} already done, {} failed{}",
+        failures.len(),
+        if not_attempted > 0 {
+            format!(", {not_attempted} not attempted (AWS unreachable)")
+        } else {
+            String::new()
+        }
     );
-    if failures.is_empty() {
+    if failures.is_empty() && not_attempted == 0 {
         println!("next: deliver each devices/<thing>/device.crt to its device (`zkiot device install-cert`)");
         Ok(())
     } else {
         bail!(
-            "{} of {total} devices failed; fix the cause and run the same command again to finish",
-            failures.len()
+            "{} of {total} devices not provisioned; fix the cause and run the same command again to finish",
+            failures.len() + not_attempted
         )
     }
 }

@@ -1,12 +1,12 @@
 //! AWS SDK clients with overridable endpoints, and errors reduced to one readable line.
 
 use std::error::Error as StdError;
-use std::fmt::Debug;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_iot::config::http::HttpResponse;
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use clap::Args;
 
@@ -86,10 +86,9 @@ impl Aws {
     }
 
     /// Turns an SDK error into one line that names the operation and the cause.
-    pub fn error<E, R>(&self, operation: &str, err: SdkError<E, R>) -> anyhow::Error
+    pub fn error<E>(&self, operation: &str, err: SdkError<E, HttpResponse>) -> anyhow::Error
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-        R: Debug + 'static,
     {
         let detail = match &err {
             SdkError::ServiceError(service) => {
@@ -98,19 +97,27 @@ impl Aws {
                     (Some(code), Some(message)) => format!("{code}: {message}"),
                     (Some(code), None) => code.to_string(),
                     _ => format!(
-                        "unexpected answer (HTTP {})",
-                        status_of(service.raw()).unwrap_or_default()
+                        "unexpected answer from {} (HTTP {})",
+                        self.endpoint_name(),
+                        service.raw().status().as_u16()
                     ),
                 }
             }
             SdkError::DispatchFailure(_) => {
-                format!(
-                    "cannot reach {}: {}",
+                return Unreachable(format!(
+                    "{operation} failed: cannot reach {}: {}",
                     self.endpoint_name(),
                     root_cause(&err)
-                )
+                ))
+                .into();
             }
-            SdkError::TimeoutError(_) => format!("{} did not answer in time", self.endpoint_name()),
+            SdkError::TimeoutError(_) => {
+                return Unreachable(format!(
+                    "{operation} failed: {} did not answer in time",
+                    self.endpoint_name()
+                ))
+                .into();
+            }
             SdkError::ResponseError(_) => format!(
                 "unreadable answer from {}: {}",
                 self.endpoint_name(),
@@ -121,6 +128,19 @@ impl Aws {
         anyhow!("{operation} failed: {detail}")
     }
 }
+
+/// The AWS endpoint could not be reached (network, DNS, TLS, timeout): every further call
+/// would fail the same way.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Unreachable {}
 
 /// The error code of a service error, if the call reached the service.
 pub fn service_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
@@ -135,18 +155,6 @@ pub fn is_not_found<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     matches!(
         service_code(err),
         Some("ResourceNotFoundException" | "NoSuchEntity" | "NoSuchEntityException")
-    )
-}
-
-fn status_of<R: Debug>(raw: &R) -> Option<String> {
-    // The raw response type differs between SDK layers; its Debug form names the status.
-    let text = format!("{raw:?}");
-    let at = text.find("status: ")?;
-    Some(
-        text[at + 8..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect(),
     )
 }
 

@@ -470,17 +470,30 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(endpoint) = &state.credentials_endpoint {
         println!("credentials endpoint: {endpoint}");
     }
-    let things = aws
-        .iot
-        .list_things()
-        .send()
-        .await
-        .map_err(|e| aws.error("ListThings", e))?;
-    println!("things: {}", things.things().len());
-    for t in things.things() {
-        if let Some(name) = t.thing_name() {
-            thing_status(aws, name).await?;
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = aws
+            .iot
+            .list_things()
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws.error("ListThings", e))?;
+        names.extend(
+            page.things()
+                .iter()
+                .filter_map(|t| t.thing_name())
+                .map(str::to_string),
+        );
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next = Some(token.to_string()),
+            _ => break,
         }
+    }
+    println!("things: {}", names.len());
+    for name in &names {
+        thing_status(aws, name).await?;
     }
     Ok(())
 }

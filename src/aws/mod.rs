@@ -20,7 +20,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-pub use client::{Aws, AwsOpts};
+pub use client::{Aws, AwsOpts, Unreachable};
 pub use device::{
     check_device_certificate, register_prepared, set_certificate_status, DevicePrerequisites,
     RegisterOutcome, StatusChange,

@@ -184,8 +184,8 @@ impl Moto {
     /// A summary of what moto holds, to compare runs: sorted names and ids.
     pub fn inventory(&self) -> Value {
         self.py(
-            "certs = sorted((c['certificateId'], c['status']) for c in iot.list_certificates()['certificates'])\n\
-             things = sorted(t['thingName'] for t in iot.list_things()['things'])\n\
+            "certs = sorted((c['certificateId'], c['status']) for page in iot.get_paginator('list_certificates').paginate() for c in page['certificates'])\n\
+             things = sorted(t['thingName'] for page in iot.get_paginator('list_things').paginate() for t in page['things'])\n\
              principals = {t: sorted(iot.list_thing_principals(thingName=t)['principals']) for t in things}\n\
              policies = sorted(p['policyName'] for p in iot.list_policies()['policies'])\n\
              attached = {c[0]: sorted(p['policyName'] for p in iot.list_attached_policies(target='arn:aws:iot:us-east-1:123456789012:cert/' + c[0])['policies']) for c in certs}\n\
