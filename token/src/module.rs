@@ -93,10 +93,13 @@ impl Module {
         self.pid
     }
 
-    /// Releases the device connection (`C_Finalize`).
+    /// Releases the device connection (`C_Finalize`). The library itself
+    /// stays loaded: hosts finalize from their exit handlers, and code
+    /// still referenced then must not be unmapped.
     pub fn finalize(&self) {
         if let Some(d) = &self.device {
             d.close();
+            std::mem::forget(d.clone());
         }
     }
 
