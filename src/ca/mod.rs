@@ -417,3 +417,54 @@ fn validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<(Asn1T
         Asn1Time::from_unix(end)?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_certificate_names_the_code_and_verifies_under_the_ca() {
+        let ca = CertificateAuthority::create("/CN=Unit CA", 30).unwrap();
+        let code = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
+        let cert = ca.sign_verification_certificate(code).unwrap();
+        assert_eq!(common_name(cert.subject_name()).unwrap(), code);
+        assert!(cert
+            .verify(&ca.certificate().public_key().unwrap())
+            .unwrap());
+        assert!(!cert
+            .public_key()
+            .unwrap()
+            .public_eq(&ca.certificate().public_key().unwrap()));
+        assert!(cert.not_after() <= ca.certificate().not_after());
+        assert!(ca.sign_verification_certificate("").is_err());
+    }
+
+    #[test]
+    fn issued_certificates_never_outlive_the_ca() {
+        let ca = CertificateAuthority::create("/CN=Short CA", 10).unwrap();
+        let key = generate_p256_key().unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, "dev-1").unwrap();
+        let mut req = openssl::x509::X509ReqBuilder::new().unwrap();
+        req.set_subject_name(&name.build()).unwrap();
+        req.set_pubkey(&key).unwrap();
+        req.sign(&key, MessageDigest::sha256()).unwrap();
+        let pem = req.build().to_pem().unwrap();
+        let err = ca.sign_csr(&pem, &SignOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("end after the CA"), "{err:#}");
+        let opts = SignOptions {
+            days: 5,
+            ..SignOptions::default()
+        };
+        let cert = ca.sign_csr(&pem, &opts).unwrap();
+        verify_chain(&cert, ca.certificate()).unwrap();
+        let opts = SignOptions {
+            not_after: Some(time::OffsetDateTime::now_utc() + time::Duration::days(3)),
+            expected_cn: Some("dev-1".into()),
+            ..SignOptions::default()
+        };
+        let cert = ca.sign_csr(&pem, &opts).unwrap();
+        let days = cert.not_before().diff(cert.not_after()).unwrap().days;
+        assert_eq!(days, 3);
+    }
+}
