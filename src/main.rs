@@ -74,6 +74,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of stdout goes away
+    // (`zkiot … | head -1`) instead of panicking on a broken pipe. Every file is written
+    // before its step is reported, so nothing is left half-done.
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let global = GlobalOpts {
         home_explicit: cli.home.is_some(),
