@@ -268,6 +268,15 @@ fn bad_inputs_get_one_line_and_change_nothing() {
     operator.refused(&["aws", "register-ca"], "does not match");
     std::fs::write(operator.home.join("ca/ca.key"), good_key).unwrap();
 
+    // No AWS credentials at all.
+    let out = operator
+        .command(&["aws", "register-ca"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    refused_output(&out, &["aws", "register-ca"], "no AWS credentials found");
+
     // An endpoint where nothing listens: one line, quickly.
     let dead = format!("http://127.0.0.1:{}", free_port());
     for args in [

@@ -103,6 +103,11 @@ impl Aws {
                     ),
                 }
             }
+            SdkError::DispatchFailure(_) if root_cause(&err).contains("no credentials found") => {
+                "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 or AWS_PROFILE)"
+                    .to_string()
+            }
             SdkError::DispatchFailure(_) => {
                 return Unreachable(format!(
                     "{operation} failed: cannot reach {}: {}",
