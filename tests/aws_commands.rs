@@ -114,7 +114,23 @@ fn every_command_twice_gives_the_same_state() {
     assert!(out.contains("INACTIVE"), "{out}");
     let inv = moto.inventory();
     assert_eq!(inv["certs"].as_array().unwrap().len(), 2);
-    let _ = cert;
+
+    // status lists what exists.
+    let out = operator.ok(&["aws", "status"]);
+    for needle in [
+        format!("CA: {} ACTIVE", cert_id(&operator.ca_cert())),
+        "role alias: arn:aws:iot:us-east-1:123456789012:rolealias/zkiot-device-alias (7200 s)"
+            .to_string(),
+        "IoT policy: zkiot-device-policy".to_string(),
+        "things: 2".to_string(),
+        format!(
+            "twice-1: certificate {} ACTIVE, policies: zkiot-device-policy",
+            cert_id(&cert)
+        ),
+        "INACTIVE".to_string(),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} not in:\n{out}");
+    }
 }
 
 #[test]
