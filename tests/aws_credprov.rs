@@ -263,6 +263,22 @@ fn provider_checks_in_aws_order() {
     // The device's own alias still works for it: `other-alias` too, now that a policy names it.
     assert_credentials(ask(&provider, &a, "other-alias", None));
 
+    // The order of the checks shows when two fail at once: the earlier one answers.
+    // Policy (5) before alias (6): b's policy names only its alias.
+    assert_refused(
+        ask(&provider, &b, "no-such-alias", None),
+        403,
+        "Access Denied",
+        "AccessDeniedException",
+    );
+    // Thing (4) before policy (5).
+    assert_refused(
+        ask(&provider, &b, "other-alias", Some("dev-a")),
+        403,
+        "Invalid thing name passed",
+        "AccessDeniedException",
+    );
+
     // Silence and revoke take effect at once, for that device only.
     operator.ok(&["aws", "silence", "--thing", "dev-a"]);
     assert_refused(
@@ -272,6 +288,27 @@ fn provider_checks_in_aws_order() {
         "AccessDeniedException",
     );
     assert_credentials(ask(&provider, &b, ALIAS, None));
+    // Status (3) before thing (4); SNI (2) before status (3).
+    assert_refused(
+        ask(&provider, &a, ALIAS, Some("dev-b")),
+        403,
+        "Access Denied",
+        "AccessDeniedException",
+    );
+    assert_refused(
+        provider
+            .curl(
+                &a.cert,
+                Some(&a.key),
+                ALIAS,
+                None,
+                Some("x.credentials.iot.us-east-1.amazonaws.com"),
+            )
+            .unwrap(),
+        403,
+        "Certificate is invalid on this endpoint",
+        "AccessDeniedException",
+    );
     operator.ok(&["aws", "unsilence", "--thing", "dev-a"]);
     assert_credentials(ask(&provider, &a, ALIAS, None));
     operator.ok(&["aws", "revoke", "--thing", "dev-a", "--yes"]);
