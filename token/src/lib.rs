@@ -42,6 +42,7 @@ pub mod device;
 pub mod error;
 pub mod factory;
 pub mod find;
+pub mod fork;
 pub mod key;
 pub mod keygen;
 pub mod log;

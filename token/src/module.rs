@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cryptoki_sys::*;
@@ -26,6 +27,7 @@ pub const TOKEN_MANUFACTURER: &str = "Zymbit";
 
 pub struct Module {
     pid: u32,
+    finalized: AtomicBool,
     pub(crate) config: Config,
     library_path: PathBuf,
     device: Option<Arc<dyn Device>>,
@@ -79,6 +81,7 @@ impl Module {
     ) -> Module {
         Module {
             pid: std::process::id(),
+            finalized: AtomicBool::new(false),
             config,
             library_path,
             device,
@@ -93,10 +96,27 @@ impl Module {
         self.pid
     }
 
-    /// Releases the device connection (`C_Finalize`). The library itself
-    /// stays loaded: hosts finalize from their exit handlers, and code
-    /// still referenced then must not be unmapped.
+    /// True between `Module::new` and `finalize`, in the process that made it.
+    pub fn is_active(&self) -> bool {
+        !self.finalized.load(Ordering::Acquire) && self.pid == std::process::id()
+    }
+
+    /// `C_Finalize`: ends every session, closes the store and the device
+    /// connection. The library itself stays loaded: hosts finalize from
+    /// their exit handlers, and code still referenced then must not be
+    /// unmapped.
     pub fn finalize(&self) {
+        self.finalized.store(true, Ordering::Release);
+        {
+            let mut sessions = self.lock_sessions();
+            sessions.map.clear();
+            sessions.logged_in = false;
+        }
+        self.session_objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(d) = &self.device {
             d.close();
             std::mem::forget(d.clone());
@@ -106,6 +126,9 @@ impl Module {
     /// The token, loading it from the device on first use. A failed load
     /// is retried by the next call.
     pub fn token(&self) -> Result<Arc<Token>> {
+        if self.finalized.load(Ordering::Acquire) {
+            return Err(Error::CryptokiNotInitialized);
+        }
         let device = self.device.as_ref().ok_or(Error::TokenNotPresent)?;
         let mut guard = self.token.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = guard.as_ref() {

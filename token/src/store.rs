@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Error;
+use crate::fork;
 use crate::key::{Curve, KeySlot};
 use crate::object::Object;
 
@@ -69,7 +70,16 @@ pub struct KeyRecord {
 
 pub struct Store {
     path: PathBuf,
-    conn: Connection,
+    /// Always `Some` until the store is dropped (see `Drop`).
+    conn: Option<Connection>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the connection is a SQLite call too.
+        let _gate = fork::enter();
+        self.conn.take();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -82,6 +92,7 @@ impl Store {
     /// Opens the store at `path`, creating it (mode 0600, folder 0700) only
     /// when no file exists there.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let _gate = fork::enter();
         let fail = |reason: String| StoreError {
             path: path.to_path_buf(),
             reason,
@@ -94,7 +105,7 @@ impl Store {
             .map_err(|e| fail(format!("cannot open it: {e}")))?;
         let mut store = Store {
             path: path.to_path_buf(),
-            conn,
+            conn: Some(conn),
         };
         store.prepare().map_err(|e| {
             fail(format!(
@@ -108,12 +119,24 @@ impl Store {
         &self.path
     }
 
-    fn prepare(&mut self) -> Result<(), String> {
+    fn conn(&self) -> &Connection {
         self.conn
+            .as_ref()
+            .expect("the connection lives as long as the store")
+    }
+
+    fn conn_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("the connection lives as long as the store")
+    }
+
+    fn prepare(&mut self) -> Result<(), String> {
+        self.conn()
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| e.to_string())?;
         let version: i64 = self
-            .conn
+            .conn()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| format!("unreadable: {e}"))?;
         if version > SCHEMA_VERSION {
@@ -123,10 +146,10 @@ impl Store {
         }
         if version == SCHEMA_VERSION {
             // Touch both tables so a damaged file fails here, not mid-operation.
-            self.conn
+            self.conn()
                 .query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))
                 .and_then(|_| {
-                    self.conn
+                    self.conn()
                         .query_row("SELECT count(*) FROM device_keys", [], |r| {
                             r.get::<_, i64>(0)
                         })
@@ -135,7 +158,7 @@ impl Store {
             return Ok(());
         }
         let tables: i64 = self
-            .conn
+            .conn()
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(|e| format!("unreadable: {e}"))?;
         if tables != 0 {
@@ -143,7 +166,7 @@ impl Store {
         }
         // A new store.
         let tx = self
-            .conn
+            .conn_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| e.to_string())?;
         let version: i64 = tx
@@ -167,8 +190,9 @@ impl Store {
 
     /// Every stored object, by row id.
     pub fn objects(&self) -> Result<Vec<(i64, Object)>, StoreError> {
+        let _gate = fork::enter();
         let mut stmt = self
-            .conn
+            .conn()
             .prepare_cached("SELECT id, attributes FROM objects ORDER BY id")
             .map_err(|e| self.fail(e))?;
         let rows = stmt
@@ -183,8 +207,9 @@ impl Store {
     }
 
     pub fn object(&self, id: i64) -> Result<Option<Object>, StoreError> {
+        let _gate = fork::enter();
         let blob: Option<Vec<u8>> = self
-            .conn
+            .conn()
             .prepare_cached("SELECT attributes FROM objects WHERE id = ?1")
             .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
             .map_err(|e| self.fail(e))?;
@@ -200,20 +225,22 @@ impl Store {
 
     /// Adds an object; returns its row id.
     pub fn insert(&mut self, object: &Object) -> Result<i64, StoreError> {
+        let _gate = fork::enter();
         let class = object.class().unwrap_or(0) as i64;
-        self.conn
+        self.conn()
             .execute(
                 "INSERT INTO objects (class, attributes) VALUES (?1, ?2)",
                 params![class, object.to_blob()],
             )
             .map_err(|e| self.fail(e))?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(self.conn().last_insert_rowid())
     }
 
     /// Replaces an object's attributes; false when it no longer exists.
     pub fn update(&mut self, id: i64, object: &Object) -> Result<bool, StoreError> {
+        let _gate = fork::enter();
         let n = self
-            .conn
+            .conn()
             .execute(
                 "UPDATE objects SET attributes = ?2 WHERE id = ?1",
                 params![id, object.to_blob()],
@@ -223,15 +250,17 @@ impl Store {
     }
 
     pub fn delete(&mut self, id: i64) -> Result<bool, StoreError> {
+        let _gate = fork::enter();
         let n = self
-            .conn
+            .conn()
             .execute("DELETE FROM objects WHERE id = ?1", [id])
             .map_err(|e| self.fail(e))?;
         Ok(n == 1)
     }
 
     pub fn key_record(&self, slot: KeySlot) -> Result<Option<KeyRecord>, StoreError> {
-        self.conn
+        let _gate = fork::enter();
+        self.conn()
             .prepare_cached(
                 "SELECT curve, public_key, label, id, generated FROM device_keys
                  WHERE slot = ?1 AND keyring = ?2",
@@ -262,7 +291,8 @@ impl Store {
         curve: Curve,
         raw: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn
+        let _gate = fork::enter();
+        self.conn()
             .execute(
                 "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (slot, keyring) DO UPDATE SET curve = ?3, public_key = ?4",
@@ -281,7 +311,8 @@ impl Store {
         label: Option<&str>,
         id: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        self.conn
+        let _gate = fork::enter();
+        self.conn()
             .execute(
                 "INSERT OR REPLACE INTO device_keys (slot, keyring, curve, public_key, label, id, generated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
@@ -300,7 +331,8 @@ impl Store {
 
     /// Forgets a key that was removed from the device.
     pub fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
-        self.conn
+        let _gate = fork::enter();
+        self.conn()
             .execute(
                 "DELETE FROM device_keys WHERE slot = ?1 AND keyring = ?2",
                 params![slot.number, slot.foreign],
@@ -449,7 +481,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sqlite3");
         let s = Store::open(&path).unwrap();
-        s.conn
+        s.conn()
             .execute(
                 "INSERT INTO objects (class, attributes) VALUES (1, x'0102')",
                 [],

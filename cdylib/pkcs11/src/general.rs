@@ -1,13 +1,13 @@
 //! General-purpose functions (PKCS#11 2.40 §5.4).
 
 use std::ffi::CStr;
-use std::sync::Arc;
+use std::sync::Once;
 
 use cryptoki_sys::*;
 use zktoken::config::ConfigError;
 use zktoken::{Config, Error, Module};
 
-use crate::{cryptoki_fn, module, out_param, MODULE};
+use crate::{cryptoki_fn, install, module, out_param, uninstall, INIT_LOCK};
 
 /// What `C_Initialize`'s arguments ask for: the configuration text or path
 /// passed in `pReserved`, if any.
@@ -45,6 +45,41 @@ unsafe fn init_args(args: *const CK_C_INITIALIZE_ARGS) -> zktoken::Result<Option
     Ok(Some(text.to_string_lossy().into_owned()))
 }
 
+extern "C" fn before_fork() {
+    // Unwinding out of a fork handler would abort; the gate does not panic.
+    let _ = std::panic::catch_unwind(zktoken::fork::prepare);
+}
+
+extern "C" fn after_fork_in_parent() {
+    let _ = std::panic::catch_unwind(zktoken::fork::parent);
+}
+
+extern "C" fn after_fork_in_child() {
+    let _ = std::panic::catch_unwind(zktoken::fork::child);
+}
+
+/// Makes fork() wait until no thread is inside SQLite (see `zktoken::fork`).
+fn register_fork_handlers() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: the handlers are functions of this library; glibc drops a
+        // library's fork handlers when the library is unloaded.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(
+                rc,
+                "pthread_atfork failed; forking while the store is in use is unsafe"
+            );
+        }
+    });
+}
+
 cryptoki_fn! {
     /// `C_Initialize`. `pReserved` may carry the configuration: TOML text
     /// (when it holds `=` or a newline) or the path of a TOML file.
@@ -52,14 +87,11 @@ cryptoki_fn! {
     fn C_Initialize(pInitArgs: CK_VOID_PTR) {
         // SAFETY: per the contract, NULL or a CK_C_INITIALIZE_ARGS.
         let init_arg = unsafe { init_args(pInitArgs as *const CK_C_INITIALIZE_ARGS) }?;
-        let mut guard = MODULE.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(current) = guard.as_ref() {
-            if current.pid() == std::process::id() {
-                return Err(Error::CryptokiAlreadyInitialized);
-            }
-            // Inherited across fork(): the device connection and the store
-            // belong to the parent. Never close them from here.
-            std::mem::forget(guard.take());
+        let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // A module inherited across fork() is replaced, never finalized:
+        // its device connection and store belong to the parent.
+        if module().is_ok() {
+            return Err(Error::CryptokiAlreadyInitialized);
         }
         let config = match Config::discover(init_arg.as_deref()) {
             Ok(c) => c,
@@ -87,10 +119,11 @@ cryptoki_fn! {
             }
         };
         zktoken::log::init(&config);
+        register_fork_handlers();
         if let Some(source) = &config.source {
             tracing::debug!("configuration from {source}");
         }
-        *guard = Some(Arc::new(Module::new(config)));
+        install(Module::new(config));
         Ok(())
     }
 }
@@ -101,18 +134,11 @@ cryptoki_fn! {
         if !pReserved.is_null() {
             return Err(Error::ArgumentsBad("pReserved must be NULL"));
         }
-        let mut guard = MODULE.write().unwrap_or_else(|p| p.into_inner());
-        match guard.take() {
-            Some(m) if m.pid() == std::process::id() => {
-                m.finalize();
-                Ok(())
-            }
-            Some(inherited) => {
-                std::mem::forget(inherited);
-                Err(Error::CryptokiNotInitialized)
-            }
-            None => Err(Error::CryptokiNotInitialized),
-        }
+        let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let m = module()?;
+        uninstall();
+        m.finalize();
+        Ok(())
     }
 }
 

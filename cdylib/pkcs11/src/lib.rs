@@ -12,7 +12,8 @@
 #![allow(non_snake_case)]
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
 
 use cryptoki_sys::*;
 use zktoken::{Error, Module, Result};
@@ -63,17 +64,40 @@ macro_rules! not_supported {
 
 pub(crate) use {cryptoki_fn, not_supported};
 
-/// The module state of this process, between `C_Initialize` and `C_Finalize`.
-pub(crate) static MODULE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+/// Serialises `C_Initialize` and `C_Finalize`.
+pub(crate) static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-/// The initialised module. A forked child sees its parent's state as not
-/// initialised until it calls `C_Initialize` itself.
-pub(crate) fn module() -> Result<Arc<Module>> {
-    let guard = MODULE.read().unwrap_or_else(|p| p.into_inner());
-    match guard.as_ref() {
-        Some(m) if m.pid() == std::process::id() => Ok(m.clone()),
-        _ => Err(Error::CryptokiNotInitialized),
-    }
+/// The module of this process, between `C_Initialize` and `C_Finalize`.
+/// Modules are never freed (a finalized one is emptied, then leaked), so
+/// readers take no lock: a thread that forks while others are in the
+/// middle of calls leaves its child no lock held forever.
+static CURRENT: AtomicPtr<Module> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The module in use by the process that initialised it; a forked child
+/// sees its parent's as not initialised until it calls `C_Initialize`.
+pub(crate) fn module() -> Result<&'static Module> {
+    current()
+        .filter(|m| m.is_active())
+        .ok_or(Error::CryptokiNotInitialized)
+}
+
+/// Whatever module is installed, possibly inherited from a parent process.
+pub(crate) fn current() -> Option<&'static Module> {
+    let p = CURRENT.load(Ordering::Acquire);
+    // SAFETY: CURRENT is NULL or a pointer from Box::leak, never freed.
+    unsafe { p.as_ref() }
+}
+
+/// Makes `module` the module of this process. Call with INIT_LOCK held.
+pub(crate) fn install(module: Module) {
+    CURRENT.store(Box::leak(Box::new(module)), Ordering::Release);
+}
+
+/// Uninstalls the current module. Call with INIT_LOCK held.
+pub(crate) fn uninstall() -> Option<&'static Module> {
+    let p = CURRENT.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: as in `current`.
+    unsafe { p.as_ref() }
 }
 
 /// Runs an export's body: panics become `CKR_GENERAL_ERROR`, errors their `CK_RV`.
