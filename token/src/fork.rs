@@ -3,8 +3,9 @@
 //! The token rebuilds its own state in a forked child (`C_Initialize` after
 //! fork), so its own locks never matter there. SQLite's process-wide mutexes
 //! (page cache, memory, VFS) do: a fork while another thread is inside
-//! SQLite leaves one of them locked forever in the child. So every use of
-//! SQLite holds a shared "gate", and fork() takes the gate exclusively
+//! SQLite leaves one of them locked forever in the child, and so do the
+//! locks of Zymbit's library during a device call. So every use of SQLite
+//! and of the device holds a shared "gate", and fork() takes it exclusively
 //! before it forks (the ABI crate registers [`prepare`], [`parent`] and
 //! [`child`] with `pthread_atfork`): a fork waits for calls in progress to
 //! finish, and no new one starts until it is done.
