@@ -115,6 +115,10 @@ pub async fn register_prepared(
     let der = cert.to_der()?;
     let mut actions = Vec::new();
 
+    // What was created just now has no attachments yet: no need to list them.
+    let mut cert_is_new = false;
+    let mut thing_is_new = false;
+
     // 1. The certificate.
     let (arn, status) = match describe_certificate(aws, &id).await? {
         Some(found) => {
@@ -143,6 +147,7 @@ pub async fn register_prepared(
                         .certificate_arn()
                         .context("RegisterCertificate returned no ARN")?
                         .to_string();
+                    cert_is_new = true;
                     (arn, "ACTIVE".to_string())
                 }
                 Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {
@@ -170,13 +175,15 @@ pub async fn register_prepared(
                 .await
                 .map_err(|e| aws.error("CreateThing", e))?;
             actions.push("created thing".to_string());
+            thing_is_new = true;
         }
         Err(e) => return Err(aws.error("DescribeThing", e)),
     }
 
     // 3. Thing ↔ certificate.
-    let principals = list_thing_principals(aws, thing).await?;
-    if !principals.iter().any(|p| p == &arn) {
+    let attached_to_thing =
+        !thing_is_new && list_thing_principals(aws, thing).await?.contains(&arn);
+    if !attached_to_thing {
         aws.iot
             .attach_thing_principal()
             .thing_name(thing)
@@ -188,18 +195,18 @@ pub async fn register_prepared(
     }
 
     // 4. Policy ↔ certificate.
-    let attached = aws
-        .iot
-        .list_attached_policies()
-        .target(&arn)
-        .send()
-        .await
-        .map_err(|e| aws.error("ListAttachedPolicies", e))?;
-    if !attached
-        .policies()
-        .iter()
-        .any(|p| p.policy_name() == Some(prereqs.policy_name.as_str()))
-    {
+    let policy_attached = !cert_is_new
+        && aws
+            .iot
+            .list_attached_policies()
+            .target(&arn)
+            .send()
+            .await
+            .map_err(|e| aws.error("ListAttachedPolicies", e))?
+            .policies()
+            .iter()
+            .any(|p| p.policy_name() == Some(prereqs.policy_name.as_str()));
+    if !policy_attached {
         aws.iot
             .attach_policy()
             .policy_name(&prereqs.policy_name)
