@@ -215,6 +215,32 @@ fn the_cli_checks_what_moto_does_not() {
     // None of these reached moto.
     assert_eq!(moto.inventory()["certs"].as_array().unwrap().len(), 1);
 
+    // An existing role that the credentials provider could not assume is not taken over.
+    moto.py(
+        "iam.create_role(RoleName='ec2-role', AssumeRolePolicyDocument=json.dumps({'Version': '2012-10-17', \
+         'Statement': [{'Effect': 'Allow', 'Principal': {'Service': 'ec2.amazonaws.com'}, 'Action': 'sts:AssumeRole'}]}))",
+    );
+    operator.refused(
+        &["aws", "setup", "--role-name", "ec2-role"],
+        "does not trust credentials.iot.amazonaws.com",
+    );
+
+    // A new alias: the device policy gets a new default version naming it (AWS keeps versions).
+    let out = operator.ok(&["aws", "setup", "--role-alias", "second-alias"]);
+    assert!(out.contains("new default version"), "{out}");
+    let policy = moto.py(
+        "p = iot.get_policy(policyName='zkiot-device-policy')\n\
+         result = [json.loads(p['policyDocument'])['Statement'][0]['Resource'], len(iot.list_policy_versions(policyName='zkiot-device-policy')['policyVersions'])]",
+    );
+    assert_eq!(
+        policy,
+        serde_json::json!([
+            "arn:aws:iot:us-east-1:123456789012:rolealias/second-alias",
+            2
+        ])
+    );
+    assert_eq!(operator.state()["role_alias"], "second-alias");
+
     // Status changes on things that do not exist, or have no certificate.
     operator.refused(&["aws", "silence", "--thing", "ghost"], "does not exist");
     moto.py("iot.create_thing(thingName='bare')");
