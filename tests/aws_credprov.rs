@@ -135,6 +135,33 @@ fn provider_checks_in_aws_order() {
         .curl(&old.cert, Some(&old.key), ALIAS, None, None)
         .is_err());
 
+    // TLS 1.1 is refused even when the client offers it; TLS 1.2 completes.
+    let handshake = |version: &str| {
+        moto.py(&format!(
+            "import socket, ssl\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+             ctx.check_hostname = False\n\
+             ctx.verify_mode = ssl.CERT_NONE\n\
+             ctx.set_ciphers('DEFAULT:@SECLEVEL=0')\n\
+             ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.{version}\n\
+             ctx.load_cert_chain('{cert}', '{key}')\n\
+             try:\n\
+             \x20   tls = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='{ENDPOINT}')\n\
+             \x20   result = tls.version()\n\
+             except ssl.SSLError as e:\n\
+             \x20   result = 'refused: ' + str(e)",
+            cert = a.cert.display(),
+            key = a.key.display(),
+            port = provider.port,
+        ))
+    };
+    assert_eq!(handshake("TLSv1_2"), "TLSv1.2");
+    let old_tls = handshake("TLSv1_1");
+    assert!(
+        old_tls.as_str().unwrap().starts_with("refused"),
+        "{old_tls}"
+    );
+
     // 2. SNI other than the endpoint host.
     assert_refused(
         provider
