@@ -54,6 +54,10 @@ pub struct Config {
     /// Where this configuration was read from, for messages.
     #[serde(skip)]
     pub source: Option<String>,
+    /// The process runs as root (effective uid 0): the default store is
+    /// then system-wide. Set by the caller, which knows the process.
+    #[serde(skip)]
+    pub system_wide: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +162,7 @@ impl Config {
             return Some(p.clone());
         }
         let file = format!("{}.sqlite3", file_safe(device_serial));
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        if root {
+        if self.system_wide {
             return Some(Path::new("/var/lib/zkiot").join(file));
         }
         let data = std::env::var_os("XDG_DATA_HOME")
@@ -257,6 +259,22 @@ mod tests {
         assert_eq!(c.token_label(), "fromfile");
         let err = Config::discover(Some("/nonexistent/zkiot.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/zkiot.toml"));
+    }
+
+    #[test]
+    fn default_store_paths() {
+        let mut c = Config {
+            system_wide: true,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.store_path("EMU-1").unwrap(),
+            PathBuf::from("/var/lib/zkiot/EMU-1.sqlite3")
+        );
+        c.system_wide = false;
+        let p = c.store_path("EMU-1").unwrap();
+        assert!(p.ends_with("zkiot/EMU-1.sqlite3"), "{}", p.display());
+        assert!(!p.starts_with("/var/lib"));
     }
 
     #[test]

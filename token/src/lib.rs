@@ -37,6 +37,8 @@
 //! None is needed; see [`config`] for the optional TOML file and the
 //! environment variables.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod device;
 pub mod error;

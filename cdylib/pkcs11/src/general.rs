@@ -93,7 +93,7 @@ cryptoki_fn! {
         if module().is_ok() {
             return Err(Error::CryptokiAlreadyInitialized);
         }
-        let config = match Config::discover(init_arg.as_deref()) {
+        let mut config = match Config::discover(init_arg.as_deref()) {
             Ok(c) => c,
             // Some hosts pass their own parameters in pReserved (NSS does):
             // text that is not our TOML is left to them.
@@ -118,6 +118,8 @@ cryptoki_fn! {
                 });
             }
         };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        config.system_wide = unsafe { libc::geteuid() } == 0;
         zktoken::log::init(&config);
         register_fork_handlers();
         if let Some(source) = &config.source {
