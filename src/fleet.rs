@@ -7,7 +7,7 @@
 //! are reused rather than issued again, and registration converges on what AWS already holds, so
 //! nothing is duplicated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -189,6 +189,8 @@ struct Shared {
     progress: ProgressBar,
     /// Set when AWS cannot be reached: the devices not yet started are not attempted.
     unreachable: AtomicBool,
+    /// (thing, certificate id) pairs the record already holds a `signed` entry for.
+    recorded_signed: HashSet<(String, String)>,
 }
 
 async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
@@ -204,7 +206,7 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
     let resumed = previous
         .iter()
         .map(|e| e.thing.as_str())
-        .collect::<std::collections::HashSet<_>>()
+        .collect::<HashSet<_>>()
         .len();
 
     let progress = if std::io::stderr().is_terminal() {
@@ -247,6 +249,11 @@ async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
         verbose: global.verbose,
         progress: progress.clone(),
         unreachable: AtomicBool::new(false),
+        recorded_signed: previous
+            .iter()
+            .filter(|e| e.step == "signed")
+            .map(|e| (e.thing.clone(), e.certificate_id.clone()))
+            .collect(),
     });
 
     let started = Instant::now();
@@ -354,13 +361,21 @@ fn read_csr_dir(dir: &Path) -> Result<Vec<Job>> {
 async fn provision_one(shared: &Shared, job: &Job) -> Result<Done> {
     let (cert, signed_now) = certificate_for(shared, job)?;
     let certificate_id = fingerprint(&cert)?;
-    if signed_now {
+    // A run killed between writing the certificate and recording it left it unrecorded.
+    let unrecorded = !shared
+        .recorded_signed
+        .contains(&(job.thing.clone(), certificate_id.clone()));
+    if signed_now || unrecorded {
         shared.record.append(&RecordEntry {
             thing: job.thing.clone(),
             step: "signed".into(),
             csr_sha256: job.csr_sha256.clone(),
             certificate_id: certificate_id.clone(),
-            actions: vec!["issued certificate".into()],
+            actions: vec![if signed_now {
+                "issued certificate".into()
+            } else {
+                "found certificate issued earlier".into()
+            }],
             time: now(),
         })?;
     }
