@@ -33,7 +33,7 @@ pub const LOG_ENV: &str = "ZKIOT_LOG";
 /// Default token label.
 pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of Zymbit's library (or the emulator).
@@ -60,6 +60,23 @@ pub struct Config {
     pub system_wide: bool,
 }
 
+/// Shows everything but the PIN.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("zklib", &self.zklib)
+            .field("token_label", &self.token_label)
+            .field("store", &self.store)
+            .field("pin", &self.pin.as_ref().map(|_| "(set)"))
+            .field("log_level", &self.log_level)
+            .field("log_file", &self.log_file)
+            .field("labels", &self.labels)
+            .field("expose_non_ecdsa_keys", &self.expose_non_ecdsa_keys)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {reason}")]
@@ -73,7 +90,16 @@ impl Config {
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             source_name: source_name.to_string(),
-            reason: e.to_string(),
+            // The message and line only: toml's full text quotes the line,
+            // which could hold the PIN.
+            reason: match e.span() {
+                Some(span) => format!(
+                    "line {}: {}",
+                    text[..span.start.min(text.len())].matches('\n').count() + 1,
+                    e.message()
+                ),
+                None => e.message().to_string(),
+            },
         })?;
         for (slot, label) in &config.labels {
             if slot.parse::<u32>().is_err() {
@@ -231,6 +257,18 @@ mod tests {
         assert_eq!(c.pin.as_deref(), Some("1234"));
         assert!(c.expose_non_ecdsa_keys);
         assert_eq!(c.store_path("x").unwrap(), PathBuf::from("/tmp/s.sqlite3"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_pin() {
+        let c = Config::parse("pin = \"s3cret-pin\"", "t").unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-pin"), "{shown}");
+        assert!(shown.contains("(set)"));
+        let err = Config::parse("token_label = \"x\"\npin = s3cret-pin\n", "t").unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("line 2"), "{shown}");
     }
 
     #[test]
