@@ -186,5 +186,18 @@ indent <"$WORK/device/aws-config"
 show device env AWS_CONFIG_FILE="$WORK/device/aws-config" AWS_SHARED_CREDENTIALS_FILE="$WORK/device/aws-config" \
     "$VENV/bin/aws" sts get-caller-identity --profile device --endpoint-url "http://127.0.0.1:$MOTO_PORT"
 
+step "Operator: silence the device; the credentials provider refuses it at once"
+show "$ZKIOT" aws silence --thing "$THING"
+printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
+if device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache >/dev/null 2>"$WORK/device/refused.stderr"; then
+    die "the provider gave credentials to a silenced device"
+fi
+grep -v '^zkemu:' "$WORK/device/refused.stderr" | indent
+echo "   (credentials issued before stay valid until they expire, as in AWS)"
+show "$ZKIOT" aws unsilence --thing "$THING"
+printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
+device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache 2>/dev/null \
+    | "$VENV/bin/python" -c 'import json, sys; c = json.load(sys.stdin); print("     credentials again:", c["AccessKeyId"], "expiring", c["Expiration"])'
+
 printf '\n%sDone.%s The device got AWS credentials with a key that never left its (emulated) Zymkey.\n' "$bold" "$normal"
 printf 'Files: %s\n' "$WORK"
