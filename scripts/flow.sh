@@ -9,6 +9,7 @@
 #   device:   zkiot device install-cert → device credentials
 #   then:     aws sts get-caller-identity with those credentials, and through an AWS CLI
 #             profile whose credential_process is `zkiot device credentials`
+#   finally: aws silence (the provider refuses the device at once) → aws unsilence
 #
 # moto and the credentials provider run on free loopback ports and are stopped at the end.
 # Everything the run writes goes to $ZKIOT_FLOW_DIR (default ./flow), recreated each time.
