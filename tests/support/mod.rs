@@ -99,24 +99,35 @@ pub struct Moto {
     venv: PathBuf,
 }
 
-const MOTO_LAUNCHER: &str = "import sys\n\
+/// moto's server with `iot.use_valid_cert` on, bound before it says its port (argv: port, or 0
+/// for any free one; the file to write the bound port to).
+const MOTO_LAUNCHER: &str = "import os, sys\n\
 from moto.core.config import default_user_config as c\n\
 c['iot']['use_valid_cert'] = True\n\
-from moto.server import main\n\
-main(['-H', '127.0.0.1', '-p', sys.argv[1]])\n";
+from werkzeug.serving import make_server\n\
+from moto.server import DomainDispatcherApplication, create_backend_app\n\
+server = make_server('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=True)\n\
+os.environ['MOTO_PORT'] = str(server.server_port)\n\
+open(sys.argv[2] + '.tmp', 'w').write(str(server.server_port))\n\
+os.replace(sys.argv[2] + '.tmp', sys.argv[2])\n\
+server.serve_forever()\n";
 
 impl Moto {
+    /// Starts moto on a port the OS picks (no race with other tests).
     pub fn start(log_dir: &Path) -> Self {
-        Self::start_on(log_dir, free_port())
+        Self::start_on(log_dir, 0)
     }
 
-    /// Starts moto on `port` (used to restart one at the same address).
+    /// Starts moto on `port` (0: any free one; a fixed one to restart at the same address).
     pub fn start_on(log_dir: &Path, port: u16) -> Self {
         let venv = venv();
-        let log = log_dir.join(format!("moto-{port}.log"));
+        let tag = format!("{port}-{}", rand_u32());
+        let log = log_dir.join(format!("moto-{tag}.log"));
+        let port_file = log_dir.join(format!("moto-{tag}.port"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(venv.join("bin/python"))
             .args(["-c", MOTO_LAUNCHER, &port.to_string()])
+            .arg(&port_file)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .stdin(Stdio::null())
@@ -129,7 +140,16 @@ impl Moto {
             venv,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get_status(port, "/moto-api/") != Some(200) {
+        loop {
+            if let Some(bound) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+            {
+                moto.port = bound;
+                if http_get_status(bound, "/moto-api/") == Some(200) {
+                    return moto;
+                }
+            }
             if let Some(status) = moto.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "moto exited ({status}): {}",
@@ -137,9 +157,8 @@ impl Moto {
                 );
             }
             assert!(Instant::now() < deadline, "moto did not start in 60 s");
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
-        moto
     }
 
     pub fn url(&self) -> String {
