@@ -6,6 +6,16 @@
 //! pointers into slices right before use (NULL → `CKR_ARGUMENTS_BAD`), and
 //! maps the body's `Result` to exactly one `CK_RV`. One file per chapter of
 //! the PKCS#11 2.40 specification.
+//!
+//! Only `C_GetFunctionList` is needed by consumers; every `C_*` function is
+//! also exported by name. `C_GetInterfaceList`/`C_GetInterface` (PKCS#11
+//! 3.0) are not: the module is a 2.40 module, and every consumer in use
+//! (libp11, p11-kit, pkcs11-tool, GnuTLS, python-pkcs11, pkcs11-provider)
+//! falls back to `C_GetFunctionList`.
+//!
+//! After fork(), the child's first `C_Initialize` builds a fresh module and
+//! leaves the parent's untouched (its device connection and store belong to
+//! the parent); until then the child sees `CKR_CRYPTOKI_NOT_INITIALIZED`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // The exports keep the PKCS#11 names.
