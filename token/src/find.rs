@@ -286,6 +286,9 @@ impl Module {
             // Checked by destroy_key: a public key whose private key was
             // just removed no longer resolves, yet destroying it succeeds.
             self.require_read_write(session)?;
+            if !public && !self.private_access(&self.lock_sessions()) {
+                return Err(Error::UserNotLoggedIn);
+            }
             return self.destroy_key(&token, slot, public);
         }
         let object = self.object(handle)?;

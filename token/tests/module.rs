@@ -564,6 +564,12 @@ fn pin_guards_private_objects() {
     assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
     m.sign_init(s, CKM_ECDSA, false, key).unwrap();
     m.logout(s).unwrap();
+    let rw = m.open_session(0, RW).unwrap();
+    assert_eq!(
+        m.destroy_object(rw, key).unwrap_err().rv(),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    m.close_session(rw).unwrap();
     assert_eq!(m.logout(s).unwrap_err().rv(), CKR_USER_NOT_LOGGED_IN);
 }
 
