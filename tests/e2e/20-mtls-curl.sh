@@ -34,6 +34,44 @@ check "curl --engine pkcs11 --key-type ENG" \
     --cacert "$CA_CRT" -o "$T/page-eng" "$SERVER_URL"
 expect_signs "one device signature for the engine-form handshake" "$before" 1
 
+# openssl s_client with the engine key.
+before=$(device_signs)
+s_client_mtls() {
+    echo Q | openssl s_client -engine pkcs11 -keyform engine -key "$KEY_URI" -cert "$T/dev.crt" \
+        -CAfile "$CA_CRT" -verify_return_error -connect "127.0.0.1:$SERVER_PORT" >"$T/s_client.out" 2>&1
+    local rc=$?
+    cat "$T/s_client.out"
+    [ $rc -eq 0 ] && grep -q 'Verify return code: 0 (ok)' "$T/s_client.out"
+}
+check "openssl s_client -engine pkcs11 -keyform engine -key $KEY_URI" s_client_mtls
+expect_signs "one device signature for the s_client handshake" "$before" 1
+
+# Several processes at once share the device; each handshake signs once.
+parallel_handshakes() {
+    local i pids=() rc=0
+    for i in 1 2 3 4 5 6; do
+        curl -sS --fail --key "$KEY_URI" --cert "$T/dev.crt" --cacert "$CA_CRT" \
+            -o "$T/parallel.$i" "$SERVER_URL" &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    for i in 1 2 3 4 5 6; do page_shows_client_cert "$T/parallel.$i" 'CN=device-01' || rc=1; done
+    return $rc
+}
+before=$(device_signs)
+check "6 curl processes at once" parallel_handshakes
+expect_signs "one device signature per parallel handshake" "$before" 6
+
+# A device error during the handshake: the module answers CKR_DEVICE_ERROR, libp11
+# signs again, and the second device signature completes the handshake.
+if have_trace; then
+    echo sign >"$ZKIOT_EMU_DIR/fail-next"
+    before=$(device_signs)
+    check "curl completes the handshake after one failed device signature" \
+        curl -sS --fail --key "$KEY_URI" --cert "$T/dev.crt" --cacert "$CA_CRT" -o "$T/page-fault" "$SERVER_URL"
+    expect_signs "two device signatures: the failed one and the retry" "$before" 2
+fi
+
 # A client without a certificate is refused, so the checks above mean something.
 check "server refuses a client without a certificate" \
     bash -c "! curl -sS --fail --cacert '$CA_CRT' -o /dev/null '$SERVER_URL'"

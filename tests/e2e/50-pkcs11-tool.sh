@@ -38,6 +38,23 @@ done
 check "a signature does not verify for another digest" \
     bash -c "! openssl pkeyutl -verify -pubin -inkey '$T/pub.pem' -in '$T/digest.sha256' -sigfile '$T/sig.sha1'"
 
+# A device error fails that signature with CKR_DEVICE_ERROR (seen through OpenSC's
+# pkcs11-spy); the next signature works.
+spy=$(find /usr/lib -name pkcs11-spy.so -print -quit 2>/dev/null)
+if have_trace && [ -n "$spy" ]; then
+    echo sign >"$ZKIOT_EMU_DIR/fail-next"
+    device_error() {
+        ! PKCS11SPY=$MODULE PKCS11SPY_OUTPUT=$T/spy.log pkcs11-tool --module "$spy" \
+            --sign -m ECDSA --id 0000 -i "$T/digest.sha256" -o "$T/sig.fault" || return 1
+        grep -A8 ': C_Sign$' "$T/spy.log" | grep 'Returned:'
+        grep -A8 ': C_Sign$' "$T/spy.log" | grep -q 'Returned: *48 CKR_DEVICE_ERROR'
+    }
+    check "a device error: pkcs11-tool --sign fails, C_Sign returned CKR_DEVICE_ERROR" device_error
+    check "the next signature works and verifies" \
+        bash -c "pkcs11-tool --module '$MODULE' --sign -m ECDSA --id 0000 -i '$T/digest.sha256' -o '$T/sig.after' --signature-format openssl &&
+                 openssl pkeyutl -verify -pubin -inkey '$T/pub.pem' -in '$T/digest.sha256' -sigfile '$T/sig.after'"
+fi
+
 check "pkcs11-tool --generate-random 48 gives 48 bytes" \
     bash -c "[ \"\$(pkcs11-tool --module '$MODULE' --generate-random 48 | wc -c)\" = 48 ]"
 
