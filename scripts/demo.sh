@@ -3,7 +3,7 @@
 # device identity through the PKCS#11 module, with stock tools only.
 #
 #   1. build the module (libzkpkcs11.so) and the emulator (libzkemu.so)
-#   2. create the emulated Zymkey (its factory keys) in a fresh state folder
+#   2. configure an emulated Zymkey in a fresh state folder (created on first use)
 #   3. list the token with pkcs11-tool
 #   4. make a CSR signed by the token key (openssl + libp11 engine)
 #   5. sign it with a local test CA
@@ -59,7 +59,7 @@ EMULATOR=$CARGO_TARGET_DIR/debug/libzkemu.so
 echo "   module:   $MODULE"
 echo "   emulator: $EMULATOR"
 
-step "Create an emulated Zymkey 4i in $WORK/emulator"
+step "An emulated Zymkey 4i in $WORK/emulator (created with its factory keys on first use)"
 rm -rf "$WORK"
 mkdir -p "$WORK/emulator"
 cat >"$WORK/zkiot.toml" <<EOF
