@@ -36,7 +36,16 @@ pub struct StateDir {
 /// An exclusive lock on the state directory, released when dropped.
 #[must_use]
 pub struct StateLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child forked while the
+        // lock was held shares this open file description, and closing our
+        // descriptor alone would leave the lock held for as long as it lives.
+        let _ = self.file.unlock();
+    }
 }
 
 /// What a device is, fixed when its state is created (`device.json`).
@@ -96,7 +105,7 @@ impl StateDir {
             .mode(0o600)
             .open(self.path(LOCK_FILE))?;
         file.lock()?;
-        Ok(StateLock { _file: file })
+        Ok(StateLock { file })
     }
 
     /// The device identity, if the state has been created.
@@ -197,5 +206,37 @@ mod tests {
             let mode = fs::metadata(state.path(sub)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{sub}");
         }
+    }
+
+    #[test]
+    fn lock_is_released_although_a_forked_child_holds_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().to_path_buf());
+        state.ensure_dirs().unwrap();
+        let lock = state.lock().unwrap();
+        // SAFETY: the child only sleeps and exits; it touches no Rust state.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            unsafe {
+                libc::sleep(30);
+                libc::_exit(0);
+            }
+        }
+        drop(lock);
+        let probe = OpenOptions::new()
+            .write(true)
+            .open(state.path(LOCK_FILE))
+            .unwrap();
+        let free = probe.try_lock().is_ok();
+        // SAFETY: `child` is our own child process.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(
+            free,
+            "the lock outlived its guard in the forked child's copy"
+        );
     }
 }
