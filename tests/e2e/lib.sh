@@ -193,7 +193,7 @@ expect_signs() {
 
 # ---------------------------------------------------------------- PKI
 
-# make_ca: P-256 test CA (ca.key, ca.crt) and a server certificate for 127.0.0.1.
+# make_pki: a P-256 test CA (ca.key, ca.crt) and a server certificate for 127.0.0.1.
 make_pki() {
     local d=$T/pki
     mkdir -p "$d"
