@@ -2,6 +2,8 @@
 //! made by the CLI, and bad inputs end in one clear line and a non-zero exit with nothing
 //! half-written.
 
+#![cfg(feature = "aws")]
+
 mod support;
 
 use std::time::{Duration, Instant};

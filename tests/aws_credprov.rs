@@ -3,6 +3,8 @@
 //! keys in files and curl, so each case controls exactly one thing (the token path is covered by
 //! `aws_flow`).
 
+#![cfg(feature = "aws")]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,8 @@
 //!   command completes without issuing a second certificate to any device, and without
 //!   duplicates in the service.
 
+#![cfg(feature = "aws")]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 //!
 //! moto checks nothing cryptographic, so these tests check the certificates themselves.
 
+#![cfg(feature = "aws")]
+
 mod support;
 
 use openssl::x509::{X509Req, X509};
