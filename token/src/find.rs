@@ -82,8 +82,16 @@ impl Module {
             }
             out.push((entry.key.slot.public_handle(), entry.public.clone()));
         }
-        for (row, object) in token.read_store(|s| s.objects().map_err(Error::from))? {
-            out.push((stored_handle(row)?, object));
+        // The device keys do not depend on the store: a store that cannot be
+        // read (logged once, naming the file) hides only its own objects, so
+        // the device keeps its identity while the file waits for a person.
+        match token.read_store(|s| s.objects().map_err(Error::from)) {
+            Ok(rows) => {
+                for (row, object) in rows {
+                    out.push((stored_handle(row)?, object));
+                }
+            }
+            Err(e) => tracing::debug!("stored objects not listed: {e}"),
         }
         for (handle, (_, object)) in self
             .session_objects

@@ -690,9 +690,22 @@ fn corrupt_store_is_an_error_and_is_left_alone() {
     let dev = SoftDevice::new("ZYMKEY4i", 3);
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RW).unwrap();
-    let err = m.find_objects_init(s, &[]).unwrap_err();
+    // Writing is refused with an error naming the file.
+    let err = m
+        .create_object(
+            s,
+            &[
+                class(CKO_DATA),
+                (CKA_TOKEN, vec![1]),
+                (CKA_VALUE, b"x".to_vec()),
+            ],
+        )
+        .unwrap_err();
     assert_eq!(err.rv(), CKR_GENERAL_ERROR);
     assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+    // The device keys are still listed: only the store's own objects are missing.
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    assert!(find(&m, s, &[class(CKO_DATA)]).is_empty());
     // Signing does not need the store.
     m.sign_init(
         s,

@@ -497,30 +497,41 @@ fn corrupt_token_store() {
         let initialized = pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
             cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
         ));
-        if initialized.is_ok() {
-            // Keys may still be served, but storing must fail rather than overwrite the file.
-            if let Ok(slot) = pkcs11.get_all_slots().map(|slots| slots[0]) {
-                if let Ok(session) = pkcs11.open_rw_session(slot) {
-                    let created = session.create_object(&[
-                        cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::DATA),
-                        cryptoki::object::Attribute::Token(true),
-                        cryptoki::object::Attribute::Label(b"note".to_vec()),
-                        cryptoki::object::Attribute::Value(b"must not be stored".to_vec()),
-                    ]);
-                    assert!(
-                        created.is_err(),
-                        "C_CreateObject into a corrupt store must fail"
-                    );
-                    let found = session.find_objects(&[cryptoki::object::Attribute::Class(
-                        cryptoki::object::ObjectClass::DATA,
-                    )]);
-                    assert!(
-                        !matches!(found, Ok(ref objects) if !objects.is_empty()),
-                        "no data objects out of garbage: {found:?}"
-                    );
-                }
-            }
-        }
+        initialized.expect("C_Initialize with a corrupt store");
+        let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+        let session = pkcs11.open_rw_session(slot).expect("session");
+        // The device keys do not live in the store: they are still found and sign.
+        let key = session
+            .find_objects(&[
+                cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                cryptoki::object::Attribute::Label(b"slot0".to_vec()),
+            ])
+            .expect("C_FindObjects with a corrupt store");
+        assert_eq!(key.len(), 1, "the slot 0 key is still served");
+        let signature = session
+            .sign(&cryptoki::mechanism::Mechanism::Ecdsa, key[0], &[7u8; 32])
+            .expect("C_Sign with a corrupt store");
+        assert_eq!(signature.len(), 64);
+        // Storing must fail rather than overwrite the file.
+        let created = session.create_object(&[
+            cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::DATA),
+            cryptoki::object::Attribute::Token(true),
+            cryptoki::object::Attribute::Label(b"note".to_vec()),
+            cryptoki::object::Attribute::Value(b"must not be stored".to_vec()),
+        ]);
+        assert!(
+            created.is_err(),
+            "C_CreateObject into a corrupt store must fail"
+        );
+        let found = session
+            .find_objects(&[cryptoki::object::Attribute::Class(
+                cryptoki::object::ObjectClass::DATA,
+            )])
+            .expect("C_FindObjects for data objects");
+        assert!(
+            found.is_empty(),
+            "no data objects out of garbage: {found:?}"
+        );
     });
     assert_eq!(
         std::fs::read(&store).expect("the store file is still there"),
