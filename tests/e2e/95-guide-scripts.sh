@@ -61,7 +61,7 @@ check "CA certificate is a CA (basicConstraints CA:TRUE)" \
     sh -c 'openssl x509 -in CA_files/zk_ca.crt -noout -ext basicConstraints | grep -q "CA:TRUE"'
 check "mk_ca.sh refuses to replace the CA key" sh -c "! '$GUIDE/mk_ca.sh'"
 
-check "register_ca.sh" "$GUIDE/register_ca.sh"
+check "register_ca.sh" sh -c "'$GUIDE/register_ca.sh' >'$T/register_ca.out'"
 ca_id=$(cat CA_files/ca-certificate-id 2>/dev/null)
 expect_eq "CA registered ACTIVE" ACTIVE \
     "$(aws iot describe-ca-certificate --certificate-id "$ca_id" --query certificateDescription.status --output text 2>&1)"
@@ -70,6 +70,11 @@ expect_eq "CA id is the SHA-256 of its DER" \
     "$(openssl x509 -in CA_files/zk_ca.crt -outform DER | sha256sum | cut -d' ' -f1)" "$ca_id"
 check "verification certificate is signed by the CA" \
     openssl verify -partial_chain -CAfile CA_files/zk_ca.crt CA_files/verification.crt
+# moto ignores the verification certificate, so check the one that was sent: CN = the code.
+registration_code=$(sed -n 's/^registration code: //p' "$T/register_ca.out")
+check "register_ca.sh printed the registration code" test -n "$registration_code"
+expect_eq "verification certificate's CN is the registration code" "$registration_code" \
+    "$(openssl x509 -in CA_files/verification.crt -noout -subject -nameopt multiline 2>&1 | sed -n 's/^ *commonName *= *//p')"
 
 check "setup_role.sh" sh -c "'$GUIDE/setup_role.sh' >'$T/setup.env'"
 ENDPOINT=$(sed -n 's/^ENDPOINT=//p' "$T/setup.env")
