@@ -49,13 +49,15 @@ done
 [ -n "$thing" ] || die "--thing is required"
 [ -n "$endpoint" ] || die "--endpoint is required"
 
-# --fail-with-body: on a refusal the provider's JSON message is kept for the error below.
-if ! response=$(curl --silent --show-error --fail-with-body --tlsv1.2 \
+# The HTTP status goes on a last line of its own; the body (credentials) stays in memory.
+response=$(curl --silent --show-error --tlsv1.2 --write-out '\n%{http_code}' \
     --engine pkcs11 --key-type ENG --key "$key_uri" --cert "$cert" --cacert "$cacert" \
     "${connect[@]}" -H "x-amzn-iot-thingname: $thing" \
-    "https://$endpoint/role-aliases/$role_alias/credentials"); then
-    die "the credentials provider refused: ${response:-no answer}"
-fi
+    "https://$endpoint/role-aliases/$role_alias/credentials") ||
+    die "no answer from https://$endpoint"
+status=${response##*$'\n'}
+response=${response%$'\n'*}
+[ "$status" = 200 ] || die "the credentials provider refused ($status): $response"
 
 # {"credentials":{"accessKeyId",…}} → {"Version":1,"AccessKeyId",…}
 python3 -c '
