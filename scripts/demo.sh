@@ -116,12 +116,13 @@ openssl req -new -key "$WORK/server.key" -subj '/CN=localhost' -out "$WORK/serve
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$WORK/server.ext"
 openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" \
     -CAcreateserial -days 30 -sha256 -extfile "$WORK/server.ext" -out "$WORK/server.crt" 2>/dev/null
+: >"$WORK/s_server.log" # exists before the server writes its port into it
 openssl s_server -accept 127.0.0.1:0 -cert "$WORK/server.crt" -key "$WORK/server.key" \
     -Verify 1 -CAfile "$WORK/ca.crt" -www >"$WORK/s_server.log" 2>&1 </dev/null &
 server_pid=$!
 port=""
 for _ in $(seq 1 100); do
-    port=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/s_server.log")
+    port=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/s_server.log" || true)
     [ -n "$port" ] && break
     sleep 0.05
 done

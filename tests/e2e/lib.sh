@@ -242,6 +242,7 @@ token_pubkey() {
 # requiring a client certificate from the test CA. Sets SERVER_PORT and SERVER_URL.
 start_s_server() {
     local log=$T/s_server.$RANDOM.log
+    : >"$log" # exists before the server writes its port into it
     openssl s_server -accept 127.0.0.1:0 -cert "$SERVER_CRT" -key "$SERVER_KEY" \
         -Verify 1 -CAfile "$CA_CRT" -www "$@" >"$log" 2>&1 </dev/null &
     E2E_PIDS+=($!)
