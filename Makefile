@@ -1,7 +1,7 @@
 # Convenience targets over the scripts; the scripts are the reference.
 PREFIX ?= /usr/local
 
-.PHONY: all build test e2e demo install install-emulator uninstall
+.PHONY: all build test e2e demo token-demo install install-emulator uninstall
 
 all: build
 
@@ -16,6 +16,9 @@ e2e:
 
 demo:
 	scripts/demo.sh
+
+token-demo:
+	scripts/token-demo.sh
 
 install:
 	scripts/install-module.sh --prefix $(PREFIX)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's main command, scripts/demo.sh, runs to the end on the emulator: a CSR
-# signed in the token, the certificate on the token, mutual TLS with curl.
+# The README's main command, scripts/demo.sh, runs the whole guide to the end: the operator's
+# steps against moto, the device's through the token, and temporary AWS credentials from the
+# local credentials provider that then work against moto.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -9,17 +10,18 @@ if [ "$BACKEND" != zkiot ]; then
     e2e_summary
     exit
 fi
-unset PKCS11_MODULE_PATH
+unset PKCS11_MODULE_PATH ZKIOT_ZKLIB ZKIOT_CONF ZKIOT_EMU_DIR ZKIOT_EMU_TRACE
 
-export ZKIOT_DEMO_DIR=$T/demo
-check "scripts/demo.sh" bash -c "'$REPO/scripts/demo.sh' </dev/null >'$T/demo.out' 2>&1 || { cat '$T/demo.out'; exit 1; }"
-check "demo: one device signature for the CSR" grep -q '^   device signatures: 1$' "$T/demo.out"
-check "demo: the certificate is stored on the token" grep -q 'Created certificate:' "$T/demo.out"
-check "demo: the server shows the client certificate" \
-    grep -q 'Subject: CN=demo-device-0001, O=zkiot demo' "$T/demo.out"
-check "demo: one device signature for the handshake" \
-    grep -q '^   device signatures for the handshake: 1$' "$T/demo.out"
-check "demo: its s_server is stopped" \
-    bash -c "! pgrep -f '[s]_server -accept 127.0.0.1:0 -cert $ZKIOT_DEMO_DIR/' >/dev/null"
+export ZKIOT_FLOW_DIR=$T/flow
+out=$T/demo.out
+check "scripts/demo.sh" bash -c "'$REPO/scripts/demo.sh' </dev/null >'$out' 2>&1 || { cat '$out'; exit 1; }"
+check "demo: the CA is registered" grep -q 'aws register-ca' "$out"
+check "demo: the device CSR is made through the token" grep -q 'zkiot device csr' "$out"
+check "demo: temporary credentials work against moto (sts get-caller-identity)" \
+    grep -q '"Account": "123456789012"' "$out"
+check "demo: a silenced device is refused" grep -q 'Access Denied' "$out"
+check "demo: it ends" grep -q '^Done\.' "$out"
+check "demo: its servers are stopped" \
+    bash -c "! pgrep -f '[c]redprov/server.py.*$ZKIOT_FLOW_DIR' >/dev/null"
 
 e2e_summary
