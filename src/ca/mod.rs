@@ -11,12 +11,12 @@ mod subject;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1Time, Asn1TimeRef};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, PKeyRef, Private, Public};
+use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private, Public};
 use openssl::stack::Stack;
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
@@ -192,26 +192,17 @@ impl CertificateAuthority {
             );
         }
 
-        let mut builder = X509Builder::new()?;
-        builder.set_version(2)?;
-        builder.set_serial_number(random_serial()?.as_ref())?;
-        builder.set_subject_name(csr.subject_name())?;
-        builder.set_issuer_name(self.cert.subject_name())?;
-        builder.set_pubkey(&public_key)?;
-        builder.set_not_before(&not_before)?;
-        builder.set_not_after(&not_after)?;
-        builder.append_extension(BasicConstraints::new().critical().build()?)?;
-        builder.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-        builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-        let ski =
-            SubjectKeyIdentifier::new().build(&builder.x509v3_context(Some(&self.cert), None))?;
-        builder.append_extension(ski)?;
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&builder.x509v3_context(Some(&self.cert), None))?;
-        builder.append_extension(aki)?;
-        builder.sign(&self.key, MessageDigest::sha256())?;
-        let cert = builder.build();
+        let cert = self.issue(
+            csr.subject_name(),
+            &public_key,
+            (&not_before, &not_after),
+            |builder| {
+                builder
+                    .append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+                builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+                Ok(())
+            },
+        )?;
         verify_chain(&cert, &self.cert).context("the certificate just issued does not verify")?;
         Ok(cert)
     }
@@ -227,21 +218,34 @@ impl CertificateAuthority {
         let mut name = openssl::x509::X509NameBuilder::new()?;
         name.append_entry_by_nid(Nid::COMMONNAME, registration_code)?;
         let name = name.build();
-        let mut builder = X509Builder::new()?;
-        builder.set_version(2)?;
-        builder.set_serial_number(random_serial()?.as_ref())?;
-        builder.set_subject_name(&name)?;
-        builder.set_issuer_name(self.cert.subject_name())?;
-        builder.set_pubkey(&key)?;
         let (not_before, not_after) = validity(VERIFICATION_DAYS, None)?;
-        builder.set_not_before(&not_before)?;
         let not_after = if not_after > self.cert.not_after() {
             Asn1Time::from_str(&self.cert.not_after().to_string()).unwrap_or(not_after)
         } else {
             not_after
         };
-        builder.set_not_after(&not_after)?;
+        self.issue(&name, &key, (&not_before, &not_after), |_| Ok(()))
+    }
+
+    /// Issues an end-entity certificate signed by this CA: version 3, a random serial,
+    /// basicConstraints CA:FALSE, the extensions `extend` adds, SKI and AKI, SHA-256.
+    fn issue<K: HasPublic>(
+        &self,
+        subject: &X509NameRef,
+        public_key: &PKeyRef<K>,
+        (not_before, not_after): (&Asn1TimeRef, &Asn1TimeRef),
+        extend: impl FnOnce(&mut X509Builder) -> Result<(), openssl::error::ErrorStack>,
+    ) -> Result<X509> {
+        let mut builder = X509Builder::new()?;
+        builder.set_version(2)?;
+        builder.set_serial_number(random_serial()?.as_ref())?;
+        builder.set_subject_name(subject)?;
+        builder.set_issuer_name(self.cert.subject_name())?;
+        builder.set_pubkey(public_key)?;
+        builder.set_not_before(not_before)?;
+        builder.set_not_after(not_after)?;
         builder.append_extension(BasicConstraints::new().critical().build()?)?;
+        extend(&mut builder)?;
         let ski =
             SubjectKeyIdentifier::new().build(&builder.x509v3_context(Some(&self.cert), None))?;
         builder.append_extension(ski)?;

@@ -338,11 +338,11 @@ mod tests {
     use super::*;
     use crate::object::{ulong_bytes, Attr};
 
-    fn p256_point() -> Vec<u8> {
+    /// A fresh raw X‖Y point on `curve`, as the device returns it.
+    fn point_on(curve: openssl::nid::Nid) -> Vec<u8> {
         use openssl::bn::BigNumContext;
         use openssl::ec::{EcGroup, EcKey, PointConversionForm};
-        use openssl::nid::Nid;
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let group = EcGroup::from_curve_name(curve).unwrap();
         let key = EcKey::generate(&group).unwrap();
         let mut ctx = BigNumContext::new().unwrap();
         let bytes = key
@@ -352,18 +352,12 @@ mod tests {
         bytes[1..].to_vec()
     }
 
+    fn p256_point() -> Vec<u8> {
+        point_on(openssl::nid::Nid::X9_62_PRIME256V1)
+    }
+
     fn k1_point() -> Vec<u8> {
-        use openssl::bn::BigNumContext;
-        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
-        use openssl::nid::Nid;
-        let group = EcGroup::from_curve_name(Nid::SECP256K1).unwrap();
-        let key = EcKey::generate(&group).unwrap();
-        let mut ctx = BigNumContext::new().unwrap();
-        let bytes = key
-            .public_key()
-            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
-            .unwrap();
-        bytes[1..].to_vec()
+        point_on(openssl::nid::Nid::SECP256K1)
     }
 
     #[test]

@@ -81,7 +81,9 @@ mod trace;
 
 use std::ffi::{c_char, c_int, c_void};
 
+use device::Device;
 use edge::{buffer_out, call, give, give_string, give_with_len, required, value_out, with_device};
+use errno::Result;
 use model::Keyring;
 
 /// `zkCTX`: an opaque device context.
@@ -320,17 +322,25 @@ pub unsafe extern "C" fn zkStoreForeignPubKey(
     })
 }
 
+/// Answers one of the device-information strings into a caller's `char **`.
+fn info_string(
+    ctx: ZkCtx,
+    out: Option<&mut *mut c_char>,
+    read: fn(&Device) -> Result<String>,
+) -> c_int {
+    with_device(ctx, |device| {
+        give_string(required(out)?, &read(device)?)?;
+        Ok(0)
+    })
+}
+
 /// # Safety
 /// `model_str` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn zkGetModelNumberString(ctx: ZkCtx, model_str: *mut *mut c_char) -> c_int {
     // SAFETY: by the contract above.
     let out = unsafe { buffer_out(model_str) };
-    with_device(ctx, |device| {
-        let out = required(out)?;
-        give_string(out, &device.model_string()?)?;
-        Ok(0)
-    })
+    info_string(ctx, out, Device::model_string)
 }
 
 /// # Safety
@@ -342,11 +352,7 @@ pub unsafe extern "C" fn zkGetFirmwareVersionString(
 ) -> c_int {
     // SAFETY: by the contract above.
     let out = unsafe { buffer_out(fw_ver_str) };
-    with_device(ctx, |device| {
-        let out = required(out)?;
-        give_string(out, &device.firmware_version()?)?;
-        Ok(0)
-    })
+    info_string(ctx, out, Device::firmware_version)
 }
 
 /// # Safety
@@ -358,11 +364,7 @@ pub unsafe extern "C" fn zkGetSerialNumberString(
 ) -> c_int {
     // SAFETY: by the contract above.
     let out = unsafe { buffer_out(serial_num_str) };
-    with_device(ctx, |device| {
-        let out = required(out)?;
-        give_string(out, &device.serial_number()?)?;
-        Ok(0)
-    })
+    info_string(ctx, out, Device::serial_number)
 }
 
 /// # Safety
