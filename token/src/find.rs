@@ -112,8 +112,8 @@ impl Module {
             ObjectRef::Key { slot, public } => {
                 let entry = token.key(slot).ok_or(Error::ObjectHandleInvalid)?;
                 match (public, slot.foreign) {
-                    (true, _) => entry.public,
-                    (false, false) => entry.private,
+                    (true, _) => entry.public.clone(),
+                    (false, false) => entry.private.clone(),
                     (false, true) => return Err(Error::ObjectHandleInvalid),
                 }
             }

@@ -3,6 +3,8 @@
 //! `C_DestroyObject` of its private key removes it. Factory slots are never
 //! removed.
 
+use std::sync::Arc;
+
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
@@ -156,7 +158,7 @@ impl Module {
             .keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(slot, KeyEntry::new(key, token.login_required));
+            .insert(slot, Arc::new(KeyEntry::new(key, token.login_required)));
         Ok((slot.public_handle(), slot.private_handle()))
     }
 

@@ -6,6 +6,8 @@
 //! Any call that produces a signature makes exactly one device signature,
 //! with no token lock held while the device works.
 
+use std::sync::Arc;
+
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
@@ -187,7 +189,10 @@ impl Module {
             .keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(slot, KeyEntry::new(refreshed, token.login_required));
+            .insert(
+                slot,
+                Arc::new(KeyEntry::new(refreshed, token.login_required)),
+            );
         Ok(signature)
     }
 

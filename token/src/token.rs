@@ -81,7 +81,7 @@ pub struct Token {
     pub caps: Capabilities,
     pub label: String,
     pub login_required: bool,
-    pub keys: RwLock<BTreeMap<KeySlot, KeyEntry>>,
+    pub keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
     store_path: Option<PathBuf>,
     store: Mutex<Option<Store>>,
     /// Device slots removed through this module, whose public key objects
@@ -128,7 +128,7 @@ impl Token {
         for slot in slots {
             match token.load_key(slot, config) {
                 Ok(Some(entry)) => {
-                    keys.insert(slot, entry);
+                    keys.insert(slot, Arc::new(entry));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(
@@ -307,7 +307,8 @@ impl Token {
         self.with_store(f)
     }
 
-    pub fn key(&self, slot: KeySlot) -> Option<KeyEntry> {
+    /// The key of a slot; shared, so the signing path copies no attributes.
+    pub fn key(&self, slot: KeySlot) -> Option<Arc<KeyEntry>> {
         self.keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
