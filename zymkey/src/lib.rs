@@ -193,6 +193,7 @@ impl Zymkey {
         let mut out: *mut u8 = std::ptr::null_mut();
         // SAFETY: the library allocates `want` bytes into `out`.
         let rc = unsafe { (self.lib.rand_bytes)(s.ctx(), &mut out, want) };
+        // SAFETY: `out` is NULL or the library's buffer of `want` bytes, now ours.
         let buf = unsafe { take_bytes(out, len) };
         s.check("zkGetRandBytes", rc)?;
         buf.ok_or_else(|| bad("zkGetRandBytes", "no buffer"))
@@ -207,6 +208,7 @@ impl Zymkey {
         let rc = unsafe {
             (self.lib.sign_digest)(s.ctx(), digest.as_ptr(), slot, &mut sig, &mut sig_len)
         };
+        // SAFETY: `sig` is NULL or the library's buffer of `sig_len` bytes, now ours.
         let bytes = unsafe { take_bytes(sig, usize::try_from(sig_len).unwrap_or(0)) };
         s.check("zkGenECDSASigFromDigest", rc)?;
         let bytes = bytes.ok_or_else(|| bad("zkGenECDSASigFromDigest", "no signature"))?;
@@ -260,10 +262,12 @@ impl Zymkey {
                     function: "zkExportPubKey",
                 })
             }
+            // SAFETY: as for zkExportPubKey.
             None => ("zkGetECDSAPubKey", unsafe {
                 (self.lib.get_pub_key)(s.ctx(), &mut pk, &mut pk_len, slot.number)
             }),
         };
+        // SAFETY: `pk` is NULL or the library's buffer of `pk_len` bytes, now ours.
         let bytes = unsafe { take_bytes(pk, usize::try_from(pk_len).unwrap_or(0)) };
         s.check(function, rc)?;
         match bytes {
@@ -289,6 +293,7 @@ impl Zymkey {
         } else {
             // SAFETY: `list` holds `count` ints from malloc; copied, then freed once.
             let v = unsafe { std::slice::from_raw_parts(list, count) }.to_vec();
+            // SAFETY: as above; nothing reads `list` after this.
             unsafe { libc::free(list.cast()) };
             v
         };
@@ -372,6 +377,7 @@ impl Zymkey {
         } else {
             // SAFETY: NUL-terminated per the API; copied, then freed once.
             let t = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+            // SAFETY: as above; nothing reads `p` after this.
             unsafe { libc::free(p.cast()) };
             Some(t)
         };
@@ -401,7 +407,9 @@ unsafe fn take_bytes(p: *mut u8, len: usize) -> Option<Vec<u8>> {
     if p.is_null() {
         return None;
     }
-    let v = std::slice::from_raw_parts(p, len).to_vec();
-    libc::free(p.cast());
+    // SAFETY: `len` readable bytes, by the contract above.
+    let v = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+    // SAFETY: malloc'd and freed only here, by the contract above.
+    unsafe { libc::free(p.cast()) };
     Some(v)
 }

@@ -82,53 +82,27 @@ impl Library {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        let required = |symbol: &'static str| -> Result<*const c_void> {
-            lookup(&handle, symbol).ok_or_else(|| Error::MissingSymbol {
-                path: path.to_path_buf(),
-                symbol,
-            })
-        };
-        // SAFETY (every transmute below): each symbol is declared in
-        // include/zk_app_utils.h with exactly the signature of the target type.
+        // SAFETY: for every symbol below, the field's type is the symbol's
+        // signature as declared in include/zk_app_utils.h.
         unsafe {
             Ok(Library {
                 path: path.to_path_buf(),
-                open: std::mem::transmute::<*const c_void, OpenFn>(required("zkOpen")?),
-                close: std::mem::transmute::<*const c_void, CloseFn>(required("zkClose")?),
-                rand_bytes: std::mem::transmute::<*const c_void, RandFn>(required(
-                    "zkGetRandBytes",
-                )?),
-                sign_digest: std::mem::transmute::<*const c_void, SignFn>(required(
-                    "zkGenECDSASigFromDigest",
-                )?),
-                verify_digest: std::mem::transmute::<*const c_void, VerifyFn>(required(
-                    "zkVerifyECDSASigFromDigest",
-                )?),
-                get_pub_key: std::mem::transmute::<*const c_void, GetPubKeyFn>(required(
-                    "zkGetECDSAPubKey",
-                )?),
-                model: std::mem::transmute::<*const c_void, StringFn>(required(
-                    "zkGetModelNumberString",
-                )?),
-                firmware: std::mem::transmute::<*const c_void, StringFn>(required(
-                    "zkGetFirmwareVersionString",
-                )?),
-                serial: std::mem::transmute::<*const c_void, StringFn>(required(
-                    "zkGetSerialNumberString",
-                )?),
-                time: std::mem::transmute::<*const c_void, TimeFn>(required("zkGetTime")?),
-                export_pub_key: lookup(&handle, "zkExportPubKey")
-                    .map(|p| std::mem::transmute::<*const c_void, ExportPubKeyFn>(p)),
-                slot_list: lookup(&handle, "zkGetAllocSlotsList")
-                    .map(|p| std::mem::transmute::<*const c_void, SlotListFn>(p)),
-                gen_key_pair: lookup(&handle, "zkGenKeyPair")
-                    .map(|p| std::mem::transmute::<*const c_void, GenKeyPairFn>(p)),
-                remove_key: lookup(&handle, "zkRemoveKey")
-                    .map(|p| std::mem::transmute::<*const c_void, RemoveKeyFn>(p)),
-                store_foreign: lookup(&handle, "zkStoreForeignPubKey")
-                    .map(|p| std::mem::transmute::<*const c_void, StoreForeignFn>(p)),
-                verify_foreign: lookup(&handle, "zkVerifyECDSASigFromDigestWithForeignKeySlot")
-                    .map(|p| std::mem::transmute::<*const c_void, VerifyFn>(p)),
+                open: required(&handle, path, "zkOpen")?,
+                close: required(&handle, path, "zkClose")?,
+                rand_bytes: required(&handle, path, "zkGetRandBytes")?,
+                sign_digest: required(&handle, path, "zkGenECDSASigFromDigest")?,
+                verify_digest: required(&handle, path, "zkVerifyECDSASigFromDigest")?,
+                get_pub_key: required(&handle, path, "zkGetECDSAPubKey")?,
+                model: required(&handle, path, "zkGetModelNumberString")?,
+                firmware: required(&handle, path, "zkGetFirmwareVersionString")?,
+                serial: required(&handle, path, "zkGetSerialNumberString")?,
+                time: required(&handle, path, "zkGetTime")?,
+                export_pub_key: lookup(&handle, "zkExportPubKey"),
+                slot_list: lookup(&handle, "zkGetAllocSlotsList"),
+                gen_key_pair: lookup(&handle, "zkGenKeyPair"),
+                remove_key: lookup(&handle, "zkRemoveKey"),
+                store_foreign: lookup(&handle, "zkStoreForeignPubKey"),
+                verify_foreign: lookup(&handle, "zkVerifyECDSASigFromDigestWithForeignKeySlot"),
                 _handle: handle,
             })
         }
@@ -140,12 +114,31 @@ impl Library {
     }
 }
 
-fn lookup(handle: &libloading::Library, symbol: &str) -> Option<*const c_void> {
+/// A function of the library, `None` when the symbol is absent or NULL.
+///
+/// # Safety
+/// `F` is a function pointer type with the symbol's signature.
+unsafe fn lookup<F: Copy>(handle: &libloading::Library, symbol: &str) -> Option<F> {
     let name = format!("{symbol}\0");
-    // SAFETY: the symbol is only read as an address here; it is given its real
-    // type by the caller, from the header.
-    unsafe { handle.get::<*const c_void>(name.as_bytes()) }
+    // SAFETY: by the contract above; as an `Option` of a function pointer, a
+    // NULL symbol reads as `None`.
+    unsafe { handle.get::<Option<F>>(name.as_bytes()) }
         .ok()
-        .map(|s| *s)
-        .filter(|p| !p.is_null())
+        .and_then(|f| *f)
+}
+
+/// A function every Zymbit library has.
+///
+/// # Safety
+/// As for [`lookup`].
+unsafe fn required<F: Copy>(
+    handle: &libloading::Library,
+    path: &Path,
+    symbol: &'static str,
+) -> Result<F> {
+    // SAFETY: by the contract above.
+    unsafe { lookup(handle, symbol) }.ok_or_else(|| Error::MissingSymbol {
+        path: path.to_path_buf(),
+        symbol,
+    })
 }

@@ -274,10 +274,8 @@ fn fork_while_threads_sign(module: &std::path::Path) {
         w.join().unwrap();
     }
     // SAFETY: no argument.
-    assert_eq!(
-        unsafe { f.C_Finalize.unwrap()(std::ptr::null_mut()) },
-        cryptoki_sys::CKR_OK
-    );
+    let rv = unsafe { f.C_Finalize.unwrap()(std::ptr::null_mut()) };
+    assert_eq!(rv, cryptoki_sys::CKR_OK);
     assert!(
         failed.is_empty(),
         "children that failed (round, wait status): {failed:?}"

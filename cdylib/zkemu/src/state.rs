@@ -218,6 +218,7 @@ mod tests {
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork failed");
         if child == 0 {
+            // SAFETY: both are async-signal-safe, so fine in a forked child.
             unsafe {
                 libc::sleep(30);
                 libc::_exit(0);

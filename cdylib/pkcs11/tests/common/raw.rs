@@ -64,9 +64,8 @@ impl Raw {
         assert_rv!(rv, CKR_OK, "C_GetFunctionList");
         assert!(!list.is_null(), "C_GetFunctionList gave a NULL list");
         // SAFETY: the module keeps its function list alive while it is loaded, which is forever.
-        Raw {
-            f: unsafe { &*list },
-        }
+        let f = unsafe { &*list };
+        Raw { f }
     }
 
     pub fn initialize_null(&self) -> CK_RV {
