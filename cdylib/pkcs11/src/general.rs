@@ -7,7 +7,7 @@ use cryptoki_sys::*;
 use zktoken::config::ConfigError;
 use zktoken::{Config, Error, Module};
 
-use crate::{cryptoki_fn, install, module, out_param, uninstall, INIT_LOCK};
+use crate::{export, install, module, out_param, uninstall, INIT_LOCK};
 
 /// What `C_Initialize`'s arguments ask for: the configuration text or path
 /// passed in `pReserved`, if any.
@@ -80,76 +80,82 @@ fn register_fork_handlers() {
     });
 }
 
-cryptoki_fn! {
-    /// `C_Initialize`. `pReserved` may carry the configuration: TOML text
-    /// (when it holds `=` or a newline) or the path of a TOML file.
-    /// In a forked child the parent's state is dropped and rebuilt.
-    fn C_Initialize(pInitArgs: CK_VOID_PTR) {
-        // SAFETY: per the contract, NULL or a CK_C_INITIALIZE_ARGS.
-        let init_arg = unsafe { init_args(pInitArgs as *const CK_C_INITIALIZE_ARGS) }?;
-        let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        // A module inherited across fork() is replaced, never finalized:
-        // its device connection and store belong to the parent.
-        if module().is_ok() {
-            return Err(Error::CryptokiAlreadyInitialized);
-        }
-        let mut config = match Config::discover(init_arg.as_deref()) {
-            Ok(c) => c,
-            // Some hosts pass their own parameters in pReserved (NSS does):
-            // text that is not our TOML is left to them.
-            Err(e @ ConfigError::Parse { .. })
-                if init_arg.as_deref().is_some_and(zktoken::config::is_inline) =>
-            {
-                let fallback = Config::discover(None);
-                zktoken::log::init(fallback.as_ref().unwrap_or(&Config::default()));
-                tracing::warn!("pReserved ignored: {e}");
-                fallback.map_err(|e| {
-                    tracing::error!("{e}");
-                    Error::GeneralError(e.to_string())
-                })?
-            }
-            Err(e) => {
-                zktoken::log::init(&Config::default());
+export!(C_Initialize(pInitArgs: CK_VOID_PTR) = unsafe initialize);
+
+/// `C_Initialize` (§5.4). `pReserved` may carry the configuration: TOML
+/// text (when it holds `=` or a newline) or the path of a TOML file. In a
+/// forked child the parent's module is left alone and a new one is built.
+///
+/// # Safety
+/// `pInitArgs` is NULL or points to a valid `CK_C_INITIALIZE_ARGS`.
+unsafe fn initialize(pInitArgs: CK_VOID_PTR) -> zktoken::Result<()> {
+    // SAFETY: by the contract above.
+    let init_arg = unsafe { init_args(pInitArgs as *const CK_C_INITIALIZE_ARGS) }?;
+    let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // A module inherited across fork() is replaced, never finalized:
+    // its device connection and store belong to the parent.
+    if module().is_ok() {
+        return Err(Error::CryptokiAlreadyInitialized);
+    }
+    let mut config = match Config::discover(init_arg.as_deref()) {
+        Ok(c) => c,
+        // Some hosts pass their own parameters in pReserved (NSS does):
+        // text that is not our TOML is left to them.
+        Err(e @ ConfigError::Parse { .. })
+            if init_arg.as_deref().is_some_and(zktoken::config::is_inline) =>
+        {
+            let fallback = Config::discover(None);
+            zktoken::log::init(fallback.as_ref().unwrap_or(&Config::default()));
+            tracing::warn!("pReserved ignored: {e}");
+            fallback.map_err(|e| {
                 tracing::error!("{e}");
-                return Err(if init_arg.is_some() {
-                    Error::ArgumentsBad("pReserved names a configuration file that cannot be read")
-                } else {
-                    Error::GeneralError(e.to_string())
-                });
-            }
-        };
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        config.system_wide = unsafe { libc::geteuid() } == 0;
-        zktoken::log::init(&config);
-        register_fork_handlers();
-        if let Some(source) = &config.source {
-            tracing::debug!("configuration from {source}");
+                Error::GeneralError(e.to_string())
+            })?
         }
-        install(Module::new(config));
-        Ok(())
+        Err(e) => {
+            zktoken::log::init(&Config::default());
+            tracing::error!("{e}");
+            return Err(if init_arg.is_some() {
+                Error::ArgumentsBad("pReserved names a configuration file that cannot be read")
+            } else {
+                Error::GeneralError(e.to_string())
+            });
+        }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    config.system_wide = unsafe { libc::geteuid() } == 0;
+    zktoken::log::init(&config);
+    register_fork_handlers();
+    if let Some(source) = &config.source {
+        tracing::debug!("configuration from {source}");
     }
+    install(Module::new(config));
+    Ok(())
 }
 
-cryptoki_fn! {
-    /// `C_Finalize`.
-    fn C_Finalize(pReserved: CK_VOID_PTR) {
-        if !pReserved.is_null() {
-            return Err(Error::ArgumentsBad("pReserved must be NULL"));
-        }
-        let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let m = module()?;
-        uninstall();
-        m.finalize();
-        Ok(())
+export!(C_Finalize(pReserved: CK_VOID_PTR) = finalize);
+
+/// `C_Finalize` (§5.4). The module is emptied, never freed (see `CURRENT`).
+fn finalize(pReserved: CK_VOID_PTR) -> zktoken::Result<()> {
+    if !pReserved.is_null() {
+        return Err(Error::ArgumentsBad("pReserved must be NULL"));
     }
+    let _init = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let m = module()?;
+    uninstall();
+    m.finalize();
+    Ok(())
 }
 
-cryptoki_fn! {
-    /// `C_GetInfo`.
-    fn C_GetInfo(pInfo: CK_INFO_PTR) {
-        let m = module()?;
-        // SAFETY: a valid out-pointer per the contract.
-        *unsafe { out_param(pInfo) }? = m.info();
-        Ok(())
-    }
+export!(C_GetInfo(pInfo: CK_INFO_PTR) = unsafe get_info);
+
+/// `C_GetInfo` (§5.4).
+///
+/// # Safety
+/// `pInfo` is NULL or valid for writing a `CK_INFO`.
+unsafe fn get_info(pInfo: CK_INFO_PTR) -> zktoken::Result<()> {
+    let m = module()?;
+    // SAFETY: by the contract above.
+    *unsafe { out_param(pInfo) }? = m.info();
+    Ok(())
 }
