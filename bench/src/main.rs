@@ -424,14 +424,27 @@ fn find_key(session: &cryptoki::session::Session) -> Result<ObjectHandle> {
         })
 }
 
-/// The emulator's persistent count of device signatures.
+/// The emulator's count of device signatures, from its shared counters file:
+/// a header line naming the counts, then 64-bit native-endian counts from byte
+/// 256 in the header's order (see cdylib/zkemu/README.md).
 fn device_signatures(emu_dir: &Path) -> Result<u64> {
-    let path = emu_dir.join("counters.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    const FIRST_COUNT: usize = 256;
+    let path = emu_dir.join("counters");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(v["sign"].as_u64().unwrap_or(0))
+    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let names = String::from_utf8_lossy(header);
+    let index = names
+        .split(' ')
+        .skip(2)
+        .position(|name| name == "sign")
+        .with_context(|| format!("no sign count in {}", path.display()))?;
+    let at = FIRST_COUNT + 8 * index;
+    let count = bytes
+        .get(at..at + 8)
+        .with_context(|| format!("{} is short", path.display()))?;
+    Ok(u64::from_ne_bytes(count.try_into()?))
 }

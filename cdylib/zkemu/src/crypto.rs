@@ -112,23 +112,40 @@ pub fn public_key_from_raw(key_type: KeyType, raw: &[u8]) -> Result<PKey<Public>
     Ok(PKey::from_ec_key(ec)?)
 }
 
-/// A raw r‖s signature and the y-parity of the signature's point R.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signature {
-    pub rs: [u8; SIGNATURE_LEN],
-    pub recovery_id: u8,
+/// A device key pair as decoded once from its file: the key and, for the
+/// ECDSA curves, the EC key that signs.
+pub struct KeyPair {
+    pub key: PKey<Private>,
+    ecdsa: Option<EcKey<Private>>,
 }
 
-/// ECDSA over a 32-byte digest with a P-256 or secp256k1 key.
-pub fn sign_digest(key: &PKeyRef<Private>, digest: &[u8; DIGEST_LEN]) -> Result<Signature> {
-    key_type(key)?.ecdsa_curve()?;
-    let ec = key.ec_key()?;
-    let sig = EcdsaSig::sign(digest, &ec)?;
-    let mut rs = [0u8; SIGNATURE_LEN];
-    rs[..SCALAR_LEN].copy_from_slice(&sig.r().to_vec_padded(SCALAR_LEN as i32)?);
-    rs[SCALAR_LEN..].copy_from_slice(&sig.s().to_vec_padded(SCALAR_LEN as i32)?);
-    let recovery_id = recovery_id(&ec, digest, sig.r(), sig.s())?;
-    Ok(Signature { rs, recovery_id })
+impl KeyPair {
+    pub fn new(key: PKey<Private>) -> Result<KeyPair> {
+        let ecdsa = match key_type(&key)?.ecdsa_curve() {
+            Ok(_) => Some(key.ec_key()?),
+            Err(_) => None,
+        };
+        Ok(KeyPair { key, ecdsa })
+    }
+
+    /// ECDSA over a 32-byte digest: raw r‖s. Ed25519/X25519 keys are `EINVAL`.
+    pub fn sign_digest(&self, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
+        let ec = self.ecdsa.as_ref().ok_or(Errno::INVAL)?;
+        let sig = EcdsaSig::sign(digest, ec)?;
+        let mut rs = [0u8; SIGNATURE_LEN];
+        rs[..SCALAR_LEN].copy_from_slice(&sig.r().to_vec_padded(SCALAR_LEN as i32)?);
+        rs[SCALAR_LEN..].copy_from_slice(&sig.s().to_vec_padded(SCALAR_LEN as i32)?);
+        Ok(rs)
+    }
+
+    /// Which of the two points with x = r is the signature's point R (its
+    /// y-parity), for a signature this key made over `digest`.
+    pub fn recovery_id(&self, digest: &[u8; DIGEST_LEN], rs: &[u8; SIGNATURE_LEN]) -> Result<u8> {
+        let ec = self.ecdsa.as_ref().ok_or(Errno::INVAL)?;
+        let r = BigNum::from_slice(&rs[..SCALAR_LEN])?;
+        let s = BigNum::from_slice(&rs[SCALAR_LEN..])?;
+        recovery_id(ec, digest, &r, &s)
+    }
 }
 
 /// Verifies a raw r‖s signature over a 32-byte digest. A signature of the
@@ -217,23 +234,27 @@ mod tests {
             let raw = raw_public_key(&key).unwrap();
             assert_eq!(raw.len(), 64);
             let public = public_key_from_raw(key_type, &raw).unwrap();
+            let pair = KeyPair::new(key).unwrap();
             for round in 0..8u8 {
-                let sig = sign_digest(&key, &digest(round)).unwrap();
-                assert!(sig.recovery_id <= 1);
-                assert!(verify_digest(&public, &digest(round), &sig.rs).unwrap());
-                let mut bad = sig.rs;
+                let rs = pair.sign_digest(&digest(round)).unwrap();
+                assert!(pair.recovery_id(&digest(round), &rs).unwrap() <= 1);
+                assert!(verify_digest(&public, &digest(round), &rs).unwrap());
+                let mut bad = rs;
                 bad[63] ^= 1;
                 assert!(!verify_digest(&public, &digest(round), &bad).unwrap());
-                assert!(!verify_digest(&public, &digest(round ^ 0x80), &sig.rs).unwrap());
+                assert!(!verify_digest(&public, &digest(round ^ 0x80), &rs).unwrap());
             }
         }
     }
 
     #[test]
     fn recovery_id_takes_both_values() {
-        let key = generate(KeyType::NistP256).unwrap();
+        let pair = KeyPair::new(generate(KeyType::NistP256).unwrap()).unwrap();
         let seen: std::collections::BTreeSet<u8> = (0..64)
-            .map(|i| sign_digest(&key, &digest(i)).unwrap().recovery_id)
+            .map(|i| {
+                let rs = pair.sign_digest(&digest(i)).unwrap();
+                pair.recovery_id(&digest(i), &rs).unwrap()
+            })
             .collect();
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1]);
     }
@@ -246,8 +267,9 @@ mod tests {
             let raw = raw_public_key(&key).unwrap();
             assert_eq!(raw.len(), 32);
             public_key_from_raw(key_type, &raw).unwrap();
-            assert_eq!(sign_digest(&key, &digest(1)), Err(Errno::INVAL));
             assert_eq!(verify_digest(&key, &digest(1), &[0; 64]), Err(Errno::INVAL));
+            let pair = KeyPair::new(key).unwrap();
+            assert_eq!(pair.sign_digest(&digest(1)), Err(Errno::INVAL));
         }
     }
 

@@ -3,20 +3,25 @@
 //! Each operation first goes through [`Device::begin`], which appends the trace
 //! line, bumps the counter, sleeps the configured latency and applies an
 //! injected fault, so all of these see exactly the calls that reach the device.
+//! None of this takes the state lock: only changes of state do (key
+//! generation and removal, foreign keys, creating the state).
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Once;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, MODEL_ENV};
-use crate::counters;
-use crate::crypto::{self, KeyType, Signature, DIGEST_LEN};
+use crate::counters::Counters;
+use crate::crypto::{self, KeyType, DIGEST_LEN, SIGNATURE_LEN};
 use crate::errno::{Errno, Result};
 use crate::fault;
+use crate::keystore::KeyStore;
 use crate::model::{Keyring, Model};
 use crate::operation::{Operation, Target};
 use crate::state::{Identity, StateDir};
-use crate::trace;
+use crate::trace::Trace;
 
 /// Firmware version string of every emulated device.
 pub const FIRMWARE_VERSION: &str = concat!("zkemu-", env!("CARGO_PKG_VERSION"));
@@ -24,13 +29,47 @@ pub const FIRMWARE_VERSION: &str = concat!("zkemu-", env!("CARGO_PKG_VERSION"));
 /// Largest `zkGetRandBytes` request served.
 const MAX_RANDOM_LEN: usize = 1 << 24;
 
-/// One open device: the state directory and the settings read at `zkOpen`.
+/// What this process keeps of one state directory, shared by all its
+/// contexts: the key store with its decoded keys, and the mapped counters.
+#[derive(Debug)]
+struct Backing {
+    keys: KeyStore,
+    counters: Counters,
+}
+
+/// The backing of a state directory, made on its first open in this process.
+/// Keyed by the directory's device and inode, so a directory removed and made
+/// again is a new device.
+fn backing(config: &Config) -> Result<Arc<Backing>> {
+    /// A directory's device and inode numbers.
+    type DirId = (u64, u64);
+    static OPENED: Mutex<BTreeMap<DirId, Arc<Backing>>> = Mutex::new(BTreeMap::new());
+    let state = StateDir::new(config.dir.clone());
+    state.ensure_dirs(&[])?;
+    let meta = std::fs::metadata(state.root())?;
+    let id = (meta.dev(), meta.ino());
+    // Entries are inserted whole: a panic elsewhere leaves the map valid.
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(backing) = opened.get(&id) {
+        return Ok(backing.clone());
+    }
+    let counters = Counters::open(&state)?;
+    let backing = Arc::new(Backing {
+        keys: KeyStore::open(state)?,
+        counters,
+    });
+    opened.insert(id, backing.clone());
+    Ok(backing)
+}
+
+/// One open device: the state it works on and the settings read at `zkOpen`.
 #[derive(Debug)]
 pub struct Device {
-    state: StateDir,
+    backing: Arc<Backing>,
     identity: Identity,
     model: Model,
     config: Config,
+    trace: Option<Trace>,
 }
 
 impl Device {
@@ -45,8 +84,9 @@ impl Device {
     }
 
     pub fn open_with(config: Config) -> Result<Device> {
-        let state = StateDir::new(config.dir.clone());
-        let identity = load_or_create(&state, config.model.unwrap_or(Model::DEFAULT))?;
+        let backing = backing(&config)?;
+        let state = backing.keys.dir();
+        let identity = load_or_create(&backing.keys, config.model.unwrap_or(Model::DEFAULT))?;
         let model = identity.model()?;
         if let Some(asked) = config.model.filter(|asked| *asked != model) {
             static MISMATCH: Once = Once::new();
@@ -66,11 +106,16 @@ impl Device {
                 state.root().display()
             ))
         });
+        let trace = config
+            .trace
+            .as_ref()
+            .and_then(|path| Trace::open(path).map_err(|e| trace_unusable(path, e)).ok());
         let device = Device {
-            state,
+            backing,
             identity,
             model,
             config,
+            trace,
         };
         device.begin(Operation::Open, Target::None)?;
         Ok(device)
@@ -83,22 +128,16 @@ impl Device {
 
     /// Everything a call does on reaching the device, before its own work.
     fn begin(&self, operation: Operation, target: Target) -> Result<()> {
-        if let Some(path) = &self.config.trace {
-            if let Err(e) = trace::append(path, operation, target) {
-                static WARNED: Once = Once::new();
-                WARNED.call_once(|| {
-                    notice(format_args!(
-                        "cannot append to trace file {}: {e:?}",
-                        path.display()
-                    ))
-                });
+        if let (Some(trace), Some(path)) = (&self.trace, &self.config.trace) {
+            if let Err(e) = trace.append(operation, target) {
+                trace_unusable(path, e);
             }
         }
-        counters::increment(&self.state, operation)?;
+        self.backing.counters.increment(operation);
         if !self.config.latency.is_zero() {
             std::thread::sleep(self.config.latency);
         }
-        if fault::take(&self.state, operation)? {
+        if fault::take(self.backing.keys.dir(), operation)? {
             return Err(Errno::IO);
         }
         Ok(())
@@ -116,12 +155,24 @@ impl Device {
         Ok(bytes)
     }
 
-    /// `zkGenECDSASigFromDigest[WithRecID]`.
-    pub fn sign(&self, slot: i32, digest: &[u8; DIGEST_LEN]) -> Result<Signature> {
+    /// `zkGenECDSASigFromDigest`: raw r‖s.
+    pub fn sign(&self, slot: i32, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
         self.begin(Operation::Sign, Target::Device(slot))?;
         self.model.check_slot(Keyring::Device, slot)?;
-        let key = self.state.private_key(slot)?;
-        crypto::sign_digest(&key, digest)
+        self.backing.keys.private_key(slot)?.sign_digest(digest)
+    }
+
+    /// `zkGenECDSASigFromDigestWithRecID`: raw r‖s and the recovery id.
+    pub fn sign_with_recovery_id(
+        &self,
+        slot: i32,
+        digest: &[u8; DIGEST_LEN],
+    ) -> Result<([u8; SIGNATURE_LEN], u8)> {
+        self.begin(Operation::Sign, Target::Device(slot))?;
+        self.model.check_slot(Keyring::Device, slot)?;
+        let pair = self.backing.keys.private_key(slot)?;
+        let rs = pair.sign_digest(digest)?;
+        Ok((rs, pair.recovery_id(digest, &rs)?))
     }
 
     /// `zkVerifyECDSASigFromDigest[WithForeignKeySlot]`: 1 valid, 0 invalid.
@@ -136,11 +187,11 @@ impl Device {
         self.model.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
-                let key = self.state.private_key(slot)?;
-                crypto::verify_digest(&key, digest, signature)
+                let pair = self.backing.keys.private_key(slot)?;
+                crypto::verify_digest(&pair.key, digest, signature)
             }
             Keyring::Foreign => {
-                let key = self.state.foreign_key(slot)?;
+                let key = self.backing.keys.foreign_key(slot)?;
                 crypto::verify_digest(&key, digest, signature)
             }
         }
@@ -152,11 +203,11 @@ impl Device {
         self.model.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
-                let key = self.state.private_key(slot)?;
-                crypto::raw_public_key(&key)
+                let pair = self.backing.keys.private_key(slot)?;
+                crypto::raw_public_key(&pair.key)
             }
             Keyring::Foreign => {
-                let key = self.state.foreign_key(slot)?;
+                let key = self.backing.keys.foreign_key(slot)?;
                 crypto::raw_public_key(&key)
             }
         }
@@ -166,7 +217,7 @@ impl Device {
     pub fn allocated_slots(&self, keyring: Keyring) -> Result<(i32, Vec<i32>)> {
         self.begin(Operation::SlotList, Target::None)?;
         let capacity = self.model.capacity(keyring)?;
-        Ok((capacity, self.state.slots(keyring)?))
+        Ok((capacity, self.backing.keys.slots(keyring)?))
     }
 
     /// `zkGenKeyPair`: the new slot.
@@ -174,7 +225,7 @@ impl Device {
         self.begin(Operation::GenKey, Target::None)?;
         let range = self.model.allocatable_slots(Keyring::Device)?;
         let key = crypto::generate(KeyType::from_c(key_type)?)?;
-        self.state.add_private_key(range, &key)
+        self.backing.keys.add_private_key(range, &key)
     }
 
     /// `zkRemoveKey`. Factory keys are `EPERM`.
@@ -187,7 +238,7 @@ impl Device {
         if keyring == Keyring::Device && self.model.is_factory_slot(slot) {
             return Err(Errno::PERM);
         }
-        self.state.remove_key(keyring, slot)
+        self.backing.keys.remove_key(keyring, slot)
     }
 
     /// `zkStoreForeignPubKey`: the new foreign slot.
@@ -195,7 +246,7 @@ impl Device {
         self.begin(Operation::StoreForeign, Target::None)?;
         let range = self.model.allocatable_slots(Keyring::Foreign)?;
         let key = crypto::public_key_from_raw(KeyType::from_c(key_type)?, raw)?;
-        self.state.add_foreign_key(range, &key)
+        self.backing.keys.add_foreign_key(range, &key)
     }
 
     /// `zkGetModelNumberString`.
@@ -226,6 +277,17 @@ impl Device {
     }
 }
 
+/// Says once per process that the trace file cannot be written.
+fn trace_unusable(path: &std::path::Path, error: Errno) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        notice(format_args!(
+            "cannot append to trace file {}: {error:?}",
+            path.display()
+        ))
+    });
+}
+
 /// One line on stderr. Unlike `eprintln!`, a failed write is ignored, not a panic.
 fn notice(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "zkemu: {message}");
@@ -237,18 +299,18 @@ fn target(keyring: Keyring, slot: i32) -> Target {
 
 /// The device identity, creating the state (factory keys, then `device.json`)
 /// if this is its first use.
-fn load_or_create(state: &StateDir, model: Model) -> Result<Identity> {
+fn load_or_create(keys: &KeyStore, model: Model) -> Result<Identity> {
+    let state = keys.dir();
     if let Some(identity) = state.identity()? {
         return Ok(identity);
     }
-    state.ensure_dirs()?;
     let lock = state.lock()?;
     // Another process may have created it while this one waited for the lock.
     if let Some(identity) = state.identity()? {
         return Ok(identity);
     }
     for slot in model.factory_slots() {
-        state.put_private_key(&lock, slot, &crypto::generate(KeyType::NistP256)?)?;
+        keys.put_private_key(&lock, slot, &crypto::generate(KeyType::NistP256)?)?;
     }
     let identity = Identity {
         model: model.name().to_string(),

@@ -1,7 +1,7 @@
 //! Fault injection for tests.
 //!
 //! If `$ZKIOT_EMU_DIR/fail-next` exists and holds an operation name (`sign`,
-//! `gen_key`, … as in `counters.json`; surrounding whitespace ignored), the next
+//! `gen_key`, … as named in `counters`; surrounding whitespace ignored), the next
 //! call of that operation, in any process, fails with `-EIO` and the file is
 //! removed under the state lock: exactly one call fails, the following one
 //! works. A file naming another operation is left alone.

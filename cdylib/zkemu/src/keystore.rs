@@ -1,76 +1,82 @@
-//! Key files: `keys/slot-N.pem` (PKCS#8 private key) for the device keyring,
-//! `foreign/slot-N.pem` (SubjectPublicKeyInfo) for the foreign keyring.
-//! The PEM carries the key type, so a slot is exactly one file.
+//! The key store: `keys/slot-N.pem` (PKCS#8 private key) for the device
+//! keyring, `foreign/slot-N.pem` (SubjectPublicKeyInfo) for the foreign
+//! keyring. The PEM carries the key type, so a slot is exactly one file.
+//!
+//! Keys are decoded once per process and kept. Every change of a key file
+//! (generation, removal, a stored foreign key) happens under the state lock
+//! and then bumps the shared number in `key-generation`; a process whose kept
+//! keys are from an older generation drops them and reads the files again.
+//! Using a key thus costs one atomic load, no file access.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use openssl::pkey::{PKey, Private, Public};
 
+use crate::crypto::KeyPair;
 use crate::errno::{Errno, Result};
 use crate::model::Keyring;
-use crate::state::{self, Durability, StateDir, StateLock};
+use crate::shared::SharedWords;
+use crate::state::{self, StateDir, StateLock};
 
-/// Parsed keys of one keyring in this process, by slot. The key file is still
-/// read on every use (another process may have replaced it), but parsing PEM
-/// costs far more than signing, so a parsed key is reused while its file holds
-/// the same bytes.
-pub struct KeyCache<T> {
-    entries: Mutex<HashMap<i32, ParsedKey<T>>>,
+const KEYS_DIR: &str = "keys";
+const FOREIGN_DIR: &str = "foreign";
+pub const GENERATION_FILE: &str = "key-generation";
+
+/// The key files of one state directory and the keys decoded from them.
+#[derive(Debug)]
+pub struct KeyStore {
+    dir: StateDir,
+    generation: SharedWords,
+    decoded: Mutex<Decoded>,
 }
 
-struct ParsedKey<T> {
-    pem: Vec<u8>,
-    key: PKey<T>,
+/// Keys decoded in this process, valid for one key generation.
+#[derive(Default)]
+struct Decoded {
+    generation: u64,
+    private: HashMap<i32, Arc<KeyPair>>,
+    foreign: HashMap<i32, PKey<Public>>,
 }
 
-impl<T> Default for KeyCache<T> {
-    fn default() -> Self {
-        KeyCache {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for KeyCache<T> {
+impl std::fmt::Debug for Decoded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyCache")
+        f.debug_struct("Decoded")
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
-impl<T> KeyCache<T> {
-    fn key(
-        &self,
-        slot: i32,
-        pem: Vec<u8>,
-        parse: impl FnOnce(&[u8]) -> Result<PKey<T>>,
-    ) -> Result<PKey<T>> {
-        // Entries are replaced whole: a panic elsewhere leaves the map valid.
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(parsed) = entries.get(&slot).filter(|parsed| parsed.pem == pem) {
-            return Ok(parsed.key.clone());
-        }
-        let key = parse(&pem)?;
-        entries.insert(
-            slot,
-            ParsedKey {
-                pem,
-                key: key.clone(),
-            },
-        );
-        Ok(key)
+impl KeyStore {
+    /// The key store of `dir`, creating its directories where missing.
+    pub fn open(dir: StateDir) -> Result<KeyStore> {
+        dir.ensure_dirs(&[KEYS_DIR, FOREIGN_DIR])?;
+        let generation = SharedWords::open(
+            &dir.path(GENERATION_FILE),
+            "zkemu-key-generation 1",
+            1,
+            || dir.lock(),
+        )?;
+        Ok(KeyStore {
+            dir,
+            generation,
+            decoded: Mutex::default(),
+        })
     }
-}
 
-impl StateDir {
+    pub fn dir(&self) -> &StateDir {
+        &self.dir
+    }
+
     fn keyring_dir(&self, keyring: Keyring) -> PathBuf {
-        self.path(match keyring {
-            Keyring::Device => state::KEYS_DIR,
-            Keyring::Foreign => state::FOREIGN_DIR,
+        self.dir.path(match keyring {
+            Keyring::Device => KEYS_DIR,
+            Keyring::Foreign => FOREIGN_DIR,
         })
     }
 
@@ -106,30 +112,70 @@ impl StateDir {
         })
     }
 
+    /// The decoded keys, emptied first if another change of the key files
+    /// happened since they were decoded.
+    fn decoded(&self) -> std::sync::MutexGuard<'_, Decoded> {
+        let current = self.generation.get(0).load(Ordering::Acquire);
+        // The map is replaced whole on change: a panic elsewhere leaves it valid.
+        let mut decoded = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if decoded.generation != current {
+            *decoded = Decoded {
+                generation: current,
+                ..Decoded::default()
+            };
+        }
+        decoded
+    }
+
     /// The key pair of a device slot; `ENOENT` if the slot is empty.
-    pub fn private_key(&self, slot: i32) -> Result<PKey<Private>> {
+    pub fn private_key(&self, slot: i32) -> Result<Arc<KeyPair>> {
+        let generation = {
+            let decoded = self.decoded();
+            if let Some(pair) = decoded.private.get(&slot) {
+                return Ok(pair.clone());
+            }
+            decoded.generation
+        };
         let pem = self.read_pem(Keyring::Device, slot)?;
-        self.private_keys.key(slot, pem, |pem| {
-            PKey::private_key_from_pem(pem).map_err(|_| Errno::IO)
-        })
+        let key = PKey::private_key_from_pem(&pem).map_err(|_| Errno::IO)?;
+        let pair = Arc::new(KeyPair::new(key)?);
+        let mut decoded = self.decoded();
+        // Kept only if no change happened while the file was read.
+        if decoded.generation == generation {
+            decoded.private.insert(slot, pair.clone());
+        }
+        Ok(pair)
     }
 
     /// The public key of a foreign slot; `ENOENT` if the slot is empty.
     pub fn foreign_key(&self, slot: i32) -> Result<PKey<Public>> {
+        let generation = {
+            let decoded = self.decoded();
+            if let Some(key) = decoded.foreign.get(&slot) {
+                return Ok(key.clone());
+            }
+            decoded.generation
+        };
         let pem = self.read_pem(Keyring::Foreign, slot)?;
-        self.foreign_keys.key(slot, pem, |pem| {
-            PKey::public_key_from_pem(pem).map_err(|_| Errno::IO)
-        })
+        let key = PKey::public_key_from_pem(&pem).map_err(|_| Errno::IO)?;
+        let mut decoded = self.decoded();
+        if decoded.generation == generation {
+            decoded.foreign.insert(slot, key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Records a change of the key files, made under `_lock`.
+    fn changed(&self, _lock: &StateLock) {
+        self.generation.get(0).fetch_add(1, Ordering::Release);
     }
 
     /// Writes a device key into a given slot (factory keys at creation).
-    pub fn put_private_key(&self, _lock: &StateLock, slot: i32, key: &PKey<Private>) -> Result<()> {
+    pub fn put_private_key(&self, lock: &StateLock, slot: i32, key: &PKey<Private>) -> Result<()> {
         let pem = key.private_key_to_pem_pkcs8()?;
-        state::write_atomic(
-            &self.key_file(Keyring::Device, slot),
-            &pem,
-            Durability::Synced,
-        )
+        state::write_atomic(&self.key_file(Keyring::Device, slot), &pem)?;
+        self.changed(lock);
+        Ok(())
     }
 
     /// Stores a device key in the lowest free slot of `range`; `ENOSPC` if none.
@@ -145,21 +191,25 @@ impl StateDir {
     }
 
     fn add(&self, keyring: Keyring, range: Range<i32>, pem: &[u8]) -> Result<i32> {
-        let _lock = self.lock()?;
+        let lock = self.dir.lock()?;
         let used = self.slots(keyring)?;
         let slot = range
             .into_iter()
             .find(|s| used.binary_search(s).is_err())
             .ok_or(Errno::NOSPC)?;
-        state::write_atomic(&self.key_file(keyring, slot), pem, Durability::Synced)?;
+        state::write_atomic(&self.key_file(keyring, slot), pem)?;
+        self.changed(&lock);
         Ok(slot)
     }
 
     /// Deletes a slot's key; `ENOENT` if the slot is empty.
     pub fn remove_key(&self, keyring: Keyring, slot: i32) -> Result<()> {
-        let _lock = self.lock()?;
+        let lock = self.dir.lock()?;
         match fs::remove_file(self.key_file(keyring, slot)) {
-            Ok(()) => state::sync_dir(&self.keyring_dir(keyring)),
+            Ok(()) => {
+                self.changed(&lock);
+                state::sync_dir(&self.keyring_dir(keyring))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Errno::NOENT),
             Err(e) => Err(e.into()),
         }
@@ -171,27 +221,45 @@ mod tests {
     use super::*;
     use crate::crypto::{self, KeyType};
 
+    fn store(dir: &tempfile::TempDir) -> KeyStore {
+        KeyStore::open(StateDir::new(dir.path().to_path_buf())).unwrap()
+    }
+
     #[test]
     fn lowest_free_slot_and_full_store() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path().to_path_buf());
-        state.ensure_dirs().unwrap();
+        let store = store(&dir);
         let key = crypto::generate(KeyType::NistP256).unwrap();
-        assert_eq!(state.add_private_key(16..19, &key), Ok(16));
-        assert_eq!(state.add_private_key(16..19, &key), Ok(17));
-        assert_eq!(state.add_private_key(16..19, &key), Ok(18));
-        assert_eq!(state.add_private_key(16..19, &key), Err(Errno::NOSPC));
-        assert!(state.private_key(17).unwrap().public_eq(&key));
-        state.remove_key(Keyring::Device, 17).unwrap();
-        assert_eq!(state.remove_key(Keyring::Device, 17), Err(Errno::NOENT));
-        assert_eq!(state.private_key(17).err(), Some(Errno::NOENT));
-        assert_eq!(state.slots(Keyring::Device).unwrap(), vec![16, 18]);
-        // A new key in the slot is seen, not the parsed old one.
+        assert_eq!(store.add_private_key(16..19, &key), Ok(16));
+        assert_eq!(store.add_private_key(16..19, &key), Ok(17));
+        assert_eq!(store.add_private_key(16..19, &key), Ok(18));
+        assert_eq!(store.add_private_key(16..19, &key), Err(Errno::NOSPC));
+        assert!(store.private_key(17).unwrap().key.public_eq(&key));
+        store.remove_key(Keyring::Device, 17).unwrap();
+        assert_eq!(store.remove_key(Keyring::Device, 17), Err(Errno::NOENT));
+        assert_eq!(store.private_key(17).err(), Some(Errno::NOENT));
+        assert_eq!(store.slots(Keyring::Device).unwrap(), vec![16, 18]);
+        // A new key in the slot is seen, not the decoded old one.
         let new_key = crypto::generate(KeyType::NistP256).unwrap();
-        assert_eq!(state.add_private_key(16..19, &new_key), Ok(17));
-        let back = state.private_key(17).unwrap();
-        assert!(back.public_eq(&new_key) && !back.public_eq(&key));
-        assert_eq!(state.private_key(3).err(), Some(Errno::NOENT));
-        assert!(state.slots(Keyring::Foreign).unwrap().is_empty());
+        assert_eq!(store.add_private_key(16..19, &new_key), Ok(17));
+        let back = store.private_key(17).unwrap();
+        assert!(back.key.public_eq(&new_key) && !back.key.public_eq(&key));
+        assert_eq!(store.private_key(3).err(), Some(Errno::NOENT));
+        assert!(store.slots(Keyring::Foreign).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_change_in_another_store_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (here, there) = (store(&dir), store(&dir));
+        let old = crypto::generate(KeyType::NistP256).unwrap();
+        assert_eq!(here.add_private_key(16..17, &old), Ok(16));
+        assert!(here.private_key(16).unwrap().key.public_eq(&old));
+        // Another process (here: another mapping of the same files) replaces it.
+        there.remove_key(Keyring::Device, 16).unwrap();
+        assert_eq!(here.private_key(16).err(), Some(Errno::NOENT));
+        let new = crypto::generate(KeyType::NistP256).unwrap();
+        assert_eq!(there.add_private_key(16..17, &new), Ok(16));
+        assert!(here.private_key(16).unwrap().key.public_eq(&new));
     }
 }

@@ -13,7 +13,7 @@
 //!   (default 0); concurrent callers sleep side by side.
 //! - `ZKIOT_EMU_TRACE`: file that gets one line `<operation> <slot>` per device
 //!   operation (`sign 0`, `verify foreign3`, `info -`), appended with one
-//!   `O_APPEND` write, from every process.
+//!   `write` on a descriptor opened `O_APPEND` at `zkOpen`, from every process.
 //!
 //! # Models
 //! - `ZYMKEY4i`: factory P-256 keys in slots 0, 1, 2. No key generation and no
@@ -31,21 +31,29 @@
 //! device.json        {"model","serial","firmware","created"}; written last at creation
 //! keys/slot-N.pem    device key pair of slot N (PKCS#8 PEM, 0600)
 //! foreign/slot-N.pem foreign public key of slot N (SubjectPublicKeyInfo PEM, 0600)
-//! counters.json      {"<operation>": calls, ...}, see below
-//! lock               flock'd around every read-modify-write
+//! counters           operation counters, see below
+//! key-generation     bumped by every change of a key file
+//! lock               flock'd around every change of state
 //! fail-next          optional, see below
 //! ```
-//! Files are replaced atomically (temporary file, fsync, rename), so several
-//! processes can share one directory; keys survive across processes.
+//! Key files are replaced atomically (temporary file, fsync, rename), so
+//! several processes can share one directory; keys survive across processes.
+//! Each process decodes a key once and keeps it until `key-generation` says
+//! that some process changed the key files. Only changes of state (creating
+//! the state, key generation and removal, foreign keys, a consumed fault) take
+//! the lock; signing, counting and tracing take none.
 //!
 //! # Counters
-//! `counters.json` is one JSON object from operation name to number of calls:
-//! `open`, `close`, `random`, `sign` (both signing functions), `verify` (device
-//! and foreign), `export_pubkey` (`zkExportPubKey`, `zkGetECDSAPubKey`),
-//! `slot_list`, `gen_key`, `remove_key`, `store_foreign`, `info` (model, serial,
-//! firmware strings), `time`; for example `{"open":1,"sign":3}`. Absent means 0.
-//! Every call that reaches the device counts, failed ones included; calls
-//! refused at the boundary (NULL pointer, unknown context) do not.
+//! `counters` is a file mapped into every process and changed with atomic
+//! adds: a header line `zkemu-counters 1 open close random sign verify
+//! export_pubkey slot_list gen_key remove_key store_foreign info time`, NUL
+//! padding to byte 256, then one 64-bit native-endian count per name, in the
+//! header's order. `sign` counts both signing functions, `verify` device and
+//! foreign, `export_pubkey` `zkExportPubKey` and `zkGetECDSAPubKey`, `info`
+//! the model, serial and firmware strings. Every call that reaches the device
+//! counts, failed ones included; calls refused at the boundary (NULL pointer,
+//! unknown context) do not. The file must not be truncated while a process
+//! uses it (that process would get `SIGBUS`).
 //!
 //! # Fault injection
 //! If `$ZKIOT_EMU_DIR/fail-next` holds an operation name (say `sign`), the next
@@ -76,6 +84,7 @@ mod handles;
 mod keystore;
 mod model;
 mod operation;
+mod shared;
 mod state;
 mod trace;
 
@@ -145,7 +154,7 @@ pub unsafe extern "C" fn zkGenECDSASigFromDigest(
         unsafe { (edge::digest(digest), buffer_out(sig), value_out(sig_sz)) };
     with_device(ctx, |device| {
         let (digest, sig, sig_sz) = (required(digest)?, required(sig)?, required(sig_sz)?);
-        give_with_len(sig, sig_sz, &device.sign(slot, digest)?.rs)?;
+        give_with_len(sig, sig_sz, &device.sign(slot, digest)?)?;
         Ok(0)
     })
 }
@@ -173,9 +182,9 @@ pub unsafe extern "C" fn zkGenECDSASigFromDigestWithRecID(
     with_device(ctx, |device| {
         let (digest, sig, sig_sz) = (required(digest)?, required(sig)?, required(sig_sz)?);
         let recovery_id = required(recovery_id)?;
-        let signature = device.sign(slot, digest)?;
-        give_with_len(sig, sig_sz, &signature.rs)?;
-        *recovery_id = signature.recovery_id;
+        let (rs, id) = device.sign_with_recovery_id(slot, digest)?;
+        give_with_len(sig, sig_sz, &rs)?;
+        *recovery_id = id;
         Ok(0)
     })
 }

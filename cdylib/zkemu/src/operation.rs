@@ -1,5 +1,5 @@
-//! The kinds of device operation, as counted in `counters.json` and named in
-//! the trace file.
+//! The kinds of device operation, as counted in `counters` and named in the
+//! trace file.
 
 use std::fmt;
 
@@ -32,6 +32,27 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in the order of the counters file.
+    pub const ALL: [Operation; 12] = [
+        Operation::Open,
+        Operation::Close,
+        Operation::Random,
+        Operation::Sign,
+        Operation::Verify,
+        Operation::ExportPubKey,
+        Operation::SlotList,
+        Operation::GenKey,
+        Operation::RemoveKey,
+        Operation::StoreForeign,
+        Operation::Info,
+        Operation::Time,
+    ];
+
+    /// Position in [`Operation::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Operation::Open => "open",
@@ -75,6 +96,18 @@ impl fmt::Display for Target {
             Target::None => f.write_str("-"),
             Target::Device(n) => write!(f, "{n}"),
             Target::Foreign(n) => write!(f, "foreign{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, op) in Operation::ALL.into_iter().enumerate() {
+            assert_eq!(op.index(), i, "{}", op.name());
         }
     }
 }

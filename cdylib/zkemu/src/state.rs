@@ -1,6 +1,8 @@
-//! The state directory: the emulated device's identity, key files, counters.
+//! The state directory: where it is, its lock, the device identity, and
+//! atomic file replacement. What lives in it is owned elsewhere: key files by
+//! [`crate::keystore`], counters by [`crate::counters`].
 //!
-//! Several processes use one directory at once. Every read-modify-write runs
+//! Several processes use one directory at once. Every change of state runs
 //! under an exclusive `flock` of the `lock` file, and every file is replaced
 //! atomically (temporary file, fsync, rename), so readers never see half a file
 //! and need no lock.
@@ -10,27 +12,19 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use openssl::pkey::{Private, Public};
 
 use serde::{Deserialize, Serialize};
 
 use crate::errno::{Errno, Result};
-use crate::keystore::KeyCache;
 use crate::model::Model;
 
 const LOCK_FILE: &str = "lock";
 const IDENTITY_FILE: &str = "device.json";
-pub const KEYS_DIR: &str = "keys";
-pub const FOREIGN_DIR: &str = "foreign";
 
 /// The directory holding one emulated device.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StateDir {
     root: PathBuf,
-    pub(crate) private_keys: Arc<KeyCache<Private>>,
-    pub(crate) foreign_keys: Arc<KeyCache<Public>>,
 }
 
 /// An exclusive lock on the state directory, released when dropped.
@@ -66,11 +60,7 @@ impl Identity {
 
 impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {
-        StateDir {
-            root,
-            private_keys: Arc::default(),
-            foreign_keys: Arc::default(),
-        }
+        StateDir { root }
     }
 
     pub fn root(&self) -> &Path {
@@ -81,16 +71,13 @@ impl StateDir {
         self.root.join(name)
     }
 
-    /// Creates (0700) the directory and its subdirectories where missing.
-    pub fn ensure_dirs(&self) -> Result<()> {
+    /// Creates (0700) the directory and the subdirectories `subdirs` where missing.
+    pub fn ensure_dirs(&self, subdirs: &[&str]) -> Result<()> {
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        for dir in [
-            self.root.clone(),
-            self.path(KEYS_DIR),
-            self.path(FOREIGN_DIR),
-        ] {
-            builder.create(&dir)?;
+        builder.create(&self.root)?;
+        for dir in subdirs {
+            builder.create(self.path(dir))?;
         }
         Ok(())
     }
@@ -121,23 +108,14 @@ impl StateDir {
     /// presence means the factory keys are in place.
     pub fn write_identity(&self, _lock: &StateLock, identity: &Identity) -> Result<()> {
         let json = serde_json::to_vec_pretty(identity).map_err(|_| Errno::IO)?;
-        write_atomic(&self.path(IDENTITY_FILE), &json, Durability::Synced)
+        write_atomic(&self.path(IDENTITY_FILE), &json)
     }
 }
 
-/// Whether a replaced file must survive a crash of the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync the file and its directory: keys and identity.
-    Synced,
-    /// Atomic but not flushed: counters, which a crash may set back a little,
-    /// and which are rewritten on every operation.
-    Unsynced,
-}
-
 /// Replaces `path` with `contents` (mode 0600) so that readers see the old file
-/// or the new one, never a mix.
-pub fn write_atomic(path: &Path, contents: &[u8], durability: Durability) -> Result<()> {
+/// or the new one, never a mix, and syncs it and its directory: what is
+/// written this way (keys, identity) must survive a crash of the host.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().ok_or(Errno::IO)?;
     let name = path.file_name().ok_or(Errno::IO)?.to_string_lossy();
@@ -153,14 +131,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], durability: Durability) -> Res
             .mode(0o600)
             .open(&temp)?;
         file.write_all(contents)?;
-        if durability == Durability::Synced {
-            file.sync_all()?;
-        }
+        file.sync_all()?;
         fs::rename(&temp, path)?;
-        if durability == Durability::Synced {
-            sync_dir(dir)?;
-        }
-        Ok(())
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -188,8 +161,8 @@ mod tests {
     fn atomic_write_replaces_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        write_atomic(&path, b"one", Durability::Synced).unwrap();
-        write_atomic(&path, b"two", Durability::Unsynced).unwrap();
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -201,8 +174,8 @@ mod tests {
     fn directories_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("a/b"));
-        state.ensure_dirs().unwrap();
-        for sub in ["", KEYS_DIR, FOREIGN_DIR] {
+        state.ensure_dirs(&["c", "d"]).unwrap();
+        for sub in ["", "c", "d"] {
             let mode = fs::metadata(state.path(sub)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{sub}");
         }
@@ -212,7 +185,7 @@ mod tests {
     fn lock_is_released_although_a_forked_child_holds_a_copy() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().to_path_buf());
-        state.ensure_dirs().unwrap();
+        state.ensure_dirs(&[]).unwrap();
         let lock = state.lock().unwrap();
         // SAFETY: the child only sleeps and exits; it touches no Rust state.
         let child = unsafe { libc::fork() };

@@ -216,3 +216,112 @@ fn threads_share_one_process() {
         .count();
     assert_eq!(keys, 12 + 20);
 }
+
+const MIXED_TEST: &str = "processes_and_threads_count_exactly";
+const MIXED_PROCESSES: usize = 3;
+
+#[test]
+fn processes_and_threads_count_exactly() {
+    if role(MIXED_TEST).is_some() {
+        wait_for_start();
+        return call_from_threads();
+    }
+    let scratch = Scratch::new();
+    let trace = scratch.file("trace");
+    let go = scratch.file("go");
+    let state = scratch.state();
+    let env = [
+        ("ZKIOT_EMU_DIR", state.as_os_str()),
+        ("ZKIOT_EMU_MODEL", "HSM6".as_ref()),
+        ("ZKIOT_EMU_TRACE", trace.as_os_str()),
+        ("ZKEMU_TEST_GO", go.as_os_str()),
+    ];
+    let children: Vec<_> = (0..MIXED_PROCESSES)
+        .map(|_| spawn(MIXED_TEST, "threads", &env))
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    for child in children {
+        finish(child, "threads");
+    }
+    let per_process = |n: u64| n * MIXED_PROCESSES as u64;
+    let counters = common::counters(&state);
+    assert_eq!(counters["sign"], per_process(100), "{counters:?}");
+    assert_eq!(counters["gen_key"], per_process(20), "{counters:?}");
+    assert_eq!(counters["open"], per_process(4), "{counters:?}");
+    assert_eq!(counters["close"], per_process(4), "{counters:?}");
+    assert_eq!(counters.len(), 4, "nothing else counted: {counters:?}");
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let lines = |operation: &str| {
+        trace
+            .lines()
+            .filter(|l| l.split(' ').next() == Some(operation))
+            .count() as u64
+    };
+    for (operation, count) in &counters {
+        assert_eq!(lines(operation), *count, "trace lines of {operation}");
+    }
+    assert_eq!(trace.lines().count() as u64, counters.values().sum::<u64>());
+    let keys = std::fs::read_dir(state.join("keys")).unwrap().count();
+    assert_eq!(
+        keys,
+        12 + MIXED_PROCESSES * 20,
+        "every key got its own slot"
+    );
+}
+
+const REPLACED_TEST: &str = "a_key_replaced_by_another_process_is_used";
+
+#[test]
+fn a_key_replaced_by_another_process_is_used() {
+    let digest = common::digest("replaced");
+    match role(REPLACED_TEST).as_deref() {
+        Some("holder") => {
+            let zk = device();
+            assert_eq!(zk.generate_key(KeyType::NistP256).unwrap(), 16);
+            let old = zk.public_key(Slot::device(16)).unwrap();
+            let sig = zk.sign_digest(16, &digest).unwrap();
+            assert!(common::openssl_verifies(
+                Nid::X9_62_PRIME256V1,
+                &old,
+                &digest,
+                &sig
+            ));
+            // Another process replaces the key in slot 16 meanwhile.
+            let dir = std::env::var_os("ZKIOT_EMU_DIR").unwrap();
+            let output = common::run(
+                REPLACED_TEST,
+                "replacer",
+                &[("ZKIOT_EMU_DIR", dir.as_os_str())],
+            );
+            let new = common::hex_decode(&reported(&output, "public=")[0]);
+            assert_ne!(new, old);
+            assert_eq!(zk.public_key(Slot::device(16)).unwrap(), new);
+            let sig = zk.sign_digest(16, &digest).unwrap();
+            assert!(common::openssl_verifies(
+                Nid::X9_62_PRIME256V1,
+                &new,
+                &digest,
+                &sig
+            ));
+        }
+        Some("replacer") => {
+            let zk = device();
+            zk.remove_key(Slot::device(16)).unwrap();
+            assert_eq!(zk.generate_key(KeyType::NistP256).unwrap(), 16);
+            let public = zk.public_key(Slot::device(16)).unwrap();
+            println!("public={}", common::hex(&public));
+        }
+        Some(other) => panic!("unknown role {other}"),
+        None => {
+            let scratch = Scratch::new();
+            common::run(
+                REPLACED_TEST,
+                "holder",
+                &[
+                    ("ZKIOT_EMU_DIR", scratch.state().as_os_str()),
+                    ("ZKIOT_EMU_MODEL", "HSM6".as_ref()),
+                ],
+            );
+        }
+    }
+}

@@ -267,7 +267,14 @@ fn state_directory_layout_and_permissions() {
     names.sort();
     assert_eq!(
         names,
-        ["counters.json", "device.json", "foreign", "keys", "lock"]
+        [
+            "counters",
+            "device.json",
+            "foreign",
+            "key-generation",
+            "keys",
+            "lock"
+        ]
     );
     let keys: Vec<_> = std::fs::read_dir(state.join("keys"))
         .unwrap()

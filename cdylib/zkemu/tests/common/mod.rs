@@ -109,10 +109,26 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The counters the emulator keeps in `dir`.
+/// The counters the emulator keeps in `dir`, by name; zero counts left out.
+/// The file's header line names the counts; they follow from byte 256.
 pub fn counters(dir: &Path) -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(dir.join("counters.json")).expect("counters.json");
-    serde_json::from_str(&text).expect("counters.json is a JSON object of counts")
+    const FIRST_COUNT: usize = 256;
+    let bytes = std::fs::read(dir.join("counters")).expect("counters file");
+    let header_end = bytes.iter().position(|b| *b == b'\n').expect("header line");
+    let header = std::str::from_utf8(&bytes[..header_end]).expect("text header");
+    let names = header
+        .strip_prefix("zkemu-counters 1 ")
+        .unwrap_or_else(|| panic!("unknown counters header {header:?}"));
+    names
+        .split(' ')
+        .enumerate()
+        .map(|(i, name)| {
+            let at = FIRST_COUNT + 8 * i;
+            let count = u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("whole counts"));
+            (name.to_string(), count)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
 }
 
 /// The positive errno of a failed device call.
@@ -162,6 +178,13 @@ pub fn is_high_s(rs: &[u8; 64]) -> bool {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 /// A fresh directory holding the state directory `emu` (not yet created) and
