@@ -158,6 +158,11 @@ impl Config {
         }
     }
 
+    /// A PIN guards the token: private objects need a login.
+    pub fn login_required(&self) -> bool {
+        self.pin.is_some()
+    }
+
     pub fn token_label(&self) -> &str {
         self.token_label
             .as_deref()

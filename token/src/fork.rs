@@ -13,6 +13,8 @@
 use std::cell::{Cell, RefCell};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::lock::{read, write};
+
 static GATE: RwLock<()> = RwLock::new(());
 
 thread_local! {
@@ -31,7 +33,7 @@ pub struct Entered {
 pub fn enter() -> Entered {
     let depth = DEPTH.get();
     DEPTH.set(depth + 1);
-    let guard = (depth == 0).then(|| GATE.read().unwrap_or_else(|p| p.into_inner()));
+    let guard = (depth == 0).then(|| read(&GATE));
     Entered { _guard: guard }
 }
 
@@ -45,7 +47,7 @@ impl Drop for Entered {
 pub fn prepare() {
     // The forking thread itself is never inside gated code here: nothing
     // in the token forks.
-    let guard = GATE.write().unwrap_or_else(|p| p.into_inner());
+    let guard = write(&GATE);
     FORKING.with(|f| *f.borrow_mut() = Some(guard));
 }
 

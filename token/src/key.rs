@@ -5,15 +5,8 @@
 
 use cryptoki_sys::*;
 
-use crate::object::Object;
-
-/// DER of the named-curve OIDs used as `CKA_EC_PARAMS`.
-pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-pub const SECP256K1_PARAMS: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
-pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
-pub const X25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x6E];
-/// DER of id-ecPublicKey (1.2.840.10045.2.1).
-const EC_PUBLIC_KEY_OID: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+use crate::attribute::Object;
+use crate::curve::{ec_point_der, spki_der, Curve};
 
 /// Slot numbers of the foreign keyring are shown as `0x8000 | N`.
 pub const FOREIGN_ID_FLAG: u32 = 0x8000;
@@ -21,162 +14,6 @@ pub const FOREIGN_ID_FLAG: u32 = 0x8000;
 /// Handles of key objects: `KEY_HANDLE_BASE | id << 1 | is_public`.
 const KEY_HANDLE_BASE: CK_OBJECT_HANDLE = 0x1000_0000;
 const KEY_HANDLE_LIMIT: CK_OBJECT_HANDLE = 0x2000_0000;
-
-/// The curve of a device key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Curve {
-    P256,
-    Secp256k1,
-    Ed25519,
-    X25519,
-}
-
-impl Curve {
-    pub fn key_type(self) -> CK_KEY_TYPE {
-        match self {
-            Curve::P256 | Curve::Secp256k1 => CKK_EC,
-            Curve::Ed25519 => CKK_EC_EDWARDS,
-            Curve::X25519 => CKK_EC_MONTGOMERY,
-        }
-    }
-
-    pub fn params(self) -> &'static [u8] {
-        match self {
-            Curve::P256 => P256_PARAMS,
-            Curve::Secp256k1 => SECP256K1_PARAMS,
-            Curve::Ed25519 => ED25519_PARAMS,
-            Curve::X25519 => X25519_PARAMS,
-        }
-    }
-
-    pub fn from_params(der: &[u8]) -> Option<Curve> {
-        [Curve::P256, Curve::Secp256k1, Curve::Ed25519, Curve::X25519]
-            .into_iter()
-            .find(|c| c.params() == der)
-    }
-
-    /// True for the curves this token signs with (ECDSA).
-    pub fn is_ecdsa(self) -> bool {
-        matches!(self, Curve::P256 | Curve::Secp256k1)
-    }
-
-    pub fn zymkey_type(self) -> zymkey::KeyType {
-        match self {
-            Curve::P256 => zymkey::KeyType::NistP256,
-            Curve::Secp256k1 => zymkey::KeyType::Secp256k1,
-            Curve::Ed25519 => zymkey::KeyType::Ed25519,
-            Curve::X25519 => zymkey::KeyType::X25519,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Curve::P256 => "P-256",
-            Curve::Secp256k1 => "secp256k1",
-            Curve::Ed25519 => "Ed25519",
-            Curve::X25519 => "X25519",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Curve::P256 => "p256",
-            Curve::Secp256k1 => "secp256k1",
-            Curve::Ed25519 => "ed25519",
-            Curve::X25519 => "x25519",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Curve> {
-        [Curve::P256, Curve::Secp256k1, Curve::Ed25519, Curve::X25519]
-            .into_iter()
-            .find(|c| c.as_str() == s)
-    }
-
-    /// The curve of a raw public key as the device returns it: a 64-byte
-    /// X‖Y is tried on P-256, then secp256k1; 32 bytes is an Edwards or
-    /// Montgomery key (`hint` tells which, when the token generated it).
-    pub fn detect(raw: &[u8], hint: Option<Curve>) -> Option<Curve> {
-        match raw.len() {
-            64 => [Curve::P256, Curve::Secp256k1]
-                .into_iter()
-                .find(|c| on_curve(*c, raw)),
-            32 => match hint {
-                Some(Curve::X25519) => Some(Curve::X25519),
-                _ => Some(Curve::Ed25519),
-            },
-            _ => None,
-        }
-    }
-}
-
-/// The device's public key as the token keeps it: raw X‖Y. Zymbit
-/// documents 64 bytes with no prefix; an uncompressed SEC1 point (`04‖X‖Y`)
-/// from another library version is accepted too.
-pub fn normalize_public_key(mut raw: Vec<u8>) -> Vec<u8> {
-    if raw.len() == 65 && raw[0] == 0x04 {
-        raw.remove(0);
-    }
-    raw
-}
-
-fn on_curve(curve: Curve, xy: &[u8]) -> bool {
-    use openssl::bn::BigNumContext;
-    use openssl::ec::{EcGroup, EcPoint};
-    use openssl::nid::Nid;
-    let nid = match curve {
-        Curve::P256 => Nid::X9_62_PRIME256V1,
-        Curve::Secp256k1 => Nid::SECP256K1,
-        _ => return false,
-    };
-    let (Ok(group), Ok(mut ctx)) = (EcGroup::from_curve_name(nid), BigNumContext::new()) else {
-        return false;
-    };
-    let mut point = Vec::with_capacity(65);
-    point.push(0x04);
-    point.extend_from_slice(xy);
-    EcPoint::from_bytes(&group, &point, &mut ctx).is_ok()
-}
-
-/// `CKA_EC_POINT`: a DER OCTET STRING holding the uncompressed point
-/// (`04 41 04‖X‖Y` for the 256-bit curves) or the raw 32-byte key.
-pub fn ec_point_der(curve: Curve, raw: &[u8]) -> Vec<u8> {
-    let mut content = Vec::with_capacity(raw.len() + 1);
-    if curve.is_ecdsa() {
-        content.push(0x04);
-    }
-    content.extend_from_slice(raw);
-    der(0x04, &content)
-}
-
-/// `CKA_PUBLIC_KEY_INFO`: the DER SubjectPublicKeyInfo of an ECDSA key.
-pub fn spki_der(curve: Curve, raw: &[u8]) -> Option<Vec<u8>> {
-    if !curve.is_ecdsa() {
-        return None;
-    }
-    let mut algorithm = EC_PUBLIC_KEY_OID.to_vec();
-    algorithm.extend_from_slice(curve.params());
-    let mut bits = vec![0x00, 0x04];
-    bits.extend_from_slice(raw);
-    let mut body = der(0x30, &algorithm);
-    body.extend_from_slice(&der(0x03, &bits));
-    Some(der(0x30, &body))
-}
-
-/// A DER TLV (lengths below 64 KiB).
-pub fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else if n < 0x100 {
-        out.extend_from_slice(&[0x81, n as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
-    }
-    out.extend_from_slice(content);
-    out
-}
 
 /// Which key store a slot lives in, and its number there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -333,95 +170,30 @@ impl DeviceKey {
     }
 }
 
+/// A device key and its two objects, built once.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub key: DeviceKey,
+    pub private: Object,
+    pub public: Object,
+}
+
+impl KeyEntry {
+    pub fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
+        KeyEntry {
+            private: key.private_object(login_required),
+            public: key.public_object(),
+            key,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::{ulong_bytes, Attr};
-
-    /// A fresh raw X‖Y point on `curve`, as the device returns it.
-    fn point_on(curve: openssl::nid::Nid) -> Vec<u8> {
-        use openssl::bn::BigNumContext;
-        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
-        let group = EcGroup::from_curve_name(curve).unwrap();
-        let key = EcKey::generate(&group).unwrap();
-        let mut ctx = BigNumContext::new().unwrap();
-        let bytes = key
-            .public_key()
-            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
-            .unwrap();
-        bytes[1..].to_vec()
-    }
-
-    fn p256_point() -> Vec<u8> {
-        point_on(openssl::nid::Nid::X9_62_PRIME256V1)
-    }
-
-    fn k1_point() -> Vec<u8> {
-        point_on(openssl::nid::Nid::SECP256K1)
-    }
-
-    #[test]
-    fn detects_curves_from_the_point() {
-        assert_eq!(Curve::detect(&p256_point(), None), Some(Curve::P256));
-        assert_eq!(Curve::detect(&k1_point(), None), Some(Curve::Secp256k1));
-        assert_eq!(Curve::detect(&[7u8; 64], None), None);
-        assert_eq!(Curve::detect(&[7u8; 32], None), Some(Curve::Ed25519));
-        assert_eq!(
-            Curve::detect(&[7u8; 32], Some(Curve::X25519)),
-            Some(Curve::X25519)
-        );
-        assert_eq!(Curve::detect(&[7u8; 65], None), None);
-    }
-
-    #[test]
-    fn sec1_prefix_is_dropped() {
-        let xy = p256_point();
-        let mut sec1 = vec![0x04];
-        sec1.extend_from_slice(&xy);
-        assert_eq!(normalize_public_key(sec1), xy);
-        assert_eq!(normalize_public_key(xy.clone()), xy);
-        assert_eq!(normalize_public_key(vec![1; 65]), vec![1; 65]);
-    }
-
-    #[test]
-    fn ec_point_is_a_67_byte_octet_string() {
-        let xy: Vec<u8> = (0..64).collect();
-        let der = ec_point_der(Curve::P256, &xy);
-        assert_eq!(der.len(), 67);
-        assert_eq!(&der[..3], &[0x04, 0x41, 0x04]);
-        assert_eq!(&der[3..], xy.as_slice());
-        let ed = ec_point_der(Curve::Ed25519, &[1u8; 32]);
-        assert_eq!(&ed[..2], &[0x04, 0x20]);
-    }
-
-    #[test]
-    fn spki_is_what_openssl_reads() {
-        let xy = p256_point();
-        let spki = spki_der(Curve::P256, &xy).unwrap();
-        assert_eq!(spki.len(), 91);
-        let key = openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
-        let ec = key.ec_key().unwrap();
-        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-        let bytes = ec
-            .public_key()
-            .to_bytes(
-                ec.group(),
-                openssl::ec::PointConversionForm::UNCOMPRESSED,
-                &mut ctx,
-            )
-            .unwrap();
-        assert_eq!(&bytes[1..], xy.as_slice());
-        let k1 = k1_point();
-        let spki = spki_der(Curve::Secp256k1, &k1).unwrap();
-        openssl::pkey::PKey::public_key_from_der(&spki).unwrap();
-    }
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(der(0x04, &[0; 3]), vec![0x04, 3, 0, 0, 0]);
-        assert_eq!(&der(0x04, &[0; 200])[..3], &[0x04, 0x81, 200]);
-        assert_eq!(&der(0x04, &[0; 300])[..4], &[0x04, 0x82, 1, 44]);
-    }
+    use crate::attribute::{ulong_bytes, Attr};
+    use crate::curve::tests::p256_point;
+    use crate::curve::P256_PARAMS;
 
     #[test]
     fn ids_labels_and_handles_derive_from_the_slot() {

@@ -3,21 +3,17 @@
 //! `C_DestroyObject` of its private key removes it. Factory slots are never
 //! removed.
 
-use std::sync::Arc;
-
 use cryptoki_sys::*;
 
+use crate::attribute::{template_bool, template_ulong, template_value, Attribute};
+use crate::curve::{normalize_public_key, Curve};
 use crate::error::{Error, Result};
-use crate::key::{normalize_public_key, Curve, KeySlot};
+use crate::key::KeySlot;
 use crate::module::Module;
-use crate::object::{template_bool, template_ulong, template_value};
-use crate::store::KeyRecord;
-use crate::token::{KeyEntry, Token};
-
-type Template<'a> = &'a [(CK_ATTRIBUTE_TYPE, Vec<u8>)];
+use crate::token::Token;
 
 /// Checks the class/key-type/token attributes a key template may carry.
-fn check_key_template(template: Template<'_>, class: CK_OBJECT_CLASS) -> Result<()> {
+fn check_key_template(template: &[Attribute], class: CK_OBJECT_CLASS) -> Result<()> {
     if let Some(c) = template_ulong(template, CKA_CLASS)? {
         if c != class {
             return Err(Error::TemplateInconsistent(
@@ -64,8 +60,8 @@ impl Module {
         session: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
         has_parameter: bool,
-        public_template: Template<'_>,
-        private_template: Template<'_>,
+        public_template: &[Attribute],
+        private_template: &[Attribute],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let token = self.token()?;
         {
@@ -137,45 +133,18 @@ impl Module {
                 curve.name()
             )));
         }
-        if let Err(e) = token.with_store(|s| {
-            s.record_generated_key(slot, curve, &raw, label.as_deref(), id.as_deref())
-                .map_err(Error::from)
-        }) {
-            // The key exists on the device and is shown; only its label and
-            // id are lost for later processes.
-            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
-        }
-        let record = KeyRecord {
-            curve: Some(curve),
-            public_key: Some(raw.clone()),
-            label,
-            id,
-            generated: true,
-        };
-        let key = token.device_key(slot, curve, raw, &record, &self.config);
-        tracing::info!(slot = slot.number, curve = curve.name(), label = %key.label, "key pair generated");
-        token
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(slot, Arc::new(KeyEntry::new(key, token.login_required)));
+        let entry = token.add_generated_key(slot, curve, raw, label, id, &self.config);
+        tracing::info!(slot = slot.number, curve = curve.name(), label = %entry.key.label, "key pair generated");
         Ok((slot.public_handle(), slot.private_handle()))
     }
 
     /// Destroys a key object: the private key of a generated slot removes
     /// the key from the device; foreign public keys leave the keyring.
     pub(crate) fn destroy_key(&self, token: &Token, slot: KeySlot, public: bool) -> Result<()> {
-        let removed_here = |slot| {
-            token
-                .removed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&slot)
-        };
         if token.key(slot).is_none() {
             // Tools destroy both objects of a pair; the public one went
             // with its private key.
-            return if public && !slot.foreign && removed_here(slot) {
+            return if public && !slot.foreign && token.take_removed(slot) {
                 Ok(())
             } else {
                 Err(Error::ObjectHandleInvalid)
@@ -192,28 +161,7 @@ impl Module {
         if !token.is_removable(slot) {
             return Err(Error::ActionProhibited("factory keys cannot be removed"));
         }
-        token.device.remove_key(slot.zymkey()).map_err(|e| {
-            tracing::error!(slot = slot.number, "key removal failed: {e}");
-            Error::from(e)
-        })?;
-        token
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&slot);
-        if !slot.foreign {
-            token
-                .removed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(slot);
-        }
-        if let Err(e) = token.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
-            tracing::error!(
-                slot = slot.number,
-                "removed key still cached in the store: {e}"
-            );
-        }
+        token.remove_key(slot)?;
         tracing::info!(slot = slot.number, foreign = slot.foreign, "key removed");
         Ok(())
     }

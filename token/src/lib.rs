@@ -25,7 +25,7 @@
 //! # Handles
 //! Derived, so stable for the life of the process: key objects from the
 //! slot number ([`key::KeySlot::private_handle`]), token objects from their
-//! store row id, session objects from a per-process counter ([`find`]).
+//! store row id, session objects from a per-process counter ([`object`]).
 //!
 //! # Store
 //! Certificates, data objects, cached public keys, and the labels and ids
@@ -39,27 +39,32 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attribute;
 pub mod config;
+pub mod curve;
+pub mod der;
 pub mod device;
 pub mod error;
-pub mod factory;
-pub mod find;
 pub mod fork;
 pub mod key;
 pub mod keygen;
+mod lock;
 pub mod log;
 pub mod mechanism;
 pub mod module;
 pub mod object;
+pub mod random;
 pub mod session;
-pub mod sign;
+pub mod sign_verify;
+pub mod slot_token;
+pub mod storage_object;
 pub mod store;
 pub mod token;
 
+pub use attribute::{Template, TemplateEntry};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use module::Module;
-pub use object::{Template, TemplateEntry};
 
 /// Re-exported so the ABI crate uses the same `CK_*` definitions.
 pub use cryptoki_sys;

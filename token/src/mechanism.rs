@@ -7,8 +7,8 @@
 
 use cryptoki_sys::*;
 
+use crate::curve::{ec_public_key, Curve};
 use crate::error::{Error, Result};
-use crate::key::Curve;
 
 /// Length of the digest the device signs.
 pub const DIGEST_LEN: usize = zymkey::DIGEST_LEN;
@@ -215,27 +215,15 @@ pub fn verify_digest(
     digest: &[u8; DIGEST_LEN],
     signature: &[u8],
 ) -> Result<()> {
-    use openssl::bn::{BigNum, BigNumContext};
-    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    use openssl::bn::BigNum;
     use openssl::ecdsa::EcdsaSig;
-    use openssl::nid::Nid;
 
     if signature.len() != SIGNATURE_LEN {
         return Err(Error::SignatureLenRange);
     }
-    let nid = match curve {
-        Curve::P256 => Nid::X9_62_PRIME256V1,
-        Curve::Secp256k1 => Nid::SECP256K1,
-        _ => return Err(Error::KeyTypeInconsistent),
-    };
+    let nid = curve.nid().ok_or(Error::KeyTypeInconsistent)?;
     let crypto = |e: openssl::error::ErrorStack| Error::GeneralError(format!("OpenSSL: {e}"));
-    let group = EcGroup::from_curve_name(nid).map_err(crypto)?;
-    let mut ctx = BigNumContext::new().map_err(crypto)?;
-    let mut point_bytes = Vec::with_capacity(65);
-    point_bytes.push(0x04);
-    point_bytes.extend_from_slice(raw_public);
-    let point = EcPoint::from_bytes(&group, &point_bytes, &mut ctx).map_err(crypto)?;
-    let key = EcKey::from_public_key(&group, &point).map_err(crypto)?;
+    let key = ec_public_key(nid, raw_public).map_err(crypto)?;
     let r = BigNum::from_slice(&signature[..32]).map_err(crypto)?;
     let s = BigNum::from_slice(&signature[32..]).map_err(crypto)?;
     let sig = EcdsaSig::from_private_components(r, s).map_err(crypto)?;

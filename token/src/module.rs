@@ -2,28 +2,117 @@
 //! library, the token (loaded on first use), sessions and session objects.
 //! Every method takes `&self`; each piece of state has its own lock, and no
 //! lock is held across a device signature.
+//!
+//! The PKCS#11 functions are `impl Module` blocks in the files named like
+//! the ABI crate's (`slot_token.rs`, `session.rs`, `object.rs`,
+//! `sign_verify.rs`, `keygen.rs`, `random.rs`), which use this file and
+//! are never used by it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cryptoki_sys::*;
 
+use crate::attribute::Object;
 use crate::config::Config;
+use crate::curve::Curve;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::mechanism;
-use crate::object::Object;
-use crate::session::Sessions;
+use crate::key::KeySlot;
+use crate::lock::lock;
+use crate::mechanism::{Input, SignMechanism};
 use crate::token::Token;
 
 /// The one slot of the module.
 pub const SLOT_ID: CK_SLOT_ID = 0;
 
-pub const LIBRARY_MANUFACTURER: &str = "zkiot";
-pub const LIBRARY_DESCRIPTION: &str = "Zymkey PKCS#11 module";
-pub const TOKEN_MANUFACTURER: &str = "Zymbit";
+/// Sessions open at once, per process.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// An active `C_FindObjects` search: the matches, fixed at `C_FindObjectsInit`.
+#[derive(Debug, Clone)]
+pub struct Find {
+    pub handles: Vec<CK_OBJECT_HANDLE>,
+    pub next: usize,
+}
+
+/// An active sign operation.
+#[derive(Debug, Clone)]
+pub struct SignOp {
+    pub slot: KeySlot,
+    pub mechanism: SignMechanism,
+    pub input: Input,
+    /// `C_SignUpdate` was called: only `C_SignUpdate`/`C_SignFinal` may follow.
+    pub multi_part: bool,
+}
+
+/// An active verify operation; the key's point is copied in so the
+/// operation survives a concurrent key removal.
+#[derive(Debug, Clone)]
+pub struct VerifyOp {
+    pub curve: Curve,
+    pub raw_public: Vec<u8>,
+    pub mechanism: SignMechanism,
+    pub input: Input,
+    pub multi_part: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub read_write: bool,
+    pub find: Option<Find>,
+    pub sign: Option<SignOp>,
+    pub verify: Option<VerifyOp>,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    pub map: HashMap<CK_SESSION_HANDLE, Session>,
+    last_handle: CK_SESSION_HANDLE,
+    pub logged_in: bool,
+}
+
+impl Sessions {
+    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<&Session> {
+        self.map.get(&handle).ok_or(Error::SessionHandleInvalid)
+    }
+
+    pub fn get_mut(&mut self, handle: CK_SESSION_HANDLE) -> Result<&mut Session> {
+        self.map.get_mut(&handle).ok_or(Error::SessionHandleInvalid)
+    }
+
+    /// Opens a session: handles count up from 1 and are never reused.
+    pub fn open(&mut self, read_write: bool) -> Result<CK_SESSION_HANDLE> {
+        if self.map.len() >= MAX_SESSIONS {
+            return Err(Error::SessionCount);
+        }
+        self.last_handle += 1;
+        let handle = self.last_handle;
+        self.map.insert(
+            handle,
+            Session {
+                read_write,
+                find: None,
+                sign: None,
+                verify: None,
+            },
+        );
+        Ok(handle)
+    }
+
+    /// (all sessions, read-write sessions)
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.map.len(),
+            self.map.values().filter(|s| s.read_write).count(),
+        )
+    }
+}
+
+/// Session objects: handle → (owning session, object).
+pub type SessionObjects = BTreeMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, Object)>;
 
 pub struct Module {
     pid: u32,
@@ -32,9 +121,8 @@ pub struct Module {
     library_path: PathBuf,
     device: Option<Arc<dyn Device>>,
     token: Mutex<Option<Arc<Token>>>,
-    pub(crate) sessions: Mutex<Sessions>,
-    /// Session objects: handle → (owning session, object).
-    pub(crate) session_objects: Mutex<BTreeMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, Object)>>,
+    sessions: Mutex<Sessions>,
+    session_objects: Mutex<SessionObjects>,
 }
 
 impl std::fmt::Debug for Module {
@@ -112,11 +200,8 @@ impl Module {
             sessions.map.clear();
             sessions.logged_in = false;
         }
-        self.session_objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.token.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.lock_session_objects().clear();
+        lock(&self.token).take();
         if let Some(d) = &self.device {
             d.close();
             std::mem::forget(d.clone());
@@ -130,7 +215,7 @@ impl Module {
             return Err(Error::CryptokiNotInitialized);
         }
         let device = self.device.as_ref().ok_or(Error::TokenNotPresent)?;
-        let mut guard = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.token);
         if let Some(t) = guard.as_ref() {
             return Ok(t.clone());
         }
@@ -142,6 +227,14 @@ impl Module {
         Ok(token)
     }
 
+    pub(crate) fn lock_sessions(&self) -> MutexGuard<'_, Sessions> {
+        lock(&self.sessions)
+    }
+
+    pub(crate) fn lock_session_objects(&self) -> MutexGuard<'_, SessionObjects> {
+        lock(&self.session_objects)
+    }
+
     pub(crate) fn check_slot(&self, slot: CK_SLOT_ID) -> Result<()> {
         if slot == SLOT_ID {
             Ok(())
@@ -150,178 +243,13 @@ impl Module {
         }
     }
 
-    fn token_present(&self) -> bool {
-        self.token().is_ok()
+    /// Fails with `CKR_SESSION_HANDLE_INVALID` unless `session` is open.
+    pub fn check_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.lock_sessions().get(session).map(|_| ())
     }
 
-    pub fn info(&self) -> CK_INFO {
-        CK_INFO {
-            cryptokiVersion: CK_VERSION {
-                major: 2,
-                minor: 40,
-            },
-            manufacturerID: padded(LIBRARY_MANUFACTURER),
-            flags: 0,
-            libraryDescription: padded(LIBRARY_DESCRIPTION),
-            libraryVersion: crate_version(),
-        }
-    }
-
-    pub fn slot_list(&self, token_present: bool) -> Vec<CK_SLOT_ID> {
-        if token_present && !self.token_present() {
-            Vec::new()
-        } else {
-            vec![SLOT_ID]
-        }
-    }
-
-    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
-        self.check_slot(slot)?;
-        let token = self.token().ok();
-        let mut flags = CKF_HW_SLOT;
-        let description = match &token {
-            Some(t) => {
-                flags |= CKF_TOKEN_PRESENT;
-                format!("Zymbit {}", t.info.model)
-            }
-            None => "Zymbit security module (no device)".to_string(),
-        };
-        let firmware = token
-            .as_ref()
-            .map(|t| parse_version(&t.info.firmware))
-            .unwrap_or(CK_VERSION { major: 0, minor: 0 });
-        Ok(CK_SLOT_INFO {
-            slotDescription: padded(&description),
-            manufacturerID: padded(TOKEN_MANUFACTURER),
-            flags,
-            hardwareVersion: CK_VERSION { major: 1, minor: 0 },
-            firmwareVersion: firmware,
-        })
-    }
-
-    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
-        self.check_slot(slot)?;
-        let token = self.token()?;
-        let mut flags = CKF_TOKEN_INITIALIZED | CKF_RNG;
-        if token.login_required {
-            flags |= CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED;
-        }
-        let (count, rw_count) = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .counts();
-        Ok(CK_TOKEN_INFO {
-            label: padded(&token.label),
-            manufacturerID: padded(TOKEN_MANUFACTURER),
-            model: padded(&token.info.model),
-            serialNumber: padded(&token.info.serial),
-            flags,
-            ulMaxSessionCount: crate::session::MAX_SESSIONS as CK_ULONG,
-            ulSessionCount: count as CK_ULONG,
-            ulMaxRwSessionCount: crate::session::MAX_SESSIONS as CK_ULONG,
-            ulRwSessionCount: rw_count as CK_ULONG,
-            ulMaxPinLen: 255,
-            ulMinPinLen: if token.login_required { 1 } else { 0 },
-            ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
-            ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
-            ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
-            ulFreePrivateMemory: CK_UNAVAILABLE_INFORMATION,
-            hardwareVersion: CK_VERSION { major: 1, minor: 0 },
-            firmwareVersion: parse_version(&token.info.firmware),
-            utcTime: [b' '; 16],
-        })
-    }
-
-    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
-        self.check_slot(slot)?;
-        let token = self.token()?;
-        Ok(mechanism::mechanism_list(token.caps.key_store))
-    }
-
-    pub fn mechanism_info(
-        &self,
-        slot: CK_SLOT_ID,
-        mechanism: CK_MECHANISM_TYPE,
-    ) -> Result<CK_MECHANISM_INFO> {
-        self.check_slot(slot)?;
-        let token = self.token()?;
-        mechanism::mechanism_info(mechanism, token.caps.key_store)
-    }
-
-    /// `C_GenerateRandom`: bytes from the device's generator.
-    pub fn generate_random(&self, session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
-        self.session_info(session)?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        let token = self.token()?;
-        let bytes = token.device.random(out.len()).map_err(|e| {
-            tracing::error!("random bytes from the device failed: {e}");
-            Error::from(e)
-        })?;
-        if bytes.len() != out.len() {
-            return Err(Error::DeviceError(format!(
-                "the device returned {} random bytes, not {}",
-                bytes.len(),
-                out.len()
-            )));
-        }
-        out.copy_from_slice(&bytes);
-        Ok(())
-    }
-}
-
-/// A blank-padded, truncated fixed-size text field.
-pub fn padded<const N: usize>(text: &str) -> [CK_UTF8CHAR; N] {
-    let mut out = [b' '; N];
-    // Truncate on a character boundary so the field stays valid UTF-8.
-    let mut end = text.len().min(N);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    out[..end].copy_from_slice(&text.as_bytes()[..end]);
-    out
-}
-
-/// "1.2.3" → 1.2; anything unparsable → 0.0.
-pub fn parse_version(text: &str) -> CK_VERSION {
-    let mut parts = text
-        .trim()
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u8>().unwrap_or(0));
-    CK_VERSION {
-        major: parts.next().unwrap_or(0),
-        minor: parts.next().unwrap_or(0),
-    }
-}
-
-fn crate_version() -> CK_VERSION {
-    parse_version(env!("CARGO_PKG_VERSION"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn padding_and_truncation() {
-        let f: [u8; 8] = padded("zymkey");
-        assert_eq!(&f, b"zymkey  ");
-        let f: [u8; 4] = padded("serial-number");
-        assert_eq!(&f, b"seri");
-        let f: [u8; 4] = padded("aé€");
-        assert_eq!(&f, "aé ".as_bytes());
-    }
-
-    #[test]
-    fn versions() {
-        let v = parse_version("1.2.3");
-        assert_eq!((v.major, v.minor), (1, 2));
-        let v = parse_version("v01.0.7-emu");
-        assert_eq!((v.major, v.minor), (1, 0));
-        let v = parse_version("unknown");
-        assert_eq!((v.major, v.minor), (0, 0));
+    /// Whether private objects are accessible now.
+    pub(crate) fn private_access(&self, sessions: &Sessions) -> bool {
+        !self.config.login_required() || sessions.logged_in
     }
 }

@@ -1,363 +1,337 @@
-//! Objects as attribute tables, and the PKCS#11 attribute protocol over them
-//! (`C_GetAttributeValue` filling, `C_FindObjects` matching).
+//! Object management (PKCS#11 2.40 §5.7): finding objects, reading and
+//! changing attributes, creating and destroying certificate and data objects.
+//!
+//! Handles are derived, never allocated from a shared counter, so they are
+//! stable for the life of the process and the same in every process for
+//! key and token objects:
+//! - key objects: from the slot number (see [`KeySlot::private_handle`]);
+//! - token objects: `STORE_HANDLE_BASE + row id` (row ids are never reused);
+//! - session objects: `SESSION_HANDLE_BASE + n`, counted per process.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 
+use crate::attribute::{fill_template, Attribute, Object, TemplateEntry};
 use crate::error::{Error, Result};
+use crate::key::KeySlot;
+use crate::module::{Find, Module};
+use crate::storage_object;
 
-/// One attribute value as the C caller sees it: CK_ULONG values in native
-/// byte order, CK_BBOOL as one byte, byte strings as they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attr {
-    Value(Vec<u8>),
-    /// The attribute exists but its value never leaves the token.
-    Sensitive,
+const STORE_HANDLE_BASE: CK_OBJECT_HANDLE = 0x2000_0000;
+const SESSION_HANDLE_BASE: CK_OBJECT_HANDLE = 0x4000_0000;
+const SESSION_HANDLE_LIMIT: CK_OBJECT_HANDLE = 0x7FFF_FFFF;
+
+static NEXT_SESSION_OBJECT: AtomicU64 = AtomicU64::new(1);
+
+/// What a handle names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectRef {
+    Key { slot: KeySlot, public: bool },
+    Stored(i64),
+    Session(CK_OBJECT_HANDLE),
 }
 
-/// An object: its attributes, by type.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Object {
-    pub attrs: BTreeMap<CK_ATTRIBUTE_TYPE, Attr>,
-}
-
-impl Object {
-    pub fn new() -> Object {
-        Object::default()
-    }
-
-    pub fn set(&mut self, kind: CK_ATTRIBUTE_TYPE, value: Vec<u8>) -> &mut Object {
-        self.attrs.insert(kind, Attr::Value(value));
-        self
-    }
-
-    pub fn set_ulong(&mut self, kind: CK_ATTRIBUTE_TYPE, value: CK_ULONG) -> &mut Object {
-        self.set(kind, ulong_bytes(value))
-    }
-
-    pub fn set_bool(&mut self, kind: CK_ATTRIBUTE_TYPE, value: bool) -> &mut Object {
-        self.set(kind, bool_bytes(value))
-    }
-
-    pub fn set_sensitive(&mut self, kind: CK_ATTRIBUTE_TYPE) -> &mut Object {
-        self.attrs.insert(kind, Attr::Sensitive);
-        self
-    }
-
-    /// The readable value of an attribute.
-    pub fn value(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        match self.attrs.get(&kind) {
-            Some(Attr::Value(v)) => Some(v),
-            _ => None,
+impl ObjectRef {
+    pub fn from_handle(handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
+        if let Some((slot, public)) = KeySlot::from_handle(handle) {
+            return Ok(ObjectRef::Key { slot, public });
+        }
+        match handle {
+            h if (STORE_HANDLE_BASE + 1..SESSION_HANDLE_BASE).contains(&h) => {
+                Ok(ObjectRef::Stored((h - STORE_HANDLE_BASE) as i64))
+            }
+            h if (SESSION_HANDLE_BASE + 1..=SESSION_HANDLE_LIMIT).contains(&h) => {
+                Ok(ObjectRef::Session(h))
+            }
+            _ => Err(Error::ObjectHandleInvalid),
         }
     }
+}
 
-    pub fn ulong(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
-        self.value(kind).and_then(|v| parse_ulong(kind, v).ok())
-    }
+pub fn stored_handle(row: i64) -> Result<CK_OBJECT_HANDLE> {
+    let h = STORE_HANDLE_BASE
+        .checked_add(
+            CK_OBJECT_HANDLE::try_from(row)
+                .map_err(|_| Error::GeneralError("bad row id".into()))?,
+        )
+        .filter(|h| *h < SESSION_HANDLE_BASE)
+        .ok_or_else(|| Error::GeneralError("the token store has too many objects".into()))?;
+    Ok(h)
+}
 
-    pub fn bool(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<bool> {
-        self.value(kind).and_then(|v| parse_bool(kind, v).ok())
-    }
+fn is_private(object: &Object) -> bool {
+    object.bool(CKA_PRIVATE).unwrap_or(false)
+}
 
-    pub fn class(&self) -> Option<CK_OBJECT_CLASS> {
-        self.ulong(CKA_CLASS)
-    }
-
-    /// True when every attribute of the template is present here with the
-    /// same value; sensitive attributes never match.
-    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-        template
-            .iter()
-            .all(|(kind, want)| match self.attrs.get(kind) {
-                Some(Attr::Value(have)) => have == want,
-                _ => false,
-            })
-    }
-
-    /// Serialises the readable attributes for the store:
-    /// repeated `type (u64 BE) ‖ length (u32 BE) ‖ value`.
-    pub fn to_blob(&self) -> Vec<u8> {
+impl Module {
+    /// Every object the caller may see now, with its handle.
+    fn visible_objects(&self) -> Result<Vec<(CK_OBJECT_HANDLE, Object)>> {
+        let token = self.token()?;
+        let private_access = self.private_access(&self.lock_sessions());
         let mut out = Vec::new();
-        for (kind, attr) in &self.attrs {
-            if let Attr::Value(v) = attr {
-                // CK_ULONG is 32 bits on some targets; the blob always holds 64.
-                #[allow(clippy::useless_conversion)]
-                let kind64 = u64::from(*kind);
-                out.extend_from_slice(&kind64.to_be_bytes());
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(v);
+        for entry in token.keys() {
+            if !entry.key.slot.foreign {
+                out.push((entry.key.slot.private_handle(), entry.private.clone()));
             }
+            out.push((entry.key.slot.public_handle(), entry.public.clone()));
         }
-        out
-    }
-
-    pub fn from_blob(mut blob: &[u8]) -> Option<Object> {
-        let mut object = Object::new();
-        while !blob.is_empty() {
-            if blob.len() < 12 {
-                return None;
-            }
-            let kind = u64::from_be_bytes(blob[..8].try_into().ok()?);
-            let len = u32::from_be_bytes(blob[8..12].try_into().ok()?) as usize;
-            let value = blob.get(12..12 + len)?;
-            object.set(CK_ATTRIBUTE_TYPE::try_from(kind).ok()?, value.to_vec());
-            blob = &blob[12 + len..];
-        }
-        Some(object)
-    }
-}
-
-pub fn ulong_bytes(v: CK_ULONG) -> Vec<u8> {
-    v.to_ne_bytes().to_vec()
-}
-
-pub fn bool_bytes(v: bool) -> Vec<u8> {
-    vec![if v { CK_TRUE } else { CK_FALSE }]
-}
-
-pub fn parse_ulong(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<CK_ULONG> {
-    <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v)
-        .map(CK_ULONG::from_ne_bytes)
-        .map_err(|_| Error::AttributeValueInvalid(kind))
-}
-
-pub fn parse_bool(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<bool> {
-    match v {
-        [b] => Ok(*b != CK_FALSE),
-        _ => Err(Error::AttributeValueInvalid(kind)),
-    }
-}
-
-/// One entry of a caller's `C_GetAttributeValue` template.
-#[derive(Debug)]
-pub struct TemplateEntry<'a> {
-    pub kind: CK_ATTRIBUTE_TYPE,
-    /// The caller's buffer; `None` asks for the length only.
-    pub buffer: Option<&'a mut [u8]>,
-    /// What goes back into `ulValueLen`.
-    pub len: CK_ULONG,
-}
-
-/// Answers every entry of a template (PKCS#11 2.40 §5.7, C_GetAttributeValue):
-/// sensitive → `CK_UNAVAILABLE_INFORMATION` and `CKR_ATTRIBUTE_SENSITIVE`;
-/// unknown → `CK_UNAVAILABLE_INFORMATION` and `CKR_ATTRIBUTE_TYPE_INVALID`;
-/// no buffer → the length; short buffer → `CK_UNAVAILABLE_INFORMATION` and
-/// `CKR_BUFFER_TOO_SMALL`; the other entries are filled all the same.
-/// When several entries fail, the most telling code wins: sensitive, then
-/// type invalid, then buffer too small.
-pub fn fill_template(object: &Object, template: &mut [TemplateEntry<'_>]) -> Result<()> {
-    let mut sensitive = false;
-    let mut invalid = None;
-    let mut too_small = None;
-    for entry in template.iter_mut() {
-        match object.attrs.get(&entry.kind) {
-            None => {
-                entry.len = CK_UNAVAILABLE_INFORMATION;
-                invalid.get_or_insert(entry.kind);
-            }
-            Some(Attr::Sensitive) => {
-                entry.len = CK_UNAVAILABLE_INFORMATION;
-                sensitive = true;
-            }
-            Some(Attr::Value(v)) => match entry.buffer.as_deref_mut() {
-                None => entry.len = v.len() as CK_ULONG,
-                Some(buf) if buf.len() >= v.len() => {
-                    buf[..v.len()].copy_from_slice(v);
-                    entry.len = v.len() as CK_ULONG;
+        // The device keys do not depend on the store: a store that cannot be
+        // read (logged once, naming the file) hides only its own objects, so
+        // the device keeps its identity while the file waits for a person.
+        match token.read_store(|s| s.objects().map_err(Error::from)) {
+            Ok(rows) => {
+                for (row, object) in rows {
+                    out.push((stored_handle(row)?, object));
                 }
-                Some(_) => {
-                    entry.len = CK_UNAVAILABLE_INFORMATION;
-                    too_small.get_or_insert(v.len());
-                }
-            },
+            }
+            Err(e) => tracing::debug!("stored objects not listed: {e}"),
         }
+        for (handle, (_, object)) in self.lock_session_objects().iter() {
+            out.push((*handle, object.clone()));
+        }
+        out.retain(|(_, o)| private_access || !is_private(o));
+        Ok(out)
     }
-    if sensitive {
-        Err(Error::AttributeSensitive)
-    } else if let Some(kind) = invalid {
-        Err(Error::AttributeTypeInvalid(kind))
-    } else if let Some(required) = too_small {
-        Err(Error::BufferTooSmall { required })
-    } else {
+
+    /// The object behind a handle, if the caller may see it.
+    pub(crate) fn object(&self, handle: CK_OBJECT_HANDLE) -> Result<Object> {
+        let token = self.token()?;
+        let object = match ObjectRef::from_handle(handle)? {
+            ObjectRef::Key { slot, public } => {
+                let entry = token.key(slot).ok_or(Error::ObjectHandleInvalid)?;
+                match (public, slot.foreign) {
+                    (true, _) => entry.public.clone(),
+                    (false, false) => entry.private.clone(),
+                    (false, true) => return Err(Error::ObjectHandleInvalid),
+                }
+            }
+            ObjectRef::Stored(row) => token
+                .read_store(|s| s.object(row).map_err(Error::from))?
+                .ok_or(Error::ObjectHandleInvalid)?,
+            ObjectRef::Session(h) => self
+                .lock_session_objects()
+                .get(&h)
+                .map(|(_, o)| o.clone())
+                .ok_or(Error::ObjectHandleInvalid)?,
+        };
+        if is_private(&object) && !self.private_access(&self.lock_sessions()) {
+            return Err(Error::ObjectHandleInvalid);
+        }
+        Ok(object)
+    }
+
+    pub fn find_objects_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[Attribute],
+    ) -> Result<()> {
+        {
+            let sessions = self.lock_sessions();
+            if sessions.get(session)?.find.is_some() {
+                return Err(Error::OperationActive);
+            }
+        }
+        let handles: Vec<CK_OBJECT_HANDLE> = self
+            .visible_objects()?
+            .into_iter()
+            .filter(|(_, o)| o.matches(template))
+            .map(|(h, _)| h)
+            .collect();
+        tracing::debug!(matches = handles.len(), "C_FindObjectsInit");
+        let mut sessions = self.lock_sessions();
+        let s = sessions.get_mut(session)?;
+        if s.find.is_some() {
+            return Err(Error::OperationActive);
+        }
+        s.find = Some(Find { handles, next: 0 });
         Ok(())
     }
-}
 
-/// A caller's input template, copied.
-pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+    pub fn find_objects(
+        &self,
+        session: CK_SESSION_HANDLE,
+        max: usize,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let mut sessions = self.lock_sessions();
+        let find = sessions
+            .get_mut(session)?
+            .find
+            .as_mut()
+            .ok_or(Error::OperationNotInitialized)?;
+        let end = find.handles.len().min(find.next.saturating_add(max));
+        let out = find.handles[find.next..end].to_vec();
+        find.next = end;
+        Ok(out)
+    }
 
-pub fn template_value(
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
-    kind: CK_ATTRIBUTE_TYPE,
-) -> Option<&[u8]> {
-    template
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, v)| v.as_slice())
-}
+    pub fn find_objects_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        let mut sessions = self.lock_sessions();
+        let s = sessions.get_mut(session)?;
+        s.find.take().ok_or(Error::OperationNotInitialized)?;
+        Ok(())
+    }
 
-pub fn template_ulong(
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
-    kind: CK_ATTRIBUTE_TYPE,
-) -> Result<Option<CK_ULONG>> {
-    template_value(template, kind)
-        .map(|v| parse_ulong(kind, v))
-        .transpose()
-}
+    pub fn get_attribute_value(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        template: &mut [TemplateEntry<'_>],
+    ) -> Result<()> {
+        self.check_session(session)?;
+        let object = self.object(handle)?;
+        fill_template(&object, template)
+    }
 
-pub fn template_bool(
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
-    kind: CK_ATTRIBUTE_TYPE,
-) -> Result<Option<bool>> {
-    template_value(template, kind)
-        .map(|v| parse_bool(kind, v))
-        .transpose()
+    pub fn object_size(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+    ) -> Result<usize> {
+        self.check_session(session)?;
+        Ok(self.object(handle)?.to_blob().len())
+    }
+
+    fn require_read_write(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        if self.lock_sessions().get(session)?.read_write {
+            Ok(())
+        } else {
+            Err(Error::SessionReadOnly)
+        }
+    }
+
+    pub fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let token = self.token()?;
+        self.check_session(session)?;
+        let object = storage_object::build(template)?;
+        if is_private(&object) && !self.private_access(&self.lock_sessions()) {
+            return Err(Error::UserNotLoggedIn);
+        }
+        if storage_object::is_token_object(template)? {
+            self.require_read_write(session)?;
+            let row = token.with_store(|s| s.insert(&object).map_err(Error::from))?;
+            tracing::info!(
+                row,
+                class = object.class().unwrap_or(0),
+                "token object created"
+            );
+            stored_handle(row)
+        } else {
+            let handle = SESSION_HANDLE_BASE
+                + NEXT_SESSION_OBJECT.fetch_add(1, Ordering::Relaxed) as CK_OBJECT_HANDLE;
+            if handle > SESSION_HANDLE_LIMIT {
+                return Err(Error::GeneralError(
+                    "session object handles exhausted".into(),
+                ));
+            }
+            self.lock_session_objects()
+                .insert(handle, (session, object));
+            Ok(handle)
+        }
+    }
+
+    pub fn set_attribute_value(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        template: &[Attribute],
+    ) -> Result<()> {
+        let token = self.token()?;
+        self.check_session(session)?;
+        let object = self.object(handle)?;
+        match ObjectRef::from_handle(handle)? {
+            ObjectRef::Key { .. } => Err(Error::ActionProhibited(
+                "device key objects are not modifiable",
+            )),
+            ObjectRef::Stored(row) => {
+                self.require_read_write(session)?;
+                let changed = storage_object::set_attributes(&object, template)?;
+                if !token.with_store(|s| s.update(row, &changed).map_err(Error::from))? {
+                    return Err(Error::ObjectHandleInvalid);
+                }
+                Ok(())
+            }
+            ObjectRef::Session(h) => {
+                let changed = storage_object::set_attributes(&object, template)?;
+                let mut objects = self.lock_session_objects();
+                let slot = objects.get_mut(&h).ok_or(Error::ObjectHandleInvalid)?;
+                slot.1 = changed;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let token = self.token()?;
+        self.check_session(session)?;
+        if let ObjectRef::Key { slot, public } = ObjectRef::from_handle(handle)? {
+            // Checked by destroy_key: a public key whose private key was
+            // just removed no longer resolves, yet destroying it succeeds.
+            self.require_read_write(session)?;
+            if !public && !self.private_access(&self.lock_sessions()) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            return self.destroy_key(&token, slot, public);
+        }
+        let object = self.object(handle)?;
+        match ObjectRef::from_handle(handle)? {
+            ObjectRef::Key { .. } => Err(Error::ObjectHandleInvalid),
+            ObjectRef::Stored(row) => {
+                self.require_read_write(session)?;
+                if object.bool(CKA_DESTROYABLE) == Some(false) {
+                    return Err(Error::ActionProhibited("the object is not destroyable"));
+                }
+                if !token.with_store(|s| s.delete(row).map_err(Error::from))? {
+                    return Err(Error::ObjectHandleInvalid);
+                }
+                tracing::info!(row, "token object destroyed");
+                Ok(())
+            }
+            ObjectRef::Session(h) => {
+                if object.bool(CKA_DESTROYABLE) == Some(false) {
+                    return Err(Error::ActionProhibited("the object is not destroyable"));
+                }
+                self.lock_session_objects()
+                    .remove(&h)
+                    .ok_or(Error::ObjectHandleInvalid)?;
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> Object {
-        let mut o = Object::new();
-        o.set_ulong(CKA_CLASS, CKO_PRIVATE_KEY)
-            .set(CKA_ID, vec![0, 0])
-            .set(CKA_LABEL, b"slot0".to_vec())
-            .set_bool(CKA_SIGN, true)
-            .set_sensitive(CKA_VALUE);
-        o
-    }
-
     #[test]
-    fn fills_valid_entries_and_reports_the_rest() {
-        let o = key();
-        let mut class = [0u8; 8];
-        let mut id = [0u8; 1];
-        let mut unknown = [0u8; 8];
-        let mut value = [0u8; 32];
-        let mut t = vec![
-            TemplateEntry {
-                kind: CKA_CLASS,
-                buffer: Some(&mut class),
-                len: 8,
-            },
-            TemplateEntry {
-                kind: CKA_LABEL,
-                buffer: None,
-                len: 0,
-            },
-            TemplateEntry {
-                kind: CKA_ID,
-                buffer: Some(&mut id),
-                len: 1,
-            },
-            TemplateEntry {
-                kind: CKA_MODULUS,
-                buffer: Some(&mut unknown),
-                len: 8,
-            },
-            TemplateEntry {
-                kind: CKA_VALUE,
-                buffer: Some(&mut value),
-                len: 32,
-            },
-        ];
-        let rv = fill_template(&o, &mut t).unwrap_err();
-        assert_eq!(rv.rv(), CKR_ATTRIBUTE_SENSITIVE);
-        assert_eq!(t[0].len, 8);
-        assert_eq!(t[1].len, 5);
-        assert_eq!(t[2].len, CK_UNAVAILABLE_INFORMATION);
-        assert_eq!(t[3].len, CK_UNAVAILABLE_INFORMATION);
-        assert_eq!(t[4].len, CK_UNAVAILABLE_INFORMATION);
-        drop(t);
-        assert_eq!(CK_ULONG::from_ne_bytes(class), CKO_PRIVATE_KEY);
-    }
-
-    #[test]
-    fn unknown_beats_short_buffer() {
-        let o = key();
-        let mut id = [0u8; 1];
-        let mut t = vec![
-            TemplateEntry {
-                kind: CKA_ID,
-                buffer: Some(&mut id),
-                len: 1,
-            },
-            TemplateEntry {
-                kind: CKA_MODULUS,
-                buffer: None,
-                len: 0,
-            },
-        ];
+    fn handles_name_one_kind_of_object() {
+        let key = KeySlot::device(2);
         assert_eq!(
-            fill_template(&o, &mut t).unwrap_err().rv(),
-            CKR_ATTRIBUTE_TYPE_INVALID
+            ObjectRef::from_handle(key.private_handle()).unwrap(),
+            ObjectRef::Key {
+                slot: key,
+                public: false
+            }
         );
-        let mut id = [0u8; 1];
-        let mut t = vec![TemplateEntry {
-            kind: CKA_ID,
-            buffer: Some(&mut id),
-            len: 1,
-        }];
         assert_eq!(
-            fill_template(&o, &mut t).unwrap_err(),
-            Error::BufferTooSmall { required: 2 }
+            ObjectRef::from_handle(stored_handle(7).unwrap()).unwrap(),
+            ObjectRef::Stored(7)
         );
-    }
-
-    #[test]
-    fn all_valid_is_ok() {
-        let o = key();
-        let mut label = [0u8; 64];
-        let mut t = vec![TemplateEntry {
-            kind: CKA_LABEL,
-            buffer: Some(&mut label),
-            len: 64,
-        }];
-        fill_template(&o, &mut t).unwrap();
-        assert_eq!(t[0].len, 5);
-        drop(t);
-        assert_eq!(&label[..5], b"slot0");
-    }
-
-    #[test]
-    fn matching_compares_values_and_never_sensitive_ones() {
-        let o = key();
-        assert!(o.matches(&[]));
-        assert!(o.matches(&[(CKA_CLASS, ulong_bytes(CKO_PRIVATE_KEY))]));
-        assert!(o.matches(&[
-            (CKA_CLASS, ulong_bytes(CKO_PRIVATE_KEY)),
-            (CKA_ID, vec![0, 0]),
-            (CKA_LABEL, b"slot0".to_vec()),
-        ]));
-        assert!(!o.matches(&[(CKA_ID, vec![0, 1])]));
-        assert!(!o.matches(&[(CKA_LABEL, b"slot".to_vec())]));
-        assert!(!o.matches(&[(CKA_CLASS, ulong_bytes(CKO_PUBLIC_KEY))]));
-        assert!(!o.matches(&[(CKA_MODULUS, vec![1])]));
-        assert!(!o.matches(&[(CKA_VALUE, vec![])]));
-    }
-
-    #[test]
-    fn blob_round_trip_and_garbage() {
-        let mut o = key();
-        o.attrs.remove(&CKA_VALUE);
-        let back = Object::from_blob(&o.to_blob()).unwrap();
-        assert_eq!(back, o);
-        assert!(Object::from_blob(&[0, 1, 2]).is_none());
-        let mut blob = o.to_blob();
-        blob.truncate(blob.len() - 1);
-        assert!(Object::from_blob(&blob).is_none());
-    }
-
-    #[test]
-    fn parses_ulong_and_bool_strictly() {
-        assert_eq!(parse_ulong(CKA_CLASS, &ulong_bytes(3)).unwrap(), 3);
-        assert!(parse_ulong(CKA_CLASS, &[1, 2]).is_err());
-        assert!(parse_bool(CKA_TOKEN, &[1]).unwrap());
-        assert!(!parse_bool(CKA_TOKEN, &[0]).unwrap());
-        assert!(parse_bool(CKA_TOKEN, &[]).is_err());
+        assert_eq!(
+            ObjectRef::from_handle(SESSION_HANDLE_BASE + 3).unwrap(),
+            ObjectRef::Session(SESSION_HANDLE_BASE + 3)
+        );
+        assert!(ObjectRef::from_handle(0).is_err());
+        assert!(ObjectRef::from_handle(STORE_HANDLE_BASE).is_err());
+        assert!(ObjectRef::from_handle(12345).is_err());
     }
 }

@@ -1,78 +1,9 @@
-//! Sessions, login state and the operations a session carries
-//! (PKCS#11 2.40 §5.6).
-
-use std::collections::HashMap;
+//! Sessions and login (PKCS#11 2.40 §5.6).
 
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
-use crate::key::{Curve, KeySlot};
-use crate::mechanism::{Input, SignMechanism};
-use crate::module::Module;
-
-/// Sessions open at once, per process.
-pub const MAX_SESSIONS: usize = 1024;
-
-/// An active `C_FindObjects` search: the matches, fixed at `C_FindObjectsInit`.
-#[derive(Debug, Clone)]
-pub struct Find {
-    pub handles: Vec<CK_OBJECT_HANDLE>,
-    pub next: usize,
-}
-
-/// An active sign operation.
-#[derive(Debug, Clone)]
-pub struct SignOp {
-    pub slot: KeySlot,
-    pub mechanism: SignMechanism,
-    pub input: Input,
-    /// `C_SignUpdate` was called: only `C_SignUpdate`/`C_SignFinal` may follow.
-    pub multi_part: bool,
-}
-
-/// An active verify operation; the key's point is copied in so the
-/// operation survives a concurrent key removal.
-#[derive(Debug, Clone)]
-pub struct VerifyOp {
-    pub curve: Curve,
-    pub raw_public: Vec<u8>,
-    pub mechanism: SignMechanism,
-    pub input: Input,
-    pub multi_part: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub read_write: bool,
-    pub find: Option<Find>,
-    pub sign: Option<SignOp>,
-    pub verify: Option<VerifyOp>,
-}
-
-#[derive(Debug, Default)]
-pub struct Sessions {
-    pub map: HashMap<CK_SESSION_HANDLE, Session>,
-    last_handle: CK_SESSION_HANDLE,
-    pub logged_in: bool,
-}
-
-impl Sessions {
-    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<&Session> {
-        self.map.get(&handle).ok_or(Error::SessionHandleInvalid)
-    }
-
-    pub fn get_mut(&mut self, handle: CK_SESSION_HANDLE) -> Result<&mut Session> {
-        self.map.get_mut(&handle).ok_or(Error::SessionHandleInvalid)
-    }
-
-    /// (all sessions, read-write sessions)
-    pub fn counts(&self) -> (usize, usize) {
-        (
-            self.map.len(),
-            self.map.values().filter(|s| s.read_write).count(),
-        )
-    }
-}
+use crate::module::{Module, SLOT_ID};
 
 /// Compares two secrets in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -85,32 +16,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Module {
-    pub(crate) fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
         self.check_slot(slot)?;
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error::SessionParallelNotSupported);
         }
         self.token()?;
-        let mut sessions = self.lock_sessions();
-        if sessions.map.len() >= MAX_SESSIONS {
-            return Err(Error::SessionCount);
-        }
-        sessions.last_handle += 1;
-        let handle = sessions.last_handle;
-        sessions.map.insert(
-            handle,
-            Session {
-                read_write: flags & CKF_RW_SESSION != 0,
-                find: None,
-                sign: None,
-                verify: None,
-            },
-        );
-        Ok(handle)
+        self.lock_sessions().open(flags & CKF_RW_SESSION != 0)
     }
 
     pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
@@ -123,9 +35,7 @@ impl Module {
             sessions.logged_in = false;
         }
         drop(sessions);
-        self.session_objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock_session_objects()
             .retain(|_, (owner, _)| *owner != handle);
         Ok(())
     }
@@ -136,10 +46,7 @@ impl Module {
         sessions.map.clear();
         sessions.logged_in = false;
         drop(sessions);
-        self.session_objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock_session_objects().clear();
         Ok(())
     }
 
@@ -157,7 +64,7 @@ impl Module {
             flags |= CKF_RW_SESSION;
         }
         Ok(CK_SESSION_INFO {
-            slotID: crate::module::SLOT_ID,
+            slotID: SLOT_ID,
             state,
             flags,
             ulDeviceError: 0,
@@ -211,11 +118,6 @@ impl Module {
         }
         sessions.logged_in = false;
         Ok(())
-    }
-
-    /// Whether private objects are accessible now.
-    pub(crate) fn private_access(&self, sessions: &Sessions) -> bool {
-        self.config.pin.is_none() || sessions.logged_in
     }
 }
 

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::attribute::Object;
+use crate::curve::Curve;
 use crate::error::Error;
 use crate::fork;
-use crate::key::{Curve, KeySlot};
-use crate::object::Object;
+use crate::key::KeySlot;
 
 /// Schema version kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -270,7 +271,7 @@ impl Store {
                     Ok(KeyRecord {
                         curve: r
                             .get::<_, Option<String>>(0)?
-                            .and_then(|c| Curve::parse(&c)),
+                            .and_then(|c| Curve::from_store_tag(&c)),
                         public_key: r.get(1)?,
                         label: r
                             .get::<_, Option<Vec<u8>>>(2)?
@@ -296,7 +297,7 @@ impl Store {
             .execute(
                 "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (slot, keyring) DO UPDATE SET curve = ?3, public_key = ?4",
-                params![slot.number, slot.foreign, curve.as_str(), raw],
+                params![slot.number, slot.foreign, curve.store_tag(), raw],
             )
             .map(|_| ())
             .map_err(|e| self.fail(e))
@@ -319,7 +320,7 @@ impl Store {
                 params![
                     slot.number,
                     slot.foreign,
-                    curve.as_str(),
+                    curve.store_tag(),
                     raw,
                     label.map(str::as_bytes),
                     id

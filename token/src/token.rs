@@ -5,17 +5,18 @@
 //! never call the device. Public keys are also kept in the store, so a later
 //! process reads them from there instead of the device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Config;
+use crate::curve::{normalize_public_key, Curve};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::key::{normalize_public_key, Curve, DeviceKey, KeySlot};
-use crate::object::Object;
-use crate::store::{KeyRecord, Store};
+use crate::key::{DeviceKey, KeyEntry, KeySlot};
+use crate::lock::{lock, read, write};
+use crate::store::Store;
 
 /// Token-info fields as the device reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,36 +58,20 @@ impl Capabilities {
     }
 }
 
-/// A device key and its two objects, built once.
-#[derive(Debug, Clone)]
-pub struct KeyEntry {
-    pub key: DeviceKey,
-    pub private: Object,
-    pub public: Object,
-}
-
-impl KeyEntry {
-    pub fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
-        KeyEntry {
-            private: key.private_object(login_required),
-            public: key.public_object(),
-            key,
-        }
-    }
-}
-
 pub struct Token {
     pub device: Arc<dyn Device>,
     pub info: DeviceInfo,
     pub caps: Capabilities,
     pub label: String,
     pub login_required: bool,
-    pub keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
+    /// The keys shown, by slot. Kept in step with the device and the
+    /// store's `device_keys` rows by the methods below, and nowhere else.
+    keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
     store_path: Option<PathBuf>,
     store: Mutex<Option<Store>>,
     /// Device slots removed through this module, whose public key objects
     /// are gone with them.
-    pub removed: Mutex<std::collections::HashSet<KeySlot>>,
+    removed: Mutex<HashSet<KeySlot>>,
     store_error_logged: AtomicBool,
 }
 
@@ -115,7 +100,7 @@ impl Token {
             device,
             caps,
             label: config.token_label().to_string(),
-            login_required: config.pin.is_some(),
+            login_required: config.login_required(),
             keys: RwLock::new(BTreeMap::new()),
             store_path,
             store: Mutex::new(None),
@@ -144,7 +129,7 @@ impl Token {
             keys = keys.len(),
             "token loaded"
         );
-        *token.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        *write(&token.keys) = keys;
         Ok(token)
     }
 
@@ -219,22 +204,23 @@ impl Token {
             return Ok(None);
         }
         Ok(Some(KeyEntry::new(
-            self.device_key(slot, curve, raw, &record, config),
+            self.device_key(slot, curve, raw, record.label, record.id, config),
             self.login_required,
         )))
     }
 
-    pub fn device_key(
+    /// A key as shown: the label and id given at generation, else the
+    /// configured label and the slot's defaults.
+    fn device_key(
         &self,
         slot: KeySlot,
         curve: Curve,
         raw: Vec<u8>,
-        record: &KeyRecord,
+        label: Option<String>,
+        id: Option<Vec<u8>>,
         config: &Config,
     ) -> DeviceKey {
-        let label = record
-            .label
-            .clone()
+        let label = label
             .or_else(|| {
                 (!slot.foreign)
                     .then(|| config.slot_label(slot.number).map(str::to_string))
@@ -246,7 +232,7 @@ impl Token {
             curve,
             raw_public: raw,
             label,
-            id: record.id.clone().unwrap_or_else(|| slot.default_id()),
+            id: id.unwrap_or_else(|| slot.default_id()),
             removable: self.is_removable(slot),
         }
     }
@@ -264,7 +250,7 @@ impl Token {
     /// Runs `f` on the store, opening it on first use. An open failure is
     /// not remembered: the next call tries again (the file may be fixed).
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
-        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.store);
         if guard.is_none() {
             let path = self.store_path.as_ref().ok_or_else(|| {
                 Error::GeneralError(
@@ -295,11 +281,7 @@ impl Token {
     /// holds nothing, and is not created just to be read (the default
     /// location may be on a read-only file system).
     pub fn read_store<T: Default>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
-        let opened = self
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
+        let opened = lock(&self.store).is_some();
         let exists = self.store_path.as_ref().is_some_and(|p| p.exists());
         if !opened && !exists {
             return Ok(T::default());
@@ -309,11 +291,86 @@ impl Token {
 
     /// The key of a slot; shared, so the signing path copies no attributes.
     pub fn key(&self, slot: KeySlot) -> Option<Arc<KeyEntry>> {
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&slot)
-            .cloned()
+        read(&self.keys).get(&slot).cloned()
+    }
+
+    /// Every key shown, in slot order.
+    pub fn keys(&self) -> Vec<Arc<KeyEntry>> {
+        read(&self.keys).values().cloned().collect()
+    }
+
+    /// The slot's key turned out to be another one (replaced by another
+    /// tool): shows `raw` on `curve` from now on, and caches it in the
+    /// store. A key removed meanwhile stays removed.
+    pub fn replace_key(&self, slot: KeySlot, curve: Curve, raw: Vec<u8>) {
+        {
+            let mut keys = write(&self.keys);
+            let Some(entry) = keys.get(&slot) else {
+                return;
+            };
+            let mut refreshed = entry.key.clone();
+            refreshed.curve = curve;
+            refreshed.raw_public = raw.clone();
+            keys.insert(
+                slot,
+                Arc::new(KeyEntry::new(refreshed, self.login_required)),
+            );
+        }
+        if let Err(e) =
+            self.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
+        {
+            tracing::warn!("refreshed public key not cached: {e}");
+        }
+    }
+
+    /// Shows a key just generated in `slot`, and records it (with the label
+    /// and id the caller gave) in the store for later processes.
+    pub fn add_generated_key(
+        &self,
+        slot: KeySlot,
+        curve: Curve,
+        raw: Vec<u8>,
+        label: Option<String>,
+        id: Option<Vec<u8>>,
+        config: &Config,
+    ) -> Arc<KeyEntry> {
+        if let Err(e) = self.with_store(|s| {
+            s.record_generated_key(slot, curve, &raw, label.as_deref(), id.as_deref())
+                .map_err(Error::from)
+        }) {
+            // The key exists on the device and is shown; only its label and
+            // id are lost for later processes.
+            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
+        }
+        let key = self.device_key(slot, curve, raw, label, id, config);
+        let entry = Arc::new(KeyEntry::new(key, self.login_required));
+        write(&self.keys).insert(slot, entry.clone());
+        entry
+    }
+
+    /// Removes a key from the device, then from the objects shown and the store.
+    pub fn remove_key(&self, slot: KeySlot) -> Result<()> {
+        self.device.remove_key(slot.zymkey()).map_err(|e| {
+            tracing::error!(slot = slot.number, "key removal failed: {e}");
+            Error::from(e)
+        })?;
+        write(&self.keys).remove(&slot);
+        if !slot.foreign {
+            lock(&self.removed).insert(slot);
+        }
+        if let Err(e) = self.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
+            tracing::error!(
+                slot = slot.number,
+                "removed key still cached in the store: {e}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `slot`'s key was removed through this module and its public
+    /// key object not yet destroyed; true once.
+    pub fn take_removed(&self, slot: KeySlot) -> bool {
+        lock(&self.removed).remove(&slot)
     }
 }
 

@@ -13,8 +13,8 @@ use openssl::ec::{EcGroup, EcKey, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
 use openssl::pkey::Private;
+use zktoken::attribute::ulong_bytes;
 use zktoken::device::Device;
-use zktoken::object::ulong_bytes;
 use zktoken::{Config, Error, Module, TemplateEntry};
 use zymkey::{KeyType, Slot, SlotList};
 
@@ -228,7 +228,7 @@ fn attribute(
 }
 
 fn verify(point: &[u8], digest: &[u8; 32], sig: &[u8]) -> bool {
-    zktoken::mechanism::verify_digest(zktoken::key::Curve::P256, point, digest, sig).is_ok()
+    zktoken::mechanism::verify_digest(zktoken::curve::Curve::P256, point, digest, sig).is_ok()
 }
 
 const RO: CK_FLAGS = CKF_SERIAL_SESSION;
@@ -746,7 +746,7 @@ fn key_generation_and_removal_on_a_key_store_model() {
         .rv(),
         CKR_ATTRIBUTE_VALUE_INVALID
     );
-    let k1 = zktoken::key::SECP256K1_PARAMS.to_vec();
+    let k1 = zktoken::curve::SECP256K1_PARAMS.to_vec();
     let (public, private) = m
         .generate_key_pair(
             rw,

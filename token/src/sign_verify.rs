@@ -6,17 +6,14 @@
 //! Any call that produces a signature makes exactly one device signature,
 //! with no token lock held while the device works.
 
-use std::sync::Arc;
-
 use cryptoki_sys::*;
 
+use crate::curve::{normalize_public_key, Curve};
 use crate::error::{Error, Result};
-use crate::find::ObjectRef;
-use crate::key::{normalize_public_key, Curve, KeySlot};
+use crate::key::KeySlot;
 use crate::mechanism::{self, Input, SignMechanism, DIGEST_LEN, SIGNATURE_LEN};
-use crate::module::Module;
-use crate::session::{SignOp, VerifyOp};
-use crate::token::KeyEntry;
+use crate::module::{Module, SignOp, VerifyOp};
+use crate::object::ObjectRef;
 
 /// Checks an output buffer against the signature length: `None` asks for
 /// the length only.
@@ -177,22 +174,7 @@ impl Module {
                     slot.number
                 ))
             })?;
-        if let Err(e) =
-            token.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
-        {
-            tracing::warn!("refreshed public key not cached: {e}");
-        }
-        let mut refreshed = key.clone();
-        refreshed.curve = curve;
-        refreshed.raw_public = raw;
-        token
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                slot,
-                Arc::new(KeyEntry::new(refreshed, token.login_required)),
-            );
+        token.replace_key(slot, curve, raw);
         Ok(signature)
     }
 

@@ -4,8 +4,11 @@
 
 use cryptoki_sys::*;
 
+use crate::attribute::{
+    parse_bool, parse_ulong, template_ulong, template_value, Attribute, Object,
+};
+use crate::der::der_integer;
 use crate::error::{Error, Result};
-use crate::object::{parse_bool, parse_ulong, template_ulong, template_value, Object};
 
 /// Attributes every storage object takes.
 const COMMON: &[CK_ATTRIBUTE_TYPE] = &[
@@ -60,7 +63,7 @@ const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
 ];
 
 /// Builds a certificate or data object from a creation template.
-pub fn storage_object(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<Object> {
+pub fn build(template: &[Attribute]) -> Result<Object> {
     let class =
         template_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
     let allowed: &[CK_ATTRIBUTE_TYPE] = match class {
@@ -176,37 +179,8 @@ fn complete_certificate(object: &mut Object) -> Result<()> {
     Ok(())
 }
 
-/// A DER INTEGER from a big-endian magnitude.
-fn der_integer(magnitude: &[u8], negative: bool) -> Vec<u8> {
-    let mut content: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
-    if content.is_empty() {
-        content.push(0);
-    }
-    if negative {
-        // Two's complement of the magnitude, with room for the sign bit.
-        let mut v = vec![0u8];
-        v.extend_from_slice(&content);
-        let mut carry = true;
-        for b in v.iter_mut().rev() {
-            let (n, c) = (!*b).overflowing_add(carry as u8);
-            *b = n;
-            carry = c;
-        }
-        while v.len() > 1 && v[0] == 0xFF && v[1] & 0x80 != 0 {
-            v.remove(0);
-        }
-        content = v;
-    } else if content[0] & 0x80 != 0 {
-        content.insert(0, 0);
-    }
-    crate::key::der(0x02, &content)
-}
-
 /// Applies `C_SetAttributeValue` to a stored object; returns the new object.
-pub fn set_attributes(
-    object: &Object,
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
-) -> Result<Object> {
+pub fn set_attributes(object: &Object, template: &[Attribute]) -> Result<Object> {
     if object.bool(CKA_MODIFIABLE) == Some(false) {
         return Err(Error::ActionProhibited("the object is not modifiable"));
     }
@@ -229,7 +203,7 @@ pub fn set_attributes(
 }
 
 /// Whether a creation template asks for a token (persistent) object.
-pub fn is_token_object(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<bool> {
+pub fn is_token_object(template: &[Attribute]) -> Result<bool> {
     Ok(template_value(template, CKA_TOKEN)
         .map(|v| parse_bool(CKA_TOKEN, v))
         .transpose()?
@@ -239,7 +213,7 @@ pub fn is_token_object(template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Result<bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::ulong_bytes;
+    use crate::attribute::ulong_bytes;
 
     fn test_cert() -> Vec<u8> {
         use openssl::asn1::Asn1Time;
@@ -277,7 +251,7 @@ mod tests {
     #[test]
     fn certificate_attributes_are_derived_from_the_der() {
         let der = test_cert();
-        let o = storage_object(&[
+        let o = build(&[
             (CKA_CLASS, ulong_bytes(CKO_CERTIFICATE)),
             (CKA_CERTIFICATE_TYPE, ulong_bytes(CKC_X_509)),
             (CKA_TOKEN, vec![1]),
@@ -309,36 +283,34 @@ mod tests {
     fn certificate_templates_are_checked() {
         let class = (CKA_CLASS, ulong_bytes(CKO_CERTIFICATE));
         assert_eq!(
-            storage_object(std::slice::from_ref(&class))
-                .unwrap_err()
-                .rv(),
+            build(std::slice::from_ref(&class)).unwrap_err().rv(),
             CKR_TEMPLATE_INCOMPLETE
         );
         assert_eq!(
-            storage_object(&[class.clone(), (CKA_VALUE, vec![1, 2, 3])]).unwrap_err(),
+            build(&[class.clone(), (CKA_VALUE, vec![1, 2, 3])]).unwrap_err(),
             Error::AttributeValueInvalid(CKA_VALUE)
         );
         assert_eq!(
-            storage_object(&[class.clone(), (CKA_MODULUS, vec![1])]).unwrap_err(),
+            build(&[class.clone(), (CKA_MODULUS, vec![1])]).unwrap_err(),
             Error::AttributeTypeInvalid(CKA_MODULUS)
         );
         assert_eq!(
-            storage_object(&[class.clone(), (CKA_TOKEN, vec![1, 1])]).unwrap_err(),
+            build(&[class.clone(), (CKA_TOKEN, vec![1, 1])]).unwrap_err(),
             Error::AttributeValueInvalid(CKA_TOKEN)
         );
         assert_eq!(
-            storage_object(&[(CKA_LABEL, vec![])]).unwrap_err().rv(),
+            build(&[(CKA_LABEL, vec![])]).unwrap_err().rv(),
             CKR_TEMPLATE_INCOMPLETE
         );
         assert_eq!(
-            storage_object(&[(CKA_CLASS, ulong_bytes(CKO_PRIVATE_KEY))]).unwrap_err(),
+            build(&[(CKA_CLASS, ulong_bytes(CKO_PRIVATE_KEY))]).unwrap_err(),
             Error::AttributeValueInvalid(CKA_CLASS)
         );
     }
 
     #[test]
     fn data_objects_get_defaults() {
-        let o = storage_object(&[
+        let o = build(&[
             (CKA_CLASS, ulong_bytes(CKO_DATA)),
             (CKA_LABEL, b"cfg".to_vec()),
             (CKA_VALUE, b"hello".to_vec()),
@@ -352,7 +324,7 @@ mod tests {
 
     #[test]
     fn set_attribute_rules() {
-        let o = storage_object(&[
+        let o = build(&[
             (CKA_CLASS, ulong_bytes(CKO_DATA)),
             (CKA_VALUE, b"v".to_vec()),
         ])
@@ -374,16 +346,5 @@ mod tests {
                 .rv(),
             CKR_ACTION_PROHIBITED
         );
-    }
-
-    #[test]
-    fn der_integers() {
-        assert_eq!(der_integer(&[0x01], false), vec![2, 1, 1]);
-        assert_eq!(der_integer(&[0x80], false), vec![2, 2, 0, 0x80]);
-        assert_eq!(der_integer(&[0, 0, 5], false), vec![2, 1, 5]);
-        assert_eq!(der_integer(&[], false), vec![2, 1, 0]);
-        assert_eq!(der_integer(&[1], true), vec![2, 1, 0xFF]);
-        assert_eq!(der_integer(&[0x80], true), vec![2, 1, 0x80]);
-        assert_eq!(der_integer(&[0x81], true), vec![2, 2, 0xFF, 0x7F]);
     }
 }
