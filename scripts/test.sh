@@ -25,4 +25,7 @@ cargo test --workspace
 step "end-to-end tests (tests/e2e/run.sh)"
 tests/e2e/run.sh
 
+step "benchmark smoke run (scripts/bench.sh --smoke: every row, device-operation counts)"
+scripts/bench.sh --smoke
+
 step "all tests passed in $(($(date +%s) - started)) s"
