@@ -1,5 +1,6 @@
 //! Objects as attribute tables, and the PKCS#11 attribute protocol over them
-//! (`C_GetAttributeValue` filling, `C_FindObjects` matching).
+//! (`C_GetAttributeValue` filling, `C_FindObjects` matching), and the table
+//! of attribute kinds that bounds what a caller's template may declare.
 
 use std::collections::BTreeMap;
 
@@ -211,6 +212,304 @@ pub fn template_bool(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Result<
         .transpose()
 }
 
+/// How an attribute's value is laid out in C, which bounds the length a
+/// caller may declare for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueKind {
+    /// A `CK_BBOOL`: exactly one byte.
+    Bool,
+    /// A `CK_ULONG` (classes, types, mechanisms): exactly `sizeof(CK_ULONG)`.
+    Ulong,
+    /// An array of `CK_ULONG` (`CKA_ALLOWED_MECHANISMS`).
+    Ulongs,
+    /// A `CK_DATE`, or empty (§4.4).
+    Date,
+    /// A byte string of at most this many bytes.
+    Bytes(usize),
+}
+
+/// The longest label, id or application name an object may have.
+pub const MAX_SHORT_LEN: usize = 256;
+/// The longest DER name, serial number, key encoding or URL.
+pub const MAX_ENCODING_LEN: usize = 4096;
+/// The longest certificate (DER) or data object value: 64 KiB.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// The most mechanisms `CKA_ALLOWED_MECHANISMS` may list.
+const MAX_MECHANISMS: usize = 64;
+
+/// Which object classes take an attribute (a set of bits).
+type Classes = u8;
+const CERTIFICATE: Classes = 1;
+const DATA: Classes = 2;
+const PUBLIC_KEY: Classes = 4;
+const PRIVATE_KEY: Classes = 8;
+const KEYS: Classes = PUBLIC_KEY | PRIVATE_KEY;
+const STORAGE: Classes = CERTIFICATE | DATA | KEYS;
+
+/// Every attribute an object of this token can hold, its kind, and the
+/// classes that take it (PKCS#11 2.40 §4.4–4.9; current mechanisms §2.3 for
+/// EC keys). `CKA_ID` is not in the specification's data object table, but
+/// tools set it to tie data to a key, so data objects take it.
+const ATTRIBUTES: &[(CK_ATTRIBUTE_TYPE, ValueKind, Classes)] = &[
+    // Storage objects (§4.4).
+    (CKA_CLASS, ValueKind::Ulong, STORAGE),
+    (CKA_TOKEN, ValueKind::Bool, STORAGE),
+    (CKA_PRIVATE, ValueKind::Bool, STORAGE),
+    (CKA_MODIFIABLE, ValueKind::Bool, STORAGE),
+    (CKA_COPYABLE, ValueKind::Bool, STORAGE),
+    (CKA_DESTROYABLE, ValueKind::Bool, STORAGE),
+    (CKA_LABEL, ValueKind::Bytes(MAX_SHORT_LEN), STORAGE),
+    // Data objects (§4.5).
+    (CKA_APPLICATION, ValueKind::Bytes(MAX_SHORT_LEN), DATA),
+    (CKA_OBJECT_ID, ValueKind::Bytes(MAX_SHORT_LEN), DATA),
+    (
+        CKA_VALUE,
+        ValueKind::Bytes(MAX_VALUE_LEN),
+        DATA | CERTIFICATE | PRIVATE_KEY,
+    ),
+    // Certificates (§4.6).
+    (CKA_CERTIFICATE_TYPE, ValueKind::Ulong, CERTIFICATE),
+    (CKA_TRUSTED, ValueKind::Bool, CERTIFICATE | PUBLIC_KEY),
+    (CKA_CERTIFICATE_CATEGORY, ValueKind::Ulong, CERTIFICATE),
+    (
+        CKA_CHECK_VALUE,
+        ValueKind::Bytes(MAX_SHORT_LEN),
+        CERTIFICATE,
+    ),
+    (CKA_START_DATE, ValueKind::Date, CERTIFICATE | KEYS),
+    (CKA_END_DATE, ValueKind::Date, CERTIFICATE | KEYS),
+    (
+        CKA_PUBLIC_KEY_INFO,
+        ValueKind::Bytes(MAX_ENCODING_LEN),
+        CERTIFICATE | KEYS,
+    ),
+    (
+        CKA_SUBJECT,
+        ValueKind::Bytes(MAX_ENCODING_LEN),
+        CERTIFICATE | KEYS,
+    ),
+    (CKA_ID, ValueKind::Bytes(MAX_SHORT_LEN), STORAGE),
+    (CKA_ISSUER, ValueKind::Bytes(MAX_ENCODING_LEN), CERTIFICATE),
+    (
+        CKA_SERIAL_NUMBER,
+        ValueKind::Bytes(MAX_ENCODING_LEN),
+        CERTIFICATE,
+    ),
+    (CKA_URL, ValueKind::Bytes(MAX_ENCODING_LEN), CERTIFICATE),
+    (
+        CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        ValueKind::Bytes(MAX_SHORT_LEN),
+        CERTIFICATE,
+    ),
+    (
+        CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        ValueKind::Bytes(MAX_SHORT_LEN),
+        CERTIFICATE,
+    ),
+    (CKA_JAVA_MIDP_SECURITY_DOMAIN, ValueKind::Ulong, CERTIFICATE),
+    (CKA_NAME_HASH_ALGORITHM, ValueKind::Ulong, CERTIFICATE),
+    // Keys (§4.7–4.9).
+    (CKA_KEY_TYPE, ValueKind::Ulong, KEYS),
+    (CKA_DERIVE, ValueKind::Bool, KEYS),
+    (CKA_LOCAL, ValueKind::Bool, KEYS),
+    (CKA_KEY_GEN_MECHANISM, ValueKind::Ulong, KEYS),
+    (CKA_ALLOWED_MECHANISMS, ValueKind::Ulongs, KEYS),
+    (CKA_ENCRYPT, ValueKind::Bool, KEYS),
+    (CKA_VERIFY, ValueKind::Bool, KEYS),
+    (CKA_VERIFY_RECOVER, ValueKind::Bool, KEYS),
+    (CKA_WRAP, ValueKind::Bool, KEYS),
+    (CKA_SENSITIVE, ValueKind::Bool, KEYS),
+    (CKA_DECRYPT, ValueKind::Bool, KEYS),
+    (CKA_SIGN, ValueKind::Bool, KEYS),
+    (CKA_SIGN_RECOVER, ValueKind::Bool, KEYS),
+    (CKA_UNWRAP, ValueKind::Bool, KEYS),
+    (CKA_EXTRACTABLE, ValueKind::Bool, KEYS),
+    (CKA_ALWAYS_SENSITIVE, ValueKind::Bool, KEYS),
+    (CKA_NEVER_EXTRACTABLE, ValueKind::Bool, KEYS),
+    (CKA_WRAP_WITH_TRUSTED, ValueKind::Bool, KEYS),
+    (CKA_ALWAYS_AUTHENTICATE, ValueKind::Bool, KEYS),
+    (CKA_EC_PARAMS, ValueKind::Bytes(MAX_ENCODING_LEN), KEYS),
+    (CKA_EC_POINT, ValueKind::Bytes(MAX_ENCODING_LEN), PUBLIC_KEY),
+];
+
+/// Attributes PKCS#11 defines for objects this token never holds (RSA, DSA,
+/// Diffie-Hellman and secret keys, hardware features, OTP, …): valid
+/// attributes, but not of any class here (§4.1.1: `CKR_TEMPLATE_INCONSISTENT`).
+const OTHER_OBJECTS: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_MODULUS,
+    CKA_MODULUS_BITS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_COEFFICIENT,
+    CKA_PRIME,
+    CKA_SUBPRIME,
+    CKA_BASE,
+    CKA_PRIME_BITS,
+    CKA_SUBPRIME_BITS,
+    CKA_VALUE_BITS,
+    CKA_VALUE_LEN,
+    CKA_WRAP_TEMPLATE,
+    CKA_UNWRAP_TEMPLATE,
+    CKA_DERIVE_TEMPLATE,
+    CKA_OWNER,
+    CKA_AC_ISSUER,
+    CKA_ATTR_TYPES,
+    CKA_HW_FEATURE_TYPE,
+    CKA_RESET_ON_INIT,
+    CKA_HAS_RESET,
+    CKA_MECHANISM_TYPE,
+    CKA_OTP_FORMAT,
+    CKA_OTP_LENGTH,
+    CKA_GOSTR3410_PARAMS,
+    CKA_GOSTR3411_PARAMS,
+    CKA_GOST28147_PARAMS,
+];
+
+fn attribute(kind: CK_ATTRIBUTE_TYPE) -> Option<(ValueKind, Classes)> {
+    ATTRIBUTES
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|&(_, value, classes)| (value, classes))
+}
+
+fn classes_of(class: CK_OBJECT_CLASS) -> Option<Classes> {
+    match class {
+        CKO_CERTIFICATE => Some(CERTIFICATE),
+        CKO_DATA => Some(DATA),
+        CKO_PUBLIC_KEY => Some(PUBLIC_KEY),
+        CKO_PRIVATE_KEY => Some(PRIVATE_KEY),
+        _ => None,
+    }
+}
+
+impl ValueKind {
+    fn accepts(self, len: usize) -> bool {
+        let ulong = std::mem::size_of::<CK_ULONG>();
+        match self {
+            ValueKind::Bool => len == std::mem::size_of::<CK_BBOOL>(),
+            ValueKind::Ulong => len == ulong,
+            ValueKind::Ulongs => len % ulong == 0 && len <= MAX_MECHANISMS * ulong,
+            ValueKind::Date => len == 0 || len == std::mem::size_of::<CK_DATE>(),
+            ValueKind::Bytes(max) => len <= max,
+        }
+    }
+
+    fn max_len(self) -> usize {
+        let ulong = std::mem::size_of::<CK_ULONG>();
+        match self {
+            ValueKind::Bool => std::mem::size_of::<CK_BBOOL>(),
+            ValueKind::Ulong => ulong,
+            ValueKind::Ulongs => MAX_MECHANISMS * ulong,
+            ValueKind::Date => std::mem::size_of::<CK_DATE>(),
+            ValueKind::Bytes(max) => max,
+        }
+    }
+}
+
+/// What a caller's template is for, which decides the attributes it may
+/// carry (PKCS#11 2.40 §4.1.1, §5.7, §5.14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateUse {
+    /// `C_FindObjectsInit`: any attribute; one no object here holds matches
+    /// nothing, so its value is not read.
+    Find,
+    /// `C_CreateObject`, for an object of the template's `CKA_CLASS` (when
+    /// it is one this token makes).
+    Create,
+    /// `C_SetAttributeValue`.
+    Set,
+    /// `C_GenerateKeyPair`, either template (tools put usages in both).
+    GenerateKeyPair,
+}
+
+impl TemplateUse {
+    /// How many bytes of an attribute's value the token reads, checked
+    /// before a byte is read: the attribute must suit the use (and the
+    /// class, when known) and its declared length its kind.
+    fn value_len(
+        self,
+        class: Option<CK_OBJECT_CLASS>,
+        kind: CK_ATTRIBUTE_TYPE,
+        declared: usize,
+    ) -> Result<usize> {
+        let Some((value, classes)) = attribute(kind) else {
+            return match self {
+                TemplateUse::Find => Ok(0),
+                _ if OTHER_OBJECTS.contains(&kind) => Err(Error::TemplateInconsistent(
+                    "an attribute of a kind of object this token does not hold",
+                )),
+                _ => Err(Error::AttributeTypeInvalid(kind)),
+            };
+        };
+        let takes = match self {
+            TemplateUse::GenerateKeyPair => classes & KEYS != 0,
+            TemplateUse::Create => class
+                .and_then(classes_of)
+                .map_or(true, |c| classes & c != 0),
+            TemplateUse::Find | TemplateUse::Set => true,
+        };
+        if !takes {
+            return Err(Error::TemplateInconsistent(
+                "an attribute the object's class does not take",
+            ));
+        }
+        if !value.accepts(declared) {
+            return Err(Error::AttributeValueInvalid(kind));
+        }
+        Ok(declared)
+    }
+
+    /// Checks a template whose values are already read (by the token's own
+    /// callers), as [`read_template`] does before reading.
+    pub fn check(self, template: &[Attribute]) -> Result<()> {
+        let class = template_ulong(template, CKA_CLASS)?;
+        for (kind, value) in template {
+            self.value_len(class, *kind, value.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a caller's template through `read(index, len)`, which copies `len`
+/// bytes of the value of the `index`th attribute of `declared` (type,
+/// `ulValueLen`). Each declared length is checked against the attribute's
+/// kind before its value is read, the class first when creating an object,
+/// so a wrong length never makes the caller's pointer read past its buffer.
+pub fn read_template(
+    template_use: TemplateUse,
+    declared: &[(CK_ATTRIBUTE_TYPE, CK_ULONG)],
+    mut read: impl FnMut(usize, usize) -> Result<Vec<u8>>,
+) -> Result<Template> {
+    let declared_len = |len: CK_ULONG| usize::try_from(len).unwrap_or(usize::MAX);
+    let mut class = None;
+    if template_use == TemplateUse::Create {
+        // The last CKA_CLASS wins, as in `template_value`.
+        if let Some(i) = declared.iter().rposition(|(kind, _)| *kind == CKA_CLASS) {
+            let len = template_use.value_len(None, CKA_CLASS, declared_len(declared[i].1))?;
+            class = Some(parse_ulong(CKA_CLASS, &read(i, len)?)?);
+        }
+    }
+    declared
+        .iter()
+        .enumerate()
+        .map(|(i, &(kind, len))| {
+            let len = template_use.value_len(class, kind, declared_len(len))?;
+            Ok((kind, read(i, len)?))
+        })
+        .collect()
+}
+
+/// The part of a caller's `ulValueLen`-byte buffer that a value of `kind`
+/// can fill, so no buffer is taken for longer than any value it may get.
+pub fn value_buffer_len(kind: CK_ATTRIBUTE_TYPE, declared: CK_ULONG) -> CK_ULONG {
+    let max = attribute(kind).map_or(0, |(value, _)| value.max_len());
+    declared.min(CK_ULONG::try_from(max).unwrap_or(CK_ULONG::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +652,100 @@ mod tests {
         assert!(parse_bool(CKA_TOKEN, &[1]).unwrap());
         assert!(!parse_bool(CKA_TOKEN, &[0]).unwrap());
         assert!(parse_bool(CKA_TOKEN, &[]).is_err());
+    }
+
+    #[test]
+    fn declared_lengths_are_checked_by_kind_and_class() {
+        let ulong = std::mem::size_of::<CK_ULONG>();
+        let create = |class, kind, len| TemplateUse::Create.value_len(Some(class), kind, len);
+        assert_eq!(create(CKO_DATA, CKA_TOKEN, 1).unwrap(), 1);
+        assert_eq!(
+            create(CKO_DATA, CKA_TOKEN, 8).unwrap_err().rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(create(CKO_DATA, CKA_CLASS, ulong).unwrap(), ulong);
+        assert_eq!(
+            create(CKO_DATA, CKA_CLASS, 4).unwrap_err().rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(
+            create(CKO_DATA, CKA_VALUE, MAX_VALUE_LEN).unwrap(),
+            MAX_VALUE_LEN
+        );
+        assert_eq!(
+            create(CKO_DATA, CKA_VALUE, MAX_VALUE_LEN + 1)
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(create(CKO_CERTIFICATE, CKA_START_DATE, 0).unwrap(), 0);
+        assert_eq!(
+            create(CKO_CERTIFICATE, CKA_START_DATE, 7).unwrap_err().rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        // The class decides before the length is looked at.
+        assert_eq!(
+            create(CKO_DATA, CKA_ENCRYPT, usize::MAX).unwrap_err().rv(),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            create(CKO_CERTIFICATE, CKA_MODULUS, usize::MAX)
+                .unwrap_err()
+                .rv(),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            create(CKO_DATA, CKA_VENDOR_DEFINED, 1).unwrap_err().rv(),
+            CKR_ATTRIBUTE_TYPE_INVALID
+        );
+        // A search reads nothing of an attribute no object here holds.
+        assert_eq!(
+            TemplateUse::Find
+                .value_len(None, CKA_MODULUS, usize::MAX)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            TemplateUse::Find
+                .value_len(None, CKA_LABEL, usize::MAX)
+                .unwrap_err()
+                .rv(),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(
+            TemplateUse::GenerateKeyPair
+                .value_len(None, CKA_CERTIFICATE_TYPE, ulong)
+                .unwrap_err()
+                .rv(),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(value_buffer_len(CKA_SIGN, 0xFFFF_FFFF), 1);
+        assert_eq!(value_buffer_len(CKA_LABEL, 5), 5);
+        assert_eq!(value_buffer_len(CKA_VENDOR_DEFINED, 64), 0);
+    }
+
+    #[test]
+    fn templates_are_read_class_first_and_only_as_far_as_checked() {
+        let class = ulong_bytes(CKO_DATA);
+        let values = [b"note".to_vec(), class.clone()];
+        let declared = [(CKA_LABEL, 4), (CKA_CLASS, class.len() as CK_ULONG)];
+        let mut reads = Vec::new();
+        let template = read_template(TemplateUse::Create, &declared, |i, len| {
+            reads.push(i);
+            Ok(values[i][..len].to_vec())
+        })
+        .unwrap();
+        assert_eq!(reads, [1, 0, 1], "the class first");
+        assert_eq!(
+            template,
+            [(CKA_LABEL, b"note".to_vec()), (CKA_CLASS, class)]
+        );
+        let declared = [(CKA_CLASS, 8), (CKA_SIGN, 0xFFFF_FFFF)];
+        let err = read_template(TemplateUse::Create, &declared, |i, len| {
+            assert_eq!(i, 0, "the overlong CKA_SIGN is never read");
+            Ok(ulong_bytes(CKO_DATA)[..len].to_vec())
+        })
+        .unwrap_err();
+        assert_eq!(err.rv(), CKR_TEMPLATE_INCONSISTENT);
     }
 }

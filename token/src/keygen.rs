@@ -5,15 +5,17 @@
 
 use cryptoki_sys::*;
 
-use crate::attribute::{template_bool, template_ulong, template_value, Attribute};
+use crate::attribute::{template_bool, template_ulong, template_value, Attribute, TemplateUse};
 use crate::curve::{normalize_public_key, Curve};
 use crate::error::{Error, Result};
 use crate::key::KeySlot;
 use crate::module::Module;
 use crate::token::Token;
 
-/// Checks the class/key-type/token attributes a key template may carry.
+/// Checks a key template: every attribute and length against the attribute
+/// table, then the class, key type and token attributes it may carry.
 fn check_key_template(template: &[Attribute], class: CK_OBJECT_CLASS) -> Result<()> {
+    TemplateUse::GenerateKeyPair.check(template)?;
     if let Some(c) = template_ulong(template, CKA_CLASS)? {
         if c != class {
             return Err(Error::TemplateInconsistent(

@@ -61,7 +61,7 @@ pub mod storage_object;
 pub mod store;
 pub mod token;
 
-pub use attribute::{Template, TemplateEntry};
+pub use attribute::{read_template, value_buffer_len, Template, TemplateEntry, TemplateUse};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use module::Module;

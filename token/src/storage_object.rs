@@ -1,76 +1,23 @@
-//! Certificate and data objects made by `C_CreateObject`: which attributes
-//! each class takes, their defaults, what is derived, and what
-//! `C_SetAttributeValue` may change afterwards.
+//! Certificate and data objects made by `C_CreateObject`: their defaults,
+//! what is derived, and what `C_SetAttributeValue` may change afterwards
+//! (which attributes each class takes is the attribute table's).
 
 use cryptoki_sys::*;
 
 use crate::attribute::{
-    parse_bool, parse_ulong, template_ulong, template_value, Attribute, Object,
+    parse_bool, template_ulong, template_value, Attribute, Object, TemplateUse,
 };
 use crate::der::der_integer;
 use crate::error::{Error, Result};
-
-/// Attributes every storage object takes.
-const COMMON: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS,
-    CKA_TOKEN,
-    CKA_PRIVATE,
-    CKA_MODIFIABLE,
-    CKA_LABEL,
-    CKA_COPYABLE,
-    CKA_DESTROYABLE,
-];
-
-const CERTIFICATE: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CERTIFICATE_TYPE,
-    CKA_TRUSTED,
-    CKA_CERTIFICATE_CATEGORY,
-    CKA_CHECK_VALUE,
-    CKA_START_DATE,
-    CKA_END_DATE,
-    CKA_PUBLIC_KEY_INFO,
-    CKA_SUBJECT,
-    CKA_ID,
-    CKA_ISSUER,
-    CKA_SERIAL_NUMBER,
-    CKA_VALUE,
-    CKA_URL,
-    CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
-    CKA_HASH_OF_ISSUER_PUBLIC_KEY,
-    CKA_JAVA_MIDP_SECURITY_DOMAIN,
-    CKA_NAME_HASH_ALGORITHM,
-];
-
-/// CKA_ID is not in the spec's data object table, but tools set it to tie
-/// data to a key, so it is kept.
-const DATA: &[CK_ATTRIBUTE_TYPE] = &[CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE, CKA_ID];
-
-const BOOLS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_TOKEN,
-    CKA_PRIVATE,
-    CKA_MODIFIABLE,
-    CKA_COPYABLE,
-    CKA_DESTROYABLE,
-    CKA_TRUSTED,
-];
-
-const ULONGS: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS,
-    CKA_CERTIFICATE_TYPE,
-    CKA_CERTIFICATE_CATEGORY,
-    CKA_JAVA_MIDP_SECURITY_DOMAIN,
-    CKA_NAME_HASH_ALGORITHM,
-];
 
 /// Builds a certificate or data object from a creation template.
 pub fn build(template: &[Attribute]) -> Result<Object> {
     let class =
         template_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
-    let allowed: &[CK_ATTRIBUTE_TYPE] = match class {
-        CKO_CERTIFICATE => CERTIFICATE,
-        CKO_DATA => DATA,
-        _ => return Err(Error::AttributeValueInvalid(CKA_CLASS)),
-    };
+    if !matches!(class, CKO_CERTIFICATE | CKO_DATA) {
+        return Err(Error::AttributeValueInvalid(CKA_CLASS));
+    }
+    TemplateUse::Create.check(template)?;
     let mut object = Object::new();
     object
         .set_ulong(CKA_CLASS, class)
@@ -80,10 +27,6 @@ pub fn build(template: &[Attribute]) -> Result<Object> {
         .set_bool(CKA_DESTROYABLE, true)
         .set(CKA_LABEL, Vec::new());
     for (kind, value) in template {
-        if !COMMON.contains(kind) && !allowed.contains(kind) {
-            return Err(Error::AttributeTypeInvalid(*kind));
-        }
-        check_shape(*kind, value)?;
         object.set(*kind, value.clone());
     }
     match class {
@@ -91,15 +34,6 @@ pub fn build(template: &[Attribute]) -> Result<Object> {
         _ => complete_data(&mut object),
     }
     Ok(object)
-}
-
-fn check_shape(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Result<()> {
-    if BOOLS.contains(&kind) {
-        parse_bool(kind, value)?;
-    } else if ULONGS.contains(&kind) {
-        parse_ulong(kind, value)?;
-    }
-    Ok(())
 }
 
 fn complete_data(object: &mut Object) {
@@ -291,8 +225,11 @@ mod tests {
             Error::AttributeValueInvalid(CKA_VALUE)
         );
         assert_eq!(
-            build(&[class.clone(), (CKA_MODULUS, vec![1])]).unwrap_err(),
-            Error::AttributeTypeInvalid(CKA_MODULUS)
+            build(&[class.clone(), (CKA_MODULUS, vec![1])])
+                .unwrap_err()
+                .rv(),
+            CKR_TEMPLATE_INCONSISTENT,
+            "an attribute of RSA keys"
         );
         assert_eq!(
             build(&[class.clone(), (CKA_TOKEN, vec![1, 1])]).unwrap_err(),

@@ -1,7 +1,7 @@
 //! Key management (PKCS#11 2.40 §5.14).
 
 use cryptoki_sys::*;
-use zktoken::Result;
+use zktoken::{Result, TemplateUse};
 
 use crate::{export, mechanism, module, not_supported, out_param, template};
 
@@ -32,13 +32,14 @@ unsafe fn generate_key_pair(
     phPublicKey: CK_OBJECT_HANDLE_PTR,
     phPrivateKey: CK_OBJECT_HANDLE_PTR,
 ) -> Result<()> {
+    const GENERATE: TemplateUse = TemplateUse::GenerateKeyPair;
     let m = module()?;
     // SAFETY: by the contract above.
     let ((mech, has_parameter), public, private, public_out, private_out) = unsafe {
         (
             mechanism(pMechanism)?,
-            template(pPublicKeyTemplate, ulPublicKeyAttributeCount)?,
-            template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount)?,
+            template(pPublicKeyTemplate, ulPublicKeyAttributeCount, GENERATE)?,
+            template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount, GENERATE)?,
             out_param(phPublicKey)?,
             out_param(phPrivateKey)?,
         )

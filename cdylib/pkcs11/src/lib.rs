@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 use cryptoki_sys::*;
-use zktoken::{Error, Module, Result};
+use zktoken::{Error, Module, Result, TemplateUse};
 
 mod general;
 mod keygen;
@@ -256,25 +256,28 @@ pub(crate) unsafe fn out_param<'a, T>(p: *mut T) -> Result<&'a mut T> {
     unsafe { p.as_mut() }.ok_or(Error::ArgumentsBad("NULL output pointer"))
 }
 
-/// Copies a caller's attribute template (for searches and new objects).
+/// Copies a caller's attribute template (for searches, new objects and
+/// changes). The token checks each declared length against what it knows of
+/// the attribute before a byte of its value is read.
 ///
 /// # Safety
-/// `p` is NULL or points to `count` attributes whose values are valid as
-/// described by their lengths.
+/// `p` is NULL or points to `count` attributes, each `pValue` NULL or valid
+/// for reading `ulValueLen` bytes.
 pub(crate) unsafe fn template(
     p: *const CK_ATTRIBUTE,
     count: CK_ULONG,
+    template_use: TemplateUse,
 ) -> Result<zktoken::Template> {
     // SAFETY: by the contract above.
     let attrs = unsafe { input(p, count) }?;
-    attrs
-        .iter()
-        .map(|a| {
-            // SAFETY: each value is valid for its length, by the contract above.
-            let value = unsafe { input(a.pValue as *const u8, a.ulValueLen) }?;
-            Ok((a.type_, value.to_vec()))
-        })
-        .collect()
+    let declared: Vec<(CK_ATTRIBUTE_TYPE, CK_ULONG)> =
+        attrs.iter().map(|a| (a.type_, a.ulValueLen)).collect();
+    zktoken::read_template(template_use, &declared, |index, len| {
+        let value = attrs[index].pValue as *const u8;
+        // SAFETY: `len` is at most the declared `ulValueLen`, by the token's
+        // check, and the value is valid for that by the contract above.
+        Ok(unsafe { input(value, len as CK_ULONG) }?.to_vec())
+    })
 }
 
 /// The mechanism type and whether a parameter was given.
@@ -436,10 +439,14 @@ mod tests {
                 CKR_ARGUMENTS_BAD
             );
             assert_eq!(
-                template(std::ptr::null(), 2).unwrap_err().rv(),
+                template(std::ptr::null(), 2, TemplateUse::Find)
+                    .unwrap_err()
+                    .rv(),
                 CKR_ARGUMENTS_BAD
             );
-            assert!(template(std::ptr::null(), 0).unwrap().is_empty());
+            assert!(template(std::ptr::null(), 0, TemplateUse::Find)
+                .unwrap()
+                .is_empty());
             let mut data = [1u8, 2, 3];
             assert_eq!(
                 output(data.as_mut_ptr(), CK_UNAVAILABLE_INFORMATION)

@@ -1,7 +1,7 @@
 //! Object management (PKCS#11 2.40 §5.7).
 
 use cryptoki_sys::*;
-use zktoken::{Error, Result, TemplateEntry};
+use zktoken::{Error, Result, TemplateEntry, TemplateUse};
 
 use crate::{export, inout, module, not_supported, out_param, output, template};
 
@@ -25,7 +25,12 @@ unsafe fn create_object(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let (template, out) = unsafe { (template(pTemplate, ulCount)?, out_param(phObject)?) };
+    let (template, out) = unsafe {
+        (
+            template(pTemplate, ulCount, TemplateUse::Create)?,
+            out_param(phObject)?,
+        )
+    };
     *out = m.create_object(hSession, &template)?;
     Ok(())
 }
@@ -96,8 +101,8 @@ unsafe fn get_attribute_value(
     for (kind, value, len) in requests {
         entries.push(TemplateEntry {
             kind,
-            // SAFETY: by the contract above.
-            buffer: unsafe { output(value, len) }?,
+            // SAFETY: by the contract above, for no more than `ulValueLen` bytes.
+            buffer: unsafe { output(value, zktoken::value_buffer_len(kind, len)) }?,
             len,
         });
     }
@@ -129,7 +134,7 @@ unsafe fn set_attribute_value(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let template = unsafe { template(pTemplate, ulCount) }?;
+    let template = unsafe { template(pTemplate, ulCount, TemplateUse::Set) }?;
     m.set_attribute_value(hSession, hObject, &template)
 }
 
@@ -150,7 +155,7 @@ unsafe fn find_objects_init(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let template = unsafe { template(pTemplate, ulCount) }?;
+    let template = unsafe { template(pTemplate, ulCount, TemplateUse::Find) }?;
     m.find_objects_init(hSession, &template)
 }
 
