@@ -235,7 +235,8 @@ impl Module {
         lock(&self.session_objects)
     }
 
-    pub(crate) fn check_slot(&self, slot: CK_SLOT_ID) -> Result<()> {
+    /// Fails with `CKR_SLOT_ID_INVALID` unless `slot` is the token's slot.
+    pub fn check_slot(&self, slot: CK_SLOT_ID) -> Result<()> {
         if slot == SLOT_ID {
             Ok(())
         } else {

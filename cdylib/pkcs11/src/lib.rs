@@ -1,8 +1,8 @@
 //! `libzkpkcs11.so`: the C ABI of the Zymkey PKCS#11 token.
 //!
 //! A thin layer over [`zktoken::Module`], one file per chapter of the
-//! PKCS#11 2.40 specification. Each export is one line of [`export!`] that
-//! maps the C symbol to an ordinary function of its chapter's file; the
+//! PKCS#11 2.40 specification. Each export is an [`export!`] that maps the
+//! C symbol to an ordinary function of its chapter's file; the
 //! export catches panics (they never unwind into C), and maps the
 //! function's `Result` to exactly one `CK_RV`. The function checks that the
 //! module is initialised in this process and turns raw pointers into
@@ -42,10 +42,11 @@ mod sign_verify;
 mod slot_token;
 mod unsupported;
 
-/// Exports PKCS#11 functions: `C_X(spec parameters) = x;` defines the C
-/// symbol `C_X`, which runs the ordinary function `x` (same parameters,
-/// returning [`Result<()>`]) through [`call`]. `= unsafe x` marks a function
-/// that dereferences the caller's pointers; its contract is the export's.
+/// Exports a PKCS#11 function: `export!(C_X(spec parameters) = x)` defines
+/// the C symbol `C_X`, which runs the ordinary function `x` (same
+/// parameters, returning [`Result<()>`]) through [`call`]. `= unsafe x`
+/// marks a function that dereferences the caller's pointers; its contract
+/// is the export's.
 macro_rules! export {
     ($name:ident($($arg:ident: $ty:ty),* $(,)?) = unsafe $body:ident) => {
         #[doc = concat!("`", stringify!($name), "`: see [`", stringify!($body), "`].")]
@@ -83,7 +84,7 @@ macro_rules! not_supported {
     ) => {
         $crate::not_supported!(@export [$(#[$meta])*] $name
             [hSession: CK_SESSION_HANDLE,] [$($ty),*]
-            [$crate::module()?.session_info(hSession)?;] [$($error)?]);
+            [$crate::module()?.check_session(hSession)?;] [$($error)?]);
         $crate::not_supported!($($rest)*);
     };
     (
@@ -92,7 +93,7 @@ macro_rules! not_supported {
     ) => {
         $crate::not_supported!(@export [$(#[$meta])*] $name
             [slotID: CK_SLOT_ID,] [$($ty),*]
-            [$crate::module()?.slot_info(slotID)?;] [$($error)?]);
+            [$crate::module()?.check_slot(slotID)?;] [$($error)?]);
         $crate::not_supported!($($rest)*);
     };
     (

@@ -21,7 +21,7 @@ unsafe fn seed_random(
     pSeed: CK_BYTE_PTR,
     ulSeedLen: CK_ULONG,
 ) -> Result<()> {
-    module()?.session_info(hSession)?;
+    module()?.check_session(hSession)?;
     // SAFETY: by the contract above.
     unsafe { input(pSeed, ulSeedLen) }?;
     Err(Error::RandomSeedNotSupported)
