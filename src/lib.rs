@@ -7,19 +7,24 @@
 //! - [`ca`]: the operator's certificate authority (`zkiot ca init`, `zkiot ca sign`).
 //! - [`device`]: the device's identity, CSR, certificate installation and temporary AWS
 //!   credentials (`zkiot device …`). Builds without the AWS SDK, for the Raspberry Pi.
-//! - `aws`, `fleet` (cargo feature `aws`): registration with AWS IoT, one device or many.
-//! - [`token`]: the PKCS#11 client that the device side signs with.
+//! - `aws` (cargo feature `aws`): registration with AWS IoT, one device or a fleet
+//!   (`zkiot aws …`, `zkiot fleet …`).
+//! - [`p11`]: the PKCS#11 client ([`p11::P11Token`]) that the device side signs with, through
+//!   any module.
+//! - [`x509`], [`thing_name`], [`fsutil`], [`global`]: what the parts share.
+//!
+//! Each command folder has the same layout: `cli.rs` holds the clap types, `mod.rs` hands each
+//! command to the file that runs it.
 
 pub mod ca;
-mod cli;
 pub mod device;
 pub mod fsutil;
-pub mod thing;
-pub mod token;
+pub mod global;
+pub mod p11;
+pub mod thing_name;
+pub mod x509;
 
 #[cfg(feature = "aws")]
 pub mod aws;
-#[cfg(feature = "aws")]
-pub mod fleet;
 
-pub use cli::{default_home, default_module, GlobalOpts};
+pub use global::{default_home, default_module, GlobalOpts};

@@ -45,7 +45,7 @@ struct Cli {
         global = true,
         env = "ZKIOT_TOKEN_LABEL",
         help_heading = "Global options",
-        default_value = zkiot::token::DEFAULT_TOKEN_LABEL
+        default_value = zkiot::p11::DEFAULT_TOKEN_LABEL
     )]
     token_label: String,
     /// Say more about what was read and decided.
@@ -70,7 +70,7 @@ enum Command {
     /// Provision many devices at once (operator).
     #[cfg(feature = "aws")]
     #[command(subcommand)]
-    Fleet(zkiot::fleet::FleetCommand),
+    Fleet(zkiot::aws::FleetCommand),
 }
 
 fn main() -> ExitCode {
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "aws")]
         Command::Aws(command) => zkiot::aws::run(command, &global),
         #[cfg(feature = "aws")]
-        Command::Fleet(command) => zkiot::fleet::run(command, &global),
+        Command::Fleet(command) => zkiot::aws::run_fleet(command, &global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

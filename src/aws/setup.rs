@@ -4,16 +4,12 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::cli::SetupArgs;
 use super::client::{is_not_found, service_code, Aws};
 use super::policy;
 use super::state::AwsState;
-use super::SetupArgs;
 use crate::{fsutil, GlobalOpts};
 
-pub const DEFAULT_ROLE_NAME: &str = "zkiot-device";
-pub const DEFAULT_ROLE_ALIAS: &str = "zkiot-device-alias";
-pub const DEFAULT_POLICY_NAME: &str = "zkiot-device-policy";
-pub const DEFAULT_CREDENTIAL_DURATION: i32 = 3600;
 /// Name of the inline policy that holds `--permissions-policy`.
 pub const PERMISSIONS_POLICY_NAME: &str = "zkiot-device-permissions";
 

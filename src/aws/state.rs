@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 
+/// Names the AWS commands give what they create, unless told otherwise (aws.json then
+/// remembers the names chosen).
+pub const DEFAULT_ROLE_NAME: &str = "zkiot-device";
+pub const DEFAULT_ROLE_ALIAS: &str = "zkiot-device-alias";
+pub const DEFAULT_POLICY_NAME: &str = "zkiot-device-policy";
+/// Lifetime of the devices' temporary credentials, in seconds, unless told otherwise.
+pub const DEFAULT_CREDENTIAL_DURATION: i32 = 3600;
+
 /// File name of the state, in the operator's folder.
 pub const STATE_FILE: &str = "aws.json";
 

@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn parses_openssl_style() {
         let name = parse_subject("/CN=Fleet CA/O=Ex\\/ample").unwrap();
-        let text = crate::ca::name_to_string(&name);
+        let text = crate::x509::name_to_string(&name);
         assert_eq!(text, "CN=Fleet CA, O=Ex/ample");
         assert!(parse_subject("CN=x").is_err());
         assert!(parse_subject("/").is_err());

@@ -1,79 +1,23 @@
-//! Temporary AWS credentials from the AWS IoT credentials provider, obtained with the device
-//! certificate and the token's key, and cached until shortly before they expire.
+//! `zkiot device credentials`: temporary AWS credentials for this device, from the cache while
+//! they stay fresh, else from the credentials provider ([`super::provider`]).
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
-use super::tls::{self, HttpsGet, TokenSigningKey};
-use crate::fsutil;
-use crate::token::Token;
+use super::cli::{CredentialsArgs, OutputFormat};
+use super::config::{self, DeviceConfig, CACHE_FILE, CERT_FILE};
+use super::provider::{self, Credentials, CredentialsRequest};
+use crate::p11::DEFAULT_KEY_LABEL;
+use crate::x509::{common_name, fingerprint, read_certificate};
+use crate::{fsutil, GlobalOpts};
 
 /// Cached credentials are used until this long before they expire.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// Temporary credentials, as the credentials provider returns them.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Credentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: String,
-    /// RFC 3339, UTC.
-    pub expiration: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The secrets never reach a log.
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("expiration", &self.expiration)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    /// When they expire.
-    pub fn expires_at(&self) -> Result<OffsetDateTime> {
-        OffsetDateTime::parse(&self.expiration, &Rfc3339)
-            .with_context(|| format!("bad expiration time {:?}", self.expiration))
-    }
-
-    /// Whether they stay valid for at least `margin` more.
-    pub fn fresh_for(&self, margin: Duration) -> bool {
-        self.expires_at()
-            .map(|t| t - margin > OffsetDateTime::now_utc())
-            .unwrap_or(false)
-    }
-
-    fn validate(&self) -> Result<()> {
-        ensure!(
-            !self.access_key_id.is_empty()
-                && !self.secret_access_key.is_empty()
-                && !self.session_token.is_empty(),
-            "the credentials provider returned empty credentials"
-        );
-        self.expires_at()?;
-        Ok(())
-    }
-}
-
-/// Output formats of `zkiot device credentials`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// AWS `credential_process` JSON (`Version: 1`).
-    Process,
-    /// The provider's credentials object as it came.
-    Json,
-    /// `export AWS_…=…` lines for a shell.
-    Env,
-}
 
 /// Renders credentials in `format`, ending with a newline.
 pub fn render(credentials: &Credentials, format: OutputFormat) -> Result<String> {
@@ -105,59 +49,88 @@ fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// The request: which provider, which alias, which thing, and with which identity.
-#[derive(Debug, Clone)]
-pub struct CredentialsRequest {
-    /// Credentials endpoint host, optionally `host:port` (default port 443).
-    pub endpoint: String,
-    pub role_alias: String,
-    /// Sent as `x-amzn-iot-thingname`.
-    pub thing: String,
-    /// Dial this `addr:port` instead of resolving the endpoint.
-    pub connect: Option<String>,
-    /// PEM trust anchors for the server; `None` = the system's trust store.
-    pub ca_bundle: Option<std::path::PathBuf>,
-    pub timeout: Duration,
-}
+pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
+    let dir = config::device_dir(args.dir.as_deref(), global);
+    let config = DeviceConfig::load(&dir)?;
+    let cert_path = args
+        .cert
+        .clone()
+        .or_else(|| {
+            config
+                .certificate
+                .as_ref()
+                .map(|c| DeviceConfig::resolve(&dir, c))
+        })
+        .unwrap_or_else(|| dir.join(CERT_FILE));
+    let cert = read_certificate(&cert_path)
+        .context("no device certificate; run `zkiot device install-cert` first, or pass --cert")?;
+    let endpoint = args.endpoint.or(config.endpoint.clone()).context(
+        "no credentials endpoint: pass --endpoint (or save one with install-cert --endpoint)",
+    )?;
+    let role_alias = args
+        .role_alias
+        .or(config.role_alias.clone())
+        .context("no role alias: pass --role-alias (or save one with install-cert --role-alias)")?;
+    let thing = match args.thing.or(config.thing.clone()) {
+        Some(t) => t,
+        None => common_name(cert.subject_name()).context("the certificate's subject")?,
+    };
+    let ca_bundle = args.ca_bundle.or_else(|| {
+        config
+            .ca_bundle
+            .as_ref()
+            .map(|c| DeviceConfig::resolve(&dir, c))
+    });
+    let key_label = args
+        .key_label
+        .or(config.key_label.clone())
+        .unwrap_or_else(|| DEFAULT_KEY_LABEL.to_string());
+    let request = CredentialsRequest {
+        endpoint,
+        role_alias,
+        thing,
+        connect: args.connect,
+        ca_bundle,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    request.host_port()?;
+    let cache_path = args.cache.unwrap_or_else(|| dir.join(CACHE_FILE));
+    let cert_fingerprint = fingerprint(&cert)?;
 
-impl CredentialsRequest {
-    /// `(host, port)` of the endpoint.
-    pub fn host_port(&self) -> Result<(&str, u16)> {
-        let endpoint = self
-            .endpoint
-            .strip_prefix("https://")
-            .unwrap_or(&self.endpoint)
-            .trim_end_matches('/');
-        match endpoint.rsplit_once(':') {
-            Some((host, port)) if !host.contains(']') || host.ends_with(']') => Ok((
-                host,
-                port.parse()
-                    .with_context(|| format!("bad port in endpoint {:?}", self.endpoint))?,
-            )),
-            _ => Ok((endpoint, 443)),
+    if !args.no_cache {
+        if let Some(cached) = read_cache(&cache_path, &request, &cert_fingerprint) {
+            if global.verbose {
+                eprintln!(
+                    "zkiot: using cached credentials from {} (expire {})",
+                    cache_path.display(),
+                    cached.expiration
+                );
+            }
+            return emit(&cached, args.format);
         }
     }
 
-    fn cache_key(&self, cert_fingerprint: &str) -> CacheKey {
-        CacheKey {
-            endpoint: self.endpoint.clone(),
-            role_alias: self.role_alias.clone(),
-            thing: self.thing.clone(),
-            certificate_sha256: cert_fingerprint.to_string(),
+    let token = Arc::new(super::open_token(global)?);
+    let fetched = provider::fetch(&request, token, &key_label, cert.to_der()?)?;
+    if !args.no_cache {
+        if let Err(e) = write_cache(&cache_path, &request, &cert_fingerprint, &fetched) {
+            eprintln!("zkiot: warning: credentials not cached: {e:#}");
         }
     }
+    if global.verbose {
+        eprintln!(
+            "zkiot: got credentials for thing {} from {} (expire {})",
+            request.thing, request.endpoint, fetched.expiration
+        );
+    }
+    emit(&fetched, args.format)
 }
 
-/// Checks a role alias against AWS's pattern `[\w=,@-]+` (at most 128 characters).
-pub fn validate_role_alias(alias: &str) -> Result<()> {
-    ensure!(
-        !alias.is_empty()
-            && alias.len() <= 128
-            && alias
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_=,@-".contains(c)),
-        "role alias {alias:?} is not valid (1 to 128 of letters, digits and _=,@-)"
-    );
+fn emit(credentials: &Credentials, format: OutputFormat) -> Result<()> {
+    let text = render(credentials, format)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }
 
@@ -184,7 +157,7 @@ pub fn read_cache(
 ) -> Option<Credentials> {
     let bytes = std::fs::read(path).ok()?;
     let cached: CacheFile = serde_json::from_slice(&bytes).ok()?;
-    (cached.key == request.cache_key(cert_fingerprint)
+    (cached.key == cache_key(request, cert_fingerprint)
         && cached.credentials.fresh_for(REFRESH_MARGIN))
     .then_some(cached.credentials)
 }
@@ -197,81 +170,26 @@ pub fn write_cache(
     credentials: &Credentials,
 ) -> Result<()> {
     let file = CacheFile {
-        key: request.cache_key(cert_fingerprint),
+        key: cache_key(request, cert_fingerprint),
         credentials: credentials.clone(),
     };
     fsutil::write_atomic(path, &serde_json::to_vec(&file)?, fsutil::SECRET_MODE)
 }
 
-/// Asks the credentials provider for credentials over mutual TLS, signing with `key_label` on
-/// `token` and presenting `cert_der`.
-pub fn fetch(
-    request: &CredentialsRequest,
-    token: Arc<Token>,
-    key_label: &str,
-    cert_der: Vec<u8>,
-) -> Result<Credentials> {
-    validate_role_alias(&request.role_alias)?;
-    crate::thing::validate_thing_name(&request.thing)?;
-    let (host, port) = request.host_port()?;
-    let key = token.find_key(key_label)?;
-    let cert = openssl::x509::X509::from_der(&cert_der)?;
-    let cert_point = crate::token::point_of(&cert.public_key()?)
-        .context("the device certificate's key is not an EC P-256 key")?;
-    ensure!(
-        cert_point == key.point,
-        "the device certificate is for another key than {key_label:?} on token {:?}",
-        token.label()
-    );
-    crate::ca::check_valid_now(&cert, "device certificate")?;
-    let roots = tls::server_roots(request.ca_bundle.as_deref())?;
-    let config = tls::client_config(roots, cert_der, TokenSigningKey::new(token, key))?;
-    let path = format!("/role-aliases/{}/credentials", request.role_alias);
-    let response = tls::https_get(
-        Arc::new(config),
-        &HttpsGet {
-            host,
-            port,
-            connect: request.connect.as_deref(),
-            path: &path,
-            headers: &[("x-amzn-iot-thingname", &request.thing)],
-            timeout: request.timeout,
-        },
-    )
-    .with_context(|| format!("cannot reach the credentials provider {}", request.endpoint))?;
-
-    if response.status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
-        let error_type = response
-            .header("x-amzn-ErrorType")
-            .map(|t| format!(" ({t})"))
-            .unwrap_or_default();
-        bail!(
-            "the credentials provider answered {} {}: {}{error_type}",
-            response.status,
-            response.reason,
-            if message.is_empty() {
-                "no message"
-            } else {
-                &message
-            }
-        );
+fn cache_key(request: &CredentialsRequest, cert_fingerprint: &str) -> CacheKey {
+    CacheKey {
+        endpoint: request.endpoint.clone(),
+        role_alias: request.role_alias.clone(),
+        thing: request.thing.clone(),
+        certificate_sha256: cert_fingerprint.to_string(),
     }
-    #[derive(Deserialize)]
-    struct Envelope {
-        credentials: Credentials,
-    }
-    let envelope: Envelope = serde_json::from_slice(&response.body)
-        .map_err(|e| anyhow!("the credentials provider's answer is not the expected JSON: {e}"))?;
-    envelope.credentials.validate()?;
-    Ok(envelope.credentials)
 }
 
 #[cfg(test)]
 mod tests {
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
     use super::*;
 
     fn sample() -> Credentials {
@@ -299,27 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn freshness_and_endpoint() {
+    fn freshness() {
         let mut c = sample();
         assert!(c.fresh_for(REFRESH_MARGIN));
         let soon = OffsetDateTime::now_utc() + Duration::from_secs(120);
         c.expiration = soon.format(&Rfc3339).unwrap();
         assert!(!c.fresh_for(REFRESH_MARGIN));
-        let mut r = CredentialsRequest {
-            endpoint: "abc.credentials.iot.eu-west-1.amazonaws.com".into(),
-            role_alias: "a".into(),
-            thing: "t".into(),
-            connect: None,
-            ca_bundle: None,
-            timeout: Duration::from_secs(1),
-        };
-        assert_eq!(
-            r.host_port().unwrap(),
-            ("abc.credentials.iot.eu-west-1.amazonaws.com", 443)
-        );
-        r.endpoint = "https://localhost:8443/".into();
-        assert_eq!(r.host_port().unwrap(), ("localhost", 8443));
-        assert!(validate_role_alias("zkiot-device").is_ok());
-        assert!(validate_role_alias("a/../b").is_err());
     }
 }

@@ -5,6 +5,8 @@
 //! device operation) and the raw `r‖s` becomes the DER `ECDSA-Sig-Value` of an
 //! `ecdsa-with-SHA256` request. OpenSSL verifies the result before anyone sees it.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use openssl::nid::Nid;
 use openssl::x509::{X509NameBuilder, X509Req};
@@ -14,14 +16,18 @@ use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 use x509_cert::spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
 
-use crate::thing::validate_thing_name;
-use crate::token::{Token, TokenKey};
+use super::cli::CsrArgs;
+use super::config;
+use crate::p11::{P11Key, P11Token};
+use crate::thing_name::validate_thing_name;
+use crate::x509::parse_csr;
+use crate::{fsutil, GlobalOpts};
 
 /// `ecdsa-with-SHA256` (RFC 5758).
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 /// Builds a CSR for `thing` signed by `key` on `token`; verified before it is returned.
-pub fn build_csr(token: &Token, key: &TokenKey, thing: &str) -> Result<X509Req> {
+pub fn build_csr(token: &P11Token, key: &P11Key, thing: &str) -> Result<X509Req> {
     validate_thing_name(thing)?;
     let public_key = key.public_key()?;
 
@@ -51,7 +57,7 @@ pub fn build_csr(token: &Token, key: &TokenKey, thing: &str) -> Result<X509Req> 
 }
 
 /// Checks that `csr` verifies, carries `key`'s public key, and names `thing`.
-pub fn check_csr(csr: &X509Req, key: &TokenKey, thing: &str) -> Result<()> {
+pub fn check_csr(csr: &X509Req, key: &P11Key, thing: &str) -> Result<()> {
     let public_key = key.public_key()?;
     if !csr.public_key()?.public_eq(&public_key) {
         bail!("it carries another public key than key {:?}", key.label);
@@ -59,9 +65,58 @@ pub fn check_csr(csr: &X509Req, key: &TokenKey, thing: &str) -> Result<()> {
     if !csr.verify(&public_key).unwrap_or(false) {
         bail!("its signature does not verify");
     }
-    let cn = crate::ca::csr_common_name(csr)?;
+    let cn = crate::x509::csr_common_name(csr)?;
     if cn != thing {
         bail!("its CN is {cn:?}, not {thing:?}");
     }
     Ok(())
+}
+
+pub(crate) fn run(args: CsrArgs, global: &GlobalOpts) -> Result<()> {
+    let dir = config::device_dir(args.dir.as_deref(), global);
+    let out = args.out.unwrap_or_else(|| dir.join("device.csr"));
+    let token = super::open_token(global)?;
+    let thing = match args.thing {
+        Some(t) => t,
+        None => super::id::read_device_id(&token)?.short(),
+    };
+    crate::thing_name::validate_thing_name(&thing)?;
+    let key = token.find_key(&args.key_label)?;
+
+    if out.exists() && !args.force {
+        let existing = fsutil::read(&out)?;
+        let matches = parse_csr(&existing).and_then(|csr| check_csr(&csr, &key, &thing));
+        match matches {
+            Ok(()) => {
+                println!(
+                    "CSR {} already exists for thing {thing} and key {:?}; nothing changed.",
+                    out.display(),
+                    key.label
+                );
+                print_csr_next(&out);
+                return Ok(());
+            }
+            Err(e) => bail!(
+                "{} already exists and does not match ({e:#}); not overwriting it (use --force to replace it)",
+                out.display()
+            ),
+        }
+    }
+    let csr = build_csr(&token, &key, &thing)?;
+    fsutil::write_atomic(&out, &csr.to_pem()?, fsutil::PUBLIC_MODE)?;
+    println!(
+        "Wrote CSR {} (CN={thing}), signed by key {:?} on token {:?}.",
+        out.display(),
+        key.label,
+        token.label()
+    );
+    print_csr_next(&out);
+    Ok(())
+}
+
+fn print_csr_next(out: &Path) {
+    println!(
+        "Next: on the operator's machine, `zkiot ca sign --csr {}`, then bring device.crt and ca.crt back and run `zkiot device install-cert --cert device.crt --ca ca.crt`.",
+        out.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+    );
 }

@@ -20,7 +20,10 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::ca::hex;
+use super::cli::IdArgs;
+use crate::p11::P11Token;
+use crate::x509::hex;
+use crate::GlobalOpts;
 
 /// Where the host serial number is looked for, in order.
 pub const HOST_SERIAL_SOURCES: &[&str] = &[
@@ -120,6 +123,33 @@ fn host_serial_from<'a>(sources: impl Iterator<Item = &'a Path>) -> Result<IdInp
     bail!("no host serial number found (tried {})", tried.join(", "))
 }
 
+/// Reads the device ID through the token.
+pub fn read_device_id(token: &P11Token) -> Result<DeviceId> {
+    DeviceId::compute(
+        zymkey_serial_input(token.label(), token.serial_number()),
+        host_serial_input()?,
+    )
+}
+
+pub(crate) fn run(args: IdArgs, global: &GlobalOpts) -> Result<()> {
+    let token = super::open_token(global)?;
+    let id = read_device_id(&token)?;
+    if global.verbose {
+        for input in id.inputs() {
+            println!("{} = {}  (from {})", input.name, input.value, input.origin);
+        }
+    }
+    if args.short {
+        println!("{}", id.short());
+    } else if args.hex {
+        println!("{}", id.hex());
+    } else {
+        println!("device id:  {}", id.hex());
+        println!("thing name: {}", id.short());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +174,7 @@ mod tests {
         ));
         assert_eq!(id.hex(), expected);
         assert_eq!(id.short(), format!("zk-{}", &expected[..16]));
-        crate::thing::validate_thing_name(&id.short()).unwrap();
+        crate::thing_name::validate_thing_name(&id.short()).unwrap();
     }
 
     #[test]

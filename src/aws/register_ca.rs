@@ -6,7 +6,8 @@ use openssl::x509::X509;
 
 use super::client::{is_not_found, service_code, Aws};
 use super::state::AwsState;
-use crate::ca::{common_name, fingerprint, CertificateAuthority};
+use crate::ca::CertificateAuthority;
+use crate::x509::{common_name, fingerprint};
 use crate::{fsutil, GlobalOpts};
 
 /// Where the verification certificate sent with the registration is kept (it proves, to

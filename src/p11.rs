@@ -54,7 +54,7 @@ fn configured_pin() -> Result<Option<String>> {
 }
 
 /// An open token: one read-write session, used by one thread at a time.
-pub struct Token {
+pub struct P11Token {
     // Both are `Some` until drop, which closes the session and then finalizes the module.
     session: Mutex<Option<Session>>,
     pkcs11: Option<Pkcs11>,
@@ -65,9 +65,9 @@ pub struct Token {
     manufacturer: String,
 }
 
-impl std::fmt::Debug for Token {
+impl std::fmt::Debug for P11Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
+        f.debug_struct("P11Token")
             .field("module", &self.module)
             .field("label", &self.label)
             .finish_non_exhaustive()
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Token {
 
 /// A P-256 private key on the token, with its public point.
 #[derive(Debug, Clone)]
-pub struct TokenKey {
+pub struct P11Key {
     handle: ObjectHandle,
     /// `CKA_LABEL`.
     pub label: String,
@@ -86,14 +86,14 @@ pub struct TokenKey {
     pub point: Vec<u8>,
 }
 
-impl TokenKey {
+impl P11Key {
     /// The public key as an OpenSSL key.
     pub fn public_key(&self) -> Result<PKey<Public>> {
         public_key_from_point(&self.point)
     }
 }
 
-/// What [`Token::store_certificate`] did.
+/// What [`P11Token::store_certificate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertificateStored {
     /// The same certificate was already on the token.
@@ -104,7 +104,7 @@ pub enum CertificateStored {
     Replaced,
 }
 
-impl Token {
+impl P11Token {
     /// Loads `module` and opens the token labelled `label`.
     pub fn open(module: &Path, label: &str) -> Result<Self> {
         if !module.exists() {
@@ -205,7 +205,7 @@ impl Token {
 
     /// Finds the P-256 private key labelled `key_label` and reads its public point (from the
     /// private key object, or from the public key with the same `CKA_ID`).
-    pub fn find_key(&self, key_label: &str) -> Result<TokenKey> {
+    pub fn find_key(&self, key_label: &str) -> Result<P11Key> {
         let session = self.session();
         let handles = session
             .find_objects(&[
@@ -277,7 +277,7 @@ impl Token {
         };
         let point = decode_ec_point(&point)
             .with_context(|| format!("key {key_label:?} has a malformed CKA_EC_POINT"))?;
-        Ok(TokenKey {
+        Ok(P11Key {
             handle,
             label: key_label.to_string(),
             id,
@@ -286,7 +286,7 @@ impl Token {
     }
 
     /// Signs a SHA-256 digest with `CKM_ECDSA`: one device operation. Returns raw `r‖s`.
-    pub fn sign_digest(&self, key: &TokenKey, digest: &[u8; 32]) -> Result<[u8; 64]> {
+    pub fn sign_digest(&self, key: &P11Key, digest: &[u8; 32]) -> Result<[u8; 64]> {
         let signature = self
             .session()
             .sign(&Mechanism::Ecdsa, key.handle, digest)
@@ -301,14 +301,14 @@ impl Token {
 
     /// Signs `message` (hashed here with SHA-256) and returns the DER `ECDSA-Sig-Value`, as
     /// X.509 and TLS carry it.
-    pub fn sign_sha256_der(&self, key: &TokenKey, message: &[u8]) -> Result<Vec<u8>> {
+    pub fn sign_sha256_der(&self, key: &P11Key, message: &[u8]) -> Result<Vec<u8>> {
         let digest = openssl::sha::sha256(message);
         raw_signature_to_der(&self.sign_digest(key, &digest)?)
     }
 
     /// Stores `cert` on the token as an X.509 certificate object with the key's `CKA_ID` and
     /// `CKA_LABEL`, replacing a different certificate with that `CKA_ID`.
-    pub fn store_certificate(&self, key: &TokenKey, cert: &X509) -> Result<CertificateStored> {
+    pub fn store_certificate(&self, key: &P11Key, cert: &X509) -> Result<CertificateStored> {
         let der = cert.to_der()?;
         let session = self.session();
         let existing = session
@@ -387,7 +387,7 @@ impl std::ops::Deref for SessionGuard<'_> {
     }
 }
 
-impl Drop for Token {
+impl Drop for P11Token {
     fn drop(&mut self) {
         let session = self.session.get_mut().unwrap_or_else(|p| p.into_inner());
         drop(session.take());

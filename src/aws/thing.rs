@@ -6,12 +6,12 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
 use openssl::x509::X509;
 
-use super::ca::find_registered_ca;
 use super::client::{is_not_found, service_code, Aws};
-use super::setup::DEFAULT_POLICY_NAME;
-use super::state::AwsState;
-use crate::ca::{check_valid_now, common_name, fingerprint, verify_chain, CertificateAuthority};
-use crate::thing::validate_thing_name;
+use super::register_ca::find_registered_ca;
+use super::state::{AwsState, DEFAULT_POLICY_NAME, DEFAULT_ROLE_ALIAS, DEFAULT_ROLE_NAME};
+use crate::ca::CertificateAuthority;
+use crate::thing_name::validate_thing_name;
+use crate::x509::{check_valid_now, common_name, fingerprint, verify_chain};
 use crate::{fsutil, GlobalOpts};
 
 /// File name of a device's certificate in `home/devices/<thing>/`.
@@ -20,7 +20,7 @@ pub const DEVICE_CERT_FILE: &str = "device.crt";
 /// What registering a device needs from the one-time setup, checked once (a fleet run checks it
 /// once for all its devices).
 #[derive(Debug, Clone)]
-pub struct DevicePrerequisites {
+pub struct RegistrationPrerequisites {
     /// Our CA certificate, as registered.
     pub ca_cert: X509,
     pub ca_pem: String,
@@ -28,7 +28,7 @@ pub struct DevicePrerequisites {
     pub policy_name: String,
 }
 
-impl DevicePrerequisites {
+impl RegistrationPrerequisites {
     /// Checks that our CA is registered and ACTIVE and that the device policy exists.
     pub async fn check(aws: &Aws, global: &GlobalOpts) -> Result<Self> {
         let ca_cert = load_ca_certificate(global)?;
@@ -104,7 +104,7 @@ pub struct RegisterOutcome {
 /// policy↔certificate attachments. Each step first looks at what exists.
 pub async fn register_prepared(
     aws: &Aws,
-    prereqs: &DevicePrerequisites,
+    prereqs: &RegistrationPrerequisites,
     cert: &X509,
     thing: &str,
 ) -> Result<RegisterOutcome> {
@@ -241,7 +241,7 @@ pub(crate) async fn register_device(
     };
     let cert = X509::from_pem(&fsutil::read(&cert_path)?)
         .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
-    let prereqs = DevicePrerequisites::check(aws, global).await?;
+    let prereqs = RegistrationPrerequisites::check(aws, global).await?;
     let cn = check_device_certificate(&cert, &prereqs.ca_cert)
         .with_context(|| format!("{} cannot be registered", cert_path.display()))?;
     let thing = thing.unwrap_or(&cn);
@@ -439,10 +439,7 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
         },
         Err(e) => println!("CA: {e:#}"),
     }
-    let role = state
-        .role_name
-        .as_deref()
-        .unwrap_or(super::DEFAULT_ROLE_NAME);
+    let role = state.role_name.as_deref().unwrap_or(DEFAULT_ROLE_NAME);
     match aws.iam.get_role().role_name(role).send().await {
         Ok(out) => println!(
             "IAM role: {}",
@@ -451,10 +448,7 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
         Err(e) if is_not_found(&e) => println!("IAM role {role}: missing (zkiot aws setup)"),
         Err(e) => return Err(aws.error("GetRole", e)),
     }
-    let alias = state
-        .role_alias
-        .as_deref()
-        .unwrap_or(super::DEFAULT_ROLE_ALIAS);
+    let alias = state.role_alias.as_deref().unwrap_or(DEFAULT_ROLE_ALIAS);
     match aws.iot.describe_role_alias().role_alias(alias).send().await {
         Ok(out) => {
             let d = out.role_alias_description();

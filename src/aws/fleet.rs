@@ -16,57 +16,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use openssl::hash::MessageDigest;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{
-    check_device_certificate, register_prepared, Aws, AwsOpts, DevicePrerequisites, Unreachable,
+use super::cli::ProvisionArgs;
+use super::{
+    check_device_certificate, register_prepared, Aws, RegistrationPrerequisites, Unreachable,
 };
-use crate::ca::{csr_common_name, fingerprint, hex, parse_csr, CertificateAuthority, SignOptions};
-use crate::thing::validate_thing_name;
+use crate::ca::{CertificateAuthority, SignOptions};
+use crate::thing_name::validate_thing_name;
+use crate::x509::{csr_common_name, fingerprint, hex, parse_csr};
 use crate::{fsutil, GlobalOpts};
-
-/// `zkiot fleet …`.
-#[derive(Debug, Subcommand)]
-pub enum FleetCommand {
-    /// Sign every CSR in a folder with the CA and register each device with AWS IoT.
-    Provision(ProvisionArgs),
-}
-
-/// Options of `zkiot fleet provision`.
-#[derive(Debug, Args)]
-pub struct ProvisionArgs {
-    /// Folder of CSRs (`*.csr`, PEM or DER), one per device; each CN is the thing name.
-    #[arg(long, value_name = "DIR")]
-    pub csr_dir: PathBuf,
-    /// Devices registered at the same time.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-    /// Record of what was done (JSON lines) [default: <home>/fleet/provision.jsonl].
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
-    /// Validity of the device certificates, in days.
-    #[arg(long, default_value_t = crate::ca::DEFAULT_DEVICE_DAYS)]
-    pub days: u32,
-    #[command(flatten)]
-    pub aws: AwsOpts,
-}
-
-/// Runs one `zkiot fleet` command.
-pub fn run(cmd: FleetCommand, global: &crate::GlobalOpts) -> Result<()> {
-    match cmd {
-        FleetCommand::Provision(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(provision(&args, global))
-        }
-    }
-}
 
 /// One line of the record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -181,7 +143,7 @@ enum Done {
 struct Shared {
     aws: Aws,
     ca: CertificateAuthority,
-    prereqs: DevicePrerequisites,
+    prereqs: RegistrationPrerequisites,
     record: Record,
     devices_dir: PathBuf,
     sign: SignOptions,
@@ -193,11 +155,11 @@ struct Shared {
     recorded_signed: HashSet<(String, String)>,
 }
 
-async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
+pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
     let jobs = read_csr_dir(&args.csr_dir)?;
     let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
     let aws = Aws::connect(&args.aws).await?;
-    let prereqs = DevicePrerequisites::check(&aws, global).await?;
+    let prereqs = RegistrationPrerequisites::check(&aws, global).await?;
     let record_path = args
         .record
         .clone()

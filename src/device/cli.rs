@@ -1,0 +1,141 @@
+//! `zkiot device …` as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::p11::DEFAULT_KEY_LABEL;
+
+/// `zkiot device …`: run these on the device.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Print the device's unique ID and the thing name derived from it.
+    ///
+    /// The ID is the SHA-256 of the text
+    /// "zkiot-device-id-v1\nzymkey-serial=S\nhost-serial=H\n", in lowercase hex, where S is the
+    /// Zymkey's serial number (the PKCS#11 token's serialNumber) and H the host's serial number
+    /// (/proc/device-tree/serial-number or /sys/firmware/devicetree/base/serial-number on a
+    /// Raspberry Pi, else /etc/machine-id), both trimmed. The thing name is "zk-" and the first
+    /// 16 hex digits. --verbose shows S, H and where they came from.
+    Id(IdArgs),
+    /// Make a certificate signing request signed by the token's key (one device signature).
+    Csr(CsrArgs),
+    /// Install the signed device certificate: files in the device folder and a certificate object on the token.
+    InstallCert(InstallCertArgs),
+    /// Print temporary AWS credentials from the AWS IoT credentials provider (mutual TLS with the token's key).
+    ///
+    /// Usable as an AWS profile's `credential_process = zkiot device credentials`: the
+    /// endpoint, role alias, thing name and CA bundle default to the values install-cert saved
+    /// in device.toml. Credentials are cached (0600) and reused until 5 minutes before they
+    /// expire, so repeated calls do not sign again.
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Print only the thing name (zk-…).
+    #[arg(long, conflicts_with = "hex")]
+    pub short: bool,
+    /// Print only the 64-digit ID.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CsrArgs {
+    /// Thing name for the CN (default: the device ID's short form, zk-…).
+    #[arg(long)]
+    pub thing: Option<String>,
+    /// Label of the private key on the token.
+    #[arg(long, default_value = DEFAULT_KEY_LABEL)]
+    pub key_label: String,
+    /// Where to write the CSR (default: device.csr in the device folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Device folder (default: /etc/zkiot/device as root, else $ZKIOT_HOME/device).
+    #[arg(long, env = "ZKIOT_DEVICE_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Replace an existing CSR that does not match.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCertArgs {
+    /// The device certificate signed by the fleet CA (PEM or DER).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The fleet CA certificate that signed it (PEM).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Label of the private key on the token.
+    #[arg(long, default_value = DEFAULT_KEY_LABEL)]
+    pub key_label: String,
+    /// Device folder (default: /etc/zkiot/device as root, else $ZKIOT_HOME/device).
+    #[arg(long, env = "ZKIOT_DEVICE_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Credentials endpoint to save in device.toml (from `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Role alias to save in device.toml.
+    #[arg(long)]
+    pub role_alias: Option<String>,
+    /// CA bundle that verifies the credentials endpoint, to save in device.toml.
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Replace a different certificate already installed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Credentials endpoint host (HOST or HOST:PORT); default from device.toml.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Role alias; default from device.toml.
+    #[arg(long)]
+    pub role_alias: Option<String>,
+    /// Thing name sent as x-amzn-iot-thingname; default from device.toml, else the certificate's CN.
+    #[arg(long)]
+    pub thing: Option<String>,
+    /// PEM bundle that verifies the endpoint's certificate (default from device.toml, else the
+    /// system trust store, which holds Amazon's roots on Debian).
+    #[arg(long)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect to ADDR:PORT instead of resolving the endpoint (SNI and checks still use the endpoint name).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub connect: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "process")]
+    pub format: OutputFormat,
+    /// Credentials cache (default: credentials.json in the device folder, 0600).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Neither read nor write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Device certificate (default from device.toml, else device.crt in the device folder).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Label of the private key on the token (default from device.toml, else slot0).
+    #[arg(long)]
+    pub key_label: Option<String>,
+    /// Device folder (default: /etc/zkiot/device as root, else $ZKIOT_HOME/device).
+    #[arg(long, env = "ZKIOT_DEVICE_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Network timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// Output formats of `zkiot device credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// AWS `credential_process` JSON (`Version: 1`).
+    Process,
+    /// The provider's credentials object as it came.
+    Json,
+    /// `export AWS_…=…` lines for a shell.
+    Env,
+}

@@ -1,0 +1,250 @@
+//! A small HTTP/1.1 client over rustls: one `GET` on a fresh connection, the response read
+//! whole (Content-Length, chunked, or to the end of the stream): all the credentials provider
+//! needs.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where to connect and what to ask.
+#[derive(Debug, Clone)]
+pub struct HttpsGet<'a> {
+    /// Host name: SNI, certificate check, and `Host` header.
+    pub host: &'a str,
+    pub port: u16,
+    /// Dial this address instead of resolving `host` (like curl's `--resolve`).
+    pub connect: Option<&'a str>,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub timeout: Duration,
+}
+
+/// Sends one `GET` over a fresh TLS connection and reads the whole response.
+pub fn https_get(config: Arc<ClientConfig>, request: &HttpsGet<'_>) -> Result<HttpResponse> {
+    let server_name = ServerName::try_from(request.host.to_string())
+        .map_err(|_| anyhow!("{:?} is not a valid host name", request.host))?;
+    let target = match request.connect {
+        Some(addr) => addr.to_string(),
+        None => format!("{}:{}", request.host, request.port),
+    };
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {target}"))?
+        .collect();
+    let mut last_error = None;
+    let mut tcp = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, request.timeout) {
+            Ok(stream) => {
+                tcp = Some(stream);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let tcp = match tcp {
+        Some(t) => t,
+        None => {
+            return Err(match last_error {
+                Some(e) => anyhow!(e),
+                None => anyhow!("no address"),
+            })
+            .with_context(|| format!("cannot connect to {target}"))
+        }
+    };
+    tcp.set_read_timeout(Some(request.timeout))?;
+    tcp.set_write_timeout(Some(request.timeout))?;
+    let _ = tcp.set_nodelay(true);
+
+    let connection = rustls::ClientConnection::new(config, server_name)?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let host_header = if request.port == 443 {
+        request.host.to_string()
+    } else {
+        format!("{}:{}", request.host, request.port)
+    };
+    let mut head = format!(
+        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nAccept: */*\r\nUser-Agent: zkiot/{}\r\nConnection: close\r\n",
+        request.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes())
+        .and_then(|_| tls.flush())
+        .map_err(describe_tls_error)
+        .with_context(|| format!("TLS with {} (via {target}) failed", request.host))?;
+
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // Many servers close without close_notify; the length checks below catch truncation.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) => {
+                return Err(describe_tls_error(e)).with_context(|| {
+                    format!("reading from {} (via {target}) failed", request.host)
+                })
+            }
+        }
+        if response_complete(&raw) {
+            break;
+        }
+    }
+    parse_response(&raw)
+}
+
+fn describe_tls_error(e: std::io::Error) -> anyhow::Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => anyhow!("TLS error: {tls}"),
+        None => anyhow!(e),
+    }
+}
+
+fn split_head(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (&raw[..i], &raw[i + 4..]))
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let Some((head, body)) = split_head(raw) else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(head);
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| body.len() >= len)
+}
+
+/// Parses an HTTP/1.x response: status line, headers, and a body framed by Content-Length,
+/// chunked encoding, or the end of the stream.
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
+    let (head, body) = split_head(raw).ok_or_else(|| {
+        if raw.is_empty() {
+            anyhow!("the server closed the connection without answering")
+        } else {
+            anyhow!("the server's answer is not HTTP (no end of headers)")
+        }
+    })?;
+    let head = std::str::from_utf8(head).context("HTTP headers are not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        bail!("the server's answer is not HTTP/1.x: {status_line:?}");
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP status line {status_line:?}"))?;
+    let reason = parts.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        decode_chunked(body)?
+    } else if let Some(len) = find("content-length") {
+        let len: usize = len.parse().context("bad Content-Length")?;
+        if body.len() < len {
+            bail!(
+                "the server's answer was cut short ({} of {len} bytes)",
+                body.len()
+            );
+        }
+        body[..len].to_vec()
+    } else {
+        body.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        reason,
+        headers,
+        body,
+    })
+}
+
+fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("bad chunked body"))?;
+        let size_text = std::str::from_utf8(&data[..line_end])?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).context("bad chunk size")?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            bail!("the server's chunked answer was cut short");
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_length_and_chunked() {
+        let r = parse_response(b"HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: AccessDeniedException\r\nContent-Length: 5\r\n\r\nhello extra").unwrap();
+        assert_eq!(r.status, 403);
+        assert_eq!(r.reason, "Forbidden");
+        assert_eq!(r.header("X-Amzn-ErrorType"), Some("AccessDeniedException"));
+        assert_eq!(r.body, b"hello");
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
+        assert!(parse_response(b"").is_err());
+        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
+    }
+}
