@@ -8,7 +8,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZKIOT_VENV:-$REPO/.venv}
 REQUIREMENTS=$REPO/tests/python/requirements.txt
 
-PACKAGES=(opensc libengine-pkcs11-openssl gnutls-bin p11-kit p11-kit-modules curl
+PACKAGES=(opensc libengine-pkcs11-openssl gnutls-bin p11-kit p11-kit-modules curl mosquitto
           softhsm2 python3-venv pkg-config build-essential)
 
 log() { printf 'install-deps: %s\n' "$*"; }
