@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// One attribute value as the C caller sees it: CK_ULONG values in native
 /// byte order, CK_BBOOL as one byte, byte strings as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attr {
+pub(crate) enum Attr {
     Value(Vec<u8>),
     /// The attribute exists but its value never leaves the token.
     Sensitive,
@@ -19,56 +19,56 @@ pub enum Attr {
 
 /// An object: its attributes, by type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Object {
-    pub attrs: BTreeMap<CK_ATTRIBUTE_TYPE, Attr>,
+pub(crate) struct Object {
+    pub(crate) attrs: BTreeMap<CK_ATTRIBUTE_TYPE, Attr>,
 }
 
 impl Object {
-    pub fn new() -> Object {
+    pub(crate) fn new() -> Object {
         Object::default()
     }
 
-    pub fn set(&mut self, kind: CK_ATTRIBUTE_TYPE, value: Vec<u8>) -> &mut Object {
+    pub(crate) fn set(&mut self, kind: CK_ATTRIBUTE_TYPE, value: Vec<u8>) -> &mut Object {
         self.attrs.insert(kind, Attr::Value(value));
         self
     }
 
-    pub fn set_ulong(&mut self, kind: CK_ATTRIBUTE_TYPE, value: CK_ULONG) -> &mut Object {
+    pub(crate) fn set_ulong(&mut self, kind: CK_ATTRIBUTE_TYPE, value: CK_ULONG) -> &mut Object {
         self.set(kind, ulong_bytes(value))
     }
 
-    pub fn set_bool(&mut self, kind: CK_ATTRIBUTE_TYPE, value: bool) -> &mut Object {
+    pub(crate) fn set_bool(&mut self, kind: CK_ATTRIBUTE_TYPE, value: bool) -> &mut Object {
         self.set(kind, bool_bytes(value))
     }
 
-    pub fn set_sensitive(&mut self, kind: CK_ATTRIBUTE_TYPE) -> &mut Object {
+    pub(crate) fn set_sensitive(&mut self, kind: CK_ATTRIBUTE_TYPE) -> &mut Object {
         self.attrs.insert(kind, Attr::Sensitive);
         self
     }
 
     /// The readable value of an attribute.
-    pub fn value(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+    pub(crate) fn value(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
         match self.attrs.get(&kind) {
             Some(Attr::Value(v)) => Some(v),
             _ => None,
         }
     }
 
-    pub fn ulong(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
+    pub(crate) fn ulong(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
         self.value(kind).and_then(|v| parse_ulong(kind, v).ok())
     }
 
-    pub fn bool(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<bool> {
+    pub(crate) fn bool(&self, kind: CK_ATTRIBUTE_TYPE) -> Option<bool> {
         self.value(kind).and_then(|v| parse_bool(kind, v).ok())
     }
 
-    pub fn class(&self) -> Option<CK_OBJECT_CLASS> {
+    pub(crate) fn class(&self) -> Option<CK_OBJECT_CLASS> {
         self.ulong(CKA_CLASS)
     }
 
     /// True when every attribute of the template is present here with the
     /// same value; sensitive attributes never match.
-    pub fn matches(&self, template: &[Attribute]) -> bool {
+    pub(crate) fn matches(&self, template: &[Attribute]) -> bool {
         template
             .iter()
             .all(|(kind, want)| match self.attrs.get(kind) {
@@ -79,7 +79,7 @@ impl Object {
 
     /// Serialises the readable attributes for the store:
     /// repeated `type (u64 BE) ‖ length (u32 BE) ‖ value`.
-    pub fn to_blob(&self) -> Vec<u8> {
+    pub(crate) fn to_blob(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (kind, attr) in &self.attrs {
             if let Attr::Value(v) = attr {
@@ -94,7 +94,7 @@ impl Object {
         out
     }
 
-    pub fn from_blob(mut blob: &[u8]) -> Option<Object> {
+    pub(crate) fn from_blob(mut blob: &[u8]) -> Option<Object> {
         let mut object = Object::new();
         while !blob.is_empty() {
             if blob.len() < 12 {
@@ -114,17 +114,17 @@ pub fn ulong_bytes(v: CK_ULONG) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
 
-pub fn bool_bytes(v: bool) -> Vec<u8> {
+pub(crate) fn bool_bytes(v: bool) -> Vec<u8> {
     vec![if v { CK_TRUE } else { CK_FALSE }]
 }
 
-pub fn parse_ulong(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<CK_ULONG> {
+pub(crate) fn parse_ulong(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<CK_ULONG> {
     <[u8; std::mem::size_of::<CK_ULONG>()]>::try_from(v)
         .map(CK_ULONG::from_ne_bytes)
         .map_err(|_| Error::AttributeValueInvalid(kind))
 }
 
-pub fn parse_bool(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<bool> {
+pub(crate) fn parse_bool(kind: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<bool> {
     match v {
         [b] => Ok(*b != CK_FALSE),
         _ => Err(Error::AttributeValueInvalid(kind)),
@@ -148,7 +148,7 @@ pub struct TemplateEntry<'a> {
 /// `CKR_BUFFER_TOO_SMALL`; the other entries are filled all the same.
 /// When several entries fail, the most telling code wins: sensitive, then
 /// type invalid, then buffer too small.
-pub fn fill_template(object: &Object, template: &mut [TemplateEntry<'_>]) -> Result<()> {
+pub(crate) fn fill_template(object: &Object, template: &mut [TemplateEntry<'_>]) -> Result<()> {
     let mut sensitive = false;
     let mut invalid = None;
     let mut too_small = None;
@@ -192,7 +192,7 @@ pub type Attribute = (CK_ATTRIBUTE_TYPE, Vec<u8>);
 /// A caller's input template, copied.
 pub type Template = Vec<Attribute>;
 
-pub fn template_value(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+pub(crate) fn template_value(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
     template
         .iter()
         .rev()
@@ -200,13 +200,19 @@ pub fn template_value(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Option
         .map(|(_, v)| v.as_slice())
 }
 
-pub fn template_ulong(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Result<Option<CK_ULONG>> {
+pub(crate) fn template_ulong(
+    template: &[Attribute],
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Result<Option<CK_ULONG>> {
     template_value(template, kind)
         .map(|v| parse_ulong(kind, v))
         .transpose()
 }
 
-pub fn template_bool(template: &[Attribute], kind: CK_ATTRIBUTE_TYPE) -> Result<Option<bool>> {
+pub(crate) fn template_bool(
+    template: &[Attribute],
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Result<Option<bool>> {
     template_value(template, kind)
         .map(|v| parse_bool(kind, v))
         .transpose()
@@ -229,11 +235,11 @@ enum ValueKind {
 }
 
 /// The longest label, id or application name an object may have.
-pub const MAX_SHORT_LEN: usize = 256;
+pub(crate) const MAX_SHORT_LEN: usize = 256;
 /// The longest DER name, serial number, key encoding or URL.
-pub const MAX_ENCODING_LEN: usize = 4096;
+pub(crate) const MAX_ENCODING_LEN: usize = 4096;
 /// The longest certificate (DER) or data object value: 64 KiB.
-pub const MAX_VALUE_LEN: usize = 64 * 1024;
+pub(crate) const MAX_VALUE_LEN: usize = 64 * 1024;
 /// The most mechanisms `CKA_ALLOWED_MECHANISMS` may list.
 const MAX_MECHANISMS: usize = 64;
 

@@ -25,13 +25,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Environment variable naming the configuration file.
-pub const CONFIG_ENV: &str = "ZKIOT_CONF";
+pub(crate) const CONFIG_ENV: &str = "ZKIOT_CONF";
 /// Configuration file read when `ZKIOT_CONF` is unset and it exists.
-pub const SYSTEM_CONFIG: &str = "/etc/zkiot/zkiot.toml";
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/zkiot/zkiot.toml";
 /// Environment variable that sets the log filter (`warn`, `debug`, …).
-pub const LOG_ENV: &str = "ZKIOT_LOG";
+pub(crate) const LOG_ENV: &str = "ZKIOT_LOG";
 /// Default token label.
-pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
+pub(crate) const DEFAULT_TOKEN_LABEL: &str = "zymkey";
 
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

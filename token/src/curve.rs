@@ -12,10 +12,10 @@ use openssl::pkey::Public;
 use crate::der::der;
 
 /// DER of the named-curve OIDs used as `CKA_EC_PARAMS`.
-pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 pub const SECP256K1_PARAMS: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
-pub const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
-pub const X25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x6E];
+pub(crate) const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+pub(crate) const X25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x6E];
 /// DER of id-ecPublicKey (1.2.840.10045.2.1).
 const EC_PUBLIC_KEY_OID: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
 
@@ -29,7 +29,7 @@ pub enum Curve {
 }
 
 impl Curve {
-    pub fn key_type(self) -> CK_KEY_TYPE {
+    pub(crate) fn key_type(self) -> CK_KEY_TYPE {
         match self {
             Curve::P256 | Curve::Secp256k1 => CKK_EC,
             Curve::Ed25519 => CKK_EC_EDWARDS,
@@ -37,7 +37,7 @@ impl Curve {
         }
     }
 
-    pub fn params(self) -> &'static [u8] {
+    pub(crate) fn params(self) -> &'static [u8] {
         match self {
             Curve::P256 => P256_PARAMS,
             Curve::Secp256k1 => SECP256K1_PARAMS,
@@ -46,14 +46,14 @@ impl Curve {
         }
     }
 
-    pub fn from_params(der: &[u8]) -> Option<Curve> {
+    pub(crate) fn from_params(der: &[u8]) -> Option<Curve> {
         [Curve::P256, Curve::Secp256k1, Curve::Ed25519, Curve::X25519]
             .into_iter()
             .find(|c| c.params() == der)
     }
 
     /// OpenSSL's name of the curve, for the curves this token signs with.
-    pub fn nid(self) -> Option<Nid> {
+    pub(crate) fn nid(self) -> Option<Nid> {
         match self {
             Curve::P256 => Some(Nid::X9_62_PRIME256V1),
             Curve::Secp256k1 => Some(Nid::SECP256K1),
@@ -62,11 +62,11 @@ impl Curve {
     }
 
     /// True for the curves this token signs with (ECDSA).
-    pub fn is_ecdsa(self) -> bool {
+    pub(crate) fn is_ecdsa(self) -> bool {
         matches!(self, Curve::P256 | Curve::Secp256k1)
     }
 
-    pub fn zymkey_type(self) -> zymkey::KeyType {
+    pub(crate) fn zymkey_type(self) -> zymkey::KeyType {
         match self {
             Curve::P256 => zymkey::KeyType::NistP256,
             Curve::Secp256k1 => zymkey::KeyType::Secp256k1,
@@ -75,7 +75,7 @@ impl Curve {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Curve::P256 => "P-256",
             Curve::Secp256k1 => "secp256k1",
@@ -85,7 +85,7 @@ impl Curve {
     }
 
     /// The curve's tag in the token store.
-    pub fn store_tag(self) -> &'static str {
+    pub(crate) fn store_tag(self) -> &'static str {
         match self {
             Curve::P256 => "p256",
             Curve::Secp256k1 => "secp256k1",
@@ -95,7 +95,7 @@ impl Curve {
     }
 
     /// The curve of a store tag ([`Curve::store_tag`]).
-    pub fn from_store_tag(s: &str) -> Option<Curve> {
+    pub(crate) fn from_store_tag(s: &str) -> Option<Curve> {
         [Curve::P256, Curve::Secp256k1, Curve::Ed25519, Curve::X25519]
             .into_iter()
             .find(|c| c.store_tag() == s)
@@ -104,7 +104,7 @@ impl Curve {
     /// The curve of a raw public key as the device returns it: a 64-byte
     /// X‖Y is tried on P-256, then secp256k1; 32 bytes is an Edwards or
     /// Montgomery key (`hint` tells which, when the token generated it).
-    pub fn detect(raw: &[u8], hint: Option<Curve>) -> Option<Curve> {
+    pub(crate) fn detect(raw: &[u8], hint: Option<Curve>) -> Option<Curve> {
         match raw.len() {
             64 => [Curve::P256, Curve::Secp256k1]
                 .into_iter()
@@ -121,7 +121,7 @@ impl Curve {
 /// The device's public key as the token keeps it: raw X‖Y. Zymbit
 /// documents 64 bytes with no prefix; an uncompressed SEC1 point (`04‖X‖Y`)
 /// from another library version is accepted too.
-pub fn normalize_public_key(mut raw: Vec<u8>) -> Vec<u8> {
+pub(crate) fn normalize_public_key(mut raw: Vec<u8>) -> Vec<u8> {
     if raw.len() == 65 && raw[0] == 0x04 {
         raw.remove(0);
     }
@@ -136,7 +136,7 @@ fn on_curve(curve: Curve, xy: &[u8]) -> bool {
 
 /// The OpenSSL public key of a raw X‖Y point on an ECDSA curve; fails
 /// when the point is not on the curve.
-pub fn ec_public_key(nid: Nid, xy: &[u8]) -> Result<EcKey<Public>, ErrorStack> {
+pub(crate) fn ec_public_key(nid: Nid, xy: &[u8]) -> Result<EcKey<Public>, ErrorStack> {
     let group = EcGroup::from_curve_name(nid)?;
     let mut ctx = BigNumContext::new()?;
     let mut point = Vec::with_capacity(65);
@@ -148,7 +148,7 @@ pub fn ec_public_key(nid: Nid, xy: &[u8]) -> Result<EcKey<Public>, ErrorStack> {
 
 /// `CKA_EC_POINT`: a DER OCTET STRING holding the uncompressed point
 /// (`04 41 04‖X‖Y` for the 256-bit curves) or the raw 32-byte key.
-pub fn ec_point_der(curve: Curve, raw: &[u8]) -> Vec<u8> {
+pub(crate) fn ec_point_der(curve: Curve, raw: &[u8]) -> Vec<u8> {
     let mut content = Vec::with_capacity(raw.len() + 1);
     if curve.is_ecdsa() {
         content.push(0x04);
@@ -158,7 +158,7 @@ pub fn ec_point_der(curve: Curve, raw: &[u8]) -> Vec<u8> {
 }
 
 /// `CKA_PUBLIC_KEY_INFO`: the DER SubjectPublicKeyInfo of an ECDSA key.
-pub fn spki_der(curve: Curve, raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn spki_der(curve: Curve, raw: &[u8]) -> Option<Vec<u8>> {
     if !curve.is_ecdsa() {
         return None;
     }

@@ -1,7 +1,7 @@
 //! The few DER encodings the token writes (attribute values it derives).
 
 /// A DER TLV (lengths below 64 KiB).
-pub fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let n = content.len();
     if n < 0x80 {
@@ -16,7 +16,7 @@ pub fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// A DER INTEGER from a big-endian magnitude.
-pub fn der_integer(magnitude: &[u8], negative: bool) -> Vec<u8> {
+pub(crate) fn der_integer(magnitude: &[u8], negative: bool) -> Vec<u8> {
     let mut content: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
     if content.is_empty() {
         content.push(0);

@@ -9,7 +9,7 @@ use crate::attribute::Object;
 use crate::curve::{ec_point_der, spki_der, Curve};
 
 /// Slot numbers of the foreign keyring are shown as `0x8000 | N`.
-pub const FOREIGN_ID_FLAG: u32 = 0x8000;
+pub(crate) const FOREIGN_ID_FLAG: u32 = 0x8000;
 
 /// Handles of key objects: `KEY_HANDLE_BASE | id << 1 | is_public`.
 const KEY_HANDLE_BASE: CK_OBJECT_HANDLE = 0x1000_0000;
@@ -18,8 +18,8 @@ const KEY_HANDLE_LIMIT: CK_OBJECT_HANDLE = 0x2000_0000;
 /// Which key store a slot lives in, and its number there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeySlot {
-    pub number: u32,
-    pub foreign: bool,
+    pub(crate) number: u32,
+    pub(crate) foreign: bool,
 }
 
 impl KeySlot {
@@ -31,7 +31,7 @@ impl KeySlot {
     }
 
     /// The number shown in `CKA_ID` and used in handles.
-    pub fn id_number(self) -> u32 {
+    pub(crate) fn id_number(self) -> u32 {
         if self.foreign {
             FOREIGN_ID_FLAG | self.number
         } else {
@@ -40,11 +40,11 @@ impl KeySlot {
     }
 
     /// `CKA_ID`: the 2-byte big-endian slot number (foreign: `0x8000|N`).
-    pub fn default_id(self) -> Vec<u8> {
+    pub(crate) fn default_id(self) -> Vec<u8> {
         (self.id_number() as u16).to_be_bytes().to_vec()
     }
 
-    pub fn default_label(self) -> String {
+    pub(crate) fn default_label(self) -> String {
         if self.foreign {
             format!("foreign{}", self.number)
         } else {
@@ -52,7 +52,7 @@ impl KeySlot {
         }
     }
 
-    pub fn zymkey(self) -> zymkey::Slot {
+    pub(crate) fn zymkey(self) -> zymkey::Slot {
         zymkey::Slot {
             number: self.number as i32,
             foreign: self.foreign,
@@ -68,7 +68,7 @@ impl KeySlot {
     }
 
     /// The slot and kind (`true` = public) of a key object handle.
-    pub fn from_handle(handle: CK_OBJECT_HANDLE) -> Option<(KeySlot, bool)> {
+    pub(crate) fn from_handle(handle: CK_OBJECT_HANDLE) -> Option<(KeySlot, bool)> {
         if !(KEY_HANDLE_BASE..KEY_HANDLE_LIMIT).contains(&handle) {
             return None;
         }
@@ -87,20 +87,20 @@ impl KeySlot {
 
 /// Everything known about one device key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceKey {
-    pub slot: KeySlot,
-    pub curve: Curve,
+pub(crate) struct DeviceKey {
+    pub(crate) slot: KeySlot,
+    pub(crate) curve: Curve,
     /// The public key as the device gives it (raw X‖Y, or 32 bytes).
-    pub raw_public: Vec<u8>,
-    pub label: String,
-    pub id: Vec<u8>,
-    /// Generated through this token (and so removable), not a factory key.
-    pub removable: bool,
+    pub(crate) raw_public: Vec<u8>,
+    pub(crate) label: String,
+    pub(crate) id: Vec<u8>,
+    /// Outside the factory slots of a key store (see `Token::is_removable`).
+    pub(crate) removable: bool,
 }
 
 impl DeviceKey {
     /// The mechanisms the key can be used with.
-    pub fn mechanisms(&self) -> &'static [CK_MECHANISM_TYPE] {
+    pub(crate) fn mechanisms(&self) -> &'static [CK_MECHANISM_TYPE] {
         if self.curve.is_ecdsa() {
             crate::mechanism::SIGN_MECHANISMS
         } else {
@@ -140,7 +140,7 @@ impl DeviceKey {
 
     /// The private key object. `login_required`: a PIN guards the token, so
     /// the key is a private object.
-    pub fn private_object(&self, login_required: bool) -> Object {
+    pub(crate) fn private_object(&self, login_required: bool) -> Object {
         let mut o = Object::new();
         self.common(&mut o, CKO_PRIVATE_KEY, login_required);
         let sign = self.curve.is_ecdsa();
@@ -158,7 +158,7 @@ impl DeviceKey {
         o
     }
 
-    pub fn public_object(&self) -> Object {
+    pub(crate) fn public_object(&self) -> Object {
         let mut o = Object::new();
         self.common(&mut o, CKO_PUBLIC_KEY, false);
         o.set_bool(CKA_ENCRYPT, false)
@@ -172,14 +172,14 @@ impl DeviceKey {
 
 /// A device key and its two objects, built once.
 #[derive(Debug, Clone)]
-pub struct KeyEntry {
-    pub key: DeviceKey,
-    pub private: Object,
-    pub public: Object,
+pub(crate) struct KeyEntry {
+    pub(crate) key: DeviceKey,
+    pub(crate) private: Object,
+    pub(crate) public: Object,
 }
 
 impl KeyEntry {
-    pub fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
+    pub(crate) fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
         KeyEntry {
             private: key.private_object(login_required),
             public: key.public_object(),

@@ -24,47 +24,68 @@
 //!
 //! # Handles
 //! Derived, so stable for the life of the process: key objects from the
-//! slot number ([`key::KeySlot::private_handle`]), token objects from their
-//! store row id, session objects from a per-process counter ([`object`]).
+//! slot number ([`KeySlot::private_handle`]), token objects from their
+//! store row id, session objects from a per-process counter (`object.rs`).
 //!
 //! # Store
 //! Certificates, data objects, cached public keys, and the labels and ids
-//! given at key generation live in an SQLite file ([`store`]), by default
+//! given at key generation live in an SQLite file (`store.rs`), by default
 //! `/var/lib/zkiot/<serial>.sqlite3` for root and
 //! `${XDG_DATA_HOME:-$HOME/.local/share}/zkiot/<serial>.sqlite3` otherwise.
 //!
 //! # Configuration
-//! None is needed; see [`config`] for the optional TOML file and the
+//! None is needed; see [`Config`] for the optional TOML file and the
 //! environment variables.
+
+//! # Layout
+//! The PKCS#11 functions are methods of [`Module`], one file per chapter,
+//! named like the ABI crate's files: `slot_token.rs`, `session.rs`,
+//! `object.rs`, `sign_verify.rs`, `keygen.rs`, `random.rs`. `module.rs`
+//! holds the state they share; `token.rs` the device's identity and keys
+//! (the only code that changes the key map); `key.rs`, `curve.rs`,
+//! `attribute.rs`, `storage_object.rs` and `der.rs` the objects and their
+//! encodings; `mechanism.rs` the signature mechanisms; `store.rs` the
+//! SQLite store. Every module is private: what the ABI crate and the
+//! tests use is re-exported below, so the compiler reports dead code.
 
 #![forbid(unsafe_code)]
 
-pub mod attribute;
-pub mod config;
-pub mod curve;
-pub mod der;
-pub mod device;
-pub mod error;
+mod attribute;
+mod config;
+mod curve;
+mod der;
+mod device;
+mod error;
 pub mod fork;
-pub mod key;
-pub mod keygen;
+mod key;
+mod keygen;
 mod lock;
 pub mod log;
-pub mod mechanism;
-pub mod module;
-pub mod object;
-pub mod random;
-pub mod session;
-pub mod sign_verify;
-pub mod slot_token;
-pub mod storage_object;
-pub mod store;
-pub mod token;
+mod mechanism;
+mod module;
+mod object;
+mod random;
+mod session;
+mod sign_verify;
+mod slot_token;
+mod storage_object;
+mod store;
+mod token;
 
-pub use attribute::{read_template, value_buffer_len, Template, TemplateEntry, TemplateUse};
-pub use config::Config;
+pub use attribute::{
+    read_template, ulong_bytes, value_buffer_len, Template, TemplateEntry, TemplateUse,
+};
+pub use config::{is_inline, Config, ConfigError};
+pub use device::Device;
 pub use error::{Error, Result};
+pub use key::KeySlot;
 pub use module::Module;
+
+/// What the tests of this crate and of the ABI crate check results with.
+pub mod testing {
+    pub use crate::curve::{Curve, SECP256K1_PARAMS};
+    pub use crate::mechanism::{ecdsa_digest, verify_digest};
+}
 
 /// Re-exported so the ABI crate uses the same `CK_*` definitions.
 pub use cryptoki_sys;

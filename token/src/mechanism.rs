@@ -11,12 +11,12 @@ use crate::curve::{ec_public_key, Curve};
 use crate::error::{Error, Result};
 
 /// Length of the digest the device signs.
-pub const DIGEST_LEN: usize = zymkey::DIGEST_LEN;
+pub(crate) const DIGEST_LEN: usize = zymkey::DIGEST_LEN;
 /// Length of a raw r‖s signature on the 256-bit curves.
-pub const SIGNATURE_LEN: usize = zymkey::SIGNATURE_LEN;
+pub(crate) const SIGNATURE_LEN: usize = zymkey::SIGNATURE_LEN;
 
 /// The signature mechanisms, raw ECDSA first.
-pub const SIGN_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
+pub(crate) const SIGN_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
     CKM_ECDSA,
     CKM_ECDSA_SHA256,
     CKM_ECDSA_SHA1,
@@ -26,7 +26,7 @@ pub const SIGN_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
 ];
 
 /// The mechanisms of the token; key-pair generation only when the device can.
-pub fn mechanism_list(can_generate: bool) -> Vec<CK_MECHANISM_TYPE> {
+pub(crate) fn mechanism_list(can_generate: bool) -> Vec<CK_MECHANISM_TYPE> {
     let mut list = SIGN_MECHANISMS.to_vec();
     if can_generate {
         list.push(CKM_EC_KEY_PAIR_GEN);
@@ -34,7 +34,7 @@ pub fn mechanism_list(can_generate: bool) -> Vec<CK_MECHANISM_TYPE> {
     list
 }
 
-pub fn mechanism_info(
+pub(crate) fn mechanism_info(
     mechanism: CK_MECHANISM_TYPE,
     can_generate: bool,
 ) -> Result<CK_MECHANISM_INFO> {
@@ -53,7 +53,7 @@ pub fn mechanism_info(
 
 /// The hash of a hashing ECDSA mechanism, computed in software.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hash {
+pub(crate) enum Hash {
     Sha1,
     Sha224,
     Sha256,
@@ -63,7 +63,7 @@ pub enum Hash {
 
 /// A signing or verification mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignMechanism {
+pub(crate) enum SignMechanism {
     /// `CKM_ECDSA`: the input is the digest itself.
     Ecdsa,
     /// `CKM_ECDSA_SHA*`: the input is the message; the token hashes it.
@@ -71,7 +71,10 @@ pub enum SignMechanism {
 }
 
 impl SignMechanism {
-    pub fn from_ck(mechanism: CK_MECHANISM_TYPE, has_parameter: bool) -> Result<SignMechanism> {
+    pub(crate) fn from_ck(
+        mechanism: CK_MECHANISM_TYPE,
+        has_parameter: bool,
+    ) -> Result<SignMechanism> {
         let m = match mechanism {
             CKM_ECDSA => SignMechanism::Ecdsa,
             CKM_ECDSA_SHA1 => SignMechanism::EcdsaWith(Hash::Sha1),
@@ -106,7 +109,7 @@ pub fn ecdsa_digest(input: &[u8]) -> Result<[u8; DIGEST_LEN]> {
 
 /// A running hash.
 #[derive(Clone)]
-pub enum Hasher {
+pub(crate) enum Hasher {
     Sha1(openssl::sha::Sha1),
     Sha224(openssl::sha::Sha224),
     Sha256(openssl::sha::Sha256),
@@ -115,7 +118,7 @@ pub enum Hasher {
 }
 
 impl Hasher {
-    pub fn new(hash: Hash) -> Hasher {
+    pub(crate) fn new(hash: Hash) -> Hasher {
         match hash {
             Hash::Sha1 => Hasher::Sha1(openssl::sha::Sha1::new()),
             Hash::Sha224 => Hasher::Sha224(openssl::sha::Sha224::new()),
@@ -125,7 +128,7 @@ impl Hasher {
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha224(h) => h.update(data),
@@ -136,7 +139,7 @@ impl Hasher {
     }
 
     /// The digest as ECDSA on a 256-bit curve uses it (see [`ecdsa_digest`]).
-    pub fn finish(self) -> Result<[u8; DIGEST_LEN]> {
+    pub(crate) fn finish(self) -> Result<[u8; DIGEST_LEN]> {
         match self {
             Hasher::Sha1(h) => ecdsa_digest(&h.finish()),
             Hasher::Sha224(h) => ecdsa_digest(&h.finish()),
@@ -149,7 +152,7 @@ impl Hasher {
 
 /// Incremental input of a sign or verify operation.
 #[derive(Clone)]
-pub enum Input {
+pub(crate) enum Input {
     /// `CKM_ECDSA`: nothing yet (single-part only).
     Raw,
     /// `CKM_ECDSA_SHA*`: the running hash.
@@ -166,7 +169,7 @@ impl std::fmt::Debug for Input {
 }
 
 impl Input {
-    pub fn new(mechanism: SignMechanism) -> Input {
+    pub(crate) fn new(mechanism: SignMechanism) -> Input {
         match mechanism {
             SignMechanism::Ecdsa => Input::Raw,
             SignMechanism::EcdsaWith(hash) => Input::Hashing(Box::new(Hasher::new(hash))),
@@ -174,7 +177,7 @@ impl Input {
     }
 
     /// Feeds one part of a multi-part operation.
-    pub fn update(&mut self, data: &[u8]) -> Result<()> {
+    pub(crate) fn update(&mut self, data: &[u8]) -> Result<()> {
         match self {
             Input::Raw => Err(Error::FunctionNotSupported(
                 "CKM_ECDSA is single-part; use C_Sign/C_Verify or a hashing ECDSA mechanism",
@@ -187,7 +190,7 @@ impl Input {
     }
 
     /// The digest of a whole single-part input.
-    pub fn digest_of(mechanism: SignMechanism, data: &[u8]) -> Result<[u8; DIGEST_LEN]> {
+    pub(crate) fn digest_of(mechanism: SignMechanism, data: &[u8]) -> Result<[u8; DIGEST_LEN]> {
         match mechanism {
             SignMechanism::Ecdsa => ecdsa_digest(data),
             SignMechanism::EcdsaWith(hash) => {
@@ -200,7 +203,7 @@ impl Input {
 
     /// The digest of a multi-part input, leaving the state as it was (a
     /// length query or a short buffer must not end the operation).
-    pub fn peek_digest(&self) -> Result<[u8; DIGEST_LEN]> {
+    pub(crate) fn peek_digest(&self) -> Result<[u8; DIGEST_LEN]> {
         match self {
             Input::Raw => Err(Error::OperationNotInitialized),
             Input::Hashing(h) => (**h).clone().finish(),

@@ -26,65 +26,65 @@ use crate::mechanism::{Input, SignMechanism};
 use crate::token::Token;
 
 /// The one slot of the module.
-pub const SLOT_ID: CK_SLOT_ID = 0;
+pub(crate) const SLOT_ID: CK_SLOT_ID = 0;
 
 /// Sessions open at once, per process.
-pub const MAX_SESSIONS: usize = 1024;
+pub(crate) const MAX_SESSIONS: usize = 1024;
 
 /// An active `C_FindObjects` search: the matches, fixed at `C_FindObjectsInit`.
 #[derive(Debug, Clone)]
-pub struct Find {
-    pub handles: Vec<CK_OBJECT_HANDLE>,
-    pub next: usize,
+pub(crate) struct Find {
+    pub(crate) handles: Vec<CK_OBJECT_HANDLE>,
+    pub(crate) next: usize,
 }
 
 /// An active sign operation.
 #[derive(Debug, Clone)]
-pub struct SignOp {
-    pub slot: KeySlot,
-    pub mechanism: SignMechanism,
-    pub input: Input,
+pub(crate) struct SignOp {
+    pub(crate) slot: KeySlot,
+    pub(crate) mechanism: SignMechanism,
+    pub(crate) input: Input,
     /// `C_SignUpdate` was called: only `C_SignUpdate`/`C_SignFinal` may follow.
-    pub multi_part: bool,
+    pub(crate) multi_part: bool,
 }
 
 /// An active verify operation; the key's point is copied in so the
 /// operation survives a concurrent key removal.
 #[derive(Debug, Clone)]
-pub struct VerifyOp {
-    pub curve: Curve,
-    pub raw_public: Vec<u8>,
-    pub mechanism: SignMechanism,
-    pub input: Input,
-    pub multi_part: bool,
+pub(crate) struct VerifyOp {
+    pub(crate) curve: Curve,
+    pub(crate) raw_public: Vec<u8>,
+    pub(crate) mechanism: SignMechanism,
+    pub(crate) input: Input,
+    pub(crate) multi_part: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct Session {
-    pub read_write: bool,
-    pub find: Option<Find>,
-    pub sign: Option<SignOp>,
-    pub verify: Option<VerifyOp>,
+pub(crate) struct Session {
+    pub(crate) read_write: bool,
+    pub(crate) find: Option<Find>,
+    pub(crate) sign: Option<SignOp>,
+    pub(crate) verify: Option<VerifyOp>,
 }
 
 #[derive(Debug, Default)]
-pub struct Sessions {
-    pub map: HashMap<CK_SESSION_HANDLE, Session>,
+pub(crate) struct Sessions {
+    pub(crate) map: HashMap<CK_SESSION_HANDLE, Session>,
     last_handle: CK_SESSION_HANDLE,
-    pub logged_in: bool,
+    pub(crate) logged_in: bool,
 }
 
 impl Sessions {
-    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<&Session> {
+    pub(crate) fn get(&self, handle: CK_SESSION_HANDLE) -> Result<&Session> {
         self.map.get(&handle).ok_or(Error::SessionHandleInvalid)
     }
 
-    pub fn get_mut(&mut self, handle: CK_SESSION_HANDLE) -> Result<&mut Session> {
+    pub(crate) fn get_mut(&mut self, handle: CK_SESSION_HANDLE) -> Result<&mut Session> {
         self.map.get_mut(&handle).ok_or(Error::SessionHandleInvalid)
     }
 
     /// Opens a session: handles count up from 1 and are never reused.
-    pub fn open(&mut self, read_write: bool) -> Result<CK_SESSION_HANDLE> {
+    pub(crate) fn open(&mut self, read_write: bool) -> Result<CK_SESSION_HANDLE> {
         if self.map.len() >= MAX_SESSIONS {
             return Err(Error::SessionCount);
         }
@@ -103,7 +103,7 @@ impl Sessions {
     }
 
     /// (all sessions, read-write sessions)
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         (
             self.map.len(),
             self.map.values().filter(|s| s.read_write).count(),
@@ -112,7 +112,7 @@ impl Sessions {
 }
 
 /// Session objects: handle → (owning session, object).
-pub type SessionObjects = BTreeMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, Object)>;
+pub(crate) type SessionObjects = BTreeMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, Object)>;
 
 pub struct Module {
     pid: u32,
@@ -179,11 +179,6 @@ impl Module {
         }
     }
 
-    /// The process that initialised the module (a forked child must re-initialise).
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// True between `Module::new` and `finalize`, in the process that made it.
     pub fn is_active(&self) -> bool {
         !self.finalized.load(Ordering::Acquire) && self.pid == std::process::id()
@@ -210,7 +205,7 @@ impl Module {
 
     /// The token, loading it from the device on first use. A failed load
     /// is retried by the next call.
-    pub fn token(&self) -> Result<Arc<Token>> {
+    pub(crate) fn token(&self) -> Result<Arc<Token>> {
         if self.finalized.load(Ordering::Acquire) {
             return Err(Error::CryptokiNotInitialized);
         }

@@ -26,14 +26,14 @@ static NEXT_SESSION_OBJECT: AtomicU64 = AtomicU64::new(1);
 
 /// What a handle names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectRef {
+pub(crate) enum ObjectRef {
     Key { slot: KeySlot, public: bool },
     Stored(i64),
     Session(CK_OBJECT_HANDLE),
 }
 
 impl ObjectRef {
-    pub fn from_handle(handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
+    pub(crate) fn from_handle(handle: CK_OBJECT_HANDLE) -> Result<ObjectRef> {
         if let Some((slot, public)) = KeySlot::from_handle(handle) {
             return Ok(ObjectRef::Key { slot, public });
         }
@@ -49,7 +49,7 @@ impl ObjectRef {
     }
 }
 
-pub fn stored_handle(row: i64) -> Result<CK_OBJECT_HANDLE> {
+pub(crate) fn stored_handle(row: i64) -> Result<CK_OBJECT_HANDLE> {
     let h = STORE_HANDLE_BASE
         .checked_add(
             CK_OBJECT_HANDLE::try_from(row)

@@ -140,7 +140,7 @@ impl Module {
         let token = self.token()?;
         let signature = token
             .device
-            .sign_digest(slot.number as i32, digest)
+            .sign_digest(slot.zymkey().number, digest)
             .map_err(|e| {
                 tracing::error!(slot = slot.number, "device signature failed: {e}");
                 Error::from(e)

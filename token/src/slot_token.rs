@@ -7,9 +7,9 @@ use crate::error::Result;
 use crate::mechanism;
 use crate::module::{Module, MAX_SESSIONS, SLOT_ID};
 
-pub const LIBRARY_MANUFACTURER: &str = "zkiot";
-pub const LIBRARY_DESCRIPTION: &str = "Zymkey PKCS#11 module";
-pub const TOKEN_MANUFACTURER: &str = "Zymbit";
+pub(crate) const LIBRARY_MANUFACTURER: &str = "zkiot";
+pub(crate) const LIBRARY_DESCRIPTION: &str = "Zymkey PKCS#11 module";
+pub(crate) const TOKEN_MANUFACTURER: &str = "Zymbit";
 
 impl Module {
     fn token_present(&self) -> bool {
@@ -109,7 +109,7 @@ impl Module {
 }
 
 /// A blank-padded, truncated fixed-size text field.
-pub fn padded<const N: usize>(text: &str) -> [CK_UTF8CHAR; N] {
+pub(crate) fn padded<const N: usize>(text: &str) -> [CK_UTF8CHAR; N] {
     let mut out = [b' '; N];
     // Truncate on a character boundary so the field stays valid UTF-8.
     let mut end = text.len().min(N);
@@ -121,7 +121,7 @@ pub fn padded<const N: usize>(text: &str) -> [CK_UTF8CHAR; N] {
 }
 
 /// "1.2.3" → 1.2; anything unparsable → 0.0.
-pub fn parse_version(text: &str) -> CK_VERSION {
+pub(crate) fn parse_version(text: &str) -> CK_VERSION {
     let mut parts = text
         .trim()
         .trim_start_matches(|c: char| !c.is_ascii_digit())

@@ -11,7 +11,7 @@ use crate::der::der_integer;
 use crate::error::{Error, Result};
 
 /// Builds a certificate or data object from a creation template.
-pub fn build(template: &[Attribute]) -> Result<Object> {
+pub(crate) fn build(template: &[Attribute]) -> Result<Object> {
     let class =
         template_ulong(template, CKA_CLASS)?.ok_or(Error::TemplateIncomplete("CKA_CLASS"))?;
     if !matches!(class, CKO_CERTIFICATE | CKO_DATA) {
@@ -114,7 +114,7 @@ fn complete_certificate(object: &mut Object) -> Result<()> {
 }
 
 /// Applies `C_SetAttributeValue` to a stored object; returns the new object.
-pub fn set_attributes(object: &Object, template: &[Attribute]) -> Result<Object> {
+pub(crate) fn set_attributes(object: &Object, template: &[Attribute]) -> Result<Object> {
     if object.bool(CKA_MODIFIABLE) == Some(false) {
         return Err(Error::ActionProhibited("the object is not modifiable"));
     }
@@ -137,7 +137,7 @@ pub fn set_attributes(object: &Object, template: &[Attribute]) -> Result<Object>
 }
 
 /// Whether a creation template asks for a token (persistent) object.
-pub fn is_token_object(template: &[Attribute]) -> Result<bool> {
+pub(crate) fn is_token_object(template: &[Attribute]) -> Result<bool> {
     Ok(template_value(template, CKA_TOKEN)
         .map(|v| parse_bool(CKA_TOKEN, v))
         .transpose()?

@@ -40,7 +40,7 @@ CREATE TABLE device_keys (
     public_key  BLOB,                              -- raw, as the device gives it
     label       BLOB,                              -- given at key generation
     id          BLOB,                              -- given at key generation
-    generated   INTEGER NOT NULL DEFAULT 0,        -- made by C_GenerateKeyPair
+    generated   INTEGER NOT NULL DEFAULT 0,        -- made by C_GenerateKeyPair (a record only)
     PRIMARY KEY (slot, keyring)
 );
 ";
@@ -48,9 +48,9 @@ CREATE TABLE device_keys (
 /// What went wrong with the store; always names the file.
 #[derive(Debug, thiserror::Error)]
 #[error("token store {path}: {reason}")]
-pub struct StoreError {
-    pub path: PathBuf,
-    pub reason: String,
+pub(crate) struct StoreError {
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
 }
 
 impl From<StoreError> for Error {
@@ -61,15 +61,14 @@ impl From<StoreError> for Error {
 
 /// What the store knows about one device key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub curve: Option<Curve>,
-    pub public_key: Option<Vec<u8>>,
-    pub label: Option<String>,
-    pub id: Option<Vec<u8>>,
-    pub generated: bool,
+pub(crate) struct KeyRecord {
+    pub(crate) curve: Option<Curve>,
+    pub(crate) public_key: Option<Vec<u8>>,
+    pub(crate) label: Option<String>,
+    pub(crate) id: Option<Vec<u8>>,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     /// Always `Some` until the store is dropped (see `Drop`).
     conn: Option<Connection>,
@@ -92,7 +91,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the store at `path`, creating it (mode 0600, folder 0700) only
     /// when no file exists there.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<Store, StoreError> {
         let _gate = fork::enter();
         let fail = |reason: String| StoreError {
             path: path.to_path_buf(),
@@ -114,10 +113,6 @@ impl Store {
             ))
         })?;
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn conn(&self) -> &Connection {
@@ -190,7 +185,7 @@ impl Store {
     }
 
     /// Every stored object, by row id.
-    pub fn objects(&self) -> Result<Vec<(i64, Object)>, StoreError> {
+    pub(crate) fn objects(&self) -> Result<Vec<(i64, Object)>, StoreError> {
         let _gate = fork::enter();
         let mut stmt = self
             .conn()
@@ -207,7 +202,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn object(&self, id: i64) -> Result<Option<Object>, StoreError> {
+    pub(crate) fn object(&self, id: i64) -> Result<Option<Object>, StoreError> {
         let _gate = fork::enter();
         let blob: Option<Vec<u8>> = self
             .conn()
@@ -225,7 +220,7 @@ impl Store {
     }
 
     /// Adds an object; returns its row id.
-    pub fn insert(&mut self, object: &Object) -> Result<i64, StoreError> {
+    pub(crate) fn insert(&mut self, object: &Object) -> Result<i64, StoreError> {
         let _gate = fork::enter();
         let class = object.class().unwrap_or(0) as i64;
         self.conn()
@@ -238,7 +233,7 @@ impl Store {
     }
 
     /// Replaces an object's attributes; false when it no longer exists.
-    pub fn update(&mut self, id: i64, object: &Object) -> Result<bool, StoreError> {
+    pub(crate) fn update(&mut self, id: i64, object: &Object) -> Result<bool, StoreError> {
         let _gate = fork::enter();
         let n = self
             .conn()
@@ -250,7 +245,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub fn delete(&mut self, id: i64) -> Result<bool, StoreError> {
+    pub(crate) fn delete(&mut self, id: i64) -> Result<bool, StoreError> {
         let _gate = fork::enter();
         let n = self
             .conn()
@@ -259,11 +254,11 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub fn key_record(&self, slot: KeySlot) -> Result<Option<KeyRecord>, StoreError> {
+    pub(crate) fn key_record(&self, slot: KeySlot) -> Result<Option<KeyRecord>, StoreError> {
         let _gate = fork::enter();
         self.conn()
             .prepare_cached(
-                "SELECT curve, public_key, label, id, generated FROM device_keys
+                "SELECT curve, public_key, label, id FROM device_keys
                  WHERE slot = ?1 AND keyring = ?2",
             )
             .and_then(|mut s| {
@@ -277,7 +272,6 @@ impl Store {
                             .get::<_, Option<Vec<u8>>>(2)?
                             .map(|l| String::from_utf8_lossy(&l).into_owned()),
                         id: r.get(3)?,
-                        generated: r.get(4)?,
                     })
                 })
                 .optional()
@@ -286,7 +280,7 @@ impl Store {
     }
 
     /// Remembers a slot's public key, so later processes need not ask the device.
-    pub fn cache_public_key(
+    pub(crate) fn cache_public_key(
         &mut self,
         slot: KeySlot,
         curve: Curve,
@@ -304,7 +298,7 @@ impl Store {
     }
 
     /// Records a key the token generated, replacing anything known about the slot.
-    pub fn record_generated_key(
+    pub(crate) fn record_generated_key(
         &mut self,
         slot: KeySlot,
         curve: Curve,
@@ -331,7 +325,7 @@ impl Store {
     }
 
     /// Forgets a key that was removed from the device.
-    pub fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
+    pub(crate) fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
         let _gate = fork::enter();
         self.conn()
             .execute(
@@ -501,13 +495,11 @@ mod tests {
         let r = s.key_record(slot).unwrap().unwrap();
         assert_eq!(r.curve, Some(Curve::P256));
         assert_eq!(r.public_key.as_deref(), Some(&[1u8; 64][..]));
-        assert!(!r.generated);
         s.record_generated_key(slot, Curve::Secp256k1, &[2; 64], Some("mine"), Some(&[9]))
             .unwrap();
         let r = s.key_record(slot).unwrap().unwrap();
         assert_eq!(r.label.as_deref(), Some("mine"));
         assert_eq!(r.id.as_deref(), Some(&[9u8][..]));
-        assert!(r.generated);
         // Caching again keeps the label given at generation.
         s.cache_public_key(slot, Curve::Secp256k1, &[2; 64])
             .unwrap();

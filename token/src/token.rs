@@ -20,26 +20,26 @@ use crate::store::Store;
 
 /// Token-info fields as the device reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub model: String,
-    pub serial: String,
-    pub firmware: String,
+pub(crate) struct DeviceInfo {
+    pub(crate) model: String,
+    pub(crate) serial: String,
+    pub(crate) firmware: String,
 }
 
 /// What the model can do, from its name (no device call needed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// Has a key store: generates and removes keys, lists slots, has a
     /// foreign keyring (HSM6, SCM).
-    pub key_store: bool,
+    pub(crate) key_store: bool,
     /// Slots holding factory keys, shown when the slot list is unavailable.
-    pub factory_slots: u32,
+    pub(crate) factory_slots: u32,
     /// Slots below this number are reserved for the factory.
-    pub first_free_slot: u32,
+    pub(crate) first_free_slot: u32,
 }
 
 impl Capabilities {
-    pub fn of_model(model: &str) -> Capabilities {
+    pub(crate) fn of_model(model: &str) -> Capabilities {
         let m = model.to_ascii_uppercase();
         if m.contains("HSM6") || m.contains("SCM") {
             Capabilities {
@@ -58,12 +58,12 @@ impl Capabilities {
     }
 }
 
-pub struct Token {
-    pub device: Arc<dyn Device>,
-    pub info: DeviceInfo,
-    pub caps: Capabilities,
-    pub label: String,
-    pub login_required: bool,
+pub(crate) struct Token {
+    pub(crate) device: Arc<dyn Device>,
+    pub(crate) info: DeviceInfo,
+    pub(crate) caps: Capabilities,
+    pub(crate) label: String,
+    pub(crate) login_required: bool,
     /// The keys shown, by slot. Kept in step with the device and the
     /// store's `device_keys` rows by the methods below, and nowhere else.
     keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Reads the device (model, serial, firmware, key slots and, where the
     /// store has not cached them, public keys) and builds the key objects.
-    pub fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
+    pub(crate) fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
         let info = DeviceInfo {
             model: device.model()?.trim().to_string(),
             serial: device.serial_number()?.trim().to_string(),
@@ -239,17 +239,13 @@ impl Token {
 
     /// Factory keys stay; keys in the free part of the key store (and
     /// foreign public keys) can be removed.
-    pub fn is_removable(&self, slot: KeySlot) -> bool {
+    pub(crate) fn is_removable(&self, slot: KeySlot) -> bool {
         self.caps.key_store && (slot.foreign || slot.number >= self.caps.first_free_slot)
-    }
-
-    pub fn store_path(&self) -> Option<&PathBuf> {
-        self.store_path.as_ref()
     }
 
     /// Runs `f` on the store, opening it on first use. An open failure is
     /// not remembered: the next call tries again (the file may be fixed).
-    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.store);
         if guard.is_none() {
             let path = self.store_path.as_ref().ok_or_else(|| {
@@ -280,7 +276,10 @@ impl Token {
     /// Like [`Token::with_store`] for reads: a store that does not exist yet
     /// holds nothing, and is not created just to be read (the default
     /// location may be on a read-only file system).
-    pub fn read_store<T: Default>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+    pub(crate) fn read_store<T: Default>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T>,
+    ) -> Result<T> {
         let opened = lock(&self.store).is_some();
         let exists = self.store_path.as_ref().is_some_and(|p| p.exists());
         if !opened && !exists {
@@ -290,19 +289,19 @@ impl Token {
     }
 
     /// The key of a slot; shared, so the signing path copies no attributes.
-    pub fn key(&self, slot: KeySlot) -> Option<Arc<KeyEntry>> {
+    pub(crate) fn key(&self, slot: KeySlot) -> Option<Arc<KeyEntry>> {
         read(&self.keys).get(&slot).cloned()
     }
 
     /// Every key shown, in slot order.
-    pub fn keys(&self) -> Vec<Arc<KeyEntry>> {
+    pub(crate) fn keys(&self) -> Vec<Arc<KeyEntry>> {
         read(&self.keys).values().cloned().collect()
     }
 
     /// The slot's key turned out to be another one (replaced by another
     /// tool): shows `raw` on `curve` from now on, and caches it in the
     /// store. A key removed meanwhile stays removed.
-    pub fn replace_key(&self, slot: KeySlot, curve: Curve, raw: Vec<u8>) {
+    pub(crate) fn replace_key(&self, slot: KeySlot, curve: Curve, raw: Vec<u8>) {
         {
             let mut keys = write(&self.keys);
             let Some(entry) = keys.get(&slot) else {
@@ -325,7 +324,7 @@ impl Token {
 
     /// Shows a key just generated in `slot`, and records it (with the label
     /// and id the caller gave) in the store for later processes.
-    pub fn add_generated_key(
+    pub(crate) fn add_generated_key(
         &self,
         slot: KeySlot,
         curve: Curve,
@@ -349,7 +348,7 @@ impl Token {
     }
 
     /// Removes a key from the device, then from the objects shown and the store.
-    pub fn remove_key(&self, slot: KeySlot) -> Result<()> {
+    pub(crate) fn remove_key(&self, slot: KeySlot) -> Result<()> {
         self.device.remove_key(slot.zymkey()).map_err(|e| {
             tracing::error!(slot = slot.number, "key removal failed: {e}");
             Error::from(e)
@@ -369,7 +368,7 @@ impl Token {
 
     /// Whether `slot`'s key was removed through this module and its public
     /// key object not yet destroyed; true once.
-    pub fn take_removed(&self, slot: KeySlot) -> bool {
+    pub(crate) fn take_removed(&self, slot: KeySlot) -> bool {
         lock(&self.removed).remove(&slot)
     }
 }

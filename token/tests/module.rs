@@ -13,8 +13,8 @@ use openssl::ec::{EcGroup, EcKey, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
 use openssl::pkey::Private;
-use zktoken::attribute::ulong_bytes;
-use zktoken::device::Device;
+use zktoken::ulong_bytes;
+use zktoken::Device;
 use zktoken::{Config, Error, Module, TemplateEntry};
 use zymkey::{KeyType, Slot, SlotList};
 
@@ -228,7 +228,7 @@ fn attribute(
 }
 
 fn verify(point: &[u8], digest: &[u8; 32], sig: &[u8]) -> bool {
-    zktoken::mechanism::verify_digest(zktoken::curve::Curve::P256, point, digest, sig).is_ok()
+    zktoken::testing::verify_digest(zktoken::testing::Curve::P256, point, digest, sig).is_ok()
 }
 
 const RO: CK_FLAGS = CKF_SERIAL_SESSION;
@@ -277,13 +277,13 @@ fn ecdsa_pads_and_truncates_its_input() {
     let dev = SoftDevice::new("ZYMKEY4i", 3);
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
-    let key = zktoken::key::KeySlot::device(0).private_handle();
+    let key = zktoken::KeySlot::device(0).private_handle();
     for len in [20usize, 28, 32, 48, 64] {
         let input: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37) | 1).collect();
         m.sign_init(s, CKM_ECDSA, false, key).unwrap();
         let mut sig = [0u8; 64];
         m.sign(s, &input, Some(&mut sig)).unwrap();
-        let digest = zktoken::mechanism::ecdsa_digest(&input).unwrap();
+        let digest = zktoken::testing::ecdsa_digest(&input).unwrap();
         assert!(verify(&dev.point(0), &digest, &sig), "input of {len} bytes");
         // OpenSSL's own rule for long digests agrees (leftmost bits).
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
@@ -305,7 +305,7 @@ fn ecdsa_sha256_multi_part() {
     let dev = SoftDevice::new("ZYMKEY4i", 3);
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
-    let key = zktoken::key::KeySlot::device(2).private_handle();
+    let key = zktoken::KeySlot::device(2).private_handle();
     m.sign_init(s, CKM_ECDSA_SHA256, false, key).unwrap();
     m.sign_update(s, b"hello ").unwrap();
     m.sign_update(s, b"world").unwrap();
@@ -322,7 +322,7 @@ fn ecdsa_sha256_multi_part() {
         &sig
     ));
     // Verify through the token, single- and multi-part.
-    let public = zktoken::key::KeySlot::device(2).public_handle();
+    let public = zktoken::KeySlot::device(2).public_handle();
     m.verify_init(s, CKM_ECDSA_SHA256, false, public).unwrap();
     m.verify(s, b"hello world", &sig).unwrap();
     m.verify_init(s, CKM_ECDSA_SHA256, false, public).unwrap();
@@ -349,7 +349,7 @@ fn sign_init_checks_key_and_mechanism() {
     let dev = SoftDevice::new("ZYMKEY4i", 3);
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
-    let key = zktoken::key::KeySlot::device(0);
+    let key = zktoken::KeySlot::device(0);
     assert_eq!(
         m.sign_init(s, CKM_RSA_PKCS, false, key.private_handle())
             .unwrap_err()
@@ -377,7 +377,7 @@ fn sign_init_checks_key_and_mechanism() {
             s,
             CKM_ECDSA,
             false,
-            zktoken::key::KeySlot::device(9).private_handle()
+            zktoken::KeySlot::device(9).private_handle()
         )
         .unwrap_err()
         .rv(),
@@ -405,7 +405,7 @@ fn device_error_ends_the_operation_and_the_next_call_works() {
     let dev = SoftDevice::new("ZYMKEY4i", 3);
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
-    let key = zktoken::key::KeySlot::device(0).private_handle();
+    let key = zktoken::KeySlot::device(0).private_handle();
     dev.fail_next_sign.store(true, Ordering::SeqCst);
     m.sign_init(s, CKM_ECDSA, false, key).unwrap();
     let mut sig = [0u8; 64];
@@ -432,7 +432,7 @@ fn a_stale_cached_public_key_is_refreshed_by_the_first_signature() {
         .insert(3, new_key(Nid::X9_62_PRIME256V1));
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
-    let slot = zktoken::key::KeySlot::device(3);
+    let slot = zktoken::KeySlot::device(3);
     let cached = attribute(&m, s, slot.public_handle(), CKA_EC_POINT);
     assert_ne!(
         &cached[3..],
@@ -530,7 +530,7 @@ fn public_keys_are_cached_for_later_processes() {
     let point = attribute(
         &second,
         s,
-        zktoken::key::KeySlot::device(0).public_handle(),
+        zktoken::KeySlot::device(0).public_handle(),
         CKA_EC_POINT,
     );
     assert_eq!(&point[3..], dev.point(0).as_slice());
@@ -546,7 +546,7 @@ fn pin_guards_private_objects() {
     let s = m.open_session(0, RO).unwrap();
     assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 0);
     assert_eq!(find(&m, s, &[class(CKO_PUBLIC_KEY)]).len(), 3);
-    let key = zktoken::key::KeySlot::device(0).private_handle();
+    let key = zktoken::KeySlot::device(0).private_handle();
     assert_eq!(
         m.sign_init(s, CKM_ECDSA, false, key).unwrap_err().rv(),
         CKR_USER_NOT_LOGGED_IN
@@ -711,7 +711,7 @@ fn corrupt_store_is_an_error_and_is_left_alone() {
         s,
         CKM_ECDSA,
         false,
-        zktoken::key::KeySlot::device(0).private_handle(),
+        zktoken::KeySlot::device(0).private_handle(),
     )
     .unwrap();
     let mut sig = [0u8; 64];
@@ -746,7 +746,7 @@ fn key_generation_and_removal_on_a_key_store_model() {
         .rv(),
         CKR_ATTRIBUTE_VALUE_INVALID
     );
-    let k1 = zktoken::curve::SECP256K1_PARAMS.to_vec();
+    let k1 = zktoken::testing::SECP256K1_PARAMS.to_vec();
     let (public, private) = m
         .generate_key_pair(
             rw,
@@ -767,7 +767,7 @@ fn key_generation_and_removal_on_a_key_store_model() {
     let s2 = again.open_session(0, RO).unwrap();
     assert_eq!(find(&again, s2, &[(CKA_ID, vec![0xAB])]).len(), 2);
     // Factory keys stay; the generated one goes.
-    let factory = zktoken::key::KeySlot::device(0).private_handle();
+    let factory = zktoken::KeySlot::device(0).private_handle();
     assert_eq!(
         m.destroy_object(rw, factory).unwrap_err().rv(),
         CKR_ACTION_PROHIBITED
@@ -805,7 +805,7 @@ fn key_generation_is_refused_without_a_key_store() {
         CKR_MECHANISM_INVALID
     );
     assert_eq!(
-        m.destroy_object(rw, zktoken::key::KeySlot::device(0).private_handle())
+        m.destroy_object(rw, zktoken::KeySlot::device(0).private_handle())
             .unwrap_err()
             .rv(),
         CKR_ACTION_PROHIBITED
@@ -882,7 +882,7 @@ fn threads_share_the_module() {
             std::thread::spawn(move || {
                 let s = m.open_session(0, RO).unwrap();
                 for n in 0..20u8 {
-                    let key = zktoken::key::KeySlot::device((i % 3) as u32).private_handle();
+                    let key = zktoken::KeySlot::device((i % 3) as u32).private_handle();
                     m.sign_init(s, CKM_ECDSA, false, key).unwrap();
                     let mut sig = [0u8; 64];
                     m.sign(s, &[n; 32], Some(&mut sig)).unwrap();
@@ -963,7 +963,7 @@ fn a_slow_signature_blocks_no_other_session() {
         let m = m.clone();
         std::thread::spawn(move || {
             let s = m.open_session(0, RO).unwrap();
-            let key = zktoken::key::KeySlot::device(0).private_handle();
+            let key = zktoken::KeySlot::device(0).private_handle();
             m.sign_init(s, CKM_ECDSA, false, key).unwrap();
             let mut sig = [0u8; 64];
             m.sign(s, &[1; 32], Some(&mut sig)).unwrap();
@@ -979,7 +979,7 @@ fn a_slow_signature_blocks_no_other_session() {
     attribute(
         &m,
         s,
-        zktoken::key::KeySlot::device(1).public_handle(),
+        zktoken::KeySlot::device(1).public_handle(),
         CKA_EC_POINT,
     );
     m.session_info(s).unwrap();

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::{Error, Result};
-pub use library::{default_library_path, Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV};
+pub use library::{Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV};
 
 use library::Ctx;
 
@@ -133,10 +133,6 @@ impl Zymkey {
             lib: Arc::new(lib),
             context: Mutex::new(None),
         }
-    }
-
-    pub fn library(&self) -> &Library {
-        &self.lib
     }
 
     fn session(&self) -> Result<Session<'_>> {

@@ -34,15 +34,6 @@ pub const DEFAULT_LIBRARY_PATH: &str = "/usr/lib/libzk_app_utils.so";
 /// Environment variable that overrides [`DEFAULT_LIBRARY_PATH`].
 pub const LIBRARY_PATH_ENV: &str = "ZKIOT_ZKLIB";
 
-/// The library path to use when the caller has no configured one:
-/// `$ZKIOT_ZKLIB`, else Zymbit's default.
-pub fn default_library_path() -> PathBuf {
-    std::env::var_os(LIBRARY_PATH_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY_PATH))
-}
-
 /// A loaded Zymkey library and its resolved entry points.
 pub struct Library {
     path: PathBuf,

@@ -4,7 +4,7 @@ use std::ffi::CStr;
 use std::sync::Once;
 
 use cryptoki_sys::*;
-use zktoken::config::ConfigError;
+use zktoken::ConfigError;
 use zktoken::{Config, Error, Module};
 
 use crate::{export, install, module, out_param, uninstall, INIT_LOCK};
@@ -102,7 +102,7 @@ unsafe fn initialize(pInitArgs: CK_VOID_PTR) -> zktoken::Result<()> {
         // Some hosts pass their own parameters in pReserved (NSS does):
         // text that is not our TOML is left to them.
         Err(e @ ConfigError::Parse { .. })
-            if init_arg.as_deref().is_some_and(zktoken::config::is_inline) =>
+            if init_arg.as_deref().is_some_and(zktoken::is_inline) =>
         {
             let fallback = Config::discover(None);
             zktoken::log::init(fallback.as_ref().unwrap_or(&Config::default()));
