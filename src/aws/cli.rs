@@ -24,15 +24,16 @@ pub enum AwsCommand {
     /// Register one device certificate (signed by our CA), create its Thing, attach both and
     /// the IoT policy.
     RegisterDevice(RegisterDeviceArgs),
-    /// Deactivate a device's certificate (reversible with `unsilence`): the credentials provider
-    /// refuses it at once.
-    Silence(ThingArgs),
-    /// Reactivate a silenced device's certificate. A revoked certificate stays revoked.
-    Unsilence(ThingArgs),
-    /// Revoke a device's certificate. Final: AWS never lets a revoked certificate back.
+    /// Deactivate the certificates of one device, a Thing group or a list (reversible with
+    /// `unsilence`): the credentials provider refuses them at once.
+    Silence(TargetArgs),
+    /// Reactivate silenced certificates. A revoked certificate stays revoked.
+    Unsilence(TargetArgs),
+    /// Revoke the certificates of one device, a Thing group or a list. Final: AWS never lets a
+    /// revoked certificate back.
     Revoke {
         #[command(flatten)]
-        target: ThingArgs,
+        target: TargetArgs,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -81,16 +82,30 @@ pub struct RegisterDeviceArgs {
     /// Thing name. Default: the certificate's CN.
     #[arg(long)]
     pub thing: Option<String>,
+    /// Also put the Thing in this (static) Thing group, created if missing.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub aws: AwsOpts,
 }
 
-/// A device, named by its Thing.
+/// The devices a status change applies to: one Thing, the members of a Thing group, or the
+/// Things named in a file.
 #[derive(Debug, Args)]
-pub struct ThingArgs {
-    /// The device's Thing name.
+#[group(id = "targets", required = true, multiple = false, args = ["thing", "group", "things_file"])]
+pub struct TargetArgs {
+    /// One device's Thing name.
     #[arg(long)]
-    pub thing: String,
+    pub thing: Option<String>,
+    /// Every Thing in this Thing group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// A file of Thing names, one a line (blank lines and lines starting with # are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub things_file: Option<PathBuf>,
+    /// Things changed at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -15,18 +15,19 @@ mod fleet;
 pub mod policy;
 mod register_ca;
 mod setup;
+mod silence;
 pub mod state;
 mod thing;
 
 pub use cli::{AwsCommand, FleetCommand};
 pub use client::{Aws, AwsOpts, Unreachable};
+pub use silence::{set_certificate_status, StatusChange};
 pub use state::{
     AwsState, DEFAULT_CREDENTIAL_DURATION, DEFAULT_POLICY_NAME, DEFAULT_ROLE_ALIAS,
     DEFAULT_ROLE_NAME,
 };
 pub use thing::{
-    check_device_certificate, register_prepared, set_certificate_status, RegisterOutcome,
-    RegistrationPrerequisites, StatusChange,
+    check_device_certificate, register_prepared, RegisterOutcome, RegistrationPrerequisites,
 };
 
 use anyhow::Result;
@@ -47,23 +48,23 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
             }
             AwsCommand::RegisterDevice(args) => {
                 let aws = Aws::connect(&args.aws).await?;
-                thing::register_device(&aws, global, args.cert.as_deref(), args.thing.as_deref())
-                    .await
+                thing::register_device(
+                    &aws,
+                    global,
+                    args.cert.as_deref(),
+                    args.thing.as_deref(),
+                    args.group.as_deref(),
+                )
+                .await
             }
-            AwsCommand::Silence(t) => {
-                let aws = Aws::connect(&t.aws).await?;
-                thing::change_status(&aws, &t.thing, StatusChange::Silence).await
-            }
-            AwsCommand::Unsilence(t) => {
-                let aws = Aws::connect(&t.aws).await?;
-                thing::change_status(&aws, &t.thing, StatusChange::Unsilence).await
-            }
+            AwsCommand::Silence(t) => change_status(&t, StatusChange::Silence).await,
+            AwsCommand::Unsilence(t) => change_status(&t, StatusChange::Unsilence).await,
             AwsCommand::Revoke { target, yes } => {
+                let targets = silence::Targets::from_args(&target)?;
                 if !yes {
-                    confirm_revoke(&target.thing)?;
+                    confirm_revoke(&targets)?;
                 }
-                let aws = Aws::connect(&target.aws).await?;
-                thing::change_status(&aws, &target.thing, StatusChange::Revoke).await
+                change_status(&target, StatusChange::Revoke).await
             }
             AwsCommand::Status { thing, aws } => {
                 let aws = Aws::connect(&aws).await?;
@@ -73,17 +74,36 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
     })
 }
 
+async fn change_status(target: &cli::TargetArgs, change: StatusChange) -> Result<()> {
+    let targets = silence::Targets::from_args(target)?;
+    let aws = Aws::connect(&target.aws).await?;
+    silence::change_status(&aws, &targets, change, target.concurrency).await
+}
+
 /// Asks on the terminal; refuses outright when there is no terminal to ask on.
-fn confirm_revoke(thing: &str) -> Result<()> {
+fn confirm_revoke(targets: &silence::Targets) -> Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
+    let what = match targets {
+        silence::Targets::Thing(thing) => format!("the certificate of {thing}"),
+        silence::Targets::Group(group) => {
+            format!("the certificates of every thing in group {group}")
+        }
+        silence::Targets::File(file) => {
+            format!(
+                "the certificates of every thing named in {}",
+                file.display()
+            )
+        }
+    };
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("revoking {thing}'s certificate is final; pass --yes to confirm");
+        anyhow::bail!("revoking {what} is final; pass --yes to confirm");
     }
-    eprint!("Revoke the certificate of {thing}? This cannot be undone. Type the thing name to confirm: ");
+    let expected = targets.confirmation();
+    eprint!("Revoke {what}? This cannot be undone. Type {expected} to confirm: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    if answer.trim() != thing {
+    if answer.trim() != expected {
         anyhow::bail!("not confirmed; nothing revoked");
     }
     Ok(())

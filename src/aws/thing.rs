@@ -1,4 +1,4 @@
-//! Per-device commands: `register-device`, `silence`, `unsilence`, `revoke`, `status`.
+//! Per-device commands: `register-device`, `status`.
 
 use std::path::Path;
 
@@ -230,6 +230,7 @@ pub(crate) async fn register_device(
     global: &GlobalOpts,
     cert_path: Option<&Path>,
     thing: Option<&str>,
+    group: Option<&str>,
 ) -> Result<()> {
     let cert_path = match (cert_path, thing) {
         (Some(path), _) => path.to_path_buf(),
@@ -248,7 +249,12 @@ pub(crate) async fn register_device(
     if thing != cn {
         bail!("the certificate's CN is {cn:?}, not the thing name {thing:?}");
     }
-    let outcome = register_prepared(aws, &prereqs, &cert, thing).await?;
+    let mut outcome = register_prepared(aws, &prereqs, &cert, thing).await?;
+    if let Some(group) = group {
+        if let Some(action) = add_to_group(aws, thing, group).await? {
+            outcome.actions.push(action);
+        }
+    }
     if outcome.actions.is_empty() {
         println!(
             "{thing}: already registered (certificate {}, {}); nothing to do",
@@ -277,13 +283,80 @@ pub(crate) async fn register_device(
     Ok(())
 }
 
-struct FoundCertificate {
-    arn: String,
-    status: String,
-    der: Option<Vec<u8>>,
+/// Puts `thing` in the static Thing group `group`, creating the group if missing. Returns what
+/// it did, `None` when the Thing was already a member.
+async fn add_to_group(aws: &Aws, thing: &str, group: &str) -> Result<Option<String>> {
+    validate_thing_name(group).context("the group name")?;
+    let mut created = false;
+    match aws
+        .iot
+        .describe_thing_group()
+        .thing_group_name(group)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {
+            match aws
+                .iot
+                .create_thing_group()
+                .thing_group_name(group)
+                .send()
+                .await
+            {
+                Ok(_) => created = true,
+                // Created meanwhile by a concurrent run.
+                Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {}
+                Err(e) => return Err(aws.error("CreateThingGroup", e)),
+            }
+        }
+        Err(e) => return Err(aws.error("DescribeThingGroup", e)),
+    }
+    if !created {
+        let mut next: Option<String> = None;
+        loop {
+            let page = aws
+                .iot
+                .list_thing_groups_for_thing()
+                .thing_name(thing)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| aws.error("ListThingGroupsForThing", e))?;
+            if page
+                .thing_groups()
+                .iter()
+                .any(|g| g.group_name() == Some(group))
+            {
+                return Ok(None);
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => break,
+            }
+        }
+    }
+    aws.iot
+        .add_thing_to_thing_group()
+        .thing_group_name(group)
+        .thing_name(thing)
+        .send()
+        .await
+        .map_err(|e| aws.error("AddThingToThingGroup", e))?;
+    Ok(Some(if created {
+        format!("created group {group}, added to it")
+    } else {
+        format!("added to group {group}")
+    }))
 }
 
-async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<FoundCertificate>> {
+pub(crate) struct FoundCertificate {
+    pub arn: String,
+    pub status: String,
+    pub der: Option<Vec<u8>>,
+}
+
+pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<FoundCertificate>> {
     match aws
         .iot
         .describe_certificate()
@@ -315,7 +388,7 @@ async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<FoundCertifi
     }
 }
 
-async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
+pub(crate) async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
     let mut principals = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -333,90 +406,6 @@ async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
             _ => return Ok(principals),
         }
     }
-}
-
-/// `silence`, `unsilence`, `revoke`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusChange {
-    Silence,
-    Unsilence,
-    Revoke,
-}
-
-/// Applies `change` to one certificate, honouring AWS's rule that REVOKED is final.
-/// Returns the status afterwards and whether anything changed.
-pub async fn set_certificate_status(
-    aws: &Aws,
-    certificate_id: &str,
-    change: StatusChange,
-) -> Result<(String, bool)> {
-    let found = describe_certificate(aws, certificate_id)
-        .await?
-        .with_context(|| format!("certificate {certificate_id} is not registered"))?;
-    let current = found.status.as_str();
-    let target = match change {
-        StatusChange::Silence => CertificateStatus::Inactive,
-        StatusChange::Unsilence => CertificateStatus::Active,
-        StatusChange::Revoke => CertificateStatus::Revoked,
-    };
-    if current == target.as_str() {
-        return Ok((current.to_string(), false));
-    }
-    if current == CertificateStatus::Revoked.as_str() {
-        match change {
-            // Already stronger than silenced.
-            StatusChange::Silence => return Ok((current.to_string(), false)),
-            _ => bail!(
-                "certificate {certificate_id} is REVOKED, which is final; the device needs a new certificate"
-            ),
-        }
-    }
-    aws.iot
-        .update_certificate()
-        .certificate_id(certificate_id)
-        .new_status(target.clone())
-        .send()
-        .await
-        .map_err(|e| aws.error("UpdateCertificate", e))?;
-    Ok((target.as_str().to_string(), true))
-}
-
-pub(crate) async fn change_status(aws: &Aws, thing: &str, change: StatusChange) -> Result<()> {
-    validate_thing_name(thing)?;
-    match aws.iot.describe_thing().thing_name(thing).send().await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => bail!("thing {thing} does not exist in AWS IoT"),
-        Err(e) => return Err(aws.error("DescribeThing", e)),
-    }
-    let certificates: Vec<String> = list_thing_principals(aws, thing)
-        .await?
-        .into_iter()
-        .filter(|p| p.contains(":cert/"))
-        .collect();
-    if certificates.is_empty() {
-        bail!("thing {thing} has no certificate attached");
-    }
-    for arn in certificates {
-        let id = arn.rsplit('/').next().unwrap_or_default();
-        let (status, changed) = set_certificate_status(aws, id, change).await?;
-        if changed {
-            println!("{thing}: certificate {id} is now {status}");
-        } else {
-            println!("{thing}: certificate {id} is already {status}; nothing to do");
-        }
-    }
-    match change {
-        StatusChange::Silence => println!(
-            "the credentials provider refuses {thing} from now on; credentials already issued \
-             stay valid until they expire; undo with `zkiot aws unsilence --thing {thing}`"
-        ),
-        StatusChange::Unsilence => println!("{thing} can get credentials again"),
-        StatusChange::Revoke => println!(
-            "{thing} can no longer get credentials; credentials already issued stay valid until \
-             they expire; to bring the device back, issue and register a new certificate"
-        ),
-    }
-    Ok(())
 }
 
 pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) -> Result<()> {
@@ -514,10 +503,17 @@ async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
     }
     for arn in principals {
         let id = arn.rsplit('/').next().unwrap_or_default();
-        let status = describe_certificate(aws, id)
-            .await?
-            .map(|c| c.status)
+        let found = describe_certificate(aws, id).await?;
+        let status = found
+            .as_ref()
+            .map(|c| c.status.clone())
             .unwrap_or_else(|| "missing".into());
+        let expiry = found
+            .as_ref()
+            .and_then(|c| c.der.as_deref())
+            .and_then(|der| X509::from_der(der).ok())
+            .map(|cert| describe_expiry(&cert))
+            .unwrap_or_default();
         let policies = aws
             .iot
             .list_attached_policies()
@@ -531,7 +527,7 @@ async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
             .filter_map(|p| p.policy_name())
             .collect();
         println!(
-            "{thing}: certificate {id} {status}, policies: {}",
+            "{thing}: certificate {id} {status}, policies: {}{expiry}",
             if names.is_empty() {
                 "none".to_string()
             } else {
@@ -540,4 +536,17 @@ async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `, expires <time> (in N days)`, or `, expired <time>`.
+fn describe_expiry(cert: &X509) -> String {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return String::new();
+    };
+    match now.diff(cert.not_after()) {
+        Ok(left) if left.days > 0 || (left.days == 0 && left.secs >= 0) => {
+            format!(", expires {} (in {} days)", cert.not_after(), left.days)
+        }
+        _ => format!(", expired {}", cert.not_after()),
+    }
 }

@@ -1,0 +1,292 @@
+//! `silence`, `unsilence`, `revoke`: one Thing, the members of a Thing group, or the Things a
+//! file names, several at a time. Each Thing's certificates are read and changed where needed,
+//! so a re-run changes nothing; the summary says what changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_iot::types::CertificateStatus;
+
+use super::cli::TargetArgs;
+use super::client::{is_not_found, Aws};
+use super::thing::{describe_certificate, list_thing_principals};
+use crate::thing_name::validate_thing_name;
+
+/// `silence`, `unsilence`, `revoke`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    Silence,
+    Unsilence,
+    Revoke,
+}
+
+/// Applies `change` to one certificate, honouring AWS's rule that REVOKED is final.
+/// Returns the status afterwards and whether anything changed.
+pub async fn set_certificate_status(
+    aws: &Aws,
+    certificate_id: &str,
+    change: StatusChange,
+) -> Result<(String, bool)> {
+    let found = describe_certificate(aws, certificate_id)
+        .await?
+        .with_context(|| format!("certificate {certificate_id} is not registered"))?;
+    let current = found.status.as_str();
+    let target = match change {
+        StatusChange::Silence => CertificateStatus::Inactive,
+        StatusChange::Unsilence => CertificateStatus::Active,
+        StatusChange::Revoke => CertificateStatus::Revoked,
+    };
+    if current == target.as_str() {
+        return Ok((current.to_string(), false));
+    }
+    if current == CertificateStatus::Revoked.as_str() {
+        match change {
+            // Already stronger than silenced.
+            StatusChange::Silence => return Ok((current.to_string(), false)),
+            _ => bail!(
+                "certificate {certificate_id} is REVOKED, which is final; the device needs a new certificate"
+            ),
+        }
+    }
+    aws.iot
+        .update_certificate()
+        .certificate_id(certificate_id)
+        .new_status(target.clone())
+        .send()
+        .await
+        .map_err(|e| aws.error("UpdateCertificate", e))?;
+    Ok((target.as_str().to_string(), true))
+}
+
+/// Which devices, as the operator named them.
+pub(crate) enum Targets {
+    Thing(String),
+    Group(String),
+    File(std::path::PathBuf),
+}
+
+impl Targets {
+    pub(crate) fn from_args(args: &TargetArgs) -> Result<Self> {
+        match (&args.thing, &args.group, &args.things_file) {
+            (Some(thing), None, None) => Ok(Self::Thing(thing.clone())),
+            (None, Some(group), None) => Ok(Self::Group(group.clone())),
+            (None, None, Some(file)) => Ok(Self::File(file.clone())),
+            _ => bail!("name the devices with one of --thing, --group or --things-file"),
+        }
+    }
+
+    /// How the operator confirms a revocation: by typing this.
+    pub(crate) fn confirmation(&self) -> String {
+        match self {
+            Self::Thing(thing) => thing.clone(),
+            Self::Group(group) => group.clone(),
+            Self::File(file) => file.display().to_string(),
+        }
+    }
+
+    /// The option that names these devices again, for the messages.
+    fn option(&self) -> String {
+        match self {
+            Self::Thing(thing) => format!("--thing {thing}"),
+            Self::Group(group) => format!("--group {group}"),
+            Self::File(file) => format!("--things-file {}", file.display()),
+        }
+    }
+
+    /// The Thing names, checked, each once.
+    async fn things(&self, aws: &Aws) -> Result<Vec<String>> {
+        let names = match self {
+            Self::Thing(thing) => vec![thing.clone()],
+            Self::Group(group) => things_in_group(aws, group).await?,
+            Self::File(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect()
+            }
+        };
+        let mut unique = Vec::with_capacity(names.len());
+        for name in names {
+            validate_thing_name(&name)?;
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        if unique.is_empty() {
+            bail!("{} names no Thing", self.option());
+        }
+        Ok(unique)
+    }
+}
+
+async fn things_in_group(aws: &Aws, group: &str) -> Result<Vec<String>> {
+    match aws
+        .iot
+        .describe_thing_group()
+        .thing_group_name(group)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => bail!("thing group {group} does not exist in AWS IoT"),
+        Err(e) => return Err(aws.error("DescribeThingGroup", e)),
+    }
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = aws
+            .iot
+            .list_things_in_thing_group()
+            .thing_group_name(group)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws.error("ListThingsInThingGroup", e))?;
+        names.extend(page.things().iter().cloned());
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next = Some(token.to_string()),
+            _ => return Ok(names),
+        }
+    }
+}
+
+/// What happened to one Thing: one line per certificate.
+struct ThingOutcome {
+    lines: Vec<String>,
+    changed: bool,
+}
+
+async fn change_thing(aws: &Aws, thing: &str, change: StatusChange) -> Result<ThingOutcome> {
+    match aws.iot.describe_thing().thing_name(thing).send().await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => bail!("thing {thing} does not exist in AWS IoT"),
+        Err(e) => return Err(aws.error("DescribeThing", e)),
+    }
+    let certificates: Vec<String> = list_thing_principals(aws, thing)
+        .await?
+        .into_iter()
+        .filter(|p| p.contains(":cert/"))
+        .collect();
+    if certificates.is_empty() {
+        bail!("thing {thing} has no certificate attached");
+    }
+    let mut outcome = ThingOutcome {
+        lines: Vec::new(),
+        changed: false,
+    };
+    for arn in certificates {
+        let id = arn.rsplit('/').next().unwrap_or_default();
+        let (status, changed) = set_certificate_status(aws, id, change).await?;
+        outcome.changed |= changed;
+        outcome.lines.push(if changed {
+            format!("{thing}: certificate {id} is now {status}")
+        } else {
+            format!("{thing}: certificate {id} is already {status}; nothing to do")
+        });
+    }
+    Ok(outcome)
+}
+
+/// Applies `change` to every certificate of every target Thing, `concurrency` Things at a
+/// time, and prints one line per certificate (in Thing order) and a summary. Fails if any Thing
+/// failed; a re-run then finishes the rest.
+pub(crate) async fn change_status(
+    aws: &Aws,
+    targets: &Targets,
+    change: StatusChange,
+    concurrency: u16,
+) -> Result<()> {
+    let things = targets.things(aws).await?;
+    if let [thing] = things.as_slice() {
+        // One Thing: its own error is the answer.
+        let outcome = change_thing(aws, thing, change).await?;
+        for line in &outcome.lines {
+            println!("{line}");
+        }
+        print_effect(&thing.clone(), targets, change);
+        return Ok(());
+    }
+
+    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(concurrency)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for thing in things.iter().cloned() {
+        let aws = aws.clone();
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = change_thing(&aws, &thing, change).await;
+            (thing, result)
+        });
+    }
+    let mut results = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (thing, result) = joined.map_err(|e| anyhow!("a status task failed: {e}"))?;
+        results.insert(thing, result);
+    }
+
+    let (mut changed, mut unchanged, mut failed) = (0usize, 0usize, 0usize);
+    for (thing, result) in &results {
+        match result {
+            Ok(outcome) => {
+                for line in &outcome.lines {
+                    println!("{line}");
+                }
+                if outcome.changed {
+                    changed += 1;
+                } else {
+                    unchanged += 1;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{thing}: {e:#}");
+            }
+        }
+    }
+    let verb = match change {
+        StatusChange::Silence => "silence",
+        StatusChange::Unsilence => "unsilence",
+        StatusChange::Revoke => "revoke",
+    };
+    println!(
+        "{verb} {}: {} things: {changed} changed, {unchanged} already done, {failed} failed",
+        targets.option(),
+        things.len()
+    );
+    if failed > 0 {
+        bail!(
+            "{failed} of {} things not changed; fix the cause and run the same command again",
+            things.len()
+        );
+    }
+    let who = match targets {
+        Targets::Group(group) => format!("the things of group {group}"),
+        _ => "these things".to_string(),
+    };
+    print_effect(&who, targets, change);
+    Ok(())
+}
+
+fn print_effect(who: &str, targets: &Targets, change: StatusChange) {
+    match change {
+        StatusChange::Silence => println!(
+            "the credentials provider refuses {who} from now on; credentials already issued \
+             stay valid until they expire; undo with `zkiot aws unsilence {}`",
+            targets.option()
+        ),
+        StatusChange::Unsilence => println!("{who} can get credentials again"),
+        StatusChange::Revoke => println!(
+            "{who} can no longer get credentials; credentials already issued stay valid until \
+             they expire; to bring {} back, issue and register a new certificate",
+            if matches!(targets, Targets::Thing(_)) {
+                "the device"
+            } else {
+                "a device"
+            }
+        ),
+    }
+}

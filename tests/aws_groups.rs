@@ -1,0 +1,224 @@
+//! Silencing many devices at once: `aws register-device --group`, then `aws silence`,
+//! `unsilence` and `revoke` by `--group` and `--things-file`, against moto and the local
+//! credentials provider. Devices use keys in files and curl, so only the status changes are
+//! under test.
+
+#![cfg(feature = "aws")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{PKey, Private};
+use support::*;
+
+const ENDPOINT: &str = "g7h8i9.credentials.iot.us-east-1.amazonaws.com";
+const ALIAS: &str = "zkiot-device-alias";
+const GROUP: &str = "bad-batch";
+
+struct FileDevice {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The HTTP status each device gets from the credentials provider, with its thing name.
+fn statuses(provider: &Provider, devices: &BTreeMap<String, FileDevice>) -> BTreeMap<String, u16> {
+    devices
+        .iter()
+        .map(|(thing, d)| {
+            let (status, body, _) = provider
+                .curl(&d.cert, Some(&d.key), ALIAS, Some(thing), None)
+                .unwrap_or_else(|code| panic!("{thing}: no HTTP answer (curl exit {code})"));
+            if status == 200 {
+                assert!(
+                    body["credentials"]["accessKeyId"].is_string(),
+                    "{thing}: {body}"
+                );
+            }
+            (thing.clone(), status)
+        })
+        .collect()
+}
+
+fn expect(devices: &BTreeMap<String, FileDevice>, refused: &[String]) -> BTreeMap<String, u16> {
+    devices
+        .keys()
+        .map(|t| (t.clone(), if refused.contains(t) { 403 } else { 200 }))
+        .collect()
+}
+
+fn certificate_statuses(moto: &Moto) -> BTreeMap<String, String> {
+    let value = moto.py(
+        "result = {}\n\
+         for t in iot.list_things()['things']:\n\
+         \x20   for p in iot.list_thing_principals(thingName=t['thingName'])['principals']:\n\
+         \x20       result[t['thingName']] = iot.describe_certificate(certificateId=p.split('/')[-1])['certificateDescription']['status']",
+    );
+    serde_json::from_value(value).unwrap()
+}
+
+fn write_key(dir: &Path, thing: &str, key: &PKey<Private>) -> PathBuf {
+    let path = dir.join(format!("{thing}.key"));
+    std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+
+    // Twenty devices, provisioned as a fleet; keys stay in files here.
+    let csr_dir = tmp.path().join("csrs");
+    let key_dir = tmp.path().join("keys");
+    std::fs::create_dir_all(&csr_dir).unwrap();
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let mut keys = BTreeMap::new();
+    for i in 0..20 {
+        let thing = format!("dev-{i:02}");
+        let key = p256();
+        std::fs::write(
+            csr_dir.join(format!("{thing}.csr")),
+            csr(&thing, &key).to_pem().unwrap(),
+        )
+        .unwrap();
+        keys.insert(thing, key);
+    }
+    operator.ok(&["fleet", "provision", "--csr-dir", csr_dir.to_str().unwrap()]);
+    let devices: BTreeMap<String, FileDevice> = keys
+        .iter()
+        .map(|(thing, key)| {
+            let device = FileDevice {
+                cert: operator.home.join("devices").join(thing).join("device.crt"),
+                key: write_key(&key_dir, thing, key),
+            };
+            (thing.clone(), device)
+        })
+        .collect();
+    let group: Vec<String> = devices.keys().step_by(2).cloned().collect();
+    assert_eq!(group.len(), 10);
+
+    // register-device --group: creates the group once, adds each member once.
+    for (i, thing) in group.iter().enumerate() {
+        let out = operator.ok(&["aws", "register-device", "--thing", thing, "--group", GROUP]);
+        let wanted = if i == 0 {
+            format!("created group {GROUP}, added to it")
+        } else {
+            format!("added to group {GROUP}")
+        };
+        assert!(out.contains(&wanted), "{out}");
+    }
+    let out = operator.ok(&[
+        "aws",
+        "register-device",
+        "--thing",
+        &group[0],
+        "--group",
+        GROUP,
+    ]);
+    assert!(out.contains("nothing to do"), "{out}");
+    let members = moto.py(&format!(
+        "result = sorted(iot.list_things_in_thing_group(thingGroupName='{GROUP}')['things'])"
+    ));
+    assert_eq!(members, serde_json::json!(group));
+    assert_eq!(statuses(&provider, &devices), expect(&devices, &[]));
+
+    // Silence the group: its ten are refused at once, the other ten still get credentials.
+    let out = operator.ok(&["aws", "silence", "--group", GROUP]);
+    assert!(
+        out.contains(&format!(
+            "silence --group {GROUP}: 10 things: 10 changed, 0 already done, 0 failed"
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("is now INACTIVE").count(), 10, "{out}");
+    assert_eq!(statuses(&provider, &devices), expect(&devices, &group));
+    // Again: nothing changes.
+    let out = operator.ok(&["aws", "silence", "--group", GROUP, "--concurrency", "3"]);
+    assert!(
+        out.contains("10 things: 0 changed, 10 already done, 0 failed"),
+        "{out}"
+    );
+
+    // Unsilence by a file of names (comments, blank lines and repeats are fine).
+    let list = tmp.path().join("things.txt");
+    let mut text = String::from("# found compromised, then cleared\n\n");
+    for thing in &group {
+        text.push_str(&format!("{thing}\n"));
+    }
+    text.push_str(&format!("  {}  \n", group[3]));
+    std::fs::write(&list, text).unwrap();
+    let out = operator.ok(&["aws", "unsilence", "--things-file", list.to_str().unwrap()]);
+    assert!(
+        out.contains("10 things: 10 changed, 0 already done, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(statuses(&provider, &devices), expect(&devices, &[]));
+
+    // Revoke the group: confirmation first, then final.
+    operator.refused(&["aws", "revoke", "--group", GROUP], "--yes");
+    let out = operator.ok(&["aws", "revoke", "--group", GROUP, "--yes"]);
+    assert!(
+        out.contains("10 things: 10 changed, 0 already done, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(statuses(&provider, &devices), expect(&devices, &group));
+    let out = operator.run(&["aws", "unsilence", "--group", GROUP]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("10 things: 0 changed, 0 already done, 10 failed"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr.matches("is REVOKED, which is final").count(),
+        10,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("zkiot: error: 10 of 10 things not changed"),
+        "{stderr}"
+    );
+    assert_eq!(statuses(&provider, &devices), expect(&devices, &group));
+    let mut wanted = BTreeMap::new();
+    for thing in devices.keys() {
+        let status = if group.contains(thing) {
+            "REVOKED"
+        } else {
+            "ACTIVE"
+        };
+        wanted.insert(thing.clone(), status.to_string());
+    }
+    assert_eq!(certificate_statuses(&moto), wanted);
+
+    // Status shows each certificate with its status and expiry.
+    let out = operator.ok(&["aws", "status", "--thing", &group[0]]);
+    assert!(
+        out.contains("REVOKED, policies: zkiot-device-policy, expires "),
+        "{out}"
+    );
+    assert!(
+        out.contains("(in 364 days)") || out.contains("(in 365 days)"),
+        "{out}"
+    );
+
+    // Names that lead nowhere.
+    operator.refused(
+        &["aws", "silence", "--group", "no-such-group"],
+        "does not exist",
+    );
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "# nobody\n").unwrap();
+    operator.refused(
+        &["aws", "silence", "--things-file", empty.to_str().unwrap()],
+        "names no Thing",
+    );
+    let out = operator.run(&["aws", "silence", "--thing", &group[0], "--group", GROUP]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
