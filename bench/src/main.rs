@@ -13,7 +13,8 @@
 //! how many operations a process makes. The targets of the project are printed
 //! under the table, each as a ratio against its peer from the same run.
 //! `--smoke` runs every row briefly and checks the device-operation counts
-//! (never timings).
+//! (one device signature per signature, at most two device operations per
+//! signing process), never timings.
 
 mod inprocess;
 mod processes;
@@ -332,6 +333,13 @@ fn compare(o: &Options) -> Result<()> {
             if let Key::Token { .. } = key {
                 let ops = m.device_ops_per_process();
                 let signs = m.device_op("sign");
+                if ops > 2.0 {
+                    smoke_errors.push(format!(
+                        "{}: {ops:.2} device operations per process ({})",
+                        case.describe(),
+                        m.device_ops_text()
+                    ));
+                }
                 if signs != m.processes {
                     smoke_errors.push(format!(
                         "{}: {signs} device signatures in {} processes",

@@ -2,9 +2,10 @@
 """Checks, from one process, which PKCS#11 calls reach the device.
 
 Reads the emulator's trace file ($ZKIOT_EMU_TRACE: one "<operation> <slot>" line per
-device operation) around each step. After the first look at the keys, object
-searches and attribute reads must cost no device operation at all, and a signature
-(python-pkcs11 asks for the length first, then signs) exactly one "sign" line.
+device operation) around each step. Object searches and attribute reads must cost
+no device operation at all, and a signature (python-pkcs11 asks for the length
+first, then signs) exactly one "sign" line; the first one also opens the device,
+which nothing before it needed.
 
 Usage: device_calls.py --module LIB [--token zymkey] [--label slot0]
 """
@@ -79,9 +80,9 @@ def main():
         slot = int.from_bytes(key_id, "big")
         digest = bytes(range(32))
         expect_device_ops(
-            "CKM_ECDSA sign (length query, then sign)",
+            "CKM_ECDSA sign (length query, then sign), the first device call",
             lambda: key.sign(digest, mechanism=Mechanism.ECDSA),
-            [f"sign {slot}"],
+            ["open -", f"sign {slot}"],
         )
         expect_device_ops(
             "CKM_ECDSA_SHA256 multi-part sign",

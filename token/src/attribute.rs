@@ -398,7 +398,7 @@ impl ValueKind {
         match self {
             ValueKind::Bool => len == std::mem::size_of::<CK_BBOOL>(),
             ValueKind::Ulong => len == ulong,
-            ValueKind::Ulongs => len % ulong == 0 && len <= MAX_MECHANISMS * ulong,
+            ValueKind::Ulongs => len.is_multiple_of(ulong) && len <= MAX_MECHANISMS * ulong,
             ValueKind::Date => len == 0 || len == std::mem::size_of::<CK_DATE>(),
             ValueKind::Bytes(max) => len <= max,
         }
@@ -453,9 +453,7 @@ impl TemplateUse {
         };
         let takes = match self {
             TemplateUse::GenerateKeyPair => classes & KEYS != 0,
-            TemplateUse::Create => class
-                .and_then(classes_of)
-                .map_or(true, |c| classes & c != 0),
+            TemplateUse::Create => class.and_then(classes_of).is_none_or(|c| classes & c != 0),
             TemplateUse::Find | TemplateUse::Set => true,
         };
         if !takes {

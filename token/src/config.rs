@@ -193,8 +193,25 @@ impl Config {
             return Some(p.clone());
         }
         let file = format!("{}.sqlite3", file_safe(device_serial));
+        Some(self.data_dir()?.join(file))
+    }
+
+    /// Where the device's information is cached between processes
+    /// ([`crate::device_cache`]): beside the configured store (its name and
+    /// `.device.toml`), else `device.toml` beside the per-device stores.
+    pub fn device_cache_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.store {
+            let mut name = p.file_name()?.to_os_string();
+            name.push(".device.toml");
+            return Some(p.with_file_name(name));
+        }
+        Some(self.data_dir()?.join("device.toml"))
+    }
+
+    /// The directory of the per-device stores.
+    fn data_dir(&self) -> Option<PathBuf> {
         if self.system_wide {
-            return Some(Path::new("/var/lib/zkiot").join(file));
+            return Some(PathBuf::from("/var/lib/zkiot"));
         }
         let data = std::env::var_os("XDG_DATA_HOME")
             .filter(|v| !v.is_empty())
@@ -204,7 +221,7 @@ impl Config {
                     .filter(|v| !v.is_empty())
                     .map(|h| Path::new(&h).join(".local/share"))
             })?;
-        Some(data.join("zkiot").join(file))
+        Some(data.join("zkiot"))
     }
 }
 
@@ -318,6 +335,23 @@ mod tests {
         let p = c.store_path("EMU-1").unwrap();
         assert!(p.ends_with("zkiot/EMU-1.sqlite3"), "{}", p.display());
         assert!(!p.starts_with("/var/lib"));
+    }
+
+    #[test]
+    fn device_cache_beside_the_store() {
+        let mut c = Config {
+            system_wide: true,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.device_cache_path().unwrap(),
+            PathBuf::from("/var/lib/zkiot/device.toml")
+        );
+        c.store = Some(PathBuf::from("/tmp/t/store"));
+        assert_eq!(
+            c.device_cache_path().unwrap(),
+            PathBuf::from("/tmp/t/store.device.toml")
+        );
     }
 
     #[test]

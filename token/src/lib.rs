@@ -16,11 +16,16 @@
 //! at the first key type it does not know.
 //!
 //! # Device calls
-//! A process reads the model, serial number, firmware version and slot
-//! list once, when the token is first needed, and each slot's public key
-//! only if the store has not cached it. After that, finding objects and
-//! reading attributes never call the device; each signature is exactly one
-//! device call, and a length query none.
+//! The model, serial number, firmware version and slot list are read from
+//! the device by the first process and kept in the device cache
+//! ([`device_cache`]); each slot's public key is read once and kept in the
+//! store. Later processes read neither from the device: the device is opened
+//! by the first call that needs it, so listing the token and its objects
+//! makes no device call, and a signature makes one (plus the open, once per
+//! process). A length query makes none. Keys generated or removed through
+//! the module update the cache; a signature that does not verify against the
+//! cached public key makes the module read that key again and drop the
+//! cache, so changes made with other tools are picked up.
 //!
 //! # Handles
 //! Derived, so stable for the life of the process: key objects from the
@@ -55,6 +60,7 @@ mod config;
 mod curve;
 mod der;
 mod device;
+mod device_cache;
 mod error;
 pub mod fork;
 mod key;

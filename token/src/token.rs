@@ -1,9 +1,11 @@
 //! The token: what the device is, which keys it holds, and the store.
 //!
-//! Everything here is read from the device once, when the token is first
-//! needed in a process, and cached: finding objects and reading attributes
-//! never call the device. Public keys are also kept in the store, so a later
-//! process reads them from there instead of the device.
+//! Everything here is read once, when the token is first needed in a
+//! process, and kept: finding objects and reading attributes never call the
+//! device. What the device is and which slots it uses come from the device
+//! cache ([`crate::device_cache`]) and the public keys from the store, so
+//! only the first process (or the first after a change the cache cannot
+//! follow) reads them from the device.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::Config;
 use crate::curve::{normalize_public_key, Curve};
 use crate::device::Device;
+use crate::device_cache::{CachedSlot, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
 use crate::lock::{lock, read, write};
@@ -69,6 +72,9 @@ pub(crate) struct Token {
     keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
     store_path: Option<PathBuf>,
     store: Mutex<Option<Store>>,
+    /// The device cache and the library it is for.
+    device_cache: Option<DeviceCache>,
+    library: PathBuf,
     /// Device slots removed through this module, whose public key objects
     /// are gone with them.
     removed: Mutex<HashSet<KeySlot>>,
@@ -86,13 +92,40 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Reads the device (model, serial, firmware, key slots and, where the
-    /// store has not cached them, public keys) and builds the key objects.
+    /// Shows the device: what it is and its key slots from the device cache,
+    /// else from the device (then cached); public keys from the store, else
+    /// from the device (then stored).
     pub(crate) fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
+        let device_cache = config.device_cache_path().map(DeviceCache::new);
+        let library = config.library_path();
+        let snapshot = match device_cache.as_ref().and_then(|c| c.read(&library)) {
+            Some(snapshot) => snapshot,
+            None => {
+                let lock = device_cache.as_ref().and_then(DeviceCache::lock);
+                // Another process may have read the device while this one waited.
+                match device_cache.as_ref().and_then(|c| c.read(&library)) {
+                    Some(snapshot) => snapshot,
+                    None => {
+                        let snapshot = read_device(&*device, &library)?;
+                        if let (Some(cache), Some(lock)) = (&device_cache, &lock) {
+                            cache.write(lock, &snapshot);
+                        }
+                        snapshot
+                    }
+                }
+            }
+        };
+        let Snapshot {
+            model,
+            serial,
+            firmware,
+            slots,
+            ..
+        } = snapshot;
         let info = DeviceInfo {
-            model: device.model()?.trim().to_string(),
-            serial: device.serial_number()?.trim().to_string(),
-            firmware: device.firmware_version()?.trim().to_string(),
+            model,
+            serial,
+            firmware,
         };
         let caps = Capabilities::of_model(&info.model);
         let store_path = config.store_path(&info.serial);
@@ -104,13 +137,14 @@ impl Token {
             keys: RwLock::new(BTreeMap::new()),
             store_path,
             store: Mutex::new(None),
+            device_cache,
+            library,
             removed: Mutex::new(Default::default()),
             store_error_logged: AtomicBool::new(false),
             info,
         };
-        let slots = token.key_slots();
         let mut keys = BTreeMap::new();
-        for slot in slots {
+        for slot in slots.into_iter().map(KeySlot::from) {
             match token.load_key(slot, config) {
                 Ok(Some(entry)) => {
                     keys.insert(slot, Arc::new(entry));
@@ -131,40 +165,6 @@ impl Token {
         );
         *write(&token.keys) = keys;
         Ok(token)
-    }
-
-    /// The key slots to show: the device's list where it has one, else the
-    /// model's factory slots.
-    fn key_slots(&self) -> Vec<KeySlot> {
-        let mut slots = match self.device.allocated_slots(false) {
-            Ok(list) => list
-                .slots
-                .into_iter()
-                .filter_map(|n| u32::try_from(n).ok())
-                .map(KeySlot::device)
-                .collect(),
-            Err(e) => {
-                tracing::debug!("no slot list ({e}); showing the factory slots");
-                (0..self.caps.factory_slots)
-                    .map(KeySlot::device)
-                    .collect::<Vec<_>>()
-            }
-        };
-        if self.caps.key_store {
-            match self.device.allocated_slots(true) {
-                Ok(list) => slots.extend(
-                    list.slots
-                        .into_iter()
-                        .filter_map(|n| u32::try_from(n).ok())
-                        .map(|number| KeySlot {
-                            number,
-                            foreign: true,
-                        }),
-                ),
-                Err(e) => tracing::debug!("no foreign keyring list: {e}"),
-            }
-        }
-        slots
     }
 
     fn load_key(&self, slot: KeySlot, config: &Config) -> Result<Option<KeyEntry>> {
@@ -320,6 +320,10 @@ impl Token {
         {
             tracing::warn!("refreshed public key not cached: {e}");
         }
+        // Another tool changed the device: the next process reads it all again.
+        if let Some(cache) = &self.device_cache {
+            cache.forget();
+        }
     }
 
     /// Shows a key just generated in `slot`, and records it (with the label
@@ -340,6 +344,9 @@ impl Token {
             // The key exists on the device and is shown; only its label and
             // id are lost for later processes.
             tracing::error!(slot = slot.number, "generated key not recorded: {e}");
+        }
+        if let Some(cache) = &self.device_cache {
+            cache.update_slots(&self.library, |slots| slots.push(slot.into()));
         }
         let key = self.device_key(slot, curve, raw, label, id, config);
         let entry = Arc::new(KeyEntry::new(key, self.login_required));
@@ -363,6 +370,10 @@ impl Token {
                 "removed key still cached in the store: {e}"
             );
         }
+        if let Some(cache) = &self.device_cache {
+            let removed = CachedSlot::from(slot);
+            cache.update_slots(&self.library, |slots| slots.retain(|s| *s != removed));
+        }
         Ok(())
     }
 
@@ -371,6 +382,51 @@ impl Token {
     pub(crate) fn take_removed(&self, slot: KeySlot) -> bool {
         lock(&self.removed).remove(&slot)
     }
+}
+
+/// What the device is and the key slots to show: the device's list where it
+/// has one, else the model's factory slots.
+fn read_device(device: &dyn Device, library: &std::path::Path) -> Result<Snapshot> {
+    let model = device.model()?.trim().to_string();
+    let serial = device.serial_number()?.trim().to_string();
+    let firmware = device.firmware_version()?.trim().to_string();
+    let caps = Capabilities::of_model(&model);
+    let mut slots: Vec<CachedSlot> = match device.allocated_slots(false) {
+        Ok(list) => list
+            .slots
+            .into_iter()
+            .filter_map(|n| u32::try_from(n).ok())
+            .map(|n| KeySlot::device(n).into())
+            .collect(),
+        Err(e) => {
+            tracing::debug!("no slot list ({e}); showing the factory slots");
+            (0..caps.factory_slots)
+                .map(|n| KeySlot::device(n).into())
+                .collect()
+        }
+    };
+    if caps.key_store {
+        match device.allocated_slots(true) {
+            Ok(list) => slots.extend(
+                list.slots
+                    .into_iter()
+                    .filter_map(|n| u32::try_from(n).ok())
+                    .map(|number| CachedSlot {
+                        number,
+                        foreign: true,
+                    }),
+            ),
+            Err(e) => tracing::debug!("no foreign keyring list: {e}"),
+        }
+    }
+    slots.sort_unstable();
+    Ok(Snapshot {
+        library: library.to_path_buf(),
+        model,
+        serial,
+        firmware,
+        slots,
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use crate::model::Model;
 pub const DIR_ENV: &str = "ZKIOT_EMU_DIR";
 /// Model of a state created by this open: `ZYMKEY4i` (default) or `HSM6`.
 pub const MODEL_ENV: &str = "ZKIOT_EMU_MODEL";
-/// Delay added to every device operation, in whole milliseconds (default 0).
+/// Delay added to every operation that reaches the secure element (all but
+/// `zkOpen` and `zkClose`), in whole milliseconds (default 0).
 pub const LATENCY_ENV: &str = "ZKIOT_EMU_LATENCY_MS";
 /// File that receives one `<operation> <slot>` line per device operation.
 pub const TRACE_ENV: &str = "ZKIOT_EMU_TRACE";

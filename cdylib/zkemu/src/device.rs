@@ -1,7 +1,8 @@
 //! The emulated device: every operation of the C API, in safe Rust.
 //!
 //! Each operation first goes through [`Device::begin`], which appends the trace
-//! line, bumps the counter, sleeps the configured latency and applies an
+//! line, bumps the counter, sleeps the configured latency (for operations
+//! that reach the secure element) and applies an
 //! injected fault, so all of these see exactly the calls that reach the device.
 //! None of this takes the state lock: only changes of state do (key
 //! generation and removal, foreign keys, creating the state).
@@ -134,7 +135,7 @@ impl Device {
             }
         }
         self.backing.counters.increment(operation);
-        if !self.config.latency.is_zero() {
+        if !self.config.latency.is_zero() && operation.reaches_secure_element() {
             std::thread::sleep(self.config.latency);
         }
         if fault::take(self.backing.keys.dir(), operation)? {

@@ -9,8 +9,9 @@
 //! - `ZKIOT_EMU_MODEL`: `ZYMKEY4i` (default) or `HSM6`, used when the state is
 //!   created; afterwards the state's model wins. Any other value: `zkOpen`
 //!   fails with `-EINVAL` and says why on stderr.
-//! - `ZKIOT_EMU_LATENCY_MS`: whole milliseconds slept in every device operation
-//!   (default 0); concurrent callers sleep side by side.
+//! - `ZKIOT_EMU_LATENCY_MS`: whole milliseconds slept in every operation that
+//!   reaches the secure element, that is all but `zkOpen` and `zkClose`, which
+//!   only talk to Zymbit's daemon (default 0); concurrent callers sleep side by side.
 //! - `ZKIOT_EMU_TRACE`: file that gets one line `<operation> <slot>` per device
 //!   operation (`sign 0`, `verify foreign3`, `info -`), appended with one
 //!   `write` on a descriptor opened `O_APPEND` at `zkOpen`, from every process.

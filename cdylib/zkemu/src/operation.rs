@@ -48,6 +48,13 @@ impl Operation {
         Operation::Time,
     ];
 
+    /// Whether the operation is a round trip to the secure element, which
+    /// the latency stands for; opening and closing a context only talk to
+    /// Zymbit's daemon.
+    pub fn reaches_secure_element(self) -> bool {
+        !matches!(self, Operation::Open | Operation::Close)
+    }
+
     /// Position in [`Operation::ALL`].
     pub fn index(self) -> usize {
         self as usize
