@@ -133,6 +133,37 @@ fn throughput(case: inprocess::Case, o: &Options) -> Result<Throughput> {
         .with_context(|| format!("case {} printed {line:?}", case.argument()))
 }
 
+/// Runs `cases` in turns of `SLICES` slices each (one in a smoke run) and
+/// adds up each case's slices.
+fn interleaved(cases: &[inprocess::Case], o: &Options) -> Result<Vec<Throughput>> {
+    const SLICES: usize = 3;
+    let slices = if o.smoke { 1 } else { SLICES };
+    let slice = Options {
+        seconds: o.seconds / slices as f64,
+        ..o.clone()
+    };
+    let mut totals = vec![
+        Throughput {
+            signatures: 0,
+            seconds: 0.0,
+            device_signatures: Some(0),
+        };
+        cases.len()
+    ];
+    for _ in 0..slices {
+        for (case, total) in cases.iter().zip(totals.iter_mut()) {
+            let t = throughput(*case, &slice)?;
+            total.signatures += t.signatures;
+            total.seconds += t.seconds;
+            total.device_signatures = match (total.device_signatures, t.device_signatures) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+        }
+    }
+    Ok(totals)
+}
+
 /// One line of the table.
 struct Row {
     case: String,
@@ -164,22 +195,34 @@ fn compare(o: &Options) -> Result<()> {
     let mut smoke_errors = Vec::new();
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
 
-    // Signatures per second, in one process.
-    let openssl = throughput(inprocess::Case::OpenSsl { threads: 1 }, o)?;
-    let openssl_2 = throughput(inprocess::Case::OpenSsl { threads: 2 }, o)?;
-    let softhsm = if o.softhsm.exists() {
-        Some(throughput(inprocess::Case::SoftHsm, o)?)
+    // Signatures per second, in one process: the cases take turns, in
+    // slices, so that they share the load of the machine.
+    let mut cases = vec![
+        inprocess::Case::OpenSsl { threads: 1 },
+        inprocess::Case::OpenSsl { threads: 2 },
+    ];
+    if o.softhsm.exists() {
+        cases.push(inprocess::Case::SoftHsm);
     } else {
         eprintln!(
             "zkbench: {} not found, SoftHSM2 rows skipped",
             o.softhsm.display()
         );
-        None
-    };
+    }
+    cases.extend(
+        THREADS
+            .iter()
+            .map(|&threads| inprocess::Case::Module { threads }),
+    );
+    let measured = interleaved(&cases, o)?;
+    let result = |case: inprocess::Case| cases.iter().position(|c| *c == case).map(|i| measured[i]);
+    let openssl = result(inprocess::Case::OpenSsl { threads: 1 }).context("OpenSSL row")?;
+    let openssl_2 = result(inprocess::Case::OpenSsl { threads: 2 }).context("OpenSSL row")?;
+    let softhsm = result(inprocess::Case::SoftHsm);
     let module: Vec<(usize, Throughput)> = THREADS
         .iter()
-        .map(|&threads| Ok((threads, throughput(inprocess::Case::Module { threads }, o)?)))
-        .collect::<Result<_>>()?;
+        .filter_map(|&threads| Some((threads, result(inprocess::Case::Module { threads })?)))
+        .collect();
     let rate = |t: &Throughput| format!("{:.0}/s", t.per_second());
     let versus_openssl = |t: &Throughput| {
         let mut text = format!(
@@ -282,10 +325,14 @@ fn compare(o: &Options) -> Result<()> {
         keys.push(Key::Token {
             latency_ms: o.latency_ms,
         });
+        let cases: Vec<processes::Case> = keys
+            .iter()
+            .map(|&key| processes::Case { consumer, key })
+            .collect();
+        let measured = setup.measure(&cases, duration, min_runs)?;
         let mut file: Option<PerProcess> = None;
-        for key in keys {
-            let case = processes::Case { consumer, key };
-            let m = setup.measure(case, duration, min_runs)?;
+        for (case, m) in cases.into_iter().zip(measured) {
+            let key = case.key;
             let mut versus = String::new();
             if let Some(f) = &file {
                 let rate_ratio = ratio(f.seconds, m.seconds);

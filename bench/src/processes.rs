@@ -4,9 +4,10 @@
 //! emulator, at 0 ms and at the device latency), and `pkeyutl` with SoftHSM2.
 //!
 //! Each case runs one untimed process first (the first process ever fills the
-//! module's caches), then processes one after another; it reports the median
-//! wall time and peak memory (`ru_maxrss` from `wait4`) per process, and the
-//! device operations per process from the emulator's trace.
+//! module's caches), then the cases of a consumer take turns, one process
+//! each, so that they share the load of the machine; a case reports the
+//! median wall time and peak memory (`ru_maxrss` from `wait4`) per process,
+//! and the device operations per process from the emulator's trace.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -330,37 +331,60 @@ impl Setup {
         }
     }
 
-    /// Runs `case`: one untimed process, then processes one after another
-    /// for about `duration` (at least `min_runs`).
-    pub fn measure(&self, case: Case, duration: Duration, min_runs: u64) -> Result<PerProcess> {
+    /// Runs `cases`: one untimed process of each, then rounds of one process
+    /// of each case in turn, for about `duration` per case (at least
+    /// `min_runs` rounds), so that every case sees the same load of the
+    /// machine and their ratios hold even when it varies.
+    pub fn measure(
+        &self,
+        cases: &[Case],
+        duration: Duration,
+        min_runs: u64,
+    ) -> Result<Vec<PerProcess>> {
         let stderr = self.dir.path().join("stderr");
-        run_measured(&mut self.process(case), &stderr)
-            .with_context(|| format!("{}: first process", case.describe()))?;
-        let _ = fs::write(self.trace(), "");
-        let start = Instant::now();
-        let (mut times, mut peaks) = (Vec::new(), Vec::new());
-        while (times.len() as u64) < min_runs || start.elapsed() < duration {
-            let (time, peak) =
-                run_measured(&mut self.process(case), &stderr).with_context(|| case.describe())?;
-            times.push(time.as_secs_f64());
-            peaks.push(peak);
+        for case in cases {
+            run_measured(&mut self.process(*case), &stderr)
+                .with_context(|| format!("{}: first process", case.describe()))?;
         }
-        let mut device_ops: Vec<(String, u64)> = Vec::new();
-        if matches!(case.key, Key::Token { .. }) {
-            for line in fs::read_to_string(self.trace())?.lines() {
-                let name = line.split(' ').next().unwrap_or_default();
-                match device_ops.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, count)) => *count += 1,
-                    None => device_ops.push((name.to_string(), 1)),
+        let mut results: Vec<PerProcess> = cases
+            .iter()
+            .map(|_| PerProcess {
+                seconds: 0.0,
+                peak_rss: 0,
+                device_ops: Vec::new(),
+                processes: 0,
+            })
+            .collect();
+        let (mut times, mut peaks) = (vec![Vec::new(); cases.len()], vec![Vec::new(); cases.len()]);
+        let start = Instant::now();
+        let total = duration * u32::try_from(cases.len())?;
+        let mut rounds = 0;
+        while rounds < min_runs || start.elapsed() < total {
+            for (i, case) in cases.iter().enumerate() {
+                let before = fs::metadata(self.trace()).map_or(0, |m| m.len());
+                let (time, peak) = run_measured(&mut self.process(*case), &stderr)
+                    .with_context(|| case.describe())?;
+                times[i].push(time.as_secs_f64());
+                peaks[i].push(peak);
+                let trace = fs::read(self.trace()).unwrap_or_default();
+                let new = trace.get(before as usize..).unwrap_or_default();
+                for line in String::from_utf8_lossy(new).lines() {
+                    let name = line.split(' ').next().unwrap_or_default();
+                    let ops = &mut results[i].device_ops;
+                    match ops.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, count)) => *count += 1,
+                        None => ops.push((name.to_string(), 1)),
+                    }
                 }
             }
+            rounds += 1;
         }
-        Ok(PerProcess {
-            seconds: median(&mut times),
-            peak_rss: median(&mut peaks),
-            device_ops,
-            processes: times.len() as u64,
-        })
+        for (i, result) in results.iter_mut().enumerate() {
+            result.seconds = median(&mut times[i]);
+            result.peak_rss = median(&mut peaks[i]);
+            result.processes = rounds;
+        }
+        Ok(results)
     }
 }
 
