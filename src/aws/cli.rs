@@ -115,6 +115,66 @@ pub struct TargetArgs {
 pub enum FleetCommand {
     /// Sign every CSR in a folder with the CA and register each device with AWS IoT.
     Provision(ProvisionArgs),
+    /// Renew the certificates that expire soon, for the same device keys, and retire the old
+    /// ones once each device has switched.
+    ///
+    /// For every Thing whose newest ACTIVE certificate from our CA expires within --within, a new
+    /// certificate for the same public key (read from the registered certificate, which our CA
+    /// must have issued) is issued, registered ACTIVE and attached to the Thing and the policy.
+    /// The device picks it up by itself (`zkiot device credentials`) and records the switch in
+    /// its Thing's `zkiot_certificate` attribute; then this command deactivates the older
+    /// certificates, and revokes them once they have been inactive for --grace. A device that
+    /// has not switched keeps its certificate. Run it daily.
+    Renew(RenewArgs),
+}
+
+/// Options of `zkiot fleet renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Renew certificates that expire within this long (e.g. 30d, 12h).
+    #[arg(long, value_parser = parse_duration, default_value = "30d")]
+    pub within: std::time::Duration,
+    /// Validity of the new certificates, in days.
+    #[arg(long, default_value_t = crate::ca::DEFAULT_DEVICE_DAYS)]
+    pub days: u32,
+    /// How long an old certificate stays INACTIVE (undoable) before it is revoked.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub grace: std::time::Duration,
+    /// Things handled at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Record of what was done (JSON lines) [default: <home>/fleet/renew.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsOpts,
+}
+
+/// `30d`, `12h`, `90m`, `45s` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: use a number with s, m, h or d (e.g. 30d)"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: use a number with s, m, h or d (e.g. 30d)"))?;
+    number
+        .checked_mul(factor)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Options of `zkiot fleet provision`.

@@ -8,11 +8,10 @@
 //! nothing is duplicated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +21,7 @@ use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
 use super::cli::ProvisionArgs;
+use super::record::Record;
 use super::{
     check_device_certificate, register_prepared, Aws, RegistrationPrerequisites, Unreachable,
 };
@@ -44,72 +44,6 @@ pub struct RecordEntry {
     pub actions: Vec<String>,
     /// Seconds since the Unix epoch.
     pub time: u64,
-}
-
-/// The record file: read once at start, appended to (and synced) after every step.
-struct Record {
-    file: Mutex<File>,
-}
-
-impl Record {
-    /// Opens (creating) the record and returns it with the entries already there. A last line
-    /// cut short by a crash is ignored.
-    fn open(path: &Path) -> Result<(Self, Vec<RecordEntry>)> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fsutil::ensure_dir(dir, 0o755)?;
-        }
-        let mut entries = Vec::new();
-        if path.exists() {
-            let reader = BufReader::new(
-                File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
-            );
-            let lines: Vec<String> = reader
-                .lines()
-                .collect::<std::io::Result<_>>()
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let count = lines.len();
-            for (i, line) in lines.iter().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<RecordEntry>(line) {
-                    Ok(entry) => entries.push(entry),
-                    Err(_) if i + 1 == count => {} // torn final write
-                    Err(e) => bail!("{} line {}: {e}", path.display(), i + 1),
-                }
-            }
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        // A torn last line must not glue onto the next entry.
-        if file.metadata()?.len() > 0 {
-            let text = std::fs::read(path)?;
-            if text.last() != Some(&b'\n') {
-                file.write_all(b"\n")?;
-            }
-        }
-        Ok((
-            Self {
-                file: Mutex::new(file),
-            },
-            entries,
-        ))
-    }
-
-    fn append(&self, entry: &RecordEntry) -> Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
-        line.push(b'\n');
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| anyhow!("the record writer panicked"))?;
-        file.write_all(&line)?;
-        file.sync_data()?;
-        Ok(())
-    }
 }
 
 /// A device skipped because AWS had become unreachable.
@@ -164,26 +98,14 @@ pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Resu
         .record
         .clone()
         .unwrap_or_else(|| global.home.join("fleet").join("provision.jsonl"));
-    let (record, previous) = Record::open(&record_path)?;
+    let (record, previous) = Record::open::<RecordEntry>(&record_path)?;
     let resumed = previous
         .iter()
         .map(|e| e.thing.as_str())
         .collect::<HashSet<_>>()
         .len();
 
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(jobs.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = progress_bar(jobs.len());
 
     let total = jobs.len();
     println!(
@@ -397,7 +319,22 @@ fn certificate_for(shared: &Shared, job: &Job) -> Result<(X509, bool)> {
     Ok((cert, true))
 }
 
-fn now() -> u64 {
+/// A progress bar on a terminal, nothing otherwise.
+pub(crate) fn progress_bar(len: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

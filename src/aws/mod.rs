@@ -13,7 +13,9 @@ mod cli;
 mod client;
 mod fleet;
 pub mod policy;
+mod record;
 mod register_ca;
+mod renew;
 mod setup;
 mod silence;
 pub mod state;
@@ -115,5 +117,6 @@ pub fn run_fleet(cmd: FleetCommand, global: &crate::GlobalOpts) -> Result<()> {
         FleetCommand::Provision(args) => {
             client::runtime()?.block_on(fleet::provision(&args, global))
         }
+        FleetCommand::Renew(args) => client::runtime()?.block_on(renew::renew(&args, global)),
     }
 }

@@ -27,7 +27,8 @@ use x509_cert::der::Decode;
 
 use crate::thing_name::validate_thing_name;
 use crate::x509::{
-    check_valid_now, csr_common_name, fingerprint, name_to_string, parse_csr, verify_chain,
+    check_valid_now, common_name, csr_common_name, fingerprint, name_to_string, parse_csr,
+    verify_chain,
 };
 use crate::{fsutil, GlobalOpts};
 
@@ -195,17 +196,49 @@ impl CertificateAuthority {
             );
         }
 
-        let cert = self.issue(
-            csr.subject_name(),
-            &public_key,
-            (&not_before, &not_after),
-            |builder| {
-                builder
-                    .append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-                builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
-                Ok(())
-            },
-        )?;
+        self.issue_device_certificate(csr.subject_name(), &public_key, &not_before, &not_after)
+    }
+
+    /// Issues the next certificate for a device: the same subject and public key as `current`,
+    /// which this CA must have issued (its signature verifies under the CA key and its issuer
+    /// is the CA's subject), valid as `opts` says. The device key never leaves the device: the
+    /// public key is taken from the certificate AWS IoT holds.
+    pub fn renew(&self, current: &X509, opts: &SignOptions) -> Result<X509> {
+        let ca_key = self.cert.public_key()?;
+        ensure!(
+            current.verify(&ca_key).unwrap_or(false)
+                && current.issuer_name().to_der()? == self.cert.subject_name().to_der()?,
+            "certificate {} was not issued by this CA ({})",
+            name_to_string(current.subject_name()),
+            name_to_string(self.cert.subject_name())
+        );
+        let public_key = current.public_key()?;
+        check_device_key(&public_key)?;
+        let cn = common_name(current.subject_name()).context("the certificate's subject")?;
+        validate_thing_name(&cn).context("the certificate's CN is not a usable thing name")?;
+        let (not_before, not_after) = validity(opts.days, opts.not_after)?;
+        if not_after > self.cert.not_after() {
+            bail!(
+                "the certificate would end after the CA does ({}); choose a shorter validity",
+                self.cert.not_after()
+            );
+        }
+        self.issue_device_certificate(current.subject_name(), &public_key, &not_before, &not_after)
+    }
+
+    /// A client certificate for `public_key`, checked against the CA before it is returned.
+    fn issue_device_certificate(
+        &self,
+        subject: &X509NameRef,
+        public_key: &PKeyRef<Public>,
+        not_before: &Asn1TimeRef,
+        not_after: &Asn1TimeRef,
+    ) -> Result<X509> {
+        let cert = self.issue(subject, public_key, (not_before, not_after), |builder| {
+            builder.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+            builder.append_extension(ExtendedKeyUsage::new().client_auth().build()?)?;
+            Ok(())
+        })?;
         verify_chain(&cert, &self.cert).context("the certificate just issued does not verify")?;
         Ok(cert)
     }
@@ -364,7 +397,6 @@ fn validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<(Asn1T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x509::common_name;
 
     #[test]
     fn verification_certificate_names_the_code_and_verifies_under_the_ca() {

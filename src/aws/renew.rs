@@ -1,0 +1,398 @@
+//! `zkiot fleet renew`: new certificates for the same device keys before the old ones expire,
+//! and the old ones retired once each device has switched, so no device is ever without a
+//! valid certificate.
+//!
+//! Per Thing, from what AWS IoT holds (the record only remembers when a certificate was
+//! deactivated, for the grace period):
+//! 1. Our certificates are the Thing's principals that our CA issued. The device's current one
+//!    is the one its `zkiot_certificate` attribute names (the device writes it when it
+//!    switches), else the newest ACTIVE one.
+//! 2. If the newest ACTIVE certificate expires within `--within`, a new one is issued for its
+//!    public key and subject and registered like a new device's. It is written to
+//!    `devices/<thing>/renewal.crt` before it is registered, so a run cut short reuses it.
+//! 3. Once the device uses a newer certificate than some of ours, those are deactivated; once
+//!    inactive for `--grace`, revoked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_iot::types::CertificateStatus;
+use indicatif::ProgressBar;
+use openssl::asn1::Asn1Time;
+use openssl::x509::X509;
+use serde::{Deserialize, Serialize};
+
+use super::cli::RenewArgs;
+use super::fleet::{now, progress_bar};
+use super::record::Record;
+use super::silence::{set_certificate_status, StatusChange};
+use super::thing::{describe_certificate, list_thing_principals};
+use super::{register_prepared, Aws, RegistrationPrerequisites, Unreachable};
+use crate::ca::{CertificateAuthority, SignOptions};
+use crate::x509::fingerprint;
+use crate::{fsutil, GlobalOpts};
+
+/// The Thing attribute in which a device records the certificate it switched to.
+pub const CURRENT_CERTIFICATE_ATTRIBUTE: &str = "zkiot_certificate";
+/// Where a renewal certificate is kept before and after it is registered.
+const RENEWAL_FILE: &str = "renewal.crt";
+
+/// One line of the renewal record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenewEntry {
+    pub thing: String,
+    /// `renewed` (new certificate registered), `deactivated` or `revoked` (an old one).
+    pub step: String,
+    pub certificate_id: String,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// What happened to one Thing.
+#[derive(Debug, Default)]
+struct Outcome {
+    renewed: bool,
+    deactivated: usize,
+    revoked: usize,
+    /// Our certificate expiring soon while a renewal waits for the device to switch.
+    waiting: bool,
+}
+
+struct Shared {
+    aws: Aws,
+    ca: CertificateAuthority,
+    prereqs: RegistrationPrerequisites,
+    record: Record,
+    devices_dir: PathBuf,
+    sign: SignOptions,
+    within_seconds: i64,
+    grace_seconds: u64,
+    /// When each certificate was first recorded as deactivated.
+    deactivated_at: HashMap<String, u64>,
+    progress: ProgressBar,
+    verbose: bool,
+    unreachable: AtomicBool,
+}
+
+/// One of our certificates on a Thing.
+struct Ours {
+    id: String,
+    status: String,
+    cert: X509,
+}
+
+pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
+    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+    let aws = Aws::connect(&args.aws).await?;
+    let prereqs = RegistrationPrerequisites::check(&aws, global).await?;
+    let record_path = args
+        .record
+        .clone()
+        .unwrap_or_else(|| global.home.join("fleet").join("renew.jsonl"));
+    let (record, previous) = Record::open::<RenewEntry>(&record_path)?;
+    let mut deactivated_at = HashMap::new();
+    for entry in previous.iter().filter(|e| e.step == "deactivated") {
+        deactivated_at
+            .entry(entry.certificate_id.clone())
+            .or_insert(entry.time);
+    }
+    let things = list_things(&aws).await?;
+    let progress = progress_bar(things.len());
+    println!(
+        "fleet renew: {} things, renewing certificates that expire within {} days, {} at a time, record {}",
+        things.len(),
+        args.within.as_secs() / 86_400,
+        args.concurrency,
+        record_path.display()
+    );
+    let shared = Arc::new(Shared {
+        aws,
+        ca,
+        prereqs,
+        record,
+        devices_dir: global.home.join("devices"),
+        sign: SignOptions {
+            days: args.days,
+            not_after: None,
+            expected_cn: None,
+        },
+        within_seconds: i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX),
+        grace_seconds: args.grace.as_secs(),
+        deactivated_at,
+        progress: progress.clone(),
+        verbose: global.verbose,
+        unreachable: AtomicBool::new(false),
+    });
+
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for thing in things.iter().cloned() {
+        let shared = Arc::clone(&shared);
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            if shared.unreachable.load(Ordering::SeqCst) {
+                shared.progress.inc(1);
+                return (thing, None);
+            }
+            let result = renew_thing(&shared, &thing).await;
+            if let Err(e) = &result {
+                if e.downcast_ref::<Unreachable>().is_some() {
+                    shared.unreachable.store(true, Ordering::SeqCst);
+                }
+            }
+            shared.progress.inc(1);
+            (thing, Some(result))
+        });
+    }
+    let mut failures = BTreeMap::new();
+    let (mut renewed, mut waiting, mut deactivated, mut revoked, mut not_attempted) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    while let Some(joined) = tasks.join_next().await {
+        let (thing, result) = joined.map_err(|e| anyhow!("a renewal task failed: {e}"))?;
+        match result {
+            None => not_attempted += 1,
+            Some(Ok(outcome)) => {
+                renewed += usize::from(outcome.renewed);
+                waiting += usize::from(outcome.waiting);
+                deactivated += outcome.deactivated;
+                revoked += outcome.revoked;
+            }
+            Some(Err(e)) => {
+                failures.insert(thing, format!("{e:#}"));
+            }
+        }
+    }
+    progress.finish_and_clear();
+    for (thing, error) in &failures {
+        eprintln!("{thing}: {error}");
+    }
+    println!(
+        "fleet renew: {} things in {:.1} s: {renewed} renewed, {waiting} waiting for the device to switch, {deactivated} old certificates deactivated, {revoked} revoked, {} failed{}",
+        things.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len(),
+        if not_attempted > 0 {
+            format!(", {not_attempted} not attempted (AWS unreachable)")
+        } else {
+            String::new()
+        }
+    );
+    if failures.is_empty() && not_attempted == 0 {
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} things not handled; fix the cause and run the same command again to finish",
+            failures.len() + not_attempted,
+            things.len()
+        )
+    }
+}
+
+async fn list_things(aws: &Aws) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = aws
+            .iot
+            .list_things()
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws.error("ListThings", e))?;
+        names.extend(
+            page.things()
+                .iter()
+                .filter_map(|t| t.thing_name())
+                .map(str::to_string),
+        );
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next = Some(token.to_string()),
+            _ => {
+                names.sort();
+                return Ok(names);
+            }
+        }
+    }
+}
+
+/// Seconds from now until `time` (negative once past).
+fn seconds_until(time: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
+    let diff = Asn1Time::days_from_now(0)?.diff(time)?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+async fn renew_thing(shared: &Shared, thing: &str) -> Result<Outcome> {
+    let aws = &shared.aws;
+    let described = aws
+        .iot
+        .describe_thing()
+        .thing_name(thing)
+        .send()
+        .await
+        .map_err(|e| aws.error("DescribeThing", e))?;
+    let recorded_current = described
+        .attributes()
+        .and_then(|a| a.get(CURRENT_CERTIFICATE_ATTRIBUTE))
+        .cloned();
+
+    let ca_cert = shared.ca.certificate();
+    let mut ours = Vec::new();
+    for arn in list_thing_principals(aws, thing).await? {
+        let Some(id) = arn.split_once(":cert/").map(|(_, id)| id.to_string()) else {
+            continue;
+        };
+        let Some(found) = describe_certificate(aws, &id).await? else {
+            continue;
+        };
+        let Some(cert) = found.der.as_deref().and_then(|d| X509::from_der(d).ok()) else {
+            continue;
+        };
+        let issued_by_us = cert.verify(&*ca_cert.public_key()?).unwrap_or(false)
+            && cert.issuer_name().to_der()? == ca_cert.subject_name().to_der()?;
+        if issued_by_us {
+            ours.push(Ours {
+                id,
+                status: found.status,
+                cert,
+            });
+        }
+    }
+    let mut outcome = Outcome::default();
+    if ours.is_empty() {
+        return Ok(outcome);
+    }
+    let active = CertificateStatus::Active.as_str();
+    let newest_active = ours.iter().filter(|c| c.status == active).max_by(|a, b| {
+        a.cert
+            .not_after()
+            .compare(b.cert.not_after())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let current = recorded_current
+        .as_deref()
+        .and_then(|id| ours.iter().find(|c| c.id == id))
+        .or(newest_active);
+
+    // 2. Renew when the newest active certificate expires soon.
+    if let Some(newest) = newest_active {
+        if seconds_until(newest.cert.not_after())? <= shared.within_seconds {
+            let cert = renewal_for(shared, thing, &newest.cert)?;
+            let registered = register_prepared(aws, &shared.prereqs, &cert, thing).await?;
+            shared.record.append(&RenewEntry {
+                thing: thing.to_string(),
+                step: "renewed".into(),
+                certificate_id: registered.certificate_id.clone(),
+                time: now(),
+            })?;
+            outcome.renewed = true;
+            if shared.verbose {
+                shared.progress.suspend(|| {
+                    println!(
+                        "{thing}: certificate {} renewed as {}",
+                        newest.id, registered.certificate_id
+                    )
+                });
+            }
+        }
+    }
+
+    // 3. Retire what is older than the certificate the device uses.
+    let Some(current) = current else {
+        return Ok(outcome);
+    };
+    let device_switched = recorded_current.as_deref() == Some(current.id.as_str());
+    for old in &ours {
+        let older = old
+            .cert
+            .not_before()
+            .compare(current.cert.not_before())
+            .map(|o| o == std::cmp::Ordering::Less)
+            .unwrap_or(false);
+        if old.id == current.id || !older {
+            continue;
+        }
+        if !device_switched {
+            // The device has not said it switched: it keeps what it has.
+            outcome.waiting = true;
+            continue;
+        }
+        if old.status == active {
+            let (_, changed) = set_certificate_status(aws, &old.id, StatusChange::Silence).await?;
+            if changed {
+                shared.record.append(&RenewEntry {
+                    thing: thing.to_string(),
+                    step: "deactivated".into(),
+                    certificate_id: old.id.clone(),
+                    time: now(),
+                })?;
+                outcome.deactivated += 1;
+            }
+        } else if old.status == CertificateStatus::Inactive.as_str() {
+            match shared.deactivated_at.get(&old.id) {
+                Some(at) if now().saturating_sub(*at) >= shared.grace_seconds => {
+                    let (_, changed) =
+                        set_certificate_status(aws, &old.id, StatusChange::Revoke).await?;
+                    if changed {
+                        shared.record.append(&RenewEntry {
+                            thing: thing.to_string(),
+                            step: "revoked".into(),
+                            certificate_id: old.id.clone(),
+                            time: now(),
+                        })?;
+                        outcome.revoked += 1;
+                    }
+                }
+                Some(_) => {}
+                // Deactivated by someone else: the grace period starts now.
+                None => shared.record.append(&RenewEntry {
+                    thing: thing.to_string(),
+                    step: "deactivated".into(),
+                    certificate_id: old.id.clone(),
+                    time: now(),
+                })?,
+            }
+        }
+    }
+    if device_switched {
+        outcome.waiting = false;
+    }
+    Ok(outcome)
+}
+
+/// The renewal certificate for `current`: the one a cut-short run already issued, if it is for
+/// the same key and subject, from this CA and valid beyond the renewal window; else a new one,
+/// written to disk before it is registered.
+fn renewal_for(shared: &Shared, thing: &str, current: &X509) -> Result<X509> {
+    let path = shared.devices_dir.join(thing).join(RENEWAL_FILE);
+    if let Some(existing) = read_reusable(&path, shared, current)? {
+        return Ok(existing);
+    }
+    let cert = shared.ca.renew(current, &shared.sign).with_context(|| {
+        format!(
+            "{thing}: cannot renew certificate {}",
+            fingerprint(current).unwrap_or_default()
+        )
+    })?;
+    fsutil::write_atomic(&path, &cert.to_pem()?, fsutil::PUBLIC_MODE)?;
+    Ok(cert)
+}
+
+fn read_reusable(path: &Path, shared: &Shared, current: &X509) -> Result<Option<X509>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let Ok(existing) = X509::from_pem(&fsutil::read(path)?) else {
+        return Ok(None);
+    };
+    let same_key = existing.public_key()?.public_eq(&*current.public_key()?);
+    let same_subject = existing.subject_name().to_der()? == current.subject_name().to_der()?;
+    let ours = crate::x509::verify_chain(&existing, shared.ca.certificate()).is_ok();
+    let lasts = seconds_until(existing.not_after())? > shared.within_seconds;
+    Ok((same_key && same_subject && ours && lasts).then_some(existing))
+}
