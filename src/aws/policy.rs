@@ -20,15 +20,45 @@ pub fn role_trust_policy() -> Value {
     })
 }
 
-/// IoT policy attached to every device certificate: it may use this role alias, nothing else.
+/// The MQTT topics a device may use are those under `<this>/<its Thing name>/`.
+pub const DEVICE_TOPIC_PREFIX: &str = "things";
+/// AWS IoT resolves this to the Thing attached to the connecting certificate, named by the
+/// MQTT client id.
+const CONNECTED_THING: &str = "${iot:Connection.Thing.ThingName}";
+
+/// IoT policy attached to every device certificate: it may use this role alias, and MQTT as
+/// its own Thing (client id = Thing name) on its own topics, nothing else.
 pub fn device_iot_policy(role_alias_arn: &str) -> Value {
+    // arn:<partition>:iot:<region>:<account>, the prefix of every IoT resource ARN.
+    let iot_arn = role_alias_arn
+        .split_once(":rolealias/")
+        .map_or(role_alias_arn, |(prefix, _)| prefix);
+    let topics = format!("{DEVICE_TOPIC_PREFIX}/{CONNECTED_THING}/*");
     json!({
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Action": ASSUME_ROLE_WITH_CERTIFICATE,
-            "Resource": role_alias_arn
-        }]
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ASSUME_ROLE_WITH_CERTIFICATE,
+                "Resource": role_alias_arn
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": format!("{iot_arn}:client/{CONNECTED_THING}"),
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": format!("{iot_arn}:topic/{topics}")
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": format!("{iot_arn}:topicfilter/{topics}")
+            }
+        ]
     })
 }
 
@@ -179,6 +209,36 @@ mod tests {
         assert!(check_iam_policy(&json!({"Statement": {"Effect": "Maybe",
             "Action": "*", "Resource": "*"}}))
         .is_err());
+    }
+
+    #[test]
+    fn device_policy_allows_the_role_alias_and_mqtt_as_its_own_thing() {
+        let alias = "arn:aws:iot:eu-west-1:123456789012:rolealias/zkiot-device-alias";
+        let doc = device_iot_policy(alias);
+        let statements = statements(&doc);
+        let allowed = |action: &str| -> Vec<String> {
+            statements
+                .iter()
+                .filter(|s| s["Effect"] == "Allow" && strings(&s["Action"]).contains(&action))
+                .flat_map(|s| strings(&s["Resource"]).into_iter().map(str::to_string))
+                .collect()
+        };
+        let iot = "arn:aws:iot:eu-west-1:123456789012";
+        let thing = "${iot:Connection.Thing.ThingName}";
+        assert_eq!(allowed(ASSUME_ROLE_WITH_CERTIFICATE), [alias]);
+        assert_eq!(allowed("iot:Connect"), [format!("{iot}:client/{thing}")]);
+        for action in ["iot:Publish", "iot:Receive"] {
+            assert_eq!(allowed(action), [format!("{iot}:topic/things/{thing}/*")]);
+        }
+        assert_eq!(
+            allowed("iot:Subscribe"),
+            [format!("{iot}:topicfilter/things/{thing}/*")]
+        );
+        let connect = statements.iter().find(|s| s["Action"] == "iot:Connect");
+        assert_eq!(
+            connect.unwrap()["Condition"]["Bool"]["iot:Connection.Thing.IsAttached"],
+            "true"
+        );
     }
 
     #[test]

@@ -290,6 +290,11 @@ async fn ensure_role_alias(aws: &Aws, settings: &Settings, role_arn: &str) -> Re
 /// The IoT policy exists and its default version is exactly the document for this alias.
 async fn ensure_iot_policy(aws: &Aws, name: &str, alias_arn: &str) -> Result<Option<String>> {
     let wanted = policy::device_iot_policy(alias_arn);
+    let allows = format!(
+        "allows {} on {alias_arn}, and MQTT with the Thing's name as client id on topics {}/<thing>/*",
+        policy::ASSUME_ROLE_WITH_CERTIFICATE,
+        policy::DEVICE_TOPIC_PREFIX
+    );
     match aws.iot.get_policy().policy_name(name).send().await {
         Ok(out) => {
             let current = out
@@ -297,10 +302,7 @@ async fn ensure_iot_policy(aws: &Aws, name: &str, alias_arn: &str) -> Result<Opt
                 .and_then(|d| serde_json::from_str::<Value>(d).ok());
             let arn = out.policy_arn().map(str::to_string);
             if current.as_ref() == Some(&wanted) {
-                println!(
-                    "IoT policy {name}: exists, allows {} on the alias",
-                    policy::ASSUME_ROLE_WITH_CERTIFICATE
-                );
+                println!("IoT policy {name}: exists, {allows}");
                 return Ok(arn);
             }
             make_room_for_policy_version(aws, name).await?;
@@ -312,7 +314,7 @@ async fn ensure_iot_policy(aws: &Aws, name: &str, alias_arn: &str) -> Result<Opt
                 .send()
                 .await
                 .map_err(|e| aws.error("CreatePolicyVersion", e))?;
-            println!("IoT policy {name}: new default version for {alias_arn}");
+            println!("IoT policy {name}: new default version, {allows}");
             Ok(arn)
         }
         Err(e) if is_not_found(&e) => {
@@ -325,10 +327,7 @@ async fn ensure_iot_policy(aws: &Aws, name: &str, alias_arn: &str) -> Result<Opt
                 .await;
             match created {
                 Ok(out) => {
-                    println!(
-                        "IoT policy {name}: created, allows {} on {alias_arn}",
-                        policy::ASSUME_ROLE_WITH_CERTIFICATE
-                    );
+                    println!("IoT policy {name}: created, {allows}");
                     Ok(out.policy_arn().map(str::to_string))
                 }
                 Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {

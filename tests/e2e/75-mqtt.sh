@@ -28,12 +28,13 @@ free_port() {
 }
 
 # start_mosquitto NAME DEVICE_CA MIN_TLS: a broker on 127.0.0.1 at a free port that accepts
-# only clients with a certificate from DEVICE_CA, each on its own topics (zkiot/<CN>/...).
+# only clients with a certificate from DEVICE_CA, each on its own topics (things/<CN>/...,
+# as the IoT policy of `zkiot aws setup` allows on AWS IoT).
 # Sets BROKER_PORT and BROKER_LOG.
 start_mosquitto() {
     local name=$1 dir=$T/$1
     mkdir -p "$dir"
-    printf 'pattern readwrite zkiot/%%u/#\n' >"$dir/acl"
+    printf 'pattern readwrite things/%%u/#\n' >"$dir/acl"
     BROKER_LOG=$dir/mosquitto.log
     local attempt
     for attempt in 1 2 3 4 5; do
@@ -160,6 +161,13 @@ if [ "$BACKEND" = zkiot ]; then
             --cert "$DEVICE_CRT" --client-id "$DEVICE_THING" --protocol "$protocol"
     done
 fi
+# Another device's topic: mosquitto drops an MQTT 3 message there and refuses it in an
+# MQTT 5 PUBACK.
+expect_clean_failure "MQTT 3: nothing passes on another device's topic" "not received" \
+    --cert "$DEVICE_CRT" --client-id "$DEVICE_THING" --protocol 3 --topic things/other-device/echo \
+    --receive-timeout 2
+expect_clean_failure "MQTT 5: a message to another device's topic is refused" "NOT_AUTHORIZED" \
+    --cert "$DEVICE_CRT" --client-id "$DEVICE_THING" --protocol 5 --topic things/other-device/echo
 # A certificate from our CA for another key: the broker checks the token's signature
 # against it and refuses the handshake.
 openssl ecparam -name prime256v1 -genkey -noout -out "$T/other.key" 2>/dev/null

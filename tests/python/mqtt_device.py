@@ -2,13 +2,14 @@
 """A device talking MQTT through the AWS IoT Device SDK v2, its TLS key on a PKCS#11 token.
 
 Usage: mqtt_device.py --module LIB --cert device.crt --ca ca.crt --endpoint HOST --port N
-                      --client-id ID [--protocol 3|5] [--connections N]
+                      --client-id ID [--protocol 3|5] [--connections N] [--topic T]
+                      [--receive-timeout S]
                       [--token zymkey] [--key slot0] [--pin PIN]
 
 For each of N connections (each its own TLS context, so its own PKCS#11 session and
-handshake): connects with mtls_with_pkcs11 (MQTT 3.1.1 or MQTT 5), subscribes to
-zkiot/<client id>/echo, publishes a fresh message there at QoS 1, waits until the broker
-delivers it back, and disconnects. Prints one line per connection.
+handshake): connects with mtls_with_pkcs11 (MQTT 3.1.1 or MQTT 5), subscribes to the
+topic (default things/<client id>/echo), publishes a fresh message there at QoS 1, waits
+until the broker delivers it back, and disconnects. Prints one line per connection.
 
 On any failure prints one line "mqtt_device: error: ..." (with awscrt's error name) on
 stderr and exits with status 1.
@@ -74,8 +75,10 @@ def round_trip_mqtt3(args, topic, payload):
         subscribed.result(TIMEOUT_S)
         published, _ = connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
         published.result(TIMEOUT_S)
-        if not received.wait(TIMEOUT_S):
-            raise DeviceError(f"own message on {topic} not received in {TIMEOUT_S} s")
+        if not received.wait(args.receive_timeout):
+            raise DeviceError(
+                f"own message on {topic} not received in {args.receive_timeout} s"
+            )
     finally:
         connection.disconnect().result(TIMEOUT_S)
 
@@ -129,8 +132,10 @@ def round_trip_mqtt5(args, topic, payload):
             raise DeviceError(
                 f"the broker did not accept the message: {published.puback.reason_code.name}"
             )
-        if not received.wait(TIMEOUT_S):
-            raise DeviceError(f"own message on {topic} not received in {TIMEOUT_S} s")
+        if not received.wait(args.receive_timeout):
+            raise DeviceError(
+                f"own message on {topic} not received in {args.receive_timeout} s"
+            )
     finally:
         client.stop()
         stopped.wait(TIMEOUT_S)
@@ -149,10 +154,12 @@ def main():
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--protocol", choices=("3", "5"), default="5")
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--topic", help="default: things/<client id>/echo")
+    parser.add_argument("--receive-timeout", type=float, default=TIMEOUT_S)
     args = parser.parse_args()
 
     round_trip = round_trip_mqtt3 if args.protocol == "3" else round_trip_mqtt5
-    topic = f"zkiot/{args.client_id}/echo"
+    topic = args.topic or f"things/{args.client_id}/echo"
     try:
         # One library handle for the whole process, as the SDK asks.
         args.pkcs11_lib = io.Pkcs11Lib(file=args.module)
