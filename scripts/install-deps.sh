@@ -8,6 +8,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZKIOT_VENV:-$REPO/.venv}
 REQUIREMENTS=$REPO/tests/python/requirements.txt
 
+# mosquitto is the MQTT broker of tests/e2e/75-mqtt.sh, which runs its own instance on a
+# free port; the package's system service, where it starts, listens on localhost only.
 PACKAGES=(opensc libengine-pkcs11-openssl gnutls-bin p11-kit p11-kit-modules curl mosquitto
           softhsm2 python3-venv pkg-config build-essential)
 

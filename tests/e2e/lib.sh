@@ -2,7 +2,7 @@
 #
 # The tests drive the built PKCS#11 module (libzkpkcs11.so) over the emulator
 # (libzkemu.so) through stock consumers: openssl + libp11, curl, pkcs11-tool,
-# p11tool/gnutls-cli, p11-kit, python-pkcs11 and a C program.
+# p11tool/gnutls-cli, p11-kit, python-pkcs11, the AWS IoT Device SDK and a C program.
 #
 # Environment (all optional):
 #   CARGO_TARGET_DIR     where the libraries were built (default: <repo>/target)
