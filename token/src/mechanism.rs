@@ -218,19 +218,32 @@ pub fn verify_digest(
     digest: &[u8; DIGEST_LEN],
     signature: &[u8],
 ) -> Result<()> {
+    if signature.len() != SIGNATURE_LEN {
+        return Err(Error::SignatureLenRange);
+    }
+    let nid = curve.nid().ok_or(Error::KeyTypeInconsistent)?;
+    let key =
+        ec_public_key(nid, raw_public).map_err(|e| Error::GeneralError(format!("OpenSSL: {e}")))?;
+    verify_with(&key, digest, signature)
+}
+
+/// [`verify_digest`] with the public key already built.
+pub(crate) fn verify_with(
+    key: &openssl::ec::EcKeyRef<openssl::pkey::Public>,
+    digest: &[u8; DIGEST_LEN],
+    signature: &[u8],
+) -> Result<()> {
     use openssl::bn::BigNum;
     use openssl::ecdsa::EcdsaSig;
 
     if signature.len() != SIGNATURE_LEN {
         return Err(Error::SignatureLenRange);
     }
-    let nid = curve.nid().ok_or(Error::KeyTypeInconsistent)?;
     let crypto = |e: openssl::error::ErrorStack| Error::GeneralError(format!("OpenSSL: {e}"));
-    let key = ec_public_key(nid, raw_public).map_err(crypto)?;
     let r = BigNum::from_slice(&signature[..32]).map_err(crypto)?;
     let s = BigNum::from_slice(&signature[32..]).map_err(crypto)?;
     let sig = EcdsaSig::from_private_components(r, s).map_err(crypto)?;
-    match sig.verify(digest, &key) {
+    match sig.verify(digest, key) {
         Ok(true) => Ok(()),
         // A malformed (r, s) is an invalid signature, not a token failure.
         Ok(false) | Err(_) => Err(Error::SignatureInvalid),

@@ -147,7 +147,11 @@ impl Module {
             })?;
         let entry = token.key(slot).ok_or(Error::KeyHandleInvalid)?;
         let key = &entry.key;
-        if mechanism::verify_digest(key.curve, &key.raw_public, digest, &signature).is_ok() {
+        let verified = match &entry.verifier {
+            Some(verifier) => mechanism::verify_with(verifier, digest, &signature),
+            None => mechanism::verify_digest(key.curve, &key.raw_public, digest, &signature),
+        };
+        if verified.is_ok() {
             return Ok(signature);
         }
         tracing::warn!(
