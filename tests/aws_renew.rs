@@ -223,3 +223,234 @@ fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
         "{out}"
     );
 }
+
+/// A device with an emulated Zymkey whose certificate, from `zkiot ca sign --days 20`, is
+/// registered and installed with the IoT API gate as its renewal endpoint.
+fn token_device(
+    operator: &Operator,
+    provider: &Provider,
+    dir: &Path,
+    thing: &str,
+) -> (Device, PathBuf) {
+    let device = Device::new(&dir.join(thing));
+    let csr_path = dir.join(format!("{thing}.csr"));
+    std::fs::write(&csr_path, device.csr(thing)).unwrap();
+    operator.ok(&[
+        "ca",
+        "sign",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--days",
+        "20",
+    ]);
+    operator.ok(&["aws", "register-device", "--thing", thing]);
+    let cert = operator.home.join("devices").join(thing).join("device.crt");
+    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
+    device.ok(&[
+        "device",
+        "install-cert",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--ca",
+        operator.home.join("ca/ca.crt").to_str().unwrap(),
+        "--endpoint",
+        &provider.host,
+        "--role-alias",
+        ALIAS,
+        "--ca-bundle",
+        provider.root_pem.to_str().unwrap(),
+        "--iot-api",
+        &iot_api,
+    ]);
+    (device, cert)
+}
+
+/// `device credentials` succeeds with credentials; returns its stderr.
+fn device_gets_credentials(provider: &Provider, device: &Device) -> String {
+    let out = device.credentials(provider, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(creds["accessKeyId"].is_string(), "{creds}");
+    stderr
+}
+
+/// The certificate object on the device's token, read with pkcs11-tool.
+fn on_token(device: &Device) -> Vec<u8> {
+    let out = device.dir.join("token-cert.der");
+    let mut cmd = std::process::Command::new("pkcs11-tool");
+    cmd.arg("--module")
+        .arg(built_library("libzkpkcs11.so"))
+        .args(["--read-object", "--type", "cert", "--label", "slot0", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null());
+    device.env(&mut cmd);
+    let status = cmd.output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    std::fs::read(out).unwrap()
+}
+
+fn installed(device: &Device) -> X509 {
+    X509::from_pem(&std::fs::read(device.device_dir().join("device.crt")).unwrap()).unwrap()
+}
+
+#[test]
+fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let dir = tmp.path().join("devices");
+    let things: Vec<String> = (0..20).map(|i| format!("zk-dev-{i:02}")).collect();
+    let devices: Vec<(String, Device)> = things
+        .iter()
+        .map(|t| (t.clone(), token_device(&operator, &provider, &dir, t).0))
+        .collect();
+    let (first_thing, first) = &devices[0];
+    let first_cert = installed(first);
+
+    // Without the renewal permission set, the role may not list the Thing's principals: the
+    // device still gets credentials and says why it cannot look.
+    let stderr = device_gets_credentials(&provider, first);
+    assert!(
+        stderr.contains("not authorized to perform: iot:ListThingPrincipals"),
+        "{stderr}"
+    );
+    let out = operator.ok(&["aws", "setup", "--renewal"]);
+    assert!(out.contains("zkiot-device-renewal written"), "{out}");
+    let stderr = device_gets_credentials(&provider, first);
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // Certificates offered to a device that are not for it are refused and change nothing:
+    // one from our CA for another key, one for its key from another CA.
+    let ca = operator.ca_cert();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(operator.home.join("ca/ca.key")).unwrap())
+            .unwrap();
+    let other_key_cert = issue(
+        first_thing,
+        &p256(),
+        Some((&ca, &ca_key)),
+        false,
+        None,
+        (0, 100),
+    );
+    // The device's own CSR, signed by another operator's CA.
+    let other = Operator::new(&tmp.path().join("other"), &moto);
+    other.ok(&["ca", "init", "--subject", "/CN=Other CA"]);
+    let csr_path = dir.join(format!("{first_thing}.csr"));
+    other.ok(&[
+        "ca",
+        "sign",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--days",
+        "100",
+    ]);
+    let other_ca_cert = X509::from_pem(
+        &std::fs::read(
+            other
+                .home
+                .join("devices")
+                .join(first_thing)
+                .join("device.crt"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let attach = |cert: &X509| {
+        moto.py(&format!(
+            "c = iot.register_certificate_without_ca(certificatePem='''{}''', status='ACTIVE')\n\
+             iot.attach_thing_principal(thingName='{first_thing}', principal=c['certificateArn'])\n\
+             result = c['certificateArn']",
+            String::from_utf8(cert.to_pem().unwrap()).unwrap()
+        ))
+    };
+    let strangers = [attach(&other_key_cert), attach(&other_ca_cert)];
+    assert_eq!(on_token(first), first_cert.to_der().unwrap());
+    let stderr = device_gets_credentials(&provider, first);
+    assert!(stderr.contains("it is for another key"), "{stderr}");
+    assert!(
+        stderr.contains("it does not chain to the installed fleet CA"),
+        "{stderr}"
+    );
+    assert_eq!(
+        installed(first).to_der().unwrap(),
+        first_cert.to_der().unwrap()
+    );
+    assert_eq!(on_token(first), first_cert.to_der().unwrap());
+    for arn in &strangers {
+        moto.py(&format!(
+            "iot.detach_thing_principal(thingName='{first_thing}', principal={arn})\n\
+             iot.update_certificate(certificateId={arn}.split('/')[-1], newStatus='REVOKED')"
+        ));
+    }
+
+    // Every device works before renewal.
+    for (_, device) in &devices {
+        device_gets_credentials(&provider, device);
+    }
+
+    // The operator renews; the devices switch on their next credentials call.
+    let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
+    assert!(out.contains("20 renewed"), "{out}");
+    for (thing, device) in &devices {
+        let old = installed(device);
+        let stderr = device_gets_credentials(&provider, device);
+        assert!(
+            stderr.contains("switched to certificate"),
+            "{thing}: {stderr}"
+        );
+        let new = installed(device);
+        let renewal = operator
+            .home
+            .join("devices")
+            .join(thing)
+            .join("renewal.crt");
+        assert_eq!(
+            new.to_der().unwrap(),
+            X509::from_pem(&std::fs::read(renewal).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap()
+        );
+        assert!(new
+            .public_key()
+            .unwrap()
+            .public_eq(&old.public_key().unwrap()));
+        let left = openssl::asn1::Asn1Time::days_from_now(0)
+            .unwrap()
+            .diff(new.not_after())
+            .unwrap()
+            .days;
+        assert!(left >= 364, "{thing}: {left} days");
+        let recorded = moto.py(&format!(
+            "result = iot.describe_thing(thingName='{thing}')['attributes'].get('zkiot_certificate')"
+        ));
+        assert_eq!(recorded, serde_json::json!(cert_id(&new)), "{thing}");
+        // The next call changes nothing.
+        let stderr = device_gets_credentials(&provider, device);
+        assert!(!stderr.contains("switched"), "{thing}: {stderr}");
+    }
+
+    // Old certificates: deactivated, then (grace 0 s) revoked on the next run.
+    let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
+    assert!(out.contains("0 renewed"), "{out}");
+    assert!(out.contains("20 old certificates deactivated"), "{out}");
+    for (_, device) in &devices {
+        device_gets_credentials(&provider, device);
+    }
+    let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
+    assert!(out.contains("20 revoked"), "{out}");
+    let held = certificates(&moto);
+    for thing in &things {
+        let rows = &held[thing];
+        assert_eq!(rows.len(), 2, "{thing}: {rows:?}");
+        assert_eq!(rows[0].1, "REVOKED", "{thing}: {rows:?}");
+        assert_eq!(rows[1].1, "ACTIVE", "{thing}: {rows:?}");
+    }
+    for (_, device) in &devices {
+        device_gets_credentials(&provider, device);
+    }
+}

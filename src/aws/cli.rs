@@ -68,6 +68,12 @@ pub struct SetupArgs {
     /// more.
     #[arg(long, value_name = "FILE")]
     pub permissions_policy: Option<PathBuf>,
+    /// Also let devices renew their own certificates: an inline policy allowing
+    /// iot:ListThingPrincipals and iot:UpdateThing on their own Thing and
+    /// iot:DescribeCertificate (what `zkiot device credentials` calls to pick up a certificate
+    /// `zkiot fleet renew` issued).
+    #[arg(long)]
+    pub renewal: bool,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -33,11 +33,10 @@ use super::silence::{set_certificate_status, StatusChange};
 use super::thing::{describe_certificate, list_thing_principals};
 use super::{register_prepared, Aws, RegistrationPrerequisites, Unreachable};
 use crate::ca::{CertificateAuthority, SignOptions};
+use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
 use crate::x509::fingerprint;
 use crate::{fsutil, GlobalOpts};
 
-/// The Thing attribute in which a device records the certificate it switched to.
-pub const CURRENT_CERTIFICATE_ATTRIBUTE: &str = "zkiot_certificate";
 /// Where a renewal certificate is kept before and after it is registered.
 const RENEWAL_FILE: &str = "renewal.crt";
 

@@ -12,6 +12,30 @@ use crate::{fsutil, GlobalOpts};
 
 /// Name of the inline policy that holds `--permissions-policy`.
 pub const PERMISSIONS_POLICY_NAME: &str = "zkiot-device-permissions";
+/// Name of the inline policy `--renewal` writes.
+pub const RENEWAL_POLICY_NAME: &str = "zkiot-device-renewal";
+
+/// What a device needs to pick up its renewed certificate with its temporary credentials: its
+/// own Thing's principals, the certificates, and its own Thing's attributes (to record the
+/// switch). `${credentials-iot:ThingName}` is the Thing the device named when it asked for
+/// credentials.
+pub fn renewal_policy() -> Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["iot:ListThingPrincipals", "iot:UpdateThing"],
+                "Resource": "arn:aws:iot:*:*:thing/${credentials-iot:ThingName}"
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:DescribeCertificate",
+                "Resource": "arn:aws:iot:*:*:cert/*"
+            }
+        ]
+    })
+}
 
 /// Range AWS IoT accepts for a role alias's credential duration, in seconds.
 pub const CREDENTIAL_DURATION_RANGE: std::ops::RangeInclusive<i32> = 900..=43200;
@@ -28,6 +52,8 @@ pub struct Settings {
     pub policy_name: String,
     pub duration: i32,
     pub permissions: Option<Value>,
+    /// Whether the role also gets [`renewal_policy`].
+    pub renewal: bool,
 }
 
 impl Settings {
@@ -60,6 +86,7 @@ impl Settings {
             policy_name: args.policy_name.clone(),
             duration: args.duration,
             permissions,
+            renewal: args.renewal,
         })
     }
 }
@@ -86,6 +113,15 @@ pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Resul
     state.save(&global.home)?;
 
     ensure_permissions(aws, settings).await?;
+    if settings.renewal {
+        ensure_role_policy(
+            aws,
+            &settings.role_name,
+            RENEWAL_POLICY_NAME,
+            &renewal_policy(),
+        )
+        .await?;
+    }
 
     let alias_arn = ensure_role_alias(aws, settings, &role_arn).await?;
     state.role_alias = Some(settings.role_alias.clone());
@@ -195,21 +231,23 @@ async fn ensure_permissions(aws: &Aws, settings: &Settings) -> Result<()> {
         );
         return Ok(());
     };
+    ensure_role_policy(aws, &settings.role_name, PERMISSIONS_POLICY_NAME, wanted).await
+}
+
+/// Puts `wanted` on the role as the inline policy `name` (unchanged if already equal).
+async fn ensure_role_policy(aws: &Aws, role: &str, name: &str, wanted: &Value) -> Result<()> {
     let current = aws
         .iam
         .get_role_policy()
-        .role_name(&settings.role_name)
-        .policy_name(PERMISSIONS_POLICY_NAME)
+        .role_name(role)
+        .policy_name(name)
         .send()
         .await;
     match current {
         Ok(out) => {
             let doc = policy::url_decode(out.policy_document());
             if serde_json::from_str::<Value>(&doc).ok().as_ref() == Some(wanted) {
-                println!(
-                    "IAM role {}: permissions policy {PERMISSIONS_POLICY_NAME} unchanged",
-                    settings.role_name
-                );
+                println!("IAM role {role}: permissions policy {name} unchanged");
                 return Ok(());
             }
         }
@@ -218,16 +256,13 @@ async fn ensure_permissions(aws: &Aws, settings: &Settings) -> Result<()> {
     }
     aws.iam
         .put_role_policy()
-        .role_name(&settings.role_name)
-        .policy_name(PERMISSIONS_POLICY_NAME)
+        .role_name(role)
+        .policy_name(name)
         .policy_document(wanted.to_string())
         .send()
         .await
         .map_err(|e| aws.error("PutRolePolicy", e))?;
-    println!(
-        "IAM role {}: permissions policy {PERMISSIONS_POLICY_NAME} written",
-        settings.role_name
-    );
+    println!("IAM role {role}: permissions policy {name} written");
     Ok(())
 }
 

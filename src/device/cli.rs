@@ -83,6 +83,11 @@ pub struct InstallCertArgs {
     /// CA bundle that verifies the credentials endpoint, to save in device.toml.
     #[arg(long)]
     pub ca_bundle: Option<PathBuf>,
+    /// AWS IoT API endpoint where `device credentials` looks for a renewed certificate, to save
+    /// in device.toml (default: https://iot.<region>.amazonaws.com, the region taken from the
+    /// credentials endpoint).
+    #[arg(long, value_name = "URL")]
+    pub iot_api: Option<String>,
     /// Replace a different certificate already installed.
     #[arg(long)]
     pub force: bool,

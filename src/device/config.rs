@@ -14,6 +14,8 @@
 //! endpoint = "c1234.credentials.iot.eu-west-1.amazonaws.com"
 //! role_alias = "zkiot-device"
 //! ca_bundle = "/etc/ssl/certs/AmazonRootCA1.pem"
+//! iot_api = "https://iot.eu-west-1.amazonaws.com"   # optional: where renewal looks
+//! renew_within_days = 30                            # optional
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,6 +57,16 @@ pub struct DeviceConfig {
     pub role_alias: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<PathBuf>,
+    /// AWS IoT API endpoint for certificate renewal (default `https://iot.<region>.amazonaws.com`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iot_api: Option<String>,
+    /// Region to sign AWS IoT API calls for (default: the credentials endpoint's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Look for a renewed certificate when the current one expires within this many days
+    /// (default 30; 0 turns renewal off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_within_days: Option<u32>,
 }
 
 impl DeviceConfig {

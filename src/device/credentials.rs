@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::cli::{CredentialsArgs, OutputFormat};
-use super::config::{self, DeviceConfig, CACHE_FILE, CERT_FILE};
+use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
 use super::provider::{self, Credentials, CredentialsRequest};
+use super::{iot_api, renewal};
 use crate::p11::DEFAULT_KEY_LABEL;
 use crate::x509::{common_name, fingerprint, read_certificate};
 use crate::{fsutil, GlobalOpts};
@@ -97,8 +98,13 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
     let cache_path = args.cache.unwrap_or_else(|| dir.join(CACHE_FILE));
     let cert_fingerprint = fingerprint(&cert)?;
 
-    if !args.no_cache {
-        if let Some(cached) = read_cache(&cache_path, &request, &cert_fingerprint) {
+    let cached = if args.no_cache {
+        None
+    } else {
+        read_cache(&cache_path, &request, &cert_fingerprint)
+    };
+    let credentials = match cached {
+        Some(cached) => {
             if global.verbose {
                 eprintln!(
                     "zkiot: using cached credentials from {} (expire {})",
@@ -106,24 +112,78 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
                     cached.expiration
                 );
             }
-            return emit(&cached, args.format);
+            cached
         }
-    }
+        None => {
+            let token = Arc::new(super::open_token(global)?);
+            let fetched = provider::fetch(&request, token, &key_label, cert.to_der()?)?;
+            if !args.no_cache {
+                if let Err(e) = write_cache(&cache_path, &request, &cert_fingerprint, &fetched) {
+                    eprintln!("zkiot: warning: credentials not cached: {e:#}");
+                }
+            }
+            if global.verbose {
+                eprintln!(
+                    "zkiot: got credentials for thing {} from {} (expire {})",
+                    request.thing, request.endpoint, fetched.expiration
+                );
+            }
+            fetched
+        }
+    };
 
-    let token = Arc::new(super::open_token(global)?);
-    let fetched = provider::fetch(&request, token, &key_label, cert.to_der()?)?;
-    if !args.no_cache {
-        if let Err(e) = write_cache(&cache_path, &request, &cert_fingerprint, &fetched) {
-            eprintln!("zkiot: warning: credentials not cached: {e:#}");
+    // With fresh credentials in hand, pick up a renewed certificate if one is due.
+    let within_days = config
+        .renew_within_days
+        .unwrap_or(renewal::DEFAULT_RENEW_WITHIN_DAYS);
+    let region = config
+        .region
+        .clone()
+        .or_else(|| iot_api::region_of_credentials_endpoint(&request.endpoint));
+    let iot_api = config.iot_api.clone().or_else(|| {
+        region
+            .as_ref()
+            .map(|r| format!("https://iot.{r}.amazonaws.com"))
+    });
+    let ca_path = config
+        .ca
+        .as_ref()
+        .map(|c| DeviceConfig::resolve(&dir, c))
+        .unwrap_or_else(|| dir.join(CA_FILE));
+    if let (true, Some(region), Some(iot_api)) = (within_days > 0, region, iot_api) {
+        let switched = read_certificate(&ca_path).and_then(|ca| {
+            let renewal = renewal::Renewal {
+                global,
+                request: &request,
+                key_label: &key_label,
+                current: &cert,
+                cert_path: &cert_path,
+                ca: &ca,
+                iot_api: &iot_api,
+                region: &region,
+                within_days,
+            };
+            if renewal.due()? {
+                renewal.pick_up(&credentials)
+            } else {
+                Ok(None)
+            }
+        });
+        match switched {
+            Ok(Some(switched)) => {
+                if !args.no_cache {
+                    let id = fingerprint(&switched.cert)?;
+                    if let Err(e) = write_cache(&cache_path, &request, &id, &switched.credentials) {
+                        eprintln!("zkiot: warning: credentials not cached: {e:#}");
+                    }
+                }
+                return emit(&switched.credentials, args.format);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("zkiot: warning: certificate renewal: {e:#}"),
         }
     }
-    if global.verbose {
-        eprintln!(
-            "zkiot: got credentials for thing {} from {} (expire {})",
-            request.thing, request.endpoint, fetched.expiration
-        );
-    }
-    emit(&fetched, args.format)
+    emit(&credentials, args.format)
 }
 
 fn emit(credentials: &Credentials, format: OutputFormat) -> Result<()> {

@@ -1,6 +1,7 @@
-//! A small HTTP/1.1 client over rustls: one `GET` on a fresh connection, the response read
+//! A small HTTP/1.1 client over rustls: one request on a fresh connection, the response read
 //! whole (Content-Length, chunked, or to the end of the stream): all the credentials provider
-//! needs.
+//! and the few AWS IoT calls of certificate renewal need. Plain HTTP only when a URL asks for
+//! it (a local stand-in).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -32,7 +33,9 @@ impl HttpResponse {
 
 /// Where to connect and what to ask.
 #[derive(Debug, Clone)]
-pub struct HttpsGet<'a> {
+pub struct HttpRequest<'a> {
+    /// `GET`, `PATCH`, …
+    pub method: &'a str,
     /// Host name: SNI, certificate check, and `Host` header.
     pub host: &'a str,
     pub port: u16,
@@ -40,13 +43,17 @@ pub struct HttpsGet<'a> {
     pub connect: Option<&'a str>,
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
     pub timeout: Duration,
 }
 
-/// Sends one `GET` over a fresh TLS connection and reads the whole response.
-pub fn https_get(config: Arc<ClientConfig>, request: &HttpsGet<'_>) -> Result<HttpResponse> {
-    let server_name = ServerName::try_from(request.host.to_string())
-        .map_err(|_| anyhow!("{:?} is not a valid host name", request.host))?;
+/// Both kinds of connection, read and written alike.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// Sends one request over a fresh connection, TLS with `config` (plain TCP when `None`), and
+/// reads the whole response.
+pub fn send(config: Option<Arc<ClientConfig>>, request: &HttpRequest<'_>) -> Result<HttpResponse> {
     let target = match request.connect {
         Some(addr) => addr.to_string(),
         None => format!("{}:{}", request.host, request.port),
@@ -80,23 +87,32 @@ pub fn https_get(config: Arc<ClientConfig>, request: &HttpsGet<'_>) -> Result<Ht
     tcp.set_write_timeout(Some(request.timeout))?;
     let _ = tcp.set_nodelay(true);
 
-    let connection = rustls::ClientConnection::new(config, server_name)?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    let host_header = if request.port == 443 {
-        request.host.to_string()
-    } else {
-        format!("{}:{}", request.host, request.port)
+    let mut tls: Box<dyn Stream> = match config {
+        Some(config) => {
+            let server_name = ServerName::try_from(request.host.to_string())
+                .map_err(|_| anyhow!("{:?} is not a valid host name", request.host))?;
+            let connection = rustls::ClientConnection::new(config, server_name)?;
+            Box::new(rustls::StreamOwned::new(connection, tcp))
+        }
+        None => Box::new(tcp),
     };
     let mut head = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nAccept: */*\r\nUser-Agent: zkiot/{}\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\nUser-Agent: zkiot/{}\r\nConnection: close\r\n",
+        request.method,
         request.path,
+        host_header(request.host, request.port),
         env!("CARGO_PKG_VERSION")
     );
     for (name, value) in request.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !request.body.is_empty() || request.method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", request.body.len()));
+    }
     head.push_str("\r\n");
-    tls.write_all(head.as_bytes())
+    let mut message = head.into_bytes();
+    message.extend_from_slice(request.body);
+    tls.write_all(&message)
         .and_then(|_| tls.flush())
         .map_err(describe_tls_error)
         .with_context(|| format!("TLS with {} (via {target}) failed", request.host))?;
@@ -120,6 +136,15 @@ pub fn https_get(config: Arc<ClientConfig>, request: &HttpsGet<'_>) -> Result<Ht
         }
     }
     parse_response(&raw)
+}
+
+/// The `Host` header: the port only when it is not the default one.
+pub fn host_header(host: &str, port: u16) -> String {
+    if port == 443 || port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn describe_tls_error(e: std::io::Error) -> anyhow::Error {

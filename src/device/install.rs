@@ -85,6 +85,9 @@ pub(crate) fn run(args: InstallCertArgs, global: &GlobalOpts) -> Result<()> {
     if args.role_alias.is_some() {
         config.role_alias = args.role_alias.clone();
     }
+    if args.iot_api.is_some() {
+        config.iot_api = args.iot_api.clone();
+    }
     if let Some(bundle) = &args.ca_bundle {
         let bundle = std::path::absolute(bundle)?;
         tls::server_roots(Some(&bundle))?;

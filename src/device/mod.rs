@@ -19,7 +19,9 @@ pub mod csr;
 pub mod http;
 pub mod id;
 mod install;
+pub mod iot_api;
 pub mod provider;
+pub mod renewal;
 pub mod tls;
 
 use anyhow::Result;

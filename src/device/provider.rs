@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::http::{self, HttpsGet};
+use super::http::{self, HttpRequest};
 use super::tls::{self, P11SigningKey};
 use crate::p11::P11Token;
 
@@ -131,14 +131,16 @@ pub fn fetch(
     let roots = tls::server_roots(request.ca_bundle.as_deref())?;
     let config = tls::client_config(roots, cert_der, P11SigningKey::new(token, key))?;
     let path = format!("/role-aliases/{}/credentials", request.role_alias);
-    let response = http::https_get(
-        Arc::new(config),
-        &HttpsGet {
+    let response = http::send(
+        Some(Arc::new(config)),
+        &HttpRequest {
+            method: "GET",
             host,
             port,
             connect: request.connect.as_deref(),
             path: &path,
             headers: &[("x-amzn-iot-thingname", &request.thing)],
+            body: &[],
             timeout: request.timeout,
         },
     )

@@ -28,6 +28,15 @@ there is confirmed with DescribeCACertificate (which also gives the current stat
 a CA that was deleted or deactivated is not trusted. The trust store is rebuilt for every
 handshake.
 
+With --iot-port-file it also serves the AWS IoT API to devices (plain HTTP on 127.0.0.1), the
+way AWS would judge their calls with the temporary credentials issued above: moto checks no
+permission at all, so this gate does. A request must carry credentials this provider issued
+(access key and session token) and a valid Signature Version 4 for the service "iot"; its action
+(ListThingPrincipals, DescribeCertificate, UpdateThing; anything else is refused) must be
+allowed on its resource by the role's IAM policies, with ${credentials-iot:ThingName} and
+${credentials-iot:AwsCertificateId} set from the credentials request; then it is forwarded to
+moto and moto's answer returned.
+
 Errors carry x-amzn-ErrorType and a JSON body {"message": ...}. The server's own certificate comes
 from a test root that stands in for Amazon's root CA; point the client's CA bundle at that root.
 """
@@ -45,6 +54,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler
@@ -179,6 +189,9 @@ class Provider:
         self.moto = moto
         self.host = host
         self.region = region
+        # access key id -> what the credentials were issued for (for the IoT API gate)
+        self.issued = {}
+        self.issued_lock = threading.Lock()
 
     def credentials(self, peer_der, sni, alias, thing):
         # 2. The endpoint the client meant.
@@ -262,6 +275,15 @@ class Provider:
         assumed = self.moto.sts.assume_role(
             RoleArn=role_arn, RoleSessionName=cert_id[:64], DurationSeconds=duration
         )["Credentials"]
+        with self.issued_lock:
+            self.issued[assumed["AccessKeyId"]] = {
+                "secret": assumed["SecretAccessKey"],
+                "token": assumed["SessionToken"],
+                "role_name": role_name,
+                "account": account,
+                "thing": thing,
+                "cert_id": cert_id,
+            }
         expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
             seconds=duration
         )
@@ -368,6 +390,163 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
                 pass
 
 
+IOT_ROUTES = [
+    ("GET", re.compile(r"^/things/([^/?]+)/principals$"), "iot:ListThingPrincipals", "thing"),
+    ("GET", re.compile(r"^/certificates/([^/?]+)$"), "iot:DescribeCertificate", "cert"),
+    ("PATCH", re.compile(r"^/things/([^/?]+)$"), "iot:UpdateThing", "thing"),
+]
+
+
+def role_policy_documents(iam, role_name):
+    """The role's inline and attached managed policy documents."""
+    documents = []
+    for name in iam.list_role_policies(RoleName=role_name).get("PolicyNames", []):
+        doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
+        documents.append(json.loads(urllib.parse.unquote(doc)) if isinstance(doc, str) else doc)
+    for attached in iam.list_attached_role_policies(RoleName=role_name).get("AttachedPolicies", []):
+        policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+        version = iam.get_policy_version(
+            PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"]
+        )["PolicyVersion"]["Document"]
+        documents.append(
+            json.loads(urllib.parse.unquote(version)) if isinstance(version, str) else version
+        )
+    return documents
+
+
+def substitute(documents, variables):
+    """Policy documents with ${credentials-iot:...} replaced; a statement naming a variable
+    that has no value is dropped (it cannot match)."""
+    out = []
+    for document in documents:
+        kept = []
+        for stmt in statements(document):
+            text = json.dumps(stmt)
+            missing = False
+            for name in re.findall(r"\$\{([^}]+)\}", text):
+                value = variables.get(name)
+                if value is None:
+                    missing = True
+                    break
+                text = text.replace("${" + name + "}", value)
+            if not missing:
+                kept.append(json.loads(text))
+        out.append({"Statement": kept})
+    return out
+
+
+class IotGate(BaseHTTPRequestHandler):
+    server_version = "zkiot-iot-api-gate"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        log.info("iot %s %s", self.address_string(), fmt % args)
+
+    def answer(self, status, body, error_type=None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if error_type:
+            self.send_header("x-amzn-ErrorType", error_type)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def handle_call(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        provider = self.server.provider
+        auth = self.headers.get("Authorization", "")
+        match = re.match(
+            r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+            r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$",
+            auth,
+        )
+        if not match:
+            return self.answer(403, {"message": "Missing or malformed Authorization"}, "AccessDeniedException")
+        key_id, _date, region, service, signed, signature = match.groups()
+        with provider.issued_lock:
+            issued = provider.issued.get(key_id)
+        invalid = {"message": "The security token included in the request is invalid."}
+        if issued is None or self.headers.get("X-Amz-Security-Token") != issued["token"]:
+            return self.answer(403, invalid, "UnrecognizedClientException")
+        if service != "iot" or region != provider.region:
+            return self.answer(403, {"message": "Credential should be scoped to a valid region and service iot"}, "InvalidSignatureException")
+        # Recompute the signature the way AWS does (botocore's SigV4 implementation).
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        headers = {name: self.headers.get(name, "") for name in signed.split(";")}
+        request = AWSRequest(
+            method=self.command,
+            url=f"http://{self.headers.get('Host')}{self.path}",
+            data=body,
+            headers=headers,
+        )
+        request.context["timestamp"] = self.headers.get("X-Amz-Date", "")
+        signer = SigV4Auth(Credentials(key_id, issued["secret"], issued["token"]), "iot", region)
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+        if expected != signature:
+            return self.answer(403, {"message": "The request signature we calculated does not match the signature you provided."}, "InvalidSignatureException")
+
+        path = urllib.parse.urlsplit(self.path).path
+        for method, pattern, action, kind in IOT_ROUTES:
+            route = pattern.match(path)
+            if method == self.command and route:
+                break
+        else:
+            return self.answer(403, {"message": f"{self.command} {path} is not served to devices here"}, "AccessDeniedException")
+        name = urllib.parse.unquote(route.group(1))
+        resource = f"arn:aws:iot:{provider.region}:{issued['account']}:{kind}/{name}"
+        variables = {"credentials-iot:AwsCertificateId": issued["cert_id"]}
+        if issued["thing"] is not None:
+            variables["credentials-iot:ThingName"] = issued["thing"]
+        documents = substitute(role_policy_documents(provider.moto.iam, issued["role_name"]), variables)
+        if not policies_allow(documents, action.lower(), resource):
+            return self.answer(
+                403,
+                {"message": f"User: arn:aws:sts::{issued['account']}:assumed-role/{issued['role_name']}/{issued['cert_id'][:64]} is not authorized to perform: {action} on resource: {resource}"},
+                "AccessDeniedException",
+            )
+        forward = urllib.request.Request(
+            provider.moto.url + self.path, data=body if body else None, method=self.command,
+            headers={"Content-Type": "application/json", "Authorization": auth},
+        )
+        try:
+            with urllib.request.urlopen(forward, timeout=30) as reply:
+                status, data = reply.status, reply.read()
+        except urllib.error.HTTPError as e:
+            status, data = e.code, e.read()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.handle_call()
+
+    do_PATCH = do_POST = do_PUT = do_DELETE = do_GET
+
+
+class GateServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, provider):
+        self.provider = provider
+        super().__init__(address, IotGate)
+
+
+def write_port(path, port):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--moto-url", required=True, help="moto server, e.g. http://127.0.0.1:5000")
@@ -379,6 +558,10 @@ def main(argv=None):
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     parser.add_argument("--port-file", help="write the port here once listening")
     parser.add_argument("--log-file", help="log requests here (default: stderr)")
+    parser.add_argument(
+        "--iot-port-file",
+        help="also serve the AWS IoT API to devices (plain HTTP, --bind, a free port) and write its port here",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -389,11 +572,12 @@ def main(argv=None):
     provider = Provider(Moto(args.moto_url, args.region), args.host, args.region)
     server = Server((args.bind, args.port), provider, args.cert, args.key)
     port = server.server_address[1]
+    if args.iot_port_file:
+        gate = GateServer((args.bind, 0), provider)
+        threading.Thread(target=gate.serve_forever, daemon=True).start()
+        write_port(args.iot_port_file, gate.server_address[1])
     if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{port}\n")
-        os.replace(tmp, args.port_file)
+        write_port(args.port_file, port)
     print(f"credentials provider for {args.host} on https://{args.bind}:{port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:

@@ -336,6 +336,8 @@ pub fn cert_id(cert: &X509) -> String {
 pub struct Provider {
     child: Child,
     pub port: u16,
+    /// The AWS IoT API gate for devices' calls with their temporary credentials (plain HTTP).
+    pub iot_port: u16,
     pub host: String,
     /// The stand-in for Amazon's root: the CA bundle devices verify the endpoint with.
     pub root_pem: PathBuf,
@@ -373,6 +375,7 @@ impl Provider {
         )
         .unwrap();
         let port_file = dir.join("provider.port");
+        let iot_port_file = dir.join("iot-api.port");
         let log = dir.join("provider.log");
         let _ = std::fs::remove_file(&port_file);
         let child = Command::new(venv.join("bin/python"))
@@ -384,6 +387,8 @@ impl Provider {
             .arg(dir.join("endpoint.key"))
             .arg("--port-file")
             .arg(&port_file)
+            .arg("--iot-port-file")
+            .arg(&iot_port_file)
             .arg("--log-file")
             .arg(&log)
             .stdin(Stdio::null())
@@ -404,9 +409,15 @@ impl Provider {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
+        let iot_port = std::fs::read_to_string(&iot_port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         Self {
             child,
             port,
+            iot_port,
             host: host.to_string(),
             root_pem,
             log,
