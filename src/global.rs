@@ -46,18 +46,10 @@ impl GlobalOpts {
     }
 }
 
-/// `${XDG_DATA_HOME:-$HOME/.local/share}/zkiot`.
+/// `${XDG_DATA_HOME:-$HOME/.local/share}/zkiot`, the folder the module's
+/// store is in by default ([`zkconf::data_dir`]).
 pub fn default_home() -> PathBuf {
-    let data_home = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".local/share"))
-        })
-        .unwrap_or_else(|| PathBuf::from(".local/share"));
-    data_home.join("zkiot")
+    zkconf::data_dir().unwrap_or_else(|| PathBuf::from(".local/share/zkiot"))
 }
 
 /// The installed module if present, else p11-kit's proxy (which loads every registered module).

@@ -45,7 +45,7 @@ struct Cli {
         global = true,
         env = "ZKIOT_TOKEN_LABEL",
         help_heading = "Global options",
-        default_value = zkiot::p11::DEFAULT_TOKEN_LABEL
+        default_value = zkconf::DEFAULT_TOKEN_LABEL
     )]
     token_label: String,
     /// Say more about what was read and decided.

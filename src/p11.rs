@@ -25,34 +25,6 @@ use openssl::x509::X509;
 /// DER of the P-256 curve OID, as `CKA_EC_PARAMS` holds it.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-/// Default label of the Zymkey token.
-pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
-/// Default label of the device key (the factory key in device slot 0).
-pub const DEFAULT_KEY_LABEL: &str = "slot0";
-
-/// Environment variable holding the token's user PIN, when the token requires one.
-pub const PIN_ENV: &str = "ZKIOT_PIN";
-/// The configuration file shared by the module and the CLI.
-pub const CONF_ENV: &str = "ZKIOT_CONF";
-
-/// The user PIN: `$ZKIOT_PIN`, else `pin` in the `$ZKIOT_CONF` file the module also reads.
-fn configured_pin() -> Result<Option<String>> {
-    if let Some(pin) = std::env::var_os(PIN_ENV) {
-        return Ok(Some(
-            pin.into_string()
-                .map_err(|_| anyhow!("{PIN_ENV} is not UTF-8"))?,
-        ));
-    }
-    let Some(conf) = std::env::var_os(CONF_ENV) else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&conf)
-        .with_context(|| format!("cannot read {CONF_ENV} file {}", Path::new(&conf).display()))?;
-    let value: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("bad {CONF_ENV} file {}", Path::new(&conf).display()))?;
-    Ok(value.get("pin").and_then(|p| p.as_str()).map(String::from))
-}
-
 /// An open token: one read-write session, used by one thread at a time.
 pub struct P11Token {
     // Both are `Some` until drop, which closes the session and then finalizes the module.
@@ -158,8 +130,14 @@ impl P11Token {
             .or_else(|_| pkcs11.open_ro_session(slot))
             .with_context(|| format!("cannot open a session on token {label:?}"))?;
         if info.login_required() {
-            let pin = configured_pin()?.with_context(|| {
-                format!("token {label:?} requires a PIN: set {PIN_ENV}, or `pin` in the file {CONF_ENV} names")
+            let pin = zkconf::login_pin()?.with_context(|| {
+                format!(
+                    "token {label:?} requires a PIN: set {}, or `pin` in the zkiot configuration \
+                     ({} or {})",
+                    zkconf::PIN_ENV,
+                    zkconf::CONFIG_ENV,
+                    zkconf::SYSTEM_CONFIG
+                )
             })?;
             match session.login(UserType::User, Some(&AuthPin::from(pin))) {
                 Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}

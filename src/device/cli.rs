@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-
-use crate::p11::DEFAULT_KEY_LABEL;
+use zkconf::DEFAULT_KEY_LABEL;
 
 /// `zkiot device …`: run these on the device.
 #[derive(Debug, Subcommand)]

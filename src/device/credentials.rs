@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use zkconf::DEFAULT_KEY_LABEL;
 
 use super::cli::{CredentialsArgs, OutputFormat};
 use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
 use super::provider::{self, Credentials, CredentialsRequest};
 use super::{iot_api, renewal};
-use crate::p11::DEFAULT_KEY_LABEL;
 use crate::x509::{common_name, fingerprint, read_certificate};
 use crate::{fsutil, GlobalOpts};
 

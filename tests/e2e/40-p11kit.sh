@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # (d) The install step registers the module with p11-kit; then libp11's default
 # module (p11-kit-proxy) reaches the token, and curl and openssl work with no
-# PKCS11_MODULE_PATH and no module configuration in the environment.
+# PKCS11_MODULE_PATH and no module configuration in the environment; a PIN in the
+# system configuration it writes guards the token, and zkiot logs in with it.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
+ZKIOT=$TARGET_DIR/$PROFILE/zkiot
+require_file "$ZKIOT" "zkiot tool (cargo build -p zkiot)"
 new_token
 make_pki
 
@@ -74,6 +77,24 @@ check "curl --key $KEY_URI --cert dev.crt with no PKCS11_MODULE_PATH" \
 expect_signs "one device signature for the handshake" "$before" 1
 check "server page shows the client certificate" \
     page_shows_client_cert "$T/page" 'CN=device-p11kit'
+
+# One configuration for the module and the tool: a PIN only in the system file
+# install-module.sh wrote guards the token, and `zkiot device csr` logs in with it
+# (no ZKIOT_PIN, no ZKIOT_CONF).
+installed_module=/usr/local/lib/zkiot/libzkpkcs11.so
+system_config=/etc/zkiot/zkiot.toml
+cp "$system_config" "$T/zkiot.toml.installed"
+on_exit "[ -e '$system_config' ] && cp '$T/zkiot.toml.installed' '$system_config'"
+echo 'pin = "2468"' >>"$system_config"
+check "pin in $system_config: the token requires a login" \
+    bash -c "pkcs11-tool --module '$installed_module' -L | grep -q 'token flags *: login required'"
+check "pin in $system_config: no private key visible without it" \
+    bash -c "! pkcs11-tool --module '$installed_module' -O | grep -q '^Private Key Object'"
+check "zkiot device csr logs in with the pin of $system_config" \
+    env -u ZKIOT_PIN "$ZKIOT" --home "$T/operator" --module "$installed_module" \
+    device csr --thing system-pin --dir "$T/device-system-pin" --out "$T/system-pin.csr"
+check "the CSR verifies" openssl req -in "$T/system-pin.csr" -noout -verify
+cp "$T/zkiot.toml.installed" "$system_config"
 
 check "install-module.sh --uninstall" "$REPO/scripts/install-module.sh" --uninstall
 check "after uninstall: no zkiot.module, no installed files" \

@@ -5,9 +5,23 @@
 //! fork() waits for a device call in progress, so a child never inherits
 //! the library in the middle of one (its locks held, a request half sent).
 
+use std::path::PathBuf;
+
+use zkconf::Config;
 use zymkey::{KeyType, Slot, SlotList, Zymkey};
 
 use crate::fork;
+
+/// The Zymkey library to load: `ZKIOT_ZKLIB`, else `zklib`, else Zymbit's path.
+pub(crate) fn library_path(config: &Config) -> PathBuf {
+    match std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => config
+            .zklib
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH)),
+    }
+}
 
 /// Device operations the token uses.
 pub trait Device: Send + Sync {

@@ -1,7 +1,7 @@
 //! What a process learns from the device before it can show the token:
 //! model, serial number, firmware version and the key slots in use. None of
 //! it changes unless keys are generated or removed, so it is kept in a file
-//! ([`crate::config::Config::device_cache_path`]) and a later process reads
+//! ([`Config::device_cache_path`](zkconf::Config::device_cache_path)) and a later process reads
 //! the file instead of making four or five device calls. With the public keys
 //! the store keeps, a process that only lists objects makes no device call,
 //! and one that signs once makes two (open, sign).

@@ -212,6 +212,7 @@ mod tests {
         let s = KeySlot::device(0);
         assert_eq!(s.default_id(), vec![0, 0]);
         assert_eq!(s.default_label(), "slot0");
+        assert_eq!(s.default_label(), zkconf::DEFAULT_KEY_LABEL);
         let s = KeySlot::device(16);
         assert_eq!(s.default_id(), vec![0, 16]);
         let f = KeySlot {

@@ -18,7 +18,7 @@
 //! # Device calls
 //! The model, serial number, firmware version and slot list are read from
 //! the device by the first process and kept in the device cache
-//! ([`device_cache`]); each slot's public key is read once and kept in the
+//! (`device_cache.rs`); each slot's public key is read once and kept in the
 //! store. Later processes read neither from the device: the device is opened
 //! by the first call that needs it, so listing the token and its objects
 //! makes no device call, and a signature makes one (plus the open, once per
@@ -56,7 +56,6 @@
 #![forbid(unsafe_code)]
 
 mod attribute;
-mod config;
 mod curve;
 mod der;
 mod device;
@@ -81,11 +80,11 @@ mod token;
 pub use attribute::{
     read_template, ulong_bytes, value_buffer_len, Template, TemplateEntry, TemplateUse,
 };
-pub use config::{is_inline, Config, ConfigError};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use key::KeySlot;
 pub use module::Module;
+pub use zkconf::{is_inline, Config, ConfigError};
 
 /// What the tests of this crate and of the ABI crate check results with.
 pub mod testing {

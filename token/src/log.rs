@@ -4,7 +4,7 @@
 
 use std::sync::Once;
 
-use crate::config::Config;
+use zkconf::Config;
 
 static INIT: Once = Once::new();
 

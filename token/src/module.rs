@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cryptoki_sys::*;
+use zkconf::Config;
 
 use crate::attribute::Object;
-use crate::config::Config;
 use crate::curve::Curve;
-use crate::device::Device;
+use crate::device::{self, Device};
 use crate::error::{Error, Result};
 use crate::key::KeySlot;
 use crate::lock::lock;
@@ -139,7 +139,7 @@ impl Module {
     /// A library that cannot be loaded is no error: the slot then shows no
     /// token, and the log says what was tried.
     pub fn new(config: Config) -> Module {
-        let library_path = config.library_path();
+        let library_path = device::library_path(&config);
         let device: Option<Arc<dyn Device>> = match zymkey::Zymkey::load(&library_path) {
             Ok(z) => {
                 tracing::debug!(library = %library_path.display(), "Zymkey library loaded");

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::Config;
+use zkconf::Config;
+
 use crate::curve::{normalize_public_key, Curve};
-use crate::device::Device;
+use crate::device::{library_path, Device};
 use crate::device_cache::{CachedSlot, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
@@ -97,7 +98,7 @@ impl Token {
     /// from the device (then stored).
     pub(crate) fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
         let device_cache = config.device_cache_path().map(DeviceCache::new);
-        let library = config.library_path();
+        let library = library_path(config);
         let snapshot = match device_cache.as_ref().and_then(|c| c.read(&library)) {
             Some(snapshot) => snapshot,
             None => {

@@ -1,11 +1,18 @@
-//! Module configuration: optional, TOML.
+//! The zkiot configuration, one for the PKCS#11 module and the `zkiot`
+//! tool: optional, TOML.
 //!
 //! Where it comes from, first match wins:
-//! 1. `C_Initialize`'s `pReserved` (a NUL-terminated string): TOML text when it
-//!    holds a `=` or a newline, otherwise the path of a TOML file;
+//! 1. for the module, `C_Initialize`'s `pReserved` (a NUL-terminated
+//!    string): TOML text when it holds a `=` or a newline, otherwise the
+//!    path of a TOML file;
 //! 2. the file named by `ZKIOT_CONF`;
 //! 3. `/etc/zkiot/zkiot.toml` if it exists;
 //! 4. nothing: every key has a default.
+//!
+//! The tool logs in to a token that requires it with `$ZKIOT_PIN`, else
+//! the `pin` of this configuration ([`login_pin`]), so both read the PIN
+//! from the same place. The tool also keeps its own files in the folder of
+//! [`data_dir`], where the module keeps its store by default.
 //!
 //! ```toml
 //! zklib = "/usr/lib/libzk_app_utils.so"   # ZKIOT_ZKLIB overrides it
@@ -20,18 +27,26 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 /// Environment variable naming the configuration file.
-pub(crate) const CONFIG_ENV: &str = "ZKIOT_CONF";
+pub const CONFIG_ENV: &str = "ZKIOT_CONF";
 /// Configuration file read when `ZKIOT_CONF` is unset and it exists.
-pub(crate) const SYSTEM_CONFIG: &str = "/etc/zkiot/zkiot.toml";
-/// Environment variable that sets the log filter (`warn`, `debug`, …).
-pub(crate) const LOG_ENV: &str = "ZKIOT_LOG";
+pub const SYSTEM_CONFIG: &str = "/etc/zkiot/zkiot.toml";
+/// Environment variable that sets the module's log filter (`warn`, `debug`, …).
+pub const LOG_ENV: &str = "ZKIOT_LOG";
+/// Environment variable with the user PIN the tool logs in with; it
+/// overrides the configuration's `pin`.
+pub const PIN_ENV: &str = "ZKIOT_PIN";
 /// Default token label.
-pub(crate) const DEFAULT_TOKEN_LABEL: &str = "zymkey";
+pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
+/// Default label of the device key: the factory key in device slot 0.
+pub const DEFAULT_KEY_LABEL: &str = "slot0";
+/// Folder of the module's store when it runs as root.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/zkiot";
 
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +98,8 @@ pub enum ConfigError {
     Read { path: PathBuf, reason: String },
     #[error("invalid configuration in {source_name}: {reason}")]
     Parse { source_name: String, reason: String },
+    #[error("{name} is not UTF-8")]
+    NotUnicode { name: &'static str },
 }
 
 impl Config {
@@ -130,32 +147,11 @@ impl Config {
     /// Finds the configuration: `init_arg` (from `pReserved`), else
     /// `ZKIOT_CONF`, else the system file, else defaults.
     pub fn discover(init_arg: Option<&str>) -> Result<Config, ConfigError> {
-        if let Some(arg) = init_arg.map(str::trim).filter(|a| !a.is_empty()) {
-            return if is_inline(arg) {
-                Config::parse(arg, "C_Initialize pReserved")
-            } else {
-                Config::from_file(Path::new(arg))
-            };
-        }
-        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
-            return Config::from_file(Path::new(&path));
-        }
-        let system = Path::new(SYSTEM_CONFIG);
-        if system.exists() {
-            return Config::from_file(system);
-        }
-        Ok(Config::default())
-    }
-
-    /// The library to load: `ZKIOT_ZKLIB`, else `zklib`, else Zymbit's path.
-    pub fn library_path(&self) -> PathBuf {
-        match std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => self
-                .zklib
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH)),
-        }
+        discover_in(
+            init_arg,
+            std::env::var_os(CONFIG_ENV).as_deref(),
+            Path::new(SYSTEM_CONFIG),
+        )
     }
 
     /// A PIN guards the token: private objects need a login.
@@ -187,17 +183,17 @@ impl Config {
             .unwrap_or_else(|| "warn".to_string())
     }
 
-    /// The store path: `store`, else a per-device file in the data directory.
+    /// The store path: `store`, else a per-device file in the store folder.
     pub fn store_path(&self, device_serial: &str) -> Option<PathBuf> {
         if let Some(p) = &self.store {
             return Some(p.clone());
         }
         let file = format!("{}.sqlite3", file_safe(device_serial));
-        Some(self.data_dir()?.join(file))
+        Some(self.store_dir()?.join(file))
     }
 
     /// Where the device's information is cached between processes
-    /// ([`crate::device_cache`]): beside the configured store (its name and
+    /// (by the module): beside the configured store (its name and
     /// `.device.toml`), else `device.toml` beside the per-device stores.
     pub fn device_cache_path(&self) -> Option<PathBuf> {
         if let Some(p) = &self.store {
@@ -205,24 +201,65 @@ impl Config {
             name.push(".device.toml");
             return Some(p.with_file_name(name));
         }
-        Some(self.data_dir()?.join("device.toml"))
+        Some(self.store_dir()?.join("device.toml"))
     }
 
-    /// The directory of the per-device stores.
-    fn data_dir(&self) -> Option<PathBuf> {
+    /// The directory of the per-device stores: [`SYSTEM_DATA_DIR`] for
+    /// root, [`data_dir`] otherwise.
+    fn store_dir(&self) -> Option<PathBuf> {
         if self.system_wide {
-            return Some(PathBuf::from("/var/lib/zkiot"));
+            return Some(PathBuf::from(SYSTEM_DATA_DIR));
         }
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .map(|h| Path::new(&h).join(".local/share"))
-            })?;
-        Some(data.join("zkiot"))
+        data_dir()
     }
+}
+
+/// [`Config::discover`] with the environment and the system file given.
+fn discover_in(
+    init_arg: Option<&str>,
+    config_env: Option<&OsStr>,
+    system: &Path,
+) -> Result<Config, ConfigError> {
+    if let Some(arg) = init_arg.map(str::trim).filter(|a| !a.is_empty()) {
+        return if is_inline(arg) {
+            Config::parse(arg, "C_Initialize pReserved")
+        } else {
+            Config::from_file(Path::new(arg))
+        };
+    }
+    if let Some(path) = config_env.filter(|p| !p.is_empty()) {
+        return Config::from_file(Path::new(path));
+    }
+    if system.exists() {
+        return Config::from_file(system);
+    }
+    Ok(Config::default())
+}
+
+/// The user PIN a client of the token logs in with: `$ZKIOT_PIN`, else
+/// `pin` in the configuration the module reads ([`Config::discover`]).
+pub fn login_pin() -> Result<Option<String>, ConfigError> {
+    if let Some(pin) = std::env::var_os(PIN_ENV) {
+        return pin
+            .into_string()
+            .map(Some)
+            .map_err(|_| ConfigError::NotUnicode { name: PIN_ENV });
+    }
+    Ok(Config::discover(None)?.pin)
+}
+
+/// The user's zkiot data folder: `${XDG_DATA_HOME:-$HOME/.local/share}/zkiot`
+/// (`None` when neither variable is set).
+pub fn data_dir() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".local/share"))
+        })?;
+    Some(data.join("zkiot"))
 }
 
 /// Whether a `pReserved` string is configuration text rather than a path.
@@ -319,6 +356,30 @@ mod tests {
         assert_eq!(c.token_label(), "fromfile");
         let err = Config::discover(Some("/nonexistent/zkiot.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/zkiot.toml"));
+    }
+
+    #[test]
+    fn the_environment_names_the_file_else_the_system_file_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = dir.path().join("system.toml");
+        let named = dir.path().join("named.toml");
+        assert!(discover_in(None, None, &system).unwrap().pin.is_none());
+        std::fs::write(&system, "pin = \"1357\"\n").unwrap();
+        std::fs::write(&named, "token_label = \"named\"\n").unwrap();
+        let c = discover_in(None, None, &system).unwrap();
+        assert_eq!(c.pin.as_deref(), Some("1357"));
+        assert!(c.login_required());
+        let c = discover_in(None, Some(named.as_os_str()), &system).unwrap();
+        assert_eq!(c.token_label(), "named");
+        assert!(c.pin.is_none());
+        let c = discover_in(
+            Some("token_label = \"arg\""),
+            Some(named.as_os_str()),
+            &system,
+        );
+        assert_eq!(c.unwrap().token_label(), "arg");
+        std::fs::write(&system, "pin = 1357\n").unwrap();
+        assert!(discover_in(None, None, &system).is_err());
     }
 
     #[test]
