@@ -30,7 +30,7 @@ use super::cli::RenewArgs;
 use super::fleet::{now, progress_bar};
 use super::record::Record;
 use super::silence::{set_certificate_status, StatusChange};
-use super::thing::{describe_certificate, list_thing_principals};
+use super::thing::{describe_certificate, list_thing_principals, list_things};
 use super::{register_prepared, Aws, RegistrationPrerequisites, Unreachable};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
@@ -99,7 +99,8 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
             .entry(entry.certificate_id.clone())
             .or_insert(entry.time);
     }
-    let things = list_things(&aws).await?;
+    let mut things = list_things(&aws).await?;
+    things.sort();
     let progress = progress_bar(things.len());
     println!(
         "fleet renew: {} things, renewing certificates that expire within {} days, {} at a time, record {}",
@@ -190,33 +191,6 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
             failures.len() + not_attempted,
             things.len()
         )
-    }
-}
-
-async fn list_things(aws: &Aws) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = aws
-            .iot
-            .list_things()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThings", e))?;
-        names.extend(
-            page.things()
-                .iter()
-                .filter_map(|t| t.thing_name())
-                .map(str::to_string),
-        );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => {
-                names.sort();
-                return Ok(names);
-            }
-        }
     }
 }
 

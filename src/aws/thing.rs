@@ -388,6 +388,31 @@ pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<F
     }
 }
 
+/// Every Thing's name, in the order AWS IoT lists them.
+pub(crate) async fn list_things(aws: &Aws) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = aws
+            .iot
+            .list_things()
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws.error("ListThings", e))?;
+        names.extend(
+            page.things()
+                .iter()
+                .filter_map(|t| t.thing_name())
+                .map(str::to_string),
+        );
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next = Some(token.to_string()),
+            _ => return Ok(names),
+        }
+    }
+}
+
 pub(crate) async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
     let mut principals = Vec::new();
     let mut next: Option<String> = None;
@@ -460,27 +485,7 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(endpoint) = &state.credentials_endpoint {
         println!("credentials endpoint: {endpoint}");
     }
-    let mut names = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = aws
-            .iot
-            .list_things()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThings", e))?;
-        names.extend(
-            page.things()
-                .iter()
-                .filter_map(|t| t.thing_name())
-                .map(str::to_string),
-        );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => break,
-        }
-    }
+    let names = list_things(aws).await?;
     println!("things: {}", names.len());
     for name in &names {
         thing_status(aws, name).await?;

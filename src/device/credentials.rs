@@ -103,6 +103,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
     } else {
         read_cache(&cache_path, &request, &cert_fingerprint)
     };
+    let fresh = cached.is_none();
     let credentials = match cached {
         Some(cached) => {
             if global.verbose {
@@ -132,7 +133,8 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
         }
     };
 
-    // With fresh credentials in hand, pick up a renewed certificate if one is due.
+    // With freshly fetched credentials in hand (so at most once per credentials lifetime), pick
+    // up a renewed certificate if one is due.
     let within_days = config
         .renew_within_days
         .unwrap_or(renewal::DEFAULT_RENEW_WITHIN_DAYS);
@@ -150,7 +152,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
         .as_ref()
         .map(|c| DeviceConfig::resolve(&dir, c))
         .unwrap_or_else(|| dir.join(CA_FILE));
-    if let (true, Some(region), Some(iot_api)) = (within_days > 0, region, iot_api) {
+    if let (true, Some(region), Some(iot_api)) = (fresh && within_days > 0, region, iot_api) {
         let switched = read_certificate(&ca_path).and_then(|ca| {
             let renewal = renewal::Renewal {
                 global,

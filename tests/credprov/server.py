@@ -305,7 +305,9 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), fmt % args)
 
     def answer(self, status, body, error_type=None):
-        data = json.dumps(body).encode()
+        self.send_json(status, json.dumps(body).encode(), error_type)
+
+    def send_json(self, status, data, error_type=None):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -442,15 +444,8 @@ class IotGate(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         log.info("iot %s %s", self.address_string(), fmt % args)
 
-    def answer(self, status, body, error_type=None):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if error_type:
-            self.send_header("x-amzn-ErrorType", error_type)
-        self.end_headers()
-        self.wfile.write(data)
+    answer = Handler.answer
+    send_json = Handler.send_json
 
     def handle_call(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -519,11 +514,7 @@ class IotGate(BaseHTTPRequestHandler):
                 status, data = reply.status, reply.read()
         except urllib.error.HTTPError as e:
             status, data = e.code, e.read()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, data)
 
     def do_GET(self):
         self.handle_call()
