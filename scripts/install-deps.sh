@@ -56,3 +56,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     log "cargo not found: install Rust (https://rustup.rs) and re-run"
     exit 1
 fi
+
+# The fuzz targets and the sanitizer builds need the nightly toolchain.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "installing the nightly Rust toolchain (fuzzing, sanitizers)"
+    rustup toolchain install nightly --profile minimal
+fi

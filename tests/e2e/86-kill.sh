@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# (k) kill -9 while certificates are being imported: after every kill the object
+# store passes SQLite's integrity check and every certificate on the token is whole
+# (its CKA_VALUE is exactly the DER imported), and the token keeps working.
+#
+# ZKIOT_KILLS sets the number of kills (default 60).
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+e2e_init
+new_token
+
+kills=${ZKIOT_KILLS:-60}
+stress=$T/p11_stress
+# shellcheck disable=SC2046 # pkg-config prints several flags
+check "p11_stress.c builds against p11-kit's pkcs11.h" \
+    cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror $(pkg-config --cflags p11-kit-1) \
+    -pthread -o "$stress" "$REPO/tests/c/p11_stress.c" -ldl
+
+make_pki
+openssl x509 -in "$CA_CRT" -outform DER -out "$T/cert.der"
+
+store_ok() {
+    [ -e "$TOKEN_DIR/store" ] || return 0
+    python3 -c 'import sqlite3, sys
+result = sqlite3.connect(sys.argv[1]).execute("PRAGMA integrity_check").fetchone()[0]
+print(result)
+sys.exit(result != "ok")' "$TOKEN_DIR/store"
+}
+
+# kill_loop MODE ARGS...: starts "p11_stress MODULE MODE ARGS" $kills times, kills
+# it with SIGKILL after a random 20-300 ms, and checks the store and objects each time.
+kill_loop() {
+    local mode=$1 i bad=0 killed=0
+    shift
+    for i in $(seq 1 "$kills"); do
+        "$stress" "$MODULE" "$mode" "$@" >/dev/null 2>>"$T/$mode.err" &
+        local pid=$!
+        sleep "0.$(printf '%03d' $((20 + RANDOM % 280)))"
+        if kill -9 "$pid" 2>/dev/null; then
+            killed=$((killed + 1))
+        fi
+        wait "$pid" 2>/dev/null
+        if ! store_ok >"$T/integrity.log" 2>&1; then
+            echo "after kill $i: integrity check failed: $(cat "$T/integrity.log")"
+            bad=$((bad + 1))
+        fi
+        if ! "$stress" "$MODULE" check ${CHECK_DER:+"$CHECK_DER"} >"$T/check.log" 2>&1; then
+            echo "after kill $i: $(tail -n 3 "$T/check.log")"
+            bad=$((bad + 1))
+        fi
+    done
+    echo "$killed of $kills processes killed mid-$mode; then $(tail -n 1 "$T/check.log")" | tee "$T/kill.summary"
+    [ "$bad" -eq 0 ] && [ "$killed" -gt 0 ]
+}
+
+CHECK_DER=$T/cert.der check "kill -9 during certificate import, $kills times: store and certificates whole" \
+    kill_loop certs "$T/cert.der" 0
+note "$(cat "$T/kill.summary")"
+check "the token still imports, finds and destroys a certificate" \
+    "$stress" "$MODULE" certs "$T/cert.der" 1
+
+e2e_summary

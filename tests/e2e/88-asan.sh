@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# (l) The consumers' tests under AddressSanitizer and LeakSanitizer: the module and
+# the emulator built with -Zsanitizer=address (nightly toolchain), loaded by
+# pkcs11-tool --test, python-pkcs11 and the C program with gcc's ASan runtime
+# first in the process. 0 errors and 0 leaks: the suppressions in
+# tests/asan/lsan.supp cover only the consumers' own leaks, each with its reason.
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+e2e_init
+
+if [ "$BACKEND" != zkiot ]; then
+    skip "sanitizer builds are of this project's module"
+    e2e_summary
+    exit
+fi
+
+TRIPLE=x86_64-unknown-linux-gnu
+asan_dir=$TARGET_DIR/asan
+check "module and emulator build with -Zsanitizer=address" \
+    env RUSTFLAGS="-Zsanitizer=address -Zexternal-clangrt -Cforce-frame-pointers" CARGO_TARGET_DIR="$asan_dir" \
+    cargo +nightly build --manifest-path "$REPO/Cargo.toml" --target "$TRIPLE" -p zkpkcs11 -p zkemu
+MODULE=$asan_dir/$TRIPLE/debug/libzkpkcs11.so
+EMULATOR=$asan_dir/$TRIPLE/debug/libzkemu.so
+require_file "$MODULE" "sanitized module"
+new_token
+# new_token points ZKIOT_ZKLIB at the ordinary emulator.
+export ZKIOT_ZKLIB=$EMULATOR
+
+runtime=$(gcc -print-file-name=libasan.so)
+runtime=$(readlink -f "$runtime")
+require_file "$runtime" "gcc's AddressSanitizer runtime (libasan)"
+reports=$T/asan
+mkdir -p "$reports"
+export ASAN_OPTIONS="detect_leaks=1:log_path=$reports/report:handle_segv=1:detect_stack_use_after_return=0"
+export LSAN_OPTIONS="suppressions=$REPO/tests/asan/lsan.supp:print_suppressions=0"
+
+# sanitized NAME COMMAND...: runs the command with the ASan runtime preloaded; PASS
+# when it exits 0 and the sanitizers wrote no report.
+sanitized() {
+    local name=$1
+    shift
+    rm -f "$reports"/report.*
+    check "$name" env LD_PRELOAD="$runtime" "$@"
+    local found
+    found=$(find "$reports" -name 'report.*' | head -n 1)
+    if [ -n "$found" ]; then
+        fail "$name: sanitizer report"
+        sed -e 's/^/      | /' "$reports"/report.* | head -n 60
+    else
+        pass "$name: no sanitizer report"
+    fi
+}
+
+sanitized "pkcs11-tool --test (ASan/LSan)" pkcs11-tool --module "$MODULE" --test
+sanitized "pkcs11-tool --test-fork (ASan/LSan)" pkcs11-tool --module "$MODULE" --test-fork
+
+PYTHON=$VENV/bin/python
+require_file "$PYTHON" "venv (run scripts/install-deps.sh)"
+sanitized "python-pkcs11 signs (ASan/LSan)" \
+    "$PYTHON" "$REPO/tests/python/sign.py" --module "$MODULE" --out "$T/py" --token "$TOKEN_LABEL" \
+    --mechanism ECDSA --mechanism ECDSA_SHA256 --mechanism ECDSA_SHA256_MULTIPART
+
+app=$T/p11_app
+# shellcheck disable=SC2046 # pkg-config prints several flags
+check "p11_app.c builds with -fsanitize=address" \
+    cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -g -fsanitize=address \
+    $(pkg-config --cflags p11-kit-1) -o "$app" "$REPO/tests/c/p11_app.c" -ldl
+head -c 32 /dev/urandom >"$T/digest"
+sanitized "p11_app signs (ASan/LSan)" "$app" "$MODULE" "$TOKEN_LABEL" slot0 "$T/digest" "$T/sig.der"
+
+e2e_summary
