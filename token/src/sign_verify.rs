@@ -3,6 +3,8 @@
 //! Length rules: a NULL output buffer asks for the length, answered from the
 //! key size without touching the device; a short buffer gets
 //! `CKR_BUFFER_TOO_SMALL` with the length and the operation stays active.
+//! Every other failure of `C_Sign`, `C_SignUpdate`, `C_SignFinal` (and of
+//! their verifying counterparts) ends the operation (§5.11, §5.13).
 //! Any call that produces a signature makes exactly one device signature,
 //! with no token lock held while the device works.
 
@@ -28,6 +30,20 @@ fn output_ready(out: Option<&[u8]>) -> Result<bool> {
 }
 
 impl Module {
+    /// Ends the session's signing operation, if there is one: `C_SignInit`
+    /// with no mechanism, or a call whose arguments were refused before
+    /// they reached the token (a failed call ends the operation).
+    pub fn end_sign(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.lock_sessions().get_mut(session)?.sign = None;
+        Ok(())
+    }
+
+    /// As [`Module::end_sign`], for verification.
+    pub fn end_verify(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.lock_sessions().get_mut(session)?.verify = None;
+        Ok(())
+    }
+
     pub fn sign_init(
         &self,
         session: CK_SESSION_HANDLE,
@@ -79,6 +95,7 @@ impl Module {
         let s = sessions.get_mut(session)?;
         let op = s.sign.as_ref().ok_or(Error::OperationNotInitialized)?;
         if op.multi_part {
+            s.sign = None;
             return Err(Error::OperationActive);
         }
         if !output_ready(out.as_deref())? {
@@ -228,6 +245,7 @@ impl Module {
                 .ok_or(Error::OperationNotInitialized)?
                 .multi_part
             {
+                s.verify = None;
                 return Err(Error::OperationActive);
             }
             s.verify.take().ok_or(Error::OperationNotInitialized)?

@@ -8,6 +8,15 @@ use zktoken::Result;
 
 use crate::{export, input, mechanism, module, not_supported, out_param, output};
 
+/// Arguments refused here never reach the token, yet the call failed, and a
+/// failed call ends the operation (§5.11, §5.12): `end` ends it.
+fn ending<T>(arguments: Result<T>, end: impl FnOnce() -> Result<()>) -> Result<T> {
+    if arguments.is_err() {
+        let _ = end();
+    }
+    arguments
+}
+
 /// Stores a signature length, also when the buffer was too small.
 fn answer_length(result: Result<usize>, len_out: &mut CK_ULONG) -> Result<()> {
     match result {
@@ -30,7 +39,8 @@ export!(C_SignInit(
     hKey: CK_OBJECT_HANDLE,
 ) = unsafe sign_init);
 
-/// `C_SignInit` (§5.11), with a device private key.
+/// `C_SignInit` (§5.11), with a device private key. No mechanism cancels
+/// the active operation (PKCS#11 3.0 §5.13; pkcs11-provider relies on it).
 ///
 /// # Safety
 /// `pMechanism` is NULL or points to a valid `CK_MECHANISM`.
@@ -40,6 +50,9 @@ unsafe fn sign_init(
     hKey: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let m = module()?;
+    if pMechanism.is_null() {
+        return m.end_sign(hSession);
+    }
     // SAFETY: by the contract above.
     let (mech, has_parameter) = unsafe { mechanism(pMechanism) }?;
     m.sign_init(hSession, mech, has_parameter, hKey)
@@ -66,10 +79,14 @@ unsafe fn sign(
     pulSignatureLen: CK_ULONG_PTR,
 ) -> Result<()> {
     let m = module()?;
-    // SAFETY: by the contract above.
-    let (data, len) = unsafe { (input(pData, ulDataLen)?, out_param(pulSignatureLen)?) };
-    // SAFETY: by the contract above.
-    let out = unsafe { output(pSignature, *len) }?;
+    let arguments = || {
+        // SAFETY: by the contract above.
+        let (data, len) = unsafe { (input(pData, ulDataLen)?, out_param(pulSignatureLen)?) };
+        // SAFETY: by the contract above.
+        let out = unsafe { output(pSignature, *len) }?;
+        Ok((data, len, out))
+    };
+    let (data, len, out) = ending(arguments(), || m.end_sign(hSession))?;
     answer_length(m.sign(hSession, data, out), len)
 }
 
@@ -90,7 +107,7 @@ unsafe fn sign_update(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let part = unsafe { input(pPart, ulPartLen) }?;
+    let part = ending(unsafe { input(pPart, ulPartLen) }, || m.end_sign(hSession))?;
     m.sign_update(hSession, part)
 }
 
@@ -111,10 +128,14 @@ unsafe fn sign_final(
     pulSignatureLen: CK_ULONG_PTR,
 ) -> Result<()> {
     let m = module()?;
-    // SAFETY: by the contract above.
-    let len = unsafe { out_param(pulSignatureLen) }?;
-    // SAFETY: by the contract above.
-    let out = unsafe { output(pSignature, *len) }?;
+    let arguments = || {
+        // SAFETY: by the contract above.
+        let len = unsafe { out_param(pulSignatureLen) }?;
+        // SAFETY: by the contract above.
+        let out = unsafe { output(pSignature, *len) }?;
+        Ok((len, out))
+    };
+    let (len, out) = ending(arguments(), || m.end_sign(hSession))?;
     answer_length(m.sign_final(hSession, out), len)
 }
 
@@ -131,7 +152,8 @@ export!(C_VerifyInit(
     hKey: CK_OBJECT_HANDLE,
 ) = unsafe verify_init);
 
-/// `C_VerifyInit` (§5.12): in software, against the key's public point.
+/// `C_VerifyInit` (§5.12): in software, against the key's public point. No
+/// mechanism cancels the active operation, as for `C_SignInit`.
 ///
 /// # Safety
 /// `pMechanism` is NULL or points to a valid `CK_MECHANISM`.
@@ -141,6 +163,9 @@ unsafe fn verify_init(
     hKey: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let m = module()?;
+    if pMechanism.is_null() {
+        return m.end_verify(hSession);
+    }
     // SAFETY: by the contract above.
     let (mech, has_parameter) = unsafe { mechanism(pMechanism) }?;
     m.verify_init(hSession, mech, has_parameter, hKey)
@@ -167,8 +192,9 @@ unsafe fn verify(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let (data, signature) =
-        unsafe { (input(pData, ulDataLen)?, input(pSignature, ulSignatureLen)?) };
+    let arguments =
+        || unsafe { Ok((input(pData, ulDataLen)?, input(pSignature, ulSignatureLen)?)) };
+    let (data, signature) = ending(arguments(), || m.end_verify(hSession))?;
     m.verify(hSession, data, signature)
 }
 
@@ -189,7 +215,9 @@ unsafe fn verify_update(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let part = unsafe { input(pPart, ulPartLen) }?;
+    let part = ending(unsafe { input(pPart, ulPartLen) }, || {
+        m.end_verify(hSession)
+    })?;
     m.verify_update(hSession, part)
 }
 
@@ -210,7 +238,9 @@ unsafe fn verify_final(
 ) -> Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    let signature = unsafe { input(pSignature, ulSignatureLen) }?;
+    let signature = ending(unsafe { input(pSignature, ulSignatureLen) }, || {
+        m.end_verify(hSession)
+    })?;
     m.verify_final(hSession, signature)
 }
 

@@ -346,6 +346,222 @@ fn sign_in_wrong_states() {
     });
 }
 
+/// A failed C_Sign/C_Verify ends the operation (§5.11, §5.13): only CKR_BUFFER_TOO_SMALL
+/// and a successful length query keep it. C_SignInit/C_VerifyInit with no mechanism
+/// cancel the active operation (PKCS#11 3.0).
+#[test]
+fn a_failed_call_ends_the_operation() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        assert_rv!(raw.initialize_os_locking(), CKR_OK);
+        let session = raw.session();
+        let key = raw.private_key(session, 0);
+        let public = raw.key(session, CKO_PUBLIC_KEY, 0);
+        let digest = [3u8; 32];
+        let mut signature = [0u8; 64];
+        let ended = |what: &str| {
+            assert_rv!(
+                raw.sign_init(session, CKM_ECDSA, key),
+                CKR_OK,
+                "C_SignInit after {what}"
+            );
+            assert_rv!(
+                call!(raw, C_SignInit(session, ptr::null_mut(), key)),
+                CKR_OK
+            );
+        };
+
+        // Arguments refused before the token sees them.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA, key), CKR_OK);
+        let mut len: CK_ULONG = 64;
+        assert_rv!(
+            call!(
+                raw,
+                C_Sign(
+                    session,
+                    ptr::null_mut(),
+                    5,
+                    signature.as_mut_ptr(),
+                    &mut len
+                )
+            ),
+            CKR_ARGUMENTS_BAD
+        );
+        ended("C_Sign with a NULL input");
+        assert_rv!(raw.sign_init(session, CKM_ECDSA, key), CKR_OK);
+        assert_rv!(
+            call!(
+                raw,
+                C_Sign(
+                    session,
+                    digest.as_ptr() as *mut _,
+                    32,
+                    signature.as_mut_ptr(),
+                    ptr::null_mut()
+                )
+            ),
+            CKR_ARGUMENTS_BAD
+        );
+        ended("C_Sign with a NULL length");
+        // A failure inside the token: an empty CKM_ECDSA input.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA, key), CKR_OK);
+        let mut len: CK_ULONG = 64;
+        assert_ne!(
+            call!(
+                raw,
+                C_Sign(
+                    session,
+                    digest.as_ptr() as *mut _,
+                    0,
+                    signature.as_mut_ptr(),
+                    &mut len
+                )
+            ),
+            CKR_OK
+        );
+        ended("C_Sign with an empty input");
+        // C_Sign after C_SignUpdate.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA_SHA256, key), CKR_OK);
+        assert_rv!(
+            call!(raw, C_SignUpdate(session, digest.as_ptr() as *mut _, 32)),
+            CKR_OK
+        );
+        let mut len: CK_ULONG = 64;
+        assert_rv!(
+            raw.sign(session, &digest, Some(&mut signature), &mut len),
+            CKR_OPERATION_ACTIVE
+        );
+        ended("C_Sign after C_SignUpdate");
+        // C_SignUpdate and C_SignFinal refusing their arguments.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA_SHA256, key), CKR_OK);
+        assert_rv!(
+            call!(raw, C_SignUpdate(session, ptr::null_mut(), 5)),
+            CKR_ARGUMENTS_BAD
+        );
+        ended("C_SignUpdate with a NULL input");
+        assert_rv!(raw.sign_init(session, CKM_ECDSA_SHA256, key), CKR_OK);
+        assert_rv!(
+            call!(
+                raw,
+                C_SignFinal(session, signature.as_mut_ptr(), ptr::null_mut())
+            ),
+            CKR_ARGUMENTS_BAD
+        );
+        ended("C_SignFinal with a NULL length");
+
+        // What keeps the operation: a length query and a short buffer.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA, key), CKR_OK);
+        let mut len: CK_ULONG = 0;
+        assert_rv!(raw.sign(session, &digest, None, &mut len), CKR_OK);
+        let mut short = [0u8; 10];
+        let mut len: CK_ULONG = 10;
+        assert_rv!(
+            raw.sign(session, &digest, Some(&mut short), &mut len),
+            CKR_BUFFER_TOO_SMALL
+        );
+        let mut len: CK_ULONG = 64;
+        assert_rv!(
+            raw.sign(session, &digest, Some(&mut signature), &mut len),
+            CKR_OK
+        );
+        assert!(common::verifies(&t.device_ec_point(0), &digest, &signature));
+
+        // C_SignInit(session, NULL) cancels; with no operation it is a no-op.
+        assert_rv!(raw.sign_init(session, CKM_ECDSA, key), CKR_OK);
+        assert_rv!(
+            call!(raw, C_SignInit(session, ptr::null_mut(), key)),
+            CKR_OK
+        );
+        let mut len: CK_ULONG = 64;
+        assert_rv!(
+            raw.sign(session, &digest, Some(&mut signature), &mut len),
+            CKR_OPERATION_NOT_INITIALIZED,
+            "C_Sign after a cancel"
+        );
+        assert_rv!(
+            call!(raw, C_SignInit(session, ptr::null_mut(), key)),
+            CKR_OK
+        );
+
+        // The same for verification.
+        let verify_ended = |what: &str| {
+            assert_rv!(
+                call!(
+                    raw,
+                    C_VerifyInit(
+                        session,
+                        &mut CK_MECHANISM {
+                            mechanism: CKM_ECDSA,
+                            pParameter: ptr::null_mut(),
+                            ulParameterLen: 0
+                        },
+                        public
+                    )
+                ),
+                CKR_OK,
+                "C_VerifyInit after {what}"
+            );
+            assert_rv!(
+                call!(raw, C_VerifyInit(session, ptr::null_mut(), public)),
+                CKR_OK
+            );
+        };
+        let mut ecdsa = CK_MECHANISM {
+            mechanism: CKM_ECDSA,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut ecdsa_sha256 = CK_MECHANISM {
+            mechanism: CKM_ECDSA_SHA256,
+            ..ecdsa
+        };
+        assert_rv!(
+            call!(raw, C_VerifyInit(session, &mut ecdsa, public)),
+            CKR_OK
+        );
+        assert_rv!(
+            call!(
+                raw,
+                C_Verify(session, ptr::null_mut(), 5, signature.as_mut_ptr(), 64)
+            ),
+            CKR_ARGUMENTS_BAD
+        );
+        verify_ended("C_Verify with a NULL input");
+        assert_rv!(
+            call!(raw, C_VerifyInit(session, &mut ecdsa_sha256, public)),
+            CKR_OK
+        );
+        assert_rv!(
+            call!(raw, C_VerifyUpdate(session, digest.as_ptr() as *mut _, 32)),
+            CKR_OK
+        );
+        assert_rv!(
+            call!(
+                raw,
+                C_Verify(
+                    session,
+                    digest.as_ptr() as *mut _,
+                    32,
+                    signature.as_mut_ptr(),
+                    64
+                )
+            ),
+            CKR_OPERATION_ACTIVE
+        );
+        verify_ended("C_Verify after C_VerifyUpdate");
+        assert_rv!(
+            call!(raw, C_VerifyInit(session, &mut ecdsa_sha256, public)),
+            CKR_OK
+        );
+        assert_rv!(
+            call!(raw, C_VerifyFinal(session, ptr::null_mut(), 64)),
+            CKR_ARGUMENTS_BAD
+        );
+        verify_ended("C_VerifyFinal with a NULL signature");
+        assert_eq!(t.device_signatures(), 1);
+    });
+}
+
 /// CKM_ECDSA is single-part only.
 #[test]
 fn ecdsa_is_single_part() {
