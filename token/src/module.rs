@@ -185,7 +185,8 @@ impl Module {
     }
 
     /// `C_Finalize`: ends every session, closes the store and the device
-    /// connection. The library itself stays loaded: hosts finalize from
+    /// connection. The Zymkey library itself stays loaded for the rest of
+    /// the process (see `zymkey::Library::shared`): hosts finalize from
     /// their exit handlers, and code still referenced then must not be
     /// unmapped.
     pub fn finalize(&self) {
@@ -199,7 +200,6 @@ impl Module {
         lock(&self.token).take();
         if let Some(d) = &self.device {
             d.close();
-            std::mem::forget(d.clone());
         }
     }
 

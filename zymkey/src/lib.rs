@@ -123,14 +123,19 @@ impl Session<'_> {
 }
 
 impl Zymkey {
-    /// Loads the library at `path`. The device itself is opened on first use.
+    /// The library at `path`, loaded once per process (see
+    /// [`Library::shared`]). The device itself is opened on first use.
     pub fn load(path: &std::path::Path) -> Result<Zymkey> {
-        Ok(Zymkey::new(Library::load(path)?))
+        Ok(Zymkey::with_library(Library::shared(path)?))
     }
 
     pub fn new(lib: Library) -> Zymkey {
+        Zymkey::with_library(Arc::new(lib))
+    }
+
+    fn with_library(lib: Arc<Library>) -> Zymkey {
         Zymkey {
-            lib: Arc::new(lib),
+            lib,
             context: Mutex::new(None),
         }
     }

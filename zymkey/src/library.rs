@@ -6,6 +6,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -64,6 +65,21 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
+    /// The library at `path`, loaded on the first call in this process and
+    /// kept loaded: code behind function pointers handed out earlier stays
+    /// mapped, and a host that initialises a module per request does not
+    /// load the library again each time. A failed load is retried next time.
+    pub fn shared(path: &Path) -> Result<Arc<Library>> {
+        static LOADED: Mutex<Vec<Arc<Library>>> = Mutex::new(Vec::new());
+        let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(library) = loaded.iter().find(|l| l.path == path) {
+            return Ok(library.clone());
+        }
+        let library = Arc::new(Library::load(path)?);
+        loaded.push(library.clone());
+        Ok(library)
+    }
+
     /// Loads the library at `path` and resolves its symbols.
     pub fn load(path: &Path) -> Result<Library> {
         // SAFETY: loading a shared object runs its initialisers; the Zymkey

@@ -7,7 +7,7 @@ use cryptoki_sys::*;
 use zktoken::ConfigError;
 use zktoken::{Config, Error, Module};
 
-use crate::{export, install, module, out_param, uninstall, INIT_LOCK};
+use crate::{export, install, module, out_param, reclaim, uninstall, INIT_LOCK};
 
 /// What `C_Initialize`'s arguments ask for: the configuration text or path
 /// passed in `pReserved`, if any.
@@ -135,7 +135,8 @@ unsafe fn initialize(pInitArgs: CK_VOID_PTR) -> zktoken::Result<()> {
 
 export!(C_Finalize(pReserved: CK_VOID_PTR) = finalize);
 
-/// `C_Finalize` (§5.4). The module is emptied, never freed (see `CURRENT`).
+/// `C_Finalize` (§5.4). The module is emptied, then freed once no call
+/// uses it (see `CURRENT`).
 fn finalize(pReserved: CK_VOID_PTR) -> zktoken::Result<()> {
     if !pReserved.is_null() {
         return Err(Error::ArgumentsBad("pReserved must be NULL"));
@@ -144,6 +145,7 @@ fn finalize(pReserved: CK_VOID_PTR) -> zktoken::Result<()> {
     let m = module()?;
     uninstall();
     m.finalize();
+    reclaim();
     Ok(())
 }
 

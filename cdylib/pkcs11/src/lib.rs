@@ -27,7 +27,7 @@
 #![allow(non_snake_case)]
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use cryptoki_sys::*;
@@ -125,10 +125,19 @@ pub(crate) use {export, not_supported};
 pub(crate) static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// The module of this process, between `C_Initialize` and `C_Finalize`.
-/// Modules are never freed (a finalized one is emptied, then leaked), so
-/// readers take no lock: a thread that forks while others are in the
-/// middle of calls leaves its child no lock held forever.
+/// Readers take no lock (a thread that forks while others are in the middle
+/// of calls leaves its child no lock held forever): a module taken out of
+/// `CURRENT` is freed only once no call can still be using it (see
+/// [`reclaim`]).
 static CURRENT: AtomicPtr<Module> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Calls in progress in this process, counted before they read `CURRENT`.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Modules taken out of `CURRENT` and not freed yet (addresses of leaked
+/// boxes). One inherited across fork() belongs to the parent and is never
+/// freed here: dropping it would close the parent's store and device.
+static RETIRED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// The module in use by the process that initialised it; a forked child
 /// sees its parent's as not initialised until it calls `C_Initialize`.
@@ -141,24 +150,71 @@ pub(crate) fn module() -> Result<&'static Module> {
 /// Whatever module is installed, possibly inherited from a parent process.
 pub(crate) fn current() -> Option<&'static Module> {
     let p = CURRENT.load(Ordering::Acquire);
-    // SAFETY: CURRENT is NULL or a pointer from Box::leak, never freed.
+    // SAFETY: CURRENT is NULL or a pointer from Box::leak, freed only after
+    // it left CURRENT and no call was in flight (see `reclaim`): this call,
+    // counted in IN_FLIGHT, keeps it alive until it returns.
     unsafe { p.as_ref() }
 }
 
 /// Makes `module` the module of this process. Call with INIT_LOCK held.
 pub(crate) fn install(module: Module) {
-    CURRENT.store(Box::leak(Box::new(module)), Ordering::Release);
+    let previous = CURRENT.swap(Box::leak(Box::new(module)), Ordering::SeqCst);
+    retire(previous);
+    reclaim();
 }
 
-/// Uninstalls the current module. Call with INIT_LOCK held.
+/// Uninstalls the current module, which stays readable until [`reclaim`]
+/// frees it. Call with INIT_LOCK held.
 pub(crate) fn uninstall() -> Option<&'static Module> {
-    let p = CURRENT.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    let p = CURRENT.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    retire(p);
     // SAFETY: as in `current`.
     unsafe { p.as_ref() }
 }
 
+fn retire(module: *mut Module) {
+    if !module.is_null() {
+        lock_retired().push(module as usize);
+    }
+}
+
+fn lock_retired() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    RETIRED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Frees this process's retired modules when no other call is in progress:
+/// every call counts itself in `IN_FLIGHT` before it reads `CURRENT`, so with
+/// only the caller (`C_Initialize` or `C_Finalize`) counted, no call holds a
+/// retired module. Otherwise they wait for the next `C_Initialize` or
+/// `C_Finalize`. Call with INIT_LOCK held, after the module was finalized.
+pub(crate) fn reclaim() {
+    if IN_FLIGHT.load(Ordering::SeqCst) != 1 {
+        return;
+    }
+    let pid = std::process::id();
+    lock_retired().retain(|&address| {
+        let module = address as *mut Module;
+        // SAFETY: a retired pointer came from Box::leak and is freed only here.
+        let ours = unsafe { &*module }.pid() == pid && !unsafe { &*module }.is_active();
+        if ours {
+            // SAFETY: no call holds it (see above), and it is dropped once.
+            drop(unsafe { Box::from_raw(module) });
+        }
+        !ours
+    });
+}
+
 /// Runs an export's body: panics become `CKR_GENERAL_ERROR`, errors their `CK_RV`.
 pub(crate) fn call(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
+    /// Counts the call in `IN_FLIGHT` until it returns, even by a panic.
+    struct InFlight;
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight;
     match std::panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {

@@ -710,3 +710,54 @@ fn concurrent_initialize() {
             .expect("sign");
     });
 }
+
+/// Resident memory of this process, in KiB.
+fn resident_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024
+}
+
+/// A host that initialises the module per request runs flat: C_Finalize
+/// frees what C_Initialize and the sessions took (issue 8, defect 5). Before,
+/// each cycle kept its finalized module, about 1 KiB, and a session table
+/// at its peak capacity (244 KiB after 1024 sessions).
+#[test]
+fn initialize_finalize_cycles_run_flat() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        let bare_cycle = || {
+            assert_rv!(raw.initialize_null(), CKR_OK);
+            let mut info = CK_INFO::default();
+            assert_rv!(call!(raw, C_GetInfo(&mut info)), CKR_OK);
+            assert_rv!(raw.finalize(), CKR_OK);
+        };
+        let busy_cycle = || {
+            assert_rv!(raw.initialize_null(), CKR_OK);
+            let slot = raw.token_slot();
+            for _ in 0..1024 {
+                raw.open_session(slot, CKF_SERIAL_SESSION)
+                    .expect("C_OpenSession");
+            }
+            assert_rv!(raw.finalize(), CKR_OK);
+        };
+        for _ in 0..2_000 {
+            bare_cycle();
+        }
+        busy_cycle();
+        let warm = resident_kib();
+        for _ in 0..18_000 {
+            bare_cycle();
+        }
+        for _ in 0..40 {
+            busy_cycle();
+        }
+        let grown = resident_kib().saturating_sub(warm);
+        assert!(
+            grown < 2048,
+            "resident memory grew by {grown} KiB over 18,000 C_Initialize/C_Finalize cycles \
+             and 40 with 1024 sessions each"
+        );
+    });
+}
