@@ -273,12 +273,13 @@ impl Module {
         let token = self.token()?;
         self.check_session(session)?;
         if let ObjectRef::Key { slot, public } = ObjectRef::from_handle(handle)? {
+            // A private key is invisible before login, as in every other call.
+            if !public && !self.private_access(&self.lock_sessions()) {
+                return Err(Error::ObjectHandleInvalid);
+            }
             // Checked by destroy_key: a public key whose private key was
             // just removed no longer resolves, yet destroying it succeeds.
             self.require_read_write(session)?;
-            if !public && !self.private_access(&self.lock_sessions()) {
-                return Err(Error::UserNotLoggedIn);
-            }
             return self.destroy_key(&token, slot, public);
         }
         let object = self.object(handle)?;

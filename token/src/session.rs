@@ -5,6 +5,10 @@ use cryptoki_sys::*;
 use crate::error::{Error, Result};
 use crate::module::{Module, SLOT_ID};
 
+/// The longest PIN the token takes (`ulMaxPinLen`): a longer one is refused
+/// before any comparison, so a caller's length is never read in full.
+pub const MAX_PIN_LEN: usize = 255;
+
 /// Compares two secrets in time that depends only on their lengths.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().max(b.len());
@@ -101,7 +105,7 @@ impl Module {
         if token.login_required {
             let expected = self.config.pin.as_deref().unwrap_or_default().as_bytes();
             let given = pin.ok_or(Error::ArgumentsBad("a PIN is required"))?;
-            if !constant_time_eq(given, expected) {
+            if given.len() > MAX_PIN_LEN || !constant_time_eq(given, expected) {
                 tracing::info!("C_Login with an incorrect PIN");
                 return Err(Error::PinIncorrect);
             }

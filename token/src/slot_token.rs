@@ -6,6 +6,7 @@ use cryptoki_sys::*;
 use crate::error::Result;
 use crate::mechanism;
 use crate::module::{Module, MAX_SESSIONS, SLOT_ID};
+use crate::session::MAX_PIN_LEN;
 
 pub(crate) const LIBRARY_MANUFACTURER: &str = "zkiot";
 pub(crate) const LIBRARY_DESCRIPTION: &str = "Zymkey PKCS#11 module";
@@ -79,7 +80,7 @@ impl Module {
             ulSessionCount: count as CK_ULONG,
             ulMaxRwSessionCount: MAX_SESSIONS as CK_ULONG,
             ulRwSessionCount: rw_count as CK_ULONG,
-            ulMaxPinLen: 255,
+            ulMaxPinLen: MAX_PIN_LEN as CK_ULONG,
             ulMinPinLen: if token.login_required { 1 } else { 0 },
             ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
             ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,

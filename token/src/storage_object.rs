@@ -62,6 +62,11 @@ fn complete_certificate(object: &mut Object) -> Result<()> {
     let cert =
         openssl::x509::X509::from_der(&der).map_err(|_| Error::AttributeValueInvalid(CKA_VALUE))?;
     let invalid = |_| Error::AttributeValueInvalid(CKA_VALUE);
+    // The parser stops at the certificate's end; anything after it is refused,
+    // so the value stored is exactly the certificate.
+    if cert.to_der().map_err(invalid)? != der {
+        return Err(Error::AttributeValueInvalid(CKA_VALUE));
+    }
     if object.value(CKA_SUBJECT).is_none() {
         object.set(CKA_SUBJECT, cert.subject_name().to_der().map_err(invalid)?);
     }
@@ -223,6 +228,12 @@ mod tests {
         assert_eq!(
             build(&[class.clone(), (CKA_VALUE, vec![1, 2, 3])]).unwrap_err(),
             Error::AttributeValueInvalid(CKA_VALUE)
+        );
+        let followed_by_garbage = [test_cert(), vec![0xde, 0xad]].concat();
+        assert_eq!(
+            build(&[class.clone(), (CKA_VALUE, followed_by_garbage)]).unwrap_err(),
+            Error::AttributeValueInvalid(CKA_VALUE),
+            "a certificate followed by other bytes"
         );
         assert_eq!(
             build(&[class.clone(), (CKA_MODULUS, vec![1])])

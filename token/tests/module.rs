@@ -565,12 +565,34 @@ fn pin_guards_private_objects() {
     m.sign_init(s, CKM_ECDSA, false, key).unwrap();
     m.logout(s).unwrap();
     let rw = m.open_session(0, RW).unwrap();
+    // Before login a private key does not exist, for C_DestroyObject too.
     assert_eq!(
         m.destroy_object(rw, key).unwrap_err().rv(),
-        CKR_USER_NOT_LOGGED_IN
+        CKR_OBJECT_HANDLE_INVALID
     );
     m.close_session(rw).unwrap();
     assert_eq!(m.logout(s).unwrap_err().rv(), CKR_USER_NOT_LOGGED_IN);
+}
+
+/// A PIN longer than ulMaxPinLen is refused on its length alone, before any
+/// comparison: even the configured PIN, when that is longer.
+#[test]
+fn pins_longer_than_the_maximum_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("ZYMKEY4i", 3);
+    let long = "x".repeat(zktoken::session::MAX_PIN_LEN + 1);
+    let m = module(&dev, config(dir.path(), &format!("pin = \"{long}\"\n")));
+    assert_eq!(
+        m.token_info(0).unwrap().ulMaxPinLen as usize,
+        zktoken::session::MAX_PIN_LEN
+    );
+    let s = m.open_session(0, RO).unwrap();
+    assert_eq!(
+        m.login(s, CKU_USER, Some(long.as_bytes()))
+            .unwrap_err()
+            .rv(),
+        CKR_PIN_INCORRECT
+    );
 }
 
 #[test]
