@@ -3,7 +3,7 @@
 # and runs each for a bounded time. Exits non-zero when a target finds a crash, a
 # sanitizer report, or a failed check; the input is kept in the artifacts folder.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 15 s, every target)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 12 s, every target)
 #
 # Environment:
 #   CARGO_TARGET_DIR   the workspace's build folder (the emulator is built there);
@@ -21,7 +21,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-seconds=${1:-15}
+seconds=${1:-12}
 shift || true
 FUZZ_DIR=${ZKIOT_FUZZ_DIR:-/var/tmp/zkiot-fuzz}
 TRIPLE=x86_64-unknown-linux-gnu
@@ -71,13 +71,11 @@ for target in "${targets[@]}"; do
     log=$(mktemp)
     echo "fuzz: $target for $seconds s"
     rc=0
-    # Leak checks stay off until every C_Initialize/C_Finalize cycle frees what
-    # it allocated (issue 8, defect 5): each cycle leaks a finalized module.
     # shellcheck disable=SC2086 # ZKIOT_FUZZ_ARGS holds several options
-    ASAN_OPTIONS=detect_leaks=0 ZKIOT_ZKLIB=$emulator \
+    ZKIOT_ZKLIB=$emulator \
         "$fuzz_target_dir/$TRIPLE/release/$target" \
         -max_total_time="$seconds" -max_len=2048 -timeout=20 -rss_limit_mb=4096 \
-        -detect_leaks=0 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" \
         ${ZKIOT_FUZZ_ARGS:-} "$corpus" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)

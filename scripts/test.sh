@@ -28,7 +28,7 @@ tests/e2e/run.sh
 step "benchmark smoke run (scripts/bench.sh --smoke: every row, device-operation counts)"
 scripts/bench.sh --smoke
 
-step "fuzzing, bounded (scripts/fuzz.sh ${ZKIOT_FUZZ_SECONDS:-20} s per target)"
-scripts/fuzz.sh "${ZKIOT_FUZZ_SECONDS:-20}"
+step "fuzzing, bounded (scripts/fuzz.sh: ${ZKIOT_FUZZ_SECONDS:-12} s per target)"
+scripts/fuzz.sh "${ZKIOT_FUZZ_SECONDS:-12}"
 
 step "all tests passed in $(($(date +%s) - started)) s"

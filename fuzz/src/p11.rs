@@ -47,12 +47,17 @@ impl DeviceKeys {
             return keys;
         };
         for entry in entries.flatten() {
-            let Ok(pem) = std::fs::read(entry.path()) else { continue };
-            let Ok(key) = PKey::private_key_from_pem(&pem) else { continue };
+            let Ok(pem) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(key) = PKey::private_key_from_pem(&pem) else {
+                continue;
+            };
             match key.id() {
                 Id::EC => {
                     let ec = key.ec_key().expect("an EC key");
-                    keys.secrets.push(ec.private_key().to_vec_padded(32).expect("32 bytes"));
+                    keys.secrets
+                        .push(ec.private_key().to_vec_padded(32).expect("32 bytes"));
                     let public =
                         EcKey::from_public_key(ec.group(), ec.public_key()).expect("public key");
                     keys.public.push(public);
@@ -119,7 +124,10 @@ fn setup() -> &'static Setup {
             assert_eq!(functions.C_Finalize.unwrap()(null_mut()), CKR_OK);
         }
         let template_keys = DeviceKeys::read(&template_emu);
-        assert!(!template_keys.public.is_empty(), "the emulator made no keys");
+        assert!(
+            !template_keys.public.is_empty(),
+            "the emulator made no keys"
+        );
         std::env::set_var("ZKIOT_EMU_DIR", work.join("run/emu"));
         Setup {
             functions,
@@ -147,8 +155,10 @@ fn certificate() -> Vec<u8> {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     b.build().to_der().unwrap()
 }
@@ -356,7 +366,9 @@ const EC_PARAMS: &[&[u8]] = &[
     &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
     &[0x06, 0x03, 0x2b, 0x65, 0x70],
     &[0x06, 0x03, 0x2b, 0x65, 0x6e],
-    &[0x13, 0x0a, b'p', b'r', b'i', b'm', b'e', b'2', b'5', b'6', b'v', b'1'],
+    &[
+        0x13, 0x0a, b'p', b'r', b'i', b'm', b'e', b'2', b'5', b'6', b'v', b'1',
+    ],
 ];
 
 impl Value {
@@ -365,7 +377,9 @@ impl Value {
             Value::Bool(b) => vec![*b],
             Value::Ulong(n) => n.to_ne_bytes().to_vec(),
             Value::Class(i) => CLASSES[*i as usize % CLASSES.len()].to_ne_bytes().to_vec(),
-            Value::KeyType(i) => KEY_TYPES[*i as usize % KEY_TYPES.len()].to_ne_bytes().to_vec(),
+            Value::KeyType(i) => KEY_TYPES[*i as usize % KEY_TYPES.len()]
+                .to_ne_bytes()
+                .to_vec(),
             Value::EcParams(i) => EC_PARAMS[*i as usize % EC_PARAMS.len()].to_vec(),
             Value::Certificate { garbage } => [certificate, garbage].concat(),
             Value::Text(s) => s.as_bytes().to_vec(),
@@ -406,41 +420,135 @@ pub enum Op {
     Initialize(InitArgs),
     Finalize,
     GetInfo,
-    GetSlotList { present: bool, out: Out },
+    GetSlotList {
+        present: bool,
+        out: Out,
+    },
     GetSlotInfo(Slot),
     GetTokenInfo(Slot),
-    GetMechanismList { slot: Slot, out: Out },
-    GetMechanismInfo { slot: Slot, mech: Mech },
-    InitToken { slot: Slot, pin: Vec<u8> },
-    InitPin { session: Handle, pin: Vec<u8> },
-    SetPin { session: Handle, old: Vec<u8>, new: Vec<u8> },
-    OpenSession { slot: Slot, flags: u8 },
+    GetMechanismList {
+        slot: Slot,
+        out: Out,
+    },
+    GetMechanismInfo {
+        slot: Slot,
+        mech: Mech,
+    },
+    InitToken {
+        slot: Slot,
+        pin: Vec<u8>,
+    },
+    InitPin {
+        session: Handle,
+        pin: Vec<u8>,
+    },
+    SetPin {
+        session: Handle,
+        old: Vec<u8>,
+        new: Vec<u8>,
+    },
+    OpenSession {
+        slot: Slot,
+        flags: u8,
+    },
     CloseSession(Handle),
     CloseAllSessions(Slot),
     GetSessionInfo(Handle),
-    Login { session: Handle, user: u8, pin: Option<Vec<u8>> },
+    Login {
+        session: Handle,
+        user: u8,
+        pin: Option<Vec<u8>>,
+    },
     Logout(Handle),
-    CreateObject { session: Handle, template: Vec<Attr> },
-    CopyObject { session: Handle, object: Handle },
-    DestroyObject { session: Handle, object: Handle },
-    GetObjectSize { session: Handle, object: Handle },
-    GetAttributeValue { session: Handle, object: Handle, requests: Vec<(AttrType, Out)> },
-    SetAttributeValue { session: Handle, object: Handle, template: Vec<Attr> },
-    FindObjectsInit { session: Handle, template: Vec<Attr> },
-    FindObjects { session: Handle, max: u8 },
+    CreateObject {
+        session: Handle,
+        template: Vec<Attr>,
+    },
+    CopyObject {
+        session: Handle,
+        object: Handle,
+    },
+    DestroyObject {
+        session: Handle,
+        object: Handle,
+    },
+    GetObjectSize {
+        session: Handle,
+        object: Handle,
+    },
+    GetAttributeValue {
+        session: Handle,
+        object: Handle,
+        requests: Vec<(AttrType, Out)>,
+    },
+    SetAttributeValue {
+        session: Handle,
+        object: Handle,
+        template: Vec<Attr>,
+    },
+    FindObjectsInit {
+        session: Handle,
+        template: Vec<Attr>,
+    },
+    FindObjects {
+        session: Handle,
+        max: u8,
+    },
     FindObjectsFinal(Handle),
-    GenerateKeyPair { session: Handle, mechanism: Mechanism, public: Vec<Attr>, private: Vec<Attr> },
-    SignInit { session: Handle, mechanism: Mechanism, key: Handle },
-    Sign { session: Handle, data: Vec<u8>, out: Out },
-    SignUpdate { session: Handle, data: Vec<u8> },
-    SignFinal { session: Handle, out: Out },
-    VerifyInit { session: Handle, mechanism: Mechanism, key: Handle },
-    Verify { session: Handle, data: Vec<u8>, signature: Signature },
-    VerifyUpdate { session: Handle, data: Vec<u8> },
-    VerifyFinal { session: Handle, signature: Signature },
-    GenerateRandom { session: Handle, len: u16 },
-    SeedRandom { session: Handle, seed: Vec<u8> },
-    Unsupported { which: u8, session: Handle },
+    GenerateKeyPair {
+        session: Handle,
+        mechanism: Mechanism,
+        public: Vec<Attr>,
+        private: Vec<Attr>,
+    },
+    SignInit {
+        session: Handle,
+        mechanism: Mechanism,
+        key: Handle,
+    },
+    Sign {
+        session: Handle,
+        data: Vec<u8>,
+        out: Out,
+    },
+    SignUpdate {
+        session: Handle,
+        data: Vec<u8>,
+    },
+    SignFinal {
+        session: Handle,
+        out: Out,
+    },
+    VerifyInit {
+        session: Handle,
+        mechanism: Mechanism,
+        key: Handle,
+    },
+    Verify {
+        session: Handle,
+        data: Vec<u8>,
+        signature: Signature,
+    },
+    VerifyUpdate {
+        session: Handle,
+        data: Vec<u8>,
+    },
+    VerifyFinal {
+        session: Handle,
+        signature: Signature,
+    },
+    GenerateRandom {
+        session: Handle,
+        len: u16,
+    },
+    SeedRandom {
+        session: Handle,
+        seed: Vec<u8>,
+    },
+    Unsupported {
+        which: u8,
+        session: Handle,
+    },
 }
 
 /// A signature given to a verification: the last one the token made, or bytes.
@@ -548,7 +656,10 @@ impl Harness {
         let s = BigNum::from_slice(&signature[32..]).unwrap();
         let sig = EcdsaSig::from_private_components(r, s).unwrap();
         assert!(
-            self.keys.public.iter().any(|key| sig.verify(&digest, key).unwrap_or(false)),
+            self.keys
+                .public
+                .iter()
+                .any(|key| sig.verify(&digest, key).unwrap_or(false)),
             "a signature ({mech:?}, {} input bytes) verifies under no device key",
             data.len()
         );
@@ -556,13 +667,20 @@ impl Harness {
 
     fn template(&self, attrs: &[Attr]) -> (Vec<Vec<u8>>, Vec<CK_ATTRIBUTE>) {
         let attrs = &attrs[..attrs.len().min(MAX_TEMPLATE)];
-        let values: Vec<Vec<u8>> = attrs.iter().map(|a| a.value.bytes(&self.setup.certificate)).collect();
+        let values: Vec<Vec<u8>> = attrs
+            .iter()
+            .map(|a| a.value.bytes(&self.setup.certificate))
+            .collect();
         let template = attrs
             .iter()
             .zip(&values)
             .map(|(a, v)| CK_ATTRIBUTE {
                 type_: a.kind.ck(),
-                pValue: if v.is_empty() { null_mut() } else { v.as_ptr() as *mut _ },
+                pValue: if v.is_empty() {
+                    null_mut()
+                } else {
+                    v.as_ptr() as *mut _
+                },
                 ulValueLen: v.len() as CK_ULONG,
             })
             .collect();
@@ -614,18 +732,27 @@ impl Harness {
                     );
                     if rv == CKR_OK {
                         if let Some(b) = &buf {
-                            assert!(len as usize <= b.len(), "C_GetSlotList: length beyond buffer");
+                            assert!(
+                                len as usize <= b.len(),
+                                "C_GetSlotList: length beyond buffer"
+                            );
                         }
                     }
                 }
                 Op::GetSlotInfo(slot) => {
                     let mut info: CK_SLOT_INFO = std::mem::zeroed();
-                    check_rv("C_GetSlotInfo", f.C_GetSlotInfo.unwrap()(slot.id(), &mut info));
+                    check_rv(
+                        "C_GetSlotInfo",
+                        f.C_GetSlotInfo.unwrap()(slot.id(), &mut info),
+                    );
                     self.check_output("C_GetSlotInfo", as_bytes(&info));
                 }
                 Op::GetTokenInfo(slot) => {
                     let mut info: CK_TOKEN_INFO = std::mem::zeroed();
-                    check_rv("C_GetTokenInfo", f.C_GetTokenInfo.unwrap()(slot.id(), &mut info));
+                    check_rv(
+                        "C_GetTokenInfo",
+                        f.C_GetTokenInfo.unwrap()(slot.id(), &mut info),
+                    );
                     self.check_output("C_GetTokenInfo", as_bytes(&info));
                 }
                 Op::GetMechanismList { slot, out } => {
@@ -639,7 +766,10 @@ impl Harness {
                     );
                     if rv == CKR_OK {
                         if let Some(b) = &buf {
-                            assert!(len as usize <= b.len(), "C_GetMechanismList: length beyond buffer");
+                            assert!(
+                                len as usize <= b.len(),
+                                "C_GetMechanismList: length beyond buffer"
+                            );
                         }
                     }
                 }
@@ -665,7 +795,11 @@ impl Harness {
                 Op::InitPin { session, pin } => {
                     check_rv(
                         "C_InitPIN",
-                        f.C_InitPIN.unwrap()(self.session(session), pin.as_ptr() as *mut _, pin.len() as CK_ULONG),
+                        f.C_InitPIN.unwrap()(
+                            self.session(session),
+                            pin.as_ptr() as *mut _,
+                            pin.len() as CK_ULONG,
+                        ),
                     );
                 }
                 Op::SetPin { session, old, new } => {
@@ -682,7 +816,12 @@ impl Harness {
                 }
                 Op::OpenSession { slot, flags } => {
                     let mut handle: CK_SESSION_HANDLE = 0;
-                    let flags = (flags as CK_FLAGS & 0x7) | if flags & 0x80 != 0 { 0 } else { CKF_SERIAL_SESSION };
+                    let flags = (flags as CK_FLAGS & 0x7)
+                        | if flags & 0x80 != 0 {
+                            0
+                        } else {
+                            CKF_SERIAL_SESSION
+                        };
                     let rv = check_rv(
                         "C_OpenSession",
                         f.C_OpenSession.unwrap()(slot.id(), flags, null_mut(), None, &mut handle),
@@ -698,13 +837,20 @@ impl Harness {
                     }
                 }
                 Op::CloseAllSessions(slot) => {
-                    if check_rv("C_CloseAllSessions", f.C_CloseAllSessions.unwrap()(slot.id())) == CKR_OK {
+                    if check_rv(
+                        "C_CloseAllSessions",
+                        f.C_CloseAllSessions.unwrap()(slot.id()),
+                    ) == CKR_OK
+                    {
                         self.signing.clear();
                     }
                 }
                 Op::GetSessionInfo(h) => {
                     let mut info: CK_SESSION_INFO = std::mem::zeroed();
-                    check_rv("C_GetSessionInfo", f.C_GetSessionInfo.unwrap()(self.session(h), &mut info));
+                    check_rv(
+                        "C_GetSessionInfo",
+                        f.C_GetSessionInfo.unwrap()(self.session(h), &mut info),
+                    );
                 }
                 Op::Login { session, user, pin } => {
                     let user = match user % 4 {
@@ -716,7 +862,10 @@ impl Harness {
                         None => (null_mut(), 0),
                         Some(pin) => (pin.as_ptr() as *mut u8, pin.len() as CK_ULONG),
                     };
-                    check_rv("C_Login", f.C_Login.unwrap()(self.session(session), user, p, len));
+                    check_rv(
+                        "C_Login",
+                        f.C_Login.unwrap()(self.session(session), user, p, len),
+                    );
                 }
                 Op::Logout(h) => {
                     check_rv("C_Logout", f.C_Logout.unwrap()(self.session(h)));
@@ -726,7 +875,12 @@ impl Harness {
                     let mut handle: CK_OBJECT_HANDLE = 0;
                     let rv = check_rv(
                         "C_CreateObject",
-                        f.C_CreateObject.unwrap()(self.session(session), t.as_mut_ptr(), t.len() as CK_ULONG, &mut handle),
+                        f.C_CreateObject.unwrap()(
+                            self.session(session),
+                            t.as_mut_ptr(),
+                            t.len() as CK_ULONG,
+                            &mut handle,
+                        ),
                     );
                     if rv == CKR_OK {
                         self.objects.push(handle);
@@ -736,7 +890,13 @@ impl Harness {
                     let mut handle: CK_OBJECT_HANDLE = 0;
                     check_rv(
                         "C_CopyObject",
-                        f.C_CopyObject.unwrap()(self.session(session), self.object(object), null_mut(), 0, &mut handle),
+                        f.C_CopyObject.unwrap()(
+                            self.session(session),
+                            self.object(object),
+                            null_mut(),
+                            0,
+                            &mut handle,
+                        ),
                     );
                 }
                 Op::DestroyObject { session, object } => {
@@ -749,13 +909,25 @@ impl Harness {
                     let mut size: CK_ULONG = 0;
                     check_rv(
                         "C_GetObjectSize",
-                        f.C_GetObjectSize.unwrap()(self.session(session), self.object(object), &mut size),
+                        f.C_GetObjectSize.unwrap()(
+                            self.session(session),
+                            self.object(object),
+                            &mut size,
+                        ),
                     );
                 }
-                Op::GetAttributeValue { session, object, requests } => {
+                Op::GetAttributeValue {
+                    session,
+                    object,
+                    requests,
+                } => {
                     self.get_attribute_value(self.session(session), self.object(object), &requests)
                 }
-                Op::SetAttributeValue { session, object, template } => {
+                Op::SetAttributeValue {
+                    session,
+                    object,
+                    template,
+                } => {
                     let (_values, mut t) = self.template(&template);
                     check_rv(
                         "C_SetAttributeValue",
@@ -771,19 +943,35 @@ impl Harness {
                     let (_values, mut t) = self.template(&template);
                     check_rv(
                         "C_FindObjectsInit",
-                        f.C_FindObjectsInit.unwrap()(self.session(session), t.as_mut_ptr(), t.len() as CK_ULONG),
+                        f.C_FindObjectsInit.unwrap()(
+                            self.session(session),
+                            t.as_mut_ptr(),
+                            t.len() as CK_ULONG,
+                        ),
                     );
                 }
                 Op::FindObjects { session, max } => {
                     let mut found = vec![0 as CK_OBJECT_HANDLE; max as usize];
                     let mut count: CK_ULONG = CK_ULONG::MAX;
-                    let p = if found.is_empty() { [0].as_mut_ptr() } else { found.as_mut_ptr() };
+                    let p = if found.is_empty() {
+                        [0].as_mut_ptr()
+                    } else {
+                        found.as_mut_ptr()
+                    };
                     let rv = check_rv(
                         "C_FindObjects",
-                        f.C_FindObjects.unwrap()(self.session(session), p, max as CK_ULONG, &mut count),
+                        f.C_FindObjects.unwrap()(
+                            self.session(session),
+                            p,
+                            max as CK_ULONG,
+                            &mut count,
+                        ),
                     );
                     if rv == CKR_OK {
-                        assert!(count <= max as CK_ULONG, "C_FindObjects: more objects than asked for");
+                        assert!(
+                            count <= max as CK_ULONG,
+                            "C_FindObjects: more objects than asked for"
+                        );
                         for h in &found[..count as usize] {
                             if !self.objects.contains(h) {
                                 self.objects.push(*h);
@@ -792,13 +980,25 @@ impl Harness {
                     }
                 }
                 Op::FindObjectsFinal(h) => {
-                    check_rv("C_FindObjectsFinal", f.C_FindObjectsFinal.unwrap()(self.session(h)));
+                    check_rv(
+                        "C_FindObjectsFinal",
+                        f.C_FindObjectsFinal.unwrap()(self.session(h)),
+                    );
                 }
-                Op::GenerateKeyPair { session, mechanism, public, private } => {
+                Op::GenerateKeyPair {
+                    session,
+                    mechanism,
+                    public,
+                    private,
+                } => {
                     let (_pv, mut pt) = self.template(&public);
                     let (_sv, mut st) = self.template(&private);
                     let (_param, mut m) = mechanism_struct(&mechanism);
-                    let mp = if mechanism.null { null_mut() } else { &mut m as *mut _ };
+                    let mp = if mechanism.null {
+                        null_mut()
+                    } else {
+                        &mut m as *mut _
+                    };
                     let (mut hp, mut hs) = (0, 0);
                     let rv = check_rv(
                         "C_GenerateKeyPair",
@@ -819,13 +1019,27 @@ impl Harness {
                         self.keys = DeviceKeys::read(&self.setup.work.join("run/emu"));
                     }
                 }
-                Op::SignInit { session, mechanism, key } => {
+                Op::SignInit {
+                    session,
+                    mechanism,
+                    key,
+                } => {
                     let s = self.session(session);
                     let (_param, mut m) = mechanism_struct(&mechanism);
-                    let mp = if mechanism.null { null_mut() } else { &mut m as *mut _ };
+                    let mp = if mechanism.null {
+                        null_mut()
+                    } else {
+                        &mut m as *mut _
+                    };
                     let rv = check_rv("C_SignInit", f.C_SignInit.unwrap()(s, mp, self.object(key)));
                     if rv == CKR_OK {
-                        self.signing.insert(s, Signing { mech: mechanism.mech, data: Vec::new() });
+                        self.signing.insert(
+                            s,
+                            Signing {
+                                mech: mechanism.mech,
+                                data: Vec::new(),
+                            },
+                        );
                     }
                 }
                 Op::Sign { session, data, out } => {
@@ -835,7 +1049,13 @@ impl Harness {
                     let p = buf.as_mut().map_or(null_mut(), |b| b.as_mut_ptr());
                     let rv = check_rv(
                         "C_Sign",
-                        f.C_Sign.unwrap()(s, data.as_ptr() as *mut _, data.len() as CK_ULONG, p, &mut len),
+                        f.C_Sign.unwrap()(
+                            s,
+                            data.as_ptr() as *mut _,
+                            data.len() as CK_ULONG,
+                            p,
+                            &mut len,
+                        ),
                     );
                     self.signed("C_Sign", s, rv, buf, len, Some(&data));
                 }
@@ -860,12 +1080,27 @@ impl Harness {
                     let rv = check_rv("C_SignFinal", f.C_SignFinal.unwrap()(s, p, &mut len));
                     self.signed("C_SignFinal", s, rv, buf, len, None);
                 }
-                Op::VerifyInit { session, mechanism, key } => {
+                Op::VerifyInit {
+                    session,
+                    mechanism,
+                    key,
+                } => {
                     let (_param, mut m) = mechanism_struct(&mechanism);
-                    let mp = if mechanism.null { null_mut() } else { &mut m as *mut _ };
-                    check_rv("C_VerifyInit", f.C_VerifyInit.unwrap()(self.session(session), mp, self.object(key)));
+                    let mp = if mechanism.null {
+                        null_mut()
+                    } else {
+                        &mut m as *mut _
+                    };
+                    check_rv(
+                        "C_VerifyInit",
+                        f.C_VerifyInit.unwrap()(self.session(session), mp, self.object(key)),
+                    );
                 }
-                Op::Verify { session, data, signature } => {
+                Op::Verify {
+                    session,
+                    data,
+                    signature,
+                } => {
                     let sig = self.signature_bytes(&signature);
                     check_rv(
                         "C_Verify",
@@ -881,31 +1116,49 @@ impl Harness {
                 Op::VerifyUpdate { session, data } => {
                     check_rv(
                         "C_VerifyUpdate",
-                        f.C_VerifyUpdate.unwrap()(self.session(session), data.as_ptr() as *mut _, data.len() as CK_ULONG),
+                        f.C_VerifyUpdate.unwrap()(
+                            self.session(session),
+                            data.as_ptr() as *mut _,
+                            data.len() as CK_ULONG,
+                        ),
                     );
                 }
                 Op::VerifyFinal { session, signature } => {
                     let sig = self.signature_bytes(&signature);
                     check_rv(
                         "C_VerifyFinal",
-                        f.C_VerifyFinal.unwrap()(self.session(session), sig.as_ptr() as *mut _, sig.len() as CK_ULONG),
+                        f.C_VerifyFinal.unwrap()(
+                            self.session(session),
+                            sig.as_ptr() as *mut _,
+                            sig.len() as CK_ULONG,
+                        ),
                     );
                 }
                 Op::GenerateRandom { session, len } => {
                     let mut buf = vec![0u8; len as usize % 4096];
                     check_rv(
                         "C_GenerateRandom",
-                        f.C_GenerateRandom.unwrap()(self.session(session), buf.as_mut_ptr(), buf.len() as CK_ULONG),
+                        f.C_GenerateRandom.unwrap()(
+                            self.session(session),
+                            buf.as_mut_ptr(),
+                            buf.len() as CK_ULONG,
+                        ),
                     );
                     self.check_output("C_GenerateRandom", &buf);
                 }
                 Op::SeedRandom { session, seed } => {
                     check_rv(
                         "C_SeedRandom",
-                        f.C_SeedRandom.unwrap()(self.session(session), seed.as_ptr() as *mut _, seed.len() as CK_ULONG),
+                        f.C_SeedRandom.unwrap()(
+                            self.session(session),
+                            seed.as_ptr() as *mut _,
+                            seed.len() as CK_ULONG,
+                        ),
                     );
                 }
-                Op::Unsupported { which, session } => self.unsupported(which, self.session(session)),
+                Op::Unsupported { which, session } => {
+                    self.unsupported(which, self.session(session))
+                }
             }
         }
     }
@@ -943,10 +1196,16 @@ impl Harness {
         let f = self.f();
         let rv = match args {
             InitArgs::Null => unsafe { f.C_Initialize.unwrap()(null_mut()) },
-            InitArgs::Args { flags, mutexes, config } => {
-                let text = config.map(|c| inline_config(&c, &self.setup.work.join("run/store.sqlite3")));
+            InitArgs::Args {
+                flags,
+                mutexes,
+                config,
+            } => {
+                let text =
+                    config.map(|c| inline_config(&c, &self.setup.work.join("run/store.sqlite3")));
                 let mut a: CK_C_INITIALIZE_ARGS = unsafe { std::mem::zeroed() };
-                a.flags = flags as CK_FLAGS & (CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS);
+                a.flags =
+                    flags as CK_FLAGS & (CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS);
                 if mutexes {
                     a.CreateMutex = Some(create_mutex);
                     a.DestroyMutex = Some(destroy_mutex);
@@ -967,21 +1226,33 @@ impl Harness {
         requests: &[(AttrType, Out)],
     ) {
         let requests = &requests[..requests.len().min(MAX_TEMPLATE)];
-        let mut buffers: Vec<Option<Vec<u8>>> = requests.iter().map(|(_, out)| out.buffer(65)).collect();
+        let mut buffers: Vec<Option<Vec<u8>>> =
+            requests.iter().map(|(_, out)| out.buffer(65)).collect();
         let mut template: Vec<CK_ATTRIBUTE> = requests
             .iter()
             .zip(buffers.iter_mut())
             .map(|((kind, _), buf)| CK_ATTRIBUTE {
                 type_: kind.ck(),
-                pValue: buf.as_mut().map_or(null_mut(), |b| b.as_mut_ptr() as *mut _),
+                pValue: buf
+                    .as_mut()
+                    .map_or(null_mut(), |b| b.as_mut_ptr() as *mut _),
                 ulValueLen: buf.as_ref().map_or(0, |b| b.len()) as CK_ULONG,
             })
             .collect();
-        let rv = check_rv(
-            "C_GetAttributeValue",
-            unsafe { self.f().C_GetAttributeValue.unwrap()(s, o, template.as_mut_ptr(), template.len() as CK_ULONG) },
-        );
-        let answered = [CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL];
+        let rv = check_rv("C_GetAttributeValue", unsafe {
+            self.f().C_GetAttributeValue.unwrap()(
+                s,
+                o,
+                template.as_mut_ptr(),
+                template.len() as CK_ULONG,
+            )
+        });
+        let answered = [
+            CKR_OK,
+            CKR_ATTRIBUTE_SENSITIVE,
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            CKR_BUFFER_TOO_SMALL,
+        ];
         if !answered.contains(&rv) {
             return;
         }
@@ -1014,16 +1285,37 @@ impl Harness {
                 3 => ("C_Decrypt", f.C_Decrypt.unwrap()(s, p, 16, p, l)),
                 4 => ("C_DigestInit", f.C_DigestInit.unwrap()(s, null_mut())),
                 5 => ("C_Digest", f.C_Digest.unwrap()(s, p, 16, p, l)),
-                6 => ("C_GetOperationState", f.C_GetOperationState.unwrap()(s, p, l)),
-                7 => ("C_SetOperationState", f.C_SetOperationState.unwrap()(s, p, 16, 0, 0)),
-                8 => ("C_SignRecoverInit", f.C_SignRecoverInit.unwrap()(s, null_mut(), 0)),
-                9 => ("C_VerifyRecover", f.C_VerifyRecover.unwrap()(s, p, 16, p, l)),
-                10 => ("C_GenerateKey", f.C_GenerateKey.unwrap()(s, null_mut(), null_mut(), 0, null_mut())),
+                6 => (
+                    "C_GetOperationState",
+                    f.C_GetOperationState.unwrap()(s, p, l),
+                ),
+                7 => (
+                    "C_SetOperationState",
+                    f.C_SetOperationState.unwrap()(s, p, 16, 0, 0),
+                ),
+                8 => (
+                    "C_SignRecoverInit",
+                    f.C_SignRecoverInit.unwrap()(s, null_mut(), 0),
+                ),
+                9 => (
+                    "C_VerifyRecover",
+                    f.C_VerifyRecover.unwrap()(s, p, 16, p, l),
+                ),
+                10 => (
+                    "C_GenerateKey",
+                    f.C_GenerateKey.unwrap()(s, null_mut(), null_mut(), 0, null_mut()),
+                ),
                 11 => ("C_WrapKey", f.C_WrapKey.unwrap()(s, null_mut(), 0, 0, p, l)),
-                12 => ("C_DeriveKey", f.C_DeriveKey.unwrap()(s, null_mut(), 0, null_mut(), 0, null_mut())),
+                12 => (
+                    "C_DeriveKey",
+                    f.C_DeriveKey.unwrap()(s, null_mut(), 0, null_mut(), 0, null_mut()),
+                ),
                 13 => ("C_GetFunctionStatus", f.C_GetFunctionStatus.unwrap()(s)),
                 14 => ("C_CancelFunction", f.C_CancelFunction.unwrap()(s)),
-                _ => ("C_WaitForSlotEvent", f.C_WaitForSlotEvent.unwrap()(CKF_DONT_BLOCK, null_mut(), null_mut())),
+                _ => (
+                    "C_WaitForSlotEvent",
+                    f.C_WaitForSlotEvent.unwrap()(CKF_DONT_BLOCK, null_mut(), null_mut()),
+                ),
             }
         };
         check_rv(name, rv);
@@ -1035,7 +1327,11 @@ fn mechanism_struct(m: &Mechanism) -> (Vec<u8>, CK_MECHANISM) {
     let param = m.parameter.clone().unwrap_or_default();
     let mech = CK_MECHANISM {
         mechanism: m.mech.ck(),
-        pParameter: if m.parameter.is_some() { param.as_ptr() as *mut _ } else { null_mut() },
+        pParameter: if m.parameter.is_some() {
+            param.as_ptr() as *mut _
+        } else {
+            null_mut()
+        },
         ulParameterLen: param.len() as CK_ULONG,
     };
     (param, mech)
@@ -1055,7 +1351,10 @@ fn inline_config(c: &InlineConfig, store: &Path) -> CString {
         labels.insert("0".into(), label.clone().into());
         table.insert("labels".into(), labels.into());
     }
-    table.insert("expose_non_ecdsa_keys".into(), c.expose_non_ecdsa_keys.into());
+    table.insert(
+        "expose_non_ecdsa_keys".into(),
+        c.expose_non_ecdsa_keys.into(),
+    );
     let text = toml::to_string(&table).expect("TOML");
     CString::new(text.replace('\0', "")).expect("no NUL")
 }
@@ -1082,7 +1381,9 @@ unsafe extern "C" fn destroy_mutex(m: *mut std::ffi::c_void) -> CK_RV {
 
 unsafe extern "C" fn lock_mutex(m: *mut std::ffi::c_void) -> CK_RV {
     // SAFETY: made by create_mutex.
-    let Some(lock) = (unsafe { (m as *const AtomicBool).as_ref() }) else { return CKR_MUTEX_BAD };
+    let Some(lock) = (unsafe { (m as *const AtomicBool).as_ref() }) else {
+        return CKR_MUTEX_BAD;
+    };
     while lock.swap(true, Ordering::Acquire) {
         std::hint::spin_loop();
     }
@@ -1091,7 +1392,9 @@ unsafe extern "C" fn lock_mutex(m: *mut std::ffi::c_void) -> CK_RV {
 
 unsafe extern "C" fn unlock_mutex(m: *mut std::ffi::c_void) -> CK_RV {
     // SAFETY: made by create_mutex.
-    let Some(lock) = (unsafe { (m as *const AtomicBool).as_ref() }) else { return CKR_MUTEX_BAD };
+    let Some(lock) = (unsafe { (m as *const AtomicBool).as_ref() }) else {
+        return CKR_MUTEX_BAD;
+    };
     if !lock.swap(false, Ordering::Release) {
         return CKR_MUTEX_NOT_LOCKED;
     }

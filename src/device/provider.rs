@@ -145,7 +145,11 @@ pub fn fetch(
         },
     )
     .with_context(|| format!("cannot reach the credentials provider {}", request.endpoint))?;
+    credentials_from_answer(&response)
+}
 
+/// The credentials in the provider's answer, or what its error says.
+pub fn credentials_from_answer(response: &http::HttpResponse) -> Result<Credentials> {
     if response.status != 200 {
         let message = serde_json::from_slice::<serde_json::Value>(&response.body)
             .ok()
