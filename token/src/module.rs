@@ -179,6 +179,12 @@ impl Module {
         }
     }
 
+    /// Finalized in the process that made it: nothing of it is in use, and
+    /// it may be dropped (one inherited across fork() belongs to the parent).
+    pub fn is_finalized_here(&self) -> bool {
+        self.finalized.load(Ordering::Acquire) && self.pid == std::process::id()
+    }
+
     /// True between `Module::new` and `finalize`, in the process that made it.
     pub fn is_active(&self) -> bool {
         !self.finalized.load(Ordering::Acquire) && self.pid == std::process::id()

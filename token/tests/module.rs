@@ -588,7 +588,9 @@ fn pins_longer_than_the_maximum_are_refused() {
     let m = module(&dev, config(dir.path(), &format!("pin = \"{long}\"\n")));
     let s = m.open_session(0, RO).unwrap();
     assert_eq!(
-        m.login(s, CKU_USER, Some(long.as_bytes())).unwrap_err().rv(),
+        m.login(s, CKU_USER, Some(long.as_bytes()))
+            .unwrap_err()
+            .rv(),
         CKR_PIN_INCORRECT
     );
 }

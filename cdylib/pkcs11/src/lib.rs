@@ -191,11 +191,10 @@ pub(crate) fn reclaim() {
     if IN_FLIGHT.load(Ordering::SeqCst) != 1 {
         return;
     }
-    let pid = std::process::id();
     lock_retired().retain(|&address| {
         let module = address as *mut Module;
         // SAFETY: a retired pointer came from Box::leak and is freed only here.
-        let ours = unsafe { &*module }.pid() == pid && !unsafe { &*module }.is_active();
+        let ours = unsafe { &*module }.is_finalized_here();
         if ours {
             // SAFETY: no call holds it (see above), and it is dropped once.
             drop(unsafe { Box::from_raw(module) });

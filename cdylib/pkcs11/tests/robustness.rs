@@ -187,6 +187,8 @@ fn every_function_answers_null_pointers() {
             }
             // A NULL PIN means "protected authentication path"; without a PIN any login is fine.
             "C_Login" => vec![CKR_OK, CKR_ARGUMENTS_BAD],
+            // No mechanism cancels the active operation (PKCS#11 3.0), here none.
+            "C_SignInit" | "C_VerifyInit" => vec![CKR_OK],
             // Not a function of this era (PKCS#11 2.40 §5.16).
             "C_GetFunctionStatus" | "C_CancelFunction" => {
                 vec![CKR_FUNCTION_NOT_PARALLEL, CKR_FUNCTION_NOT_SUPPORTED]
