@@ -65,7 +65,7 @@ pub mod fork;
 mod key;
 mod keygen;
 mod lock;
-pub mod log;
+mod log;
 mod mechanism;
 mod module;
 mod object;
@@ -84,7 +84,7 @@ pub use device::Device;
 pub use error::{Error, Result};
 pub use key::KeySlot;
 pub use module::Module;
-pub use zkconf::{is_inline, Config, ConfigError};
+pub use zkconf::Config;
 
 /// What the tests of this crate and of the ABI crate check results with.
 pub mod testing {

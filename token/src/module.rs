@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cryptoki_sys::*;
-use zkconf::Config;
+use zkconf::{is_for_this_module, is_inline, Config, ConfigError};
 
 use crate::attribute::Object;
 use crate::curve::Curve;
@@ -22,6 +22,7 @@ use crate::device::{self, Device};
 use crate::error::{Error, Result};
 use crate::key::KeySlot;
 use crate::lock::lock;
+use crate::log;
 use crate::mechanism::{Input, SignMechanism};
 use crate::token::Token;
 
@@ -159,6 +160,51 @@ impl Module {
             }
         };
         Module::with_device(config, library_path, device)
+    }
+
+    /// `C_Initialize`: the configuration from `init_arg` (`pReserved`), else
+    /// the usual places (see [`Config::discover`]); the log set up from it;
+    /// the module over the library it names. `euid_is_root`: the process
+    /// runs as root, so the default store is system-wide.
+    ///
+    /// Configuration that cannot be read fails closed: a file that is
+    /// missing or bad, and text meant for this module that does not parse
+    /// (a typo must not drop a `pin`). Text of another host (NSS passes its
+    /// own parameters in `pReserved`) is left to it.
+    pub fn initialize(init_arg: Option<&str>, euid_is_root: bool) -> Result<Module> {
+        let mut config = match Config::discover(init_arg) {
+            Ok(c) => c,
+            Err(e @ ConfigError::Parse { .. })
+                if init_arg.is_some_and(|a| is_inline(a) && !is_for_this_module(a)) =>
+            {
+                let fallback = Config::discover(None);
+                log::init(fallback.as_ref().unwrap_or(&Config::default()));
+                tracing::warn!("pReserved ignored: {e}");
+                fallback.map_err(|e| {
+                    tracing::error!("{e}");
+                    Error::GeneralError(e.to_string())
+                })?
+            }
+            Err(e) => {
+                log::init(&Config::default());
+                tracing::error!("{e}");
+                return Err(match init_arg {
+                    Some(a) if is_inline(a) => {
+                        Error::ArgumentsBad("pReserved holds configuration that does not parse")
+                    }
+                    Some(_) => Error::ArgumentsBad(
+                        "pReserved names a configuration file that cannot be read",
+                    ),
+                    None => Error::GeneralError(e.to_string()),
+                });
+            }
+        };
+        config.system_wide = euid_is_root;
+        log::init(&config);
+        if let Some(source) = &config.source {
+            tracing::debug!("configuration from {source}");
+        }
+        Ok(Module::new(config))
     }
 
     /// Sets the module up over a given device (tests use an in-memory one).

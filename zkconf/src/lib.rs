@@ -267,6 +267,33 @@ pub fn is_inline(arg: &str) -> bool {
     arg.contains('=') || arg.contains('\n')
 }
 
+/// The top-level keys of the configuration (the fields of [`Config`]).
+pub const KEYS: &[&str] = &[
+    "zklib",
+    "token_label",
+    "store",
+    "pin",
+    "log_level",
+    "log_file",
+    "labels",
+    "expose_non_ecdsa_keys",
+];
+
+/// Whether configuration text is meant for this module: some line sets
+/// one of its [`KEYS`] (or opens `[labels]`), however wrong the rest is.
+/// Other hosts' parameters in `pReserved` (NSS's `configdir='…' …`) use
+/// none of them.
+pub fn is_for_this_module(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim();
+        let key = match line.strip_prefix('[') {
+            Some(table) => table.trim_end_matches(']'),
+            None => line.split('=').next().unwrap_or_default(),
+        };
+        KEYS.contains(&key.trim().trim_matches('"'))
+    })
+}
+
 /// A device serial as a file name: anything but `[A-Za-z0-9._-]` becomes `_`.
 fn file_safe(serial: &str) -> String {
     let s: String = serial
@@ -380,6 +407,27 @@ mod tests {
         assert_eq!(c.unwrap().token_label(), "arg");
         std::fs::write(&system, "pin = 1357\n").unwrap();
         assert!(discover_in(None, None, &system).is_err());
+    }
+
+    #[test]
+    fn every_key_is_a_field() {
+        for key in KEYS {
+            let err = Config::parse(&format!("{key} = []"), "t").unwrap_err();
+            assert!(!err.to_string().contains("unknown field"), "{key}: {err}");
+        }
+        let err = Config::parse("pinn = []", "t").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn text_for_this_module_is_told_from_other_hosts_parameters() {
+        assert!(is_for_this_module("pin = \"1234\"\ntoken_lable = \"x\""));
+        assert!(is_for_this_module("zklb = \"x\"\n[labels]\n0 = \"a\""));
+        assert!(is_for_this_module("  store=\"/tmp/s\" trailing"));
+        assert!(!is_for_this_module(
+            "configdir='sql:/etc/pki/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db' flags=readOnly"
+        ));
+        assert!(!is_for_this_module("zklb = \"x\""));
     }
 
     #[test]

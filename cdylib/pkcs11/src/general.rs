@@ -4,8 +4,7 @@ use std::ffi::CStr;
 use std::sync::Once;
 
 use cryptoki_sys::*;
-use zktoken::ConfigError;
-use zktoken::{Config, Error, Module};
+use zktoken::{Error, Module};
 
 use crate::{export, install, module, out_param, reclaim, uninstall, INIT_LOCK};
 
@@ -97,39 +96,11 @@ unsafe fn initialize(pInitArgs: CK_VOID_PTR) -> zktoken::Result<()> {
     if module().is_ok() {
         return Err(Error::CryptokiAlreadyInitialized);
     }
-    let mut config = match Config::discover(init_arg.as_deref()) {
-        Ok(c) => c,
-        // Some hosts pass their own parameters in pReserved (NSS does):
-        // text that is not our TOML is left to them.
-        Err(e @ ConfigError::Parse { .. })
-            if init_arg.as_deref().is_some_and(zktoken::is_inline) =>
-        {
-            let fallback = Config::discover(None);
-            zktoken::log::init(fallback.as_ref().unwrap_or(&Config::default()));
-            tracing::warn!("pReserved ignored: {e}");
-            fallback.map_err(|e| {
-                tracing::error!("{e}");
-                Error::GeneralError(e.to_string())
-            })?
-        }
-        Err(e) => {
-            zktoken::log::init(&Config::default());
-            tracing::error!("{e}");
-            return Err(if init_arg.is_some() {
-                Error::ArgumentsBad("pReserved names a configuration file that cannot be read")
-            } else {
-                Error::GeneralError(e.to_string())
-            });
-        }
-    };
     // SAFETY: geteuid has no preconditions and cannot fail.
-    config.system_wide = unsafe { libc::geteuid() } == 0;
-    zktoken::log::init(&config);
+    let euid_is_root = unsafe { libc::geteuid() } == 0;
+    let module = Module::initialize(init_arg.as_deref(), euid_is_root)?;
     register_fork_handlers();
-    if let Some(source) = &config.source {
-        tracing::debug!("configuration from {source}");
-    }
-    install(Module::new(config));
+    install(module);
     Ok(())
 }
 

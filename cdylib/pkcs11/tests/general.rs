@@ -650,6 +650,66 @@ fn configuration_in_initialize_arguments() {
     });
 }
 
+/// C_Initialize with `text` (NUL-terminated) in pReserved.
+fn initialize_with_reserved(raw: &common::raw::Raw, text: &str) -> CK_RV {
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: text.as_ptr() as *mut std::ffi::c_void,
+    };
+    call!(
+        raw,
+        C_Initialize((&mut args as *mut CK_C_INITIALIZE_ARGS).cast())
+    )
+}
+
+/// Configuration text in pReserved that is meant for the module but does not
+/// parse fails closed: a typo next to `pin` must not leave a token any PIN opens.
+#[test]
+fn bad_configuration_in_initialize_arguments_fails_closed() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        assert_rv!(
+            initialize_with_reserved(&raw, "pin = \"1234\"\ntoken_lable = \"edge\"\0"),
+            CKR_ARGUMENTS_BAD,
+            "pin plus an unknown key"
+        );
+        assert_rv!(
+            initialize_with_reserved(&raw, "pin = 1234abc\0"),
+            CKR_ARGUMENTS_BAD,
+            "a pin that is not TOML"
+        );
+        let mut info = CK_INFO::default();
+        assert_rv!(
+            call!(raw, C_GetInfo(&mut info)),
+            CKR_CRYPTOKI_NOT_INITIALIZED,
+            "nothing initialised"
+        );
+    });
+}
+
+/// Another host's parameters in pReserved (NSS's) are left to it: the module
+/// initialises from its usual configuration.
+#[test]
+fn other_hosts_parameters_in_initialize_arguments_are_ignored() {
+    Scenario::zymkey4i().run(|t| {
+        let raw = t.raw();
+        assert_rv!(
+            initialize_with_reserved(
+                &raw,
+                "configdir='sql:/etc/pki/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db' flags=readOnly\0"
+            ),
+            CKR_OK
+        );
+        let slot = raw.token_slot();
+        let mut token = CK_TOKEN_INFO::default();
+        assert_rv!(call!(raw, C_GetTokenInfo(slot, &mut token)), CKR_OK);
+    });
+}
+
 /// With a PIN configured, a NULL PIN is refused.
 #[test]
 fn configured_pin_refuses_a_null_pin() {
