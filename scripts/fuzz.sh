@@ -57,10 +57,12 @@ rustflags=(
     -Cforce-frame-pointers
 )
 fuzz_target_dir=$CARGO_TARGET_DIR/fuzz
+# Not --locked: fuzz/Cargo.lock pins the registry crates, and the workspace's
+# own crates (path dependencies) come and go with the project.
 (
     cd fuzz
     RUSTFLAGS="${rustflags[*]}" CARGO_TARGET_DIR=$fuzz_target_dir \
-        cargo +nightly build --release --locked --target "$TRIPLE" --bins
+        cargo +nightly build --release --target "$TRIPLE" --bins
 )
 
 failed=0
