@@ -56,6 +56,11 @@ impl KeyStore {
     /// The key store of `dir`, creating its directories where missing.
     pub fn open(dir: StateDir) -> Result<KeyStore> {
         dir.ensure_dirs(&[KEYS_DIR, FOREIGN_DIR])?;
+        // A process killed inside write_atomic leaves its temporary file
+        // (a private key, for a key being generated): nobody else removes it.
+        for keyring in [KEYS_DIR, FOREIGN_DIR] {
+            state::remove_orphaned_temporaries(&dir.path(keyring));
+        }
         let generation = SharedWords::open(
             &dir.path(GENERATION_FILE),
             "zkemu-key-generation 1",

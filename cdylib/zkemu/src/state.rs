@@ -152,10 +152,62 @@ pub fn is_temporary(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// The process that wrote a temporary file (`.<name>.<pid>.<sequence>.tmp`).
+fn temporary_writer(name: &str) -> Option<libc::pid_t> {
+    let mut parts = name.rsplit('.');
+    let (_tmp, _sequence) = (parts.next()?, parts.next()?);
+    parts.next()?.parse().ok()
+}
+
+/// Removes the temporary files in `dir` left by processes that no longer
+/// exist (killed between creating and renaming them).
+pub fn remove_orphaned_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = temporary_writer(&name).filter(|_| is_temporary(&name)) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process that has exited: a child reaped right away.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let orphan = dir.path().join(format!(".slot-16.pem.{dead}.0.tmp"));
+        let live = dir
+            .path()
+            .join(format!(".slot-17.pem.{}.3.tmp", std::process::id()));
+        let key = dir.path().join("slot-16.pem");
+        for path in [&orphan, &live, &key] {
+            fs::write(path, b"key").unwrap();
+        }
+        remove_orphaned_temporaries(dir.path());
+        assert!(
+            !orphan.exists(),
+            "the dead writer's temporary file is removed"
+        );
+        assert!(live.exists(), "a live writer's temporary file stays");
+        assert!(key.exists(), "key files stay");
+    }
 
     #[test]
     fn atomic_write_replaces_with_mode_0600() {
