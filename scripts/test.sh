@@ -31,4 +31,13 @@ scripts/bench.sh --smoke
 step "fuzzing, bounded (scripts/fuzz.sh: ${ZKIOT_FUZZ_SECONDS:-12} s per target)"
 scripts/fuzz.sh "${ZKIOT_FUZZ_SECONDS:-12}"
 
+# The Debian packages installed on the supported platforms (arm64 under qemu-user,
+# Debian 13): chroot needs root, and the root file systems are cached in /var/tmp.
+if [ "$(id -u)" -eq 0 ] && [ "${ZKIOT_SKIP_PLATFORMS:-0}" != 1 ]; then
+    step "packages on Debian 12 arm64 and Debian 13 (tests/rootfs/run.sh)"
+    tests/rootfs/run.sh
+else
+    step "packages on other platforms: skipped (needs root; ZKIOT_SKIP_PLATFORMS=${ZKIOT_SKIP_PLATFORMS:-0})"
+fi
+
 step "all tests passed in $(($(date +%s) - started)) s"
