@@ -3,11 +3,6 @@
 //! objects carry (`CKA_EC_POINT`, `CKA_PUBLIC_KEY_INFO`).
 
 use cryptoki_sys::*;
-use openssl::bn::BigNumContext;
-use openssl::ec::{EcGroup, EcKey, EcPoint};
-use openssl::error::ErrorStack;
-use openssl::nid::Nid;
-use openssl::pkey::Public;
 
 use crate::der::der;
 
@@ -50,15 +45,6 @@ impl Curve {
         [Curve::P256, Curve::Secp256k1, Curve::Ed25519, Curve::X25519]
             .into_iter()
             .find(|c| c.params() == der)
-    }
-
-    /// OpenSSL's name of the curve, for the curves this token signs with.
-    pub(crate) fn nid(self) -> Option<Nid> {
-        match self {
-            Curve::P256 => Some(Nid::X9_62_PRIME256V1),
-            Curve::Secp256k1 => Some(Nid::SECP256K1),
-            Curve::Ed25519 | Curve::X25519 => None,
-        }
     }
 
     /// True for the curves this token signs with (ECDSA).
@@ -129,21 +115,20 @@ pub(crate) fn normalize_public_key(mut raw: Vec<u8>) -> Vec<u8> {
 }
 
 fn on_curve(curve: Curve, xy: &[u8]) -> bool {
-    curve
-        .nid()
-        .is_some_and(|nid| ec_public_key(nid, xy).is_ok())
+    let point = sec1_uncompressed(xy);
+    match curve {
+        Curve::P256 => p256::PublicKey::from_sec1_bytes(&point).is_ok(),
+        Curve::Secp256k1 => k256::PublicKey::from_sec1_bytes(&point).is_ok(),
+        Curve::Ed25519 | Curve::X25519 => false,
+    }
 }
 
-/// The OpenSSL public key of a raw X‖Y point on an ECDSA curve; fails
-/// when the point is not on the curve.
-pub(crate) fn ec_public_key(nid: Nid, xy: &[u8]) -> Result<EcKey<Public>, ErrorStack> {
-    let group = EcGroup::from_curve_name(nid)?;
-    let mut ctx = BigNumContext::new()?;
-    let mut point = Vec::with_capacity(65);
+/// `04‖X‖Y`: the uncompressed SEC1 form of a raw X‖Y point.
+pub(crate) fn sec1_uncompressed(xy: &[u8]) -> Vec<u8> {
+    let mut point = Vec::with_capacity(xy.len() + 1);
     point.push(0x04);
     point.extend_from_slice(xy);
-    let point = EcPoint::from_bytes(&group, &point, &mut ctx)?;
-    EcKey::from_public_key(&group, &point)
+    point
 }
 
 /// `CKA_EC_POINT`: a DER OCTET STRING holding the uncompressed point

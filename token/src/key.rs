@@ -5,11 +5,9 @@
 
 use cryptoki_sys::*;
 
-use openssl::ec::EcKey;
-use openssl::pkey::Public;
-
 use crate::attribute::Object;
-use crate::curve::{ec_point_der, ec_public_key, spki_der, Curve};
+use crate::curve::{ec_point_der, spki_der, Curve};
+use crate::mechanism::Verifier;
 
 /// Slot numbers of the foreign keyring are shown as `0x8000 | N`.
 pub(crate) const FOREIGN_ID_FLAG: u32 = 0x8000;
@@ -179,18 +177,14 @@ pub(crate) struct KeyEntry {
     pub(crate) key: DeviceKey,
     pub(crate) private: Object,
     pub(crate) public: Object,
-    /// The public point as an OpenSSL key, for the check of every signature
-    /// (building it costs a tenth of that check); `None` for the curves
-    /// that do not sign.
-    pub(crate) verifier: Option<EcKey<Public>>,
+    /// The public point ready for the check of every signature (building it
+    /// costs a tenth of that check); `None` for the curves that do not sign.
+    pub(crate) verifier: Option<Verifier>,
 }
 
 impl KeyEntry {
     pub(crate) fn new(key: DeviceKey, login_required: bool) -> KeyEntry {
-        let verifier = key
-            .curve
-            .nid()
-            .and_then(|nid| ec_public_key(nid, &key.raw_public).ok());
+        let verifier = Verifier::new(key.curve, &key.raw_public).ok();
         KeyEntry {
             private: key.private_object(login_required),
             public: key.public_object(),

@@ -1,13 +1,14 @@
 //! Mechanisms: what the token offers, ECDSA input rules, and software
 //! verification against a key's public point.
 //!
-//! Verification runs in software (OpenSSL) against the cached public key:
+//! Verification runs in software (RustCrypto's p256 and k256, never OpenSSL:
+//! see the crate's dependencies) against the cached public key:
 //! it costs no device call, works for every slot the token shows (foreign
 //! public keys included), and checks the device's signatures independently.
 
 use cryptoki_sys::*;
 
-use crate::curve::{ec_public_key, Curve};
+use crate::curve::{sec1_uncompressed, Curve};
 use crate::error::{Error, Result};
 
 /// Length of the digest the device signs.
@@ -110,42 +111,42 @@ pub fn ecdsa_digest(input: &[u8]) -> Result<[u8; DIGEST_LEN]> {
 /// A running hash.
 #[derive(Clone)]
 pub(crate) enum Hasher {
-    Sha1(openssl::sha::Sha1),
-    Sha224(openssl::sha::Sha224),
-    Sha256(openssl::sha::Sha256),
-    Sha384(openssl::sha::Sha384),
-    Sha512(openssl::sha::Sha512),
+    Sha1(sha1::Sha1),
+    Sha224(sha2::Sha224),
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
 }
 
 impl Hasher {
     pub(crate) fn new(hash: Hash) -> Hasher {
         match hash {
-            Hash::Sha1 => Hasher::Sha1(openssl::sha::Sha1::new()),
-            Hash::Sha224 => Hasher::Sha224(openssl::sha::Sha224::new()),
-            Hash::Sha256 => Hasher::Sha256(openssl::sha::Sha256::new()),
-            Hash::Sha384 => Hasher::Sha384(openssl::sha::Sha384::new()),
-            Hash::Sha512 => Hasher::Sha512(openssl::sha::Sha512::new()),
+            Hash::Sha1 => Hasher::Sha1(sha1::Digest::new()),
+            Hash::Sha224 => Hasher::Sha224(sha2::Digest::new()),
+            Hash::Sha256 => Hasher::Sha256(sha2::Digest::new()),
+            Hash::Sha384 => Hasher::Sha384(sha2::Digest::new()),
+            Hash::Sha512 => Hasher::Sha512(sha2::Digest::new()),
         }
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha224(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha384(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
+            Hasher::Sha1(h) => sha1::Digest::update(h, data),
+            Hasher::Sha224(h) => sha2::Digest::update(h, data),
+            Hasher::Sha256(h) => sha2::Digest::update(h, data),
+            Hasher::Sha384(h) => sha2::Digest::update(h, data),
+            Hasher::Sha512(h) => sha2::Digest::update(h, data),
         }
     }
 
     /// The digest as ECDSA on a 256-bit curve uses it (see [`ecdsa_digest`]).
     pub(crate) fn finish(self) -> Result<[u8; DIGEST_LEN]> {
         match self {
-            Hasher::Sha1(h) => ecdsa_digest(&h.finish()),
-            Hasher::Sha224(h) => ecdsa_digest(&h.finish()),
-            Hasher::Sha256(h) => Ok(h.finish()),
-            Hasher::Sha384(h) => ecdsa_digest(&h.finish()),
-            Hasher::Sha512(h) => ecdsa_digest(&h.finish()),
+            Hasher::Sha1(h) => ecdsa_digest(&sha1::Digest::finalize(h)),
+            Hasher::Sha224(h) => ecdsa_digest(&sha2::Digest::finalize(h)),
+            Hasher::Sha256(h) => ecdsa_digest(&sha2::Digest::finalize(h)),
+            Hasher::Sha384(h) => ecdsa_digest(&sha2::Digest::finalize(h)),
+            Hasher::Sha512(h) => ecdsa_digest(&sha2::Digest::finalize(h)),
         }
     }
 }
@@ -221,32 +222,62 @@ pub fn verify_digest(
     if signature.len() != SIGNATURE_LEN {
         return Err(Error::SignatureLenRange);
     }
-    let nid = curve.nid().ok_or(Error::KeyTypeInconsistent)?;
-    let key =
-        ec_public_key(nid, raw_public).map_err(|e| Error::GeneralError(format!("OpenSSL: {e}")))?;
-    verify_with(&key, digest, signature)
+    Verifier::new(curve, raw_public)?.verify(digest, signature)
 }
 
-/// [`verify_digest`] with the public key already built.
-pub(crate) fn verify_with(
-    key: &openssl::ec::EcKeyRef<openssl::pkey::Public>,
-    digest: &[u8; DIGEST_LEN],
-    signature: &[u8],
-) -> Result<()> {
-    use openssl::bn::BigNum;
-    use openssl::ecdsa::EcdsaSig;
+/// A public key ready to check signatures (built once per key: building it
+/// costs about a tenth of a check).
+#[derive(Debug, Clone)]
+pub(crate) enum Verifier {
+    P256(p256::ecdsa::VerifyingKey),
+    Secp256k1(k256::ecdsa::VerifyingKey),
+}
 
-    if signature.len() != SIGNATURE_LEN {
-        return Err(Error::SignatureLenRange);
+impl Verifier {
+    /// The verifier of a raw X‖Y point on an ECDSA curve.
+    pub(crate) fn new(curve: Curve, raw_public: &[u8]) -> Result<Verifier> {
+        let point = sec1_uncompressed(raw_public);
+        let not_a_point = |_| {
+            Error::GeneralError(format!(
+                "the {} public key is not on its curve",
+                curve.name()
+            ))
+        };
+        match curve {
+            Curve::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(Verifier::P256)
+                .map_err(not_a_point),
+            Curve::Secp256k1 => k256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(Verifier::Secp256k1)
+                .map_err(not_a_point),
+            Curve::Ed25519 | Curve::X25519 => Err(Error::KeyTypeInconsistent),
+        }
     }
-    let crypto = |e: openssl::error::ErrorStack| Error::GeneralError(format!("OpenSSL: {e}"));
-    let r = BigNum::from_slice(&signature[..32]).map_err(crypto)?;
-    let s = BigNum::from_slice(&signature[32..]).map_err(crypto)?;
-    let sig = EcdsaSig::from_private_components(r, s).map_err(crypto)?;
-    match sig.verify(digest, key) {
-        Ok(true) => Ok(()),
+
+    /// Checks a raw r‖s signature over a 32-byte digest.
+    pub(crate) fn verify(&self, digest: &[u8; DIGEST_LEN], signature: &[u8]) -> Result<()> {
+        if signature.len() != SIGNATURE_LEN {
+            return Err(Error::SignatureLenRange);
+        }
+        // (r, s) and (r, n - s) are the same ECDSA signature; the device does not normalise s.
+        let valid = match self {
+            Verifier::P256(key) => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier;
+                p256::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify_prehash(digest, &sig.normalize_s()).is_ok())
+            }
+            Verifier::Secp256k1(key) => {
+                use k256::ecdsa::signature::hazmat::PrehashVerifier;
+                k256::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|sig| key.verify_prehash(digest, &sig.normalize_s()).is_ok())
+            }
+        };
         // A malformed (r, s) is an invalid signature, not a token failure.
-        Ok(false) | Err(_) => Err(Error::SignatureInvalid),
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::SignatureInvalid)
+        }
     }
 }
 

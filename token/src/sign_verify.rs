@@ -165,7 +165,7 @@ impl Module {
         let entry = token.key(slot).ok_or(Error::KeyHandleInvalid)?;
         let key = &entry.key;
         let verified = match &entry.verifier {
-            Some(verifier) => mechanism::verify_with(verifier, digest, &signature),
+            Some(verifier) => verifier.verify(digest, &signature),
             None => mechanism::verify_digest(key.curve, &key.raw_public, digest, &signature),
         };
         if verified.is_ok() {

@@ -7,7 +7,6 @@ use cryptoki_sys::*;
 use crate::attribute::{
     parse_bool, template_ulong, template_value, Attribute, Object, TemplateUse,
 };
-use crate::der::der_integer;
 use crate::error::{Error, Result};
 
 /// Builds a certificate or data object from a creation template.
@@ -59,25 +58,25 @@ fn complete_certificate(object: &mut Object) -> Result<()> {
         .filter(|v| !v.is_empty())
         .ok_or(Error::TemplateIncomplete("CKA_VALUE (the DER certificate)"))?
         .to_vec();
-    let cert =
-        openssl::x509::X509::from_der(&der).map_err(|_| Error::AttributeValueInvalid(CKA_VALUE))?;
+    use x509_cert::der::{Decode, Encode};
     let invalid = |_| Error::AttributeValueInvalid(CKA_VALUE);
-    // The parser stops at the certificate's end; anything after it is refused,
+    let cert = x509_cert::Certificate::from_der(&der).map_err(invalid)?;
+    // Anything after the certificate, or an encoding other than its DER, is refused,
     // so the value stored is exactly the certificate.
     if cert.to_der().map_err(invalid)? != der {
         return Err(Error::AttributeValueInvalid(CKA_VALUE));
     }
+    let tbs = &cert.tbs_certificate;
     if object.value(CKA_SUBJECT).is_none() {
-        object.set(CKA_SUBJECT, cert.subject_name().to_der().map_err(invalid)?);
+        object.set(CKA_SUBJECT, tbs.subject.to_der().map_err(invalid)?);
     }
     if object.value(CKA_ISSUER).is_none() {
-        object.set(CKA_ISSUER, cert.issuer_name().to_der().map_err(invalid)?);
+        object.set(CKA_ISSUER, tbs.issuer.to_der().map_err(invalid)?);
     }
     if object.value(CKA_SERIAL_NUMBER).is_none() {
-        let serial = cert.serial_number().to_bn().map_err(invalid)?;
         object.set(
             CKA_SERIAL_NUMBER,
-            der_integer(&serial.to_vec(), serial.is_negative()),
+            tbs.serial_number.to_der().map_err(invalid)?,
         );
     }
     for (kind, default) in [
@@ -94,7 +93,7 @@ fn complete_certificate(object: &mut Object) -> Result<()> {
         }
     }
     if object.value(CKA_PUBLIC_KEY_INFO).is_none() {
-        if let Ok(spki) = cert.public_key().and_then(|k| k.public_key_to_der()) {
+        if let Ok(spki) = tbs.subject_public_key_info.to_der() {
             object.set(CKA_PUBLIC_KEY_INFO, spki);
         }
     }
