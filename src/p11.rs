@@ -234,23 +234,9 @@ impl P11Token {
         let point = match point {
             Some(p) => p,
             None => {
-                let public = session
-                    .find_objects(&[
-                        Attribute::Class(ObjectClass::PUBLIC_KEY),
-                        Attribute::Id(id.clone()),
-                    ])
-                    .context("cannot search the token's public keys")?;
-                let public = *public.first().ok_or_else(|| {
-                    anyhow!("key {key_label:?} has no CKA_EC_POINT and no public key object")
-                })?;
-                session
-                    .get_attributes(public, &[AttributeType::EcPoint])?
-                    .into_iter()
-                    .find_map(|a| match a {
-                        Attribute::EcPoint(v) => Some(v),
-                        _ => None,
-                    })
-                    .ok_or_else(|| anyhow!("public key {key_label:?} has no CKA_EC_POINT"))?
+                drop(session);
+                self.public_key_point_der(&id)
+                    .with_context(|| format!("key {key_label:?} has no CKA_EC_POINT"))?
             }
         };
         let point = decode_ec_point(&point)
@@ -261,6 +247,40 @@ impl P11Token {
             id,
             point,
         })
+    }
+
+    /// `CKA_EC_POINT` of the public key object with this `CKA_ID`, as the token gives it.
+    fn public_key_point_der(&self, id: &[u8]) -> Result<Vec<u8>> {
+        let session = self.session();
+        let public = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(id.to_vec()),
+            ])
+            .context("cannot search the token's public keys")?;
+        let public = *public
+            .first()
+            .ok_or_else(|| anyhow!("no public key object with CKA_ID {}", crate::x509::hex(id)))?;
+        session
+            .get_attributes(public, &[AttributeType::EcPoint])?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(v) => Some(v),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "the public key object {} has no CKA_EC_POINT",
+                    crate::x509::hex(id)
+                )
+            })
+    }
+
+    /// The uncompressed point of the public key object with this `CKA_ID` (not the private
+    /// key's copy of it).
+    pub fn public_key_object(&self, id: &[u8]) -> Result<Vec<u8>> {
+        decode_ec_point(&self.public_key_point_der(id)?)
+            .context("the public key object has a malformed CKA_EC_POINT")
     }
 
     /// Signs a SHA-256 digest with `CKM_ECDSA`: one device operation. Returns raw `r‖s`.

@@ -28,6 +28,27 @@ pub enum DeviceCommand {
     /// in device.toml. Credentials are cached (0600) and reused until 5 minutes before they
     /// expire, so repeated calls do not sign again.
     Credentials(CredentialsArgs),
+    /// Check Zymbit's library, the device and the PKCS#11 module; print what was found.
+    ///
+    /// Reports the library loaded (path, optional functions), the device's model, serial
+    /// number, firmware and time, random bytes, and for each key slot the public key (format,
+    /// length) and a signature over a known digest (r||s length, verified with that key and by
+    /// the device); then a signature through the module's C_Sign, verified with the token's
+    /// public key object; and how long each operation took. Exits non-zero, with a line per
+    /// difference from what the module expects, when anything is off: attach its output
+    /// (or --json) to a bug report.
+    Selftest(SelftestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Zymbit library to test (default: $ZKIOT_ZKLIB, else `zklib` in the configuration file,
+    /// else /usr/lib/libzk_app_utils.so: the one the module loads).
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

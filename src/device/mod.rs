@@ -5,7 +5,7 @@
 //! `--no-default-features`.
 //!
 //! The commands (`zkiot device …`) are parsed in `cli.rs` and each runs in its own file:
-//! `id`, `csr`, `install-cert` (`install.rs`) and `credentials` ([`credentials`]). Under them:
+//! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]) and `selftest`. Under them:
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
 //! - [`csr::build_csr`] / [`csr::check_csr`]: a CSR signed by the token.
 //! - [`config::DeviceConfig`], [`config::device_dir`]: the device folder and `device.toml`.
@@ -22,6 +22,7 @@ mod install;
 pub mod iot_api;
 pub mod provider;
 pub mod renewal;
+mod selftest;
 pub mod tls;
 
 use anyhow::Result;
@@ -43,5 +44,6 @@ pub fn run(command: DeviceCommand, global: &GlobalOpts) -> Result<()> {
         DeviceCommand::Csr(args) => csr::run(args, global),
         DeviceCommand::InstallCert(args) => install::run(args, global),
         DeviceCommand::Credentials(args) => credentials::run(args, global),
+        DeviceCommand::Selftest(args) => selftest::run(args, global),
     }
 }

@@ -14,7 +14,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::{Error, Result};
-pub use library::{Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV};
+pub use library::{Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV, OPTIONAL_SYMBOLS};
 
 use library::Ctx;
 
@@ -138,6 +138,11 @@ impl Zymkey {
             lib,
             context: Mutex::new(None),
         }
+    }
+
+    /// The loaded library (its path and which optional functions it has).
+    pub fn library(&self) -> &Library {
+        &self.lib
     }
 
     fn session(&self) -> Result<Session<'_>> {

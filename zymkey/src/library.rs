@@ -29,6 +29,17 @@ pub(crate) type StoreForeignFn = unsafe extern "C" fn(Ctx, c_int, *mut u8, c_int
 pub(crate) type StringFn = unsafe extern "C" fn(Ctx, *mut *mut c_char) -> c_int;
 pub(crate) type TimeFn = unsafe extern "C" fn(Ctx, *mut u32, bool) -> c_int;
 
+/// The key-store functions of newer libraries (HSM6, SCM), in the order of
+/// [`Library::optional_symbols`]; absent ones are unsupported.
+pub const OPTIONAL_SYMBOLS: &[&str] = &[
+    "zkExportPubKey",
+    "zkGetAllocSlotsList",
+    "zkGenKeyPair",
+    "zkRemoveKey",
+    "zkStoreForeignPubKey",
+    "zkVerifyECDSASigFromDigestWithForeignKeySlot",
+];
+
 /// Where Zymbit installs its library.
 pub const DEFAULT_LIBRARY_PATH: &str = "/usr/lib/libzk_app_utils.so";
 
@@ -118,6 +129,19 @@ impl Library {
     /// The path this library was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Each of [`OPTIONAL_SYMBOLS`] and whether this library has it.
+    pub fn optional_symbols(&self) -> Vec<(&'static str, bool)> {
+        let present = [
+            self.export_pub_key.is_some(),
+            self.slot_list.is_some(),
+            self.gen_key_pair.is_some(),
+            self.remove_key.is_some(),
+            self.store_foreign.is_some(),
+            self.verify_foreign.is_some(),
+        ];
+        OPTIONAL_SYMBOLS.iter().copied().zip(present).collect()
     }
 }
 

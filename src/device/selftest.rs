@@ -1,0 +1,503 @@
+//! `zkiot device selftest`: checks what the PKCS#11 module assumes about Zymbit's library and
+//! the device, first straight through the library, then through the module, and reports what it
+//! found (for a bug report) and every difference from what the module expects.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use openssl::bn::BigNum;
+use openssl::ecdsa::EcdsaSig;
+use openssl::pkey::{PKey, Public};
+use serde::Serialize;
+use zymkey::{Slot, Zymkey, DIGEST_LEN, SIGNATURE_LEN};
+
+use super::cli::SelftestArgs;
+use crate::p11::{public_key_from_point, P11Token};
+use crate::GlobalOpts;
+
+/// Text whose SHA-256 the self-test signs: a known digest, the same on every device.
+const KNOWN_MESSAGE: &[u8] = b"zkiot device selftest v1";
+/// Random bytes asked of the device.
+const RANDOM_LEN: usize = 32;
+/// The slot every model has a factory key in; tested when the library lists no slots.
+const DEFAULT_SLOT: i32 = 0;
+
+/// One call into the library or the module, and how long it took.
+#[derive(Debug, Serialize)]
+pub struct Operation {
+    pub name: String,
+    pub millis: f64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LibraryReport {
+    pub path: PathBuf,
+    pub loaded: bool,
+    /// Optional functions of newer libraries, and whether this one has each.
+    pub optional_symbols: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DeviceReport {
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub firmware: Option<String>,
+    pub time: Option<u32>,
+    pub random_len: Option<usize>,
+    /// Where the slot list came from: the library's zkGetAllocSlotsList, or the default slot.
+    pub slots_from: String,
+    pub slots: Vec<SlotReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotReport {
+    pub slot: i32,
+    /// `raw X||Y` (what Zymbit documents), `SEC1 uncompressed`, or `unexpected`.
+    pub public_key_format: Option<String>,
+    pub public_key_len: Option<usize>,
+    pub signature_len: Option<usize>,
+    /// The signature over the known digest verifies with the slot's public key.
+    pub signature_verifies: Option<bool>,
+    /// The device's own zkVerifyECDSASigFromDigest accepts it.
+    pub device_verifies: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ModuleReport {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub token_model: Option<String>,
+    pub token_serial: Option<String>,
+    pub key_label: Option<String>,
+    pub signature_len: Option<usize>,
+    /// C_Sign's signature verifies with the token's public key object.
+    pub signature_verifies: Option<bool>,
+    /// The token's key is the device slot's key.
+    pub same_key_as_device: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub library: LibraryReport,
+    pub device: DeviceReport,
+    pub pkcs11: ModuleReport,
+    pub operations: Vec<Operation>,
+    /// Each difference from what the module expects; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+/// Runs the self-test and prints the report; fails when anything differed.
+pub fn run(args: SelftestArgs, global: &GlobalOpts) -> Result<()> {
+    let library = args.library.clone().unwrap_or_else(configured_library);
+    let report = selftest(&library, global);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    if !report.problems.is_empty() {
+        bail!("device selftest failed (see the MISMATCH lines)");
+    }
+    Ok(())
+}
+
+/// The library the module would load (as the token chooses it): `$ZKIOT_ZKLIB`, else `zklib`
+/// in the configuration, else Zymbit's path.
+fn configured_library() -> PathBuf {
+    if let Some(path) = std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    zkconf::Config::discover(None)
+        .ok()
+        .and_then(|config| config.zklib)
+        .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH))
+}
+
+struct Run {
+    operations: Vec<Operation>,
+    problems: Vec<String>,
+}
+
+impl Run {
+    /// Times one call; a failure becomes a problem naming the call.
+    fn time<T, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        call: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let result = call();
+        self.operations.push(Operation {
+            name: name.to_string(),
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+            ok: result.is_ok(),
+        });
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(format!("{name} failed: {e}"));
+                None
+            }
+        }
+    }
+
+    fn expect(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.problems.push(problem());
+        }
+    }
+}
+
+fn known_digest() -> [u8; DIGEST_LEN] {
+    openssl::sha::sha256(KNOWN_MESSAGE)
+}
+
+fn selftest(library: &Path, global: &GlobalOpts) -> Report {
+    let mut run = Run {
+        operations: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mut lib_report = LibraryReport {
+        path: library.to_path_buf(),
+        loaded: false,
+        optional_symbols: Vec::new(),
+    };
+    let mut device = DeviceReport::default();
+    let mut device_keys = Vec::new();
+    if let Some(zymkey) = run.time("load library", || Zymkey::load(library)) {
+        lib_report.loaded = true;
+        lib_report.optional_symbols = zymkey
+            .library()
+            .optional_symbols()
+            .into_iter()
+            .map(|(name, present)| (name.to_string(), present))
+            .collect();
+        device_keys = test_device(&zymkey, &mut device, &mut run);
+    }
+    let pkcs11 = test_module(global, &device, &device_keys, &mut run);
+    Report {
+        library: lib_report,
+        device,
+        pkcs11,
+        operations: run.operations,
+        problems: run.problems,
+    }
+}
+
+/// The device through the library. Returns each tested slot's public key (raw X‖Y).
+fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec<(i32, Vec<u8>)> {
+    // The first call opens the device (zkOpen) too.
+    report.model = run.time("zkOpen, zkGetModelNumberString", || zymkey.model());
+    report.serial = run.time("zkGetSerialNumberString", || zymkey.serial_number());
+    report.firmware = run.time("zkGetFirmwareVersionString", || zymkey.firmware_version());
+    for (what, value) in [("model", &report.model), ("serial number", &report.serial)] {
+        if let Some(v) = value {
+            run.expect(!v.trim().is_empty(), || {
+                format!("the device's {what} is empty; the token's information needs it")
+            });
+        }
+    }
+    report.time = run.time("zkGetTime", || zymkey.time(false));
+    if let Some(bytes) = run.time("zkGetRandBytes", || zymkey.random(RANDOM_LEN)) {
+        report.random_len = Some(bytes.len());
+        run.expect(bytes.len() == RANDOM_LEN, || {
+            format!(
+                "zkGetRandBytes gave {} bytes, asked for {RANDOM_LEN}",
+                bytes.len()
+            )
+        });
+        run.expect(bytes.iter().any(|&b| b != 0), || {
+            "zkGetRandBytes gave only zero bytes".to_string()
+        });
+    }
+
+    let has_list = zymkey
+        .library()
+        .optional_symbols()
+        .iter()
+        .any(|&(name, present)| name == "zkGetAllocSlotsList" && present);
+    let slots = if has_list {
+        report.slots_from = "zkGetAllocSlotsList".into();
+        run.time("zkGetAllocSlotsList", || zymkey.allocated_slots(false))
+            .map(|list| list.slots)
+            .unwrap_or_default()
+    } else {
+        report.slots_from = format!("default slot {DEFAULT_SLOT} (no zkGetAllocSlotsList)");
+        vec![DEFAULT_SLOT]
+    };
+    run.expect(!slots.is_empty(), || {
+        "the device lists no key slots".to_string()
+    });
+
+    let digest = known_digest();
+    let mut keys = Vec::new();
+    for number in slots {
+        let slot = Slot::device(number);
+        let mut s = SlotReport {
+            slot: number,
+            public_key_format: None,
+            public_key_len: None,
+            signature_len: None,
+            signature_verifies: None,
+            device_verifies: None,
+        };
+        let export = if has_list {
+            "zkExportPubKey"
+        } else {
+            "zkGetECDSAPubKey"
+        };
+        let public = run.time(&format!("{export} slot {number}"), || {
+            zymkey.public_key(slot)
+        });
+        let point = public.as_deref().and_then(|raw| {
+            s.public_key_len = Some(raw.len());
+            let (format, point) = match (raw.len(), raw.first()) {
+                (64, _) => ("raw X||Y", [&[0x04], raw].concat()),
+                (65, Some(0x04)) => ("SEC1 uncompressed", raw.to_vec()),
+                _ => ("unexpected", Vec::new()),
+            };
+            s.public_key_format = Some(format.to_string());
+            run.expect(!point.is_empty(), || {
+                format!(
+                    "slot {number}: public key of {} bytes; the module expects 64 (raw X||Y) or 65 (04||X||Y)",
+                    raw.len()
+                )
+            });
+            (!point.is_empty()).then_some(point)
+        });
+        let key = point
+            .as_deref()
+            .and_then(|p| match public_key_from_point(p) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    run.problems.push(format!(
+                        "slot {number}: the public key is not a P-256 point: {e}"
+                    ));
+                    None
+                }
+            });
+        if let Some(signature) = run.time(&format!("zkGenECDSASigFromDigest slot {number}"), || {
+            zymkey.sign_digest(number, &digest)
+        }) {
+            s.signature_len = Some(signature.len());
+            if let Some(key) = &key {
+                let ok = verify_raw(key, &digest, &signature);
+                s.signature_verifies = Some(ok);
+                run.expect(ok, || {
+                    format!("slot {number}: the device's signature does not verify with the slot's public key")
+                });
+            }
+            let device_ok = run.time(&format!("zkVerifyECDSASigFromDigest slot {number}"), || {
+                zymkey.verify_digest(slot, &digest, &signature)
+            });
+            s.device_verifies = device_ok;
+            if let Some(ok) = device_ok {
+                run.expect(ok, || {
+                    format!("slot {number}: the device rejects its own signature")
+                });
+            }
+        }
+        if let Some(p) = point {
+            keys.push((number, p));
+        }
+        report.slots.push(s);
+    }
+    keys
+}
+
+/// The same through the PKCS#11 module: C_Sign on the token's key, verified with its public key object.
+fn test_module(
+    global: &GlobalOpts,
+    device: &DeviceReport,
+    device_keys: &[(i32, Vec<u8>)],
+    run: &mut Run,
+) -> ModuleReport {
+    let mut report = ModuleReport {
+        module: global.module.clone(),
+        token_label: global.token_label.clone(),
+        ..ModuleReport::default()
+    };
+    let Some(token) = run.time("open the PKCS#11 token", || {
+        P11Token::open(&global.module, &global.token_label)
+    }) else {
+        return report;
+    };
+    report.token_model = Some(token.model().to_string());
+    report.token_serial = Some(token.serial_number().to_string());
+    if let Some(model) = &device.model {
+        run.expect(field_matches(model, token.model()), || {
+            format!(
+                "the token's model {:?} is not the device's {:?}",
+                token.model(),
+                model.trim()
+            )
+        });
+    }
+    if let Some(serial) = &device.serial {
+        run.expect(field_matches(serial, token.serial_number()), || {
+            format!(
+                "the token's serial number {:?} is not the device's {:?}",
+                token.serial_number(),
+                serial.trim()
+            )
+        });
+    }
+    let label = format!("slot{DEFAULT_SLOT}");
+    let Some(key) = run.time(&format!("find key {label}"), || token.find_key(&label)) else {
+        return report;
+    };
+    report.key_label = Some(key.label.clone());
+    let digest = known_digest();
+    let Some(signature) = run.time("C_Sign (CKM_ECDSA)", || token.sign_digest(&key, &digest))
+    else {
+        return report;
+    };
+    report.signature_len = Some(signature.len());
+    let public = run.time("read the token's public key object", || {
+        token.public_key_object(&key.id)
+    });
+    if let Some(point) = public {
+        match public_key_from_point(&point) {
+            Ok(k) => {
+                let ok = verify_raw(&k, &digest, &signature);
+                report.signature_verifies = Some(ok);
+                run.expect(ok, || {
+                    "C_Sign's signature does not verify with the token's public key object"
+                        .to_string()
+                });
+            }
+            Err(e) => run.problems.push(format!(
+                "the token's public key object is not a P-256 point: {e}"
+            )),
+        }
+        if let Some((_, device_point)) = device_keys.iter().find(|(n, _)| *n == DEFAULT_SLOT) {
+            let same = *device_point == point;
+            report.same_key_as_device = Some(same);
+            run.expect(same, || {
+                format!("the token's key {label} is not device slot {DEFAULT_SLOT}'s public key")
+            });
+        }
+    }
+    report
+}
+
+/// A token information field holds the device's string, space-padded and cut to the field.
+fn field_matches(device: &str, token: &str) -> bool {
+    let device = device.trim();
+    let token = token.trim();
+    !token.is_empty() && device.starts_with(token)
+}
+
+fn verify_raw(key: &PKey<Public>, digest: &[u8; DIGEST_LEN], raw: &[u8]) -> bool {
+    if raw.len() != SIGNATURE_LEN {
+        return false;
+    }
+    let (Ok(ec), Ok(r), Ok(s)) = (
+        key.ec_key(),
+        BigNum::from_slice(&raw[..32]),
+        BigNum::from_slice(&raw[32..]),
+    ) else {
+        return false;
+    };
+    EcdsaSig::from_private_components(r, s)
+        .and_then(|sig| sig.verify(digest, &ec))
+        .unwrap_or(false)
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "not checked",
+    }
+}
+
+fn or_dash<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// The human-readable report.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let l = &r.library;
+    let _ = writeln!(
+        out,
+        "library   {} ({})",
+        l.path.display(),
+        if l.loaded { "loaded" } else { "NOT loaded" }
+    );
+    if l.loaded {
+        let symbols: Vec<String> = l
+            .optional_symbols
+            .iter()
+            .map(|(name, present)| format!("{name} {}", if *present { "yes" } else { "no" }))
+            .collect();
+        let _ = writeln!(out, "optional  {}", symbols.join(", "));
+        let d = &r.device;
+        let _ = writeln!(
+            out,
+            "device    model {}, serial {}, firmware {}, time {}",
+            or_dash(&d.model),
+            or_dash(&d.serial),
+            or_dash(&d.firmware),
+            or_dash(&d.time)
+        );
+        let _ = writeln!(out, "random    {} bytes", or_dash(&d.random_len));
+        let _ = writeln!(out, "slots     from {}", d.slots_from);
+        for s in &d.slots {
+            let _ = writeln!(
+                out,
+                "slot {:<4} public key {} ({} bytes); signature r||s {} bytes; verifies with the public key: {}; device verifies it: {}",
+                s.slot,
+                or_dash(&s.public_key_format),
+                or_dash(&s.public_key_len),
+                or_dash(&s.signature_len),
+                yes_no(s.signature_verifies),
+                yes_no(s.device_verifies)
+            );
+        }
+    }
+    let m = &r.pkcs11;
+    let _ = writeln!(
+        out,
+        "pkcs11    module {}, token {} (model {}, serial {}), key {}",
+        m.module.display(),
+        m.token_label,
+        or_dash(&m.token_model),
+        or_dash(&m.token_serial),
+        or_dash(&m.key_label)
+    );
+    let _ = writeln!(
+        out,
+        "pkcs11    C_Sign r||s {} bytes; verifies with the token's public key object: {}; same key as the device slot: {}",
+        or_dash(&m.signature_len),
+        yes_no(m.signature_verifies),
+        yes_no(m.same_key_as_device)
+    );
+    for op in &r.operations {
+        let _ = writeln!(
+            out,
+            "time      {:<48} {:>9.3} ms{}",
+            op.name,
+            op.millis,
+            if op.ok { "" } else { "  (failed)" }
+        );
+    }
+    for p in &r.problems {
+        let _ = writeln!(out, "MISMATCH  {p}");
+    }
+    let _ = writeln!(
+        out,
+        "result    {}",
+        if r.problems.is_empty() {
+            "ok: the library, the device and the module behave as the module expects".to_string()
+        } else {
+            format!("FAILED: {} problem(s) above", r.problems.len())
+        }
+    );
+    out
+}

@@ -1,0 +1,197 @@
+//! `zkiot device selftest` through the built binary: passes on both emulated models, and fails,
+//! saying why, with an injected device fault and with a library that lacks a required function.
+//!
+//! Needs `libzkpkcs11.so` and `libzkemu.so` beside the binary: `cargo build --workspace`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn built_library(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_zkiot"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (with the same CARGO_TARGET_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh emulated Zymkey of `model`, its trace, and a token store of its own.
+struct Device {
+    tmp: tempfile::TempDir,
+}
+
+impl Device {
+    fn new(model: &str) -> Device {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("emu")).unwrap();
+        std::fs::write(
+            tmp.path().join("zkiot.toml"),
+            format!(
+                "store = \"{}\"\n",
+                tmp.path().join("store.sqlite3").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("model"), model).unwrap();
+        Device { tmp }
+    }
+
+    fn emu_dir(&self) -> PathBuf {
+        self.tmp.path().join("emu")
+    }
+
+    fn selftest(&self, extra: &[&str], zklib: &Path) -> Output {
+        let model = std::fs::read_to_string(self.tmp.path().join("model")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_zkiot"))
+            .args(["--module"])
+            .arg(built_library("libzkpkcs11.so"))
+            .args(["device", "selftest"])
+            .args(extra)
+            .env("ZKIOT_ZKLIB", zklib)
+            .env("ZKIOT_EMU_DIR", self.emu_dir())
+            .env("ZKIOT_EMU_MODEL", model)
+            .env("ZKIOT_EMU_TRACE", self.tmp.path().join("trace"))
+            .env("ZKIOT_CONF", self.tmp.path().join("zkiot.toml"))
+            .env_remove("ZKIOT_PIN")
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn passes_on(model: &str, slots: &[i32]) {
+    let device = Device::new(model);
+    let emulator = built_library("libzkemu.so");
+    let out = device.selftest(&[], &emulator);
+    let report = text(&out);
+    assert!(out.status.success(), "{model}: {report}");
+    assert!(report.contains(&format!("model {model}")), "{report}");
+    assert!(!report.contains("MISMATCH"), "{report}");
+    assert!(report.contains("result    ok"), "{report}");
+    assert!(
+        report.contains("verifies with the token's public key object: yes"),
+        "{report}"
+    );
+
+    let out = device.selftest(&["--json"], &emulator);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["device"]["model"], model);
+    assert_eq!(json["library"]["path"], emulator.to_str().unwrap());
+    assert_eq!(json["problems"].as_array().unwrap().len(), 0);
+    let tested: Vec<i64> = json["device"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["slot"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        tested,
+        slots.iter().map(|&s| i64::from(s)).collect::<Vec<_>>()
+    );
+    for slot in json["device"]["slots"].as_array().unwrap() {
+        assert_eq!(slot["public_key_len"], 64, "{slot}");
+        assert_eq!(slot["public_key_format"], "raw X||Y", "{slot}");
+        assert_eq!(slot["signature_len"], 64, "{slot}");
+        assert_eq!(slot["signature_verifies"], true, "{slot}");
+        assert_eq!(slot["device_verifies"], true, "{slot}");
+    }
+    assert_eq!(json["pkcs11"]["signature_verifies"], true);
+    assert_eq!(json["pkcs11"]["same_key_as_device"], true);
+    let ops: Vec<&str> = json["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for op in [
+        "zkOpen, zkGetModelNumberString",
+        "zkGetRandBytes",
+        "zkGetTime",
+        "C_Sign (CKM_ECDSA)",
+    ] {
+        assert!(ops.contains(&op), "{op} not timed: {ops:?}");
+    }
+}
+
+#[test]
+fn passes_on_zymkey4i() {
+    // Its three factory slots.
+    passes_on("ZYMKEY4i", &[0, 1, 2]);
+}
+
+#[test]
+fn passes_on_hsm6() {
+    // The HSM6 lists its twelve factory slots.
+    passes_on("HSM6", &(0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn fails_on_a_device_fault() {
+    let device = Device::new("ZYMKEY4i");
+    std::fs::write(device.emu_dir().join("fail-next"), "sign\n").unwrap();
+    let out = device.selftest(&[], &built_library("libzkemu.so"));
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("MISMATCH  zkGenECDSASigFromDigest slot 0 failed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("result    FAILED: 1 problem(s)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn fails_on_a_library_lacking_a_required_function() {
+    // Zymbit's interface less zkGenECDSASigFromDigest.
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("stub.c");
+    let functions = [
+        "zkOpen",
+        "zkClose",
+        "zkGetRandBytes",
+        "zkVerifyECDSASigFromDigest",
+        "zkGetECDSAPubKey",
+        "zkGetModelNumberString",
+        "zkGetFirmwareVersionString",
+        "zkGetSerialNumberString",
+        "zkGetTime",
+    ];
+    let body: String = functions
+        .iter()
+        .map(|f| format!("int {f}(void) {{ return -1; }}\n"))
+        .collect();
+    std::fs::write(&source, body).unwrap();
+    let stub = tmp.path().join("libzk_stub.so");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&stub)
+        .arg(&source)
+        .output()
+        .expect("a C compiler (cc)");
+    assert!(cc.status.success(), "{}", text(&cc));
+
+    let device = Device::new("ZYMKEY4i");
+    let out = device.selftest(&[], &stub);
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("NOT loaded"), "{report}");
+    assert!(
+        report.contains("MISMATCH  load library failed")
+            && report.contains("zkGenECDSASigFromDigest"),
+        "{report}"
+    );
+}
