@@ -3,9 +3,10 @@
 # once the first process has filled the caches, listing the token and its objects
 # (pkcs11-tool -L, -O) makes none, and a process that signs once (a curl mutual-TLS
 # request, openssl pkeyutl) makes two: open and sign. Keys generated or removed
-# through the module in another process are shown right without a device call; a
-# key replaced with another tool is picked up by the first signature that does not
-# verify against the cached key.
+# through the module in another process are shown right without a device call. A
+# generated key replaced meanwhile (by another process or tool) is noticed by the
+# first signature that does not verify against the cached key: that handle fails
+# instead of signing with the other key, and the next process shows the new key.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -80,9 +81,33 @@ check "HSM6: pkcs11-tool --delete-object gen1" \
 expect_ops "HSM6: pkcs11-tool -O after the removal" "" p11 -O
 check "HSM6: -O no longer lists gen1" bash -c "! grep -q 'label: *gen1' '$T/ops.out'"
 
-# A key replaced outside the module (as Zymbit's tools would): the first signature
-# does not verify against the cached key, so the module reads the key again and drops
-# its device cache; the next process reads the device, the one after it does not.
+# A process holds a key while another one destroys it and generates a key in the
+# same slot (so the same handle number): the held handle fails, twice.
+PYTHON=$VENV/bin/python
+require_file "$PYTHON" "venv (run scripts/install-deps.sh)"
+check "HSM6: pkcs11-tool --keypairgen --label held" \
+    p11 --keypairgen --key-type EC:prime256v1 --label held
+check "HSM6: a handle held across another process's destroy and keypairgen fails" \
+    "$PYTHON" "$REPO/tests/python/stale_handle.py" --module "$MODULE" --token "$TOKEN_LABEL" \
+    --label held -- bash -c "pkcs11-tool --module '$MODULE' --delete-object --type privkey --label held &&
+        pkcs11-tool --module '$MODULE' --keypairgen --key-type EC:prime256v1 --label fresh"
+sign_with() {
+    openssl pkeyutl -sign -engine pkcs11 -keyform engine \
+        -inkey "pkcs11:token=$TOKEN_LABEL;object=$1;type=private" -in "$T/digest" -out "$T/$1.sig" &&
+        openssl pkeyutl -verify -pubin -inkey "$T/$1.pem" -in "$T/digest" -sigfile "$T/$1.sig"
+}
+check "HSM6: -O lists fresh" bash -c "pkcs11-tool --module '$MODULE' -O | grep -q 'label: *fresh'"
+check "HSM6: -O no longer lists held" bash -c "! pkcs11-tool --module '$MODULE' -O | grep -q 'label: *held'"
+check "HSM6: public key of fresh" pubkey_of fresh "$T/fresh.pem"
+check "HSM6: a signature with fresh verifies" sign_with fresh
+check "HSM6: pkcs11-tool --delete-object fresh" \
+    p11 --delete-object --type privkey --label fresh
+
+# A generated key replaced outside the module (as Zymbit's tools would): its first
+# signature does not verify against the cached key, so the module reads the key
+# again, fails the stale handle and drops its device cache; the next process reads
+# the device and shows the new key under the slot's own label, the one after it
+# makes no device call.
 check "HSM6: pkcs11-tool --keypairgen --label gen2" \
     p11 --keypairgen --key-type EC:prime256v1 --label gen2
 gen2_uri="pkcs11:token=$TOKEN_LABEL;object=gen2;type=private"
@@ -97,16 +122,19 @@ assert lib.zkGenKeyPair(ctx, 0) == 16
 assert lib.zkClose(ctx) == 0
 EOF
 }
+sign_fails() { ! pkeyutl_sign "$@"; }
 check "HSM6: slot 16 replaced through the emulator's C API" replace_slot_16
-expect_ops "HSM6: signature with the replaced key" "open sign export_pubkey" \
-    pkeyutl_sign "$gen2_uri" "$T/gen2.sig"
-refreshed=$(device_ops pubkey_of gen2 "$T/gen2.pem")
+expect_ops "HSM6: a signature with gen2's stale handle fails" "open sign export_pubkey" \
+    sign_fails "$gen2_uri" "$T/gen2.sig"
+refreshed=$(device_ops p11 -O)
 case $refreshed in
 "open info info info slot_list"*) pass "HSM6: the next process reads the device again" ;;
 *) fail "HSM6: the next process reads the device again: got '$refreshed'" ;;
 esac
-check "HSM6: the signature verifies with the new key" \
-    openssl pkeyutl -verify -pubin -inkey "$T/gen2.pem" -in "$T/digest" -sigfile "$T/gen2.sig"
+check "HSM6: -O lists slot16, no longer gen2" \
+    bash -c "grep -q 'label: *slot16' '$T/ops.out' && ! grep -q 'label: *gen2' '$T/ops.out'"
+check "HSM6: public key of slot16" pubkey_of slot16 "$T/slot16.pem"
+check "HSM6: a signature with the new key of slot 16 verifies" sign_with slot16
 expect_ops "HSM6: and the process after it makes no device call" "" p11 -O
 
 e2e_summary

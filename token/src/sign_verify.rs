@@ -151,8 +151,11 @@ impl Module {
     /// The signature is checked in software against the key's public point
     /// before it is returned (tens of microseconds, against a device
     /// signature of tens of milliseconds): a device fault never reaches the
-    /// caller, and a stale cached public key (the slot's key replaced by
-    /// another tool) is noticed and refreshed.
+    /// caller, and a slot whose key was replaced is noticed. A factory
+    /// slot's cached public key is then refreshed; a generated slot's key
+    /// was destroyed and another one made in its place (by another process
+    /// or tool), so the handle is stale: it fails from now on rather than
+    /// sign with a key its caller never chose.
     fn device_sign(&self, slot: KeySlot, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
         let token = self.token()?;
         let signature = token
@@ -195,6 +198,14 @@ impl Module {
                     slot.number
                 ))
             })?;
+        if token.is_removable(slot) {
+            tracing::warn!(
+                slot = slot.number,
+                "the generated key of this slot was replaced; its handles are stale"
+            );
+            token.retire_key(slot, curve, raw);
+            return Err(Error::KeyHandleInvalid);
+        }
         token.replace_key(slot, curve, raw);
         Ok(signature)
     }

@@ -286,11 +286,44 @@ impl Store {
         curve: Curve,
         raw: &[u8],
     ) -> Result<(), StoreError> {
+        self.write_public_key("curve = ?3, public_key = ?4", slot, curve, raw)
+    }
+
+    /// Caches `raw` as the slot's public key and, unless it is the key
+    /// already recorded there, drops the label and id: they were given to
+    /// a key that is gone. One statement, so a generation recorded by
+    /// another process meanwhile is never undone.
+    pub(crate) fn replace_unrecorded_key(
+        &mut self,
+        slot: KeySlot,
+        curve: Curve,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write_public_key(
+            "curve = ?3, public_key = ?4, label = NULL, id = NULL, generated = 0
+             WHERE public_key IS NOT ?4",
+            slot,
+            curve,
+            raw,
+        )
+    }
+
+    /// Adds the slot's row with its public key, or changes the row as
+    /// `update` says (`SET` clause over the curve ?3 and the key ?4).
+    fn write_public_key(
+        &mut self,
+        update: &str,
+        slot: KeySlot,
+        curve: Curve,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
         let _gate = fork::enter();
         self.conn()
             .execute(
-                "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (slot, keyring) DO UPDATE SET curve = ?3, public_key = ?4",
+                &format!(
+                    "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (slot, keyring) DO UPDATE SET {update}"
+                ),
                 params![slot.number, slot.foreign, curve.store_tag(), raw],
             )
             .map(|_| ())
@@ -512,6 +545,18 @@ mod tests {
             foreign: true,
         };
         assert_eq!(s.key_record(foreign).unwrap(), None);
+        // The recorded key itself keeps its label; another key drops it.
+        s.replace_unrecorded_key(slot, Curve::Secp256k1, &[2; 64])
+            .unwrap();
+        assert_eq!(
+            s.key_record(slot).unwrap().unwrap().label.as_deref(),
+            Some("mine")
+        );
+        s.replace_unrecorded_key(slot, Curve::P256, &[3; 64])
+            .unwrap();
+        let r = s.key_record(slot).unwrap().unwrap();
+        assert_eq!((r.label, r.id), (None, None));
+        assert_eq!(r.public_key.as_deref(), Some(&[3u8; 64][..]));
         s.forget_key(slot).unwrap();
         assert_eq!(s.key_record(slot).unwrap(), None);
     }

@@ -327,6 +327,24 @@ impl Token {
         }
     }
 
+    /// The generated key of `slot` is gone and the device holds another
+    /// one (`raw` on `curve`): the slot's objects are no longer shown in
+    /// this process, so their handles fail. The store keeps the label and
+    /// id only if they were recorded for that new key (by the process that
+    /// generated it).
+    pub(crate) fn retire_key(&self, slot: KeySlot, curve: Curve, raw: Vec<u8>) {
+        write(&self.keys).remove(&slot);
+        if let Err(e) = self.with_store(|s| {
+            s.replace_unrecorded_key(slot, curve, &raw)
+                .map_err(Error::from)
+        }) {
+            tracing::warn!("replaced key not cached: {e}");
+        }
+        if let Some(cache) = &self.device_cache {
+            cache.forget();
+        }
+    }
+
     /// Shows a key just generated in `slot`, and records it (with the label
     /// and id the caller gave) in the store for later processes.
     pub(crate) fn add_generated_key(

@@ -814,6 +814,59 @@ fn key_generation_and_removal_on_a_key_store_model() {
 }
 
 #[test]
+fn a_handle_to_a_key_replaced_by_another_process_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    let label = |l: &[u8]| vec![(CKA_LABEL, l.to_vec()), (CKA_ID, l.to_vec())];
+    let first = module(&dev, config(dir.path(), ""));
+    let s1 = first.open_session(0, RW).unwrap();
+    let (_, chosen) = first
+        .generate_key_pair(s1, CKM_EC_KEY_PAIR_GEN, false, &[], &label(b"chosen"))
+        .unwrap();
+    let mut sig = [0u8; 64];
+    first.sign_init(s1, CKM_ECDSA, false, chosen).unwrap();
+    first.sign(s1, &[1; 32], Some(&mut sig)).unwrap();
+    let chosen_point = dev.point(16);
+    assert!(verify(&chosen_point, &[1; 32], &sig));
+    // A second process destroys that key and generates another in its slot.
+    let second = module(&dev, config(dir.path(), ""));
+    let s2 = second.open_session(0, RW).unwrap();
+    second.destroy_object(s2, chosen).unwrap();
+    let (_, other) = second
+        .generate_key_pair(s2, CKM_EC_KEY_PAIR_GEN, false, &[], &label(b"other"))
+        .unwrap();
+    assert_eq!(other, chosen, "same slot, same handle number");
+    assert_ne!(dev.point(16), chosen_point);
+    // The first process's handle is stale: it never signs with the other key.
+    first.sign_init(s1, CKM_ECDSA, false, chosen).unwrap();
+    let mut sig = [0u8; 64];
+    assert_eq!(
+        first.sign(s1, &[2; 32], Some(&mut sig)).unwrap_err().rv(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    assert_eq!(sig, [0u8; 64], "no signature by the other key is returned");
+    assert_eq!(
+        first
+            .sign_init(s1, CKM_ECDSA, false, chosen)
+            .unwrap_err()
+            .rv(),
+        CKR_KEY_HANDLE_INVALID
+    );
+    assert!(find(&first, s1, &[(CKA_LABEL, b"chosen".to_vec())]).is_empty());
+    // What the second process recorded for its key stays.
+    let later = module(&dev, config(dir.path(), ""));
+    let s3 = later.open_session(0, RO).unwrap();
+    assert_eq!(find(&later, s3, &[(CKA_ID, b"other".to_vec())]).len(), 2);
+    let point = attribute(
+        &later,
+        s3,
+        zktoken::KeySlot::device(16).public_handle(),
+        CKA_EC_POINT,
+    );
+    assert_eq!(&point[3..], dev.point(16).as_slice());
+}
+
+#[test]
 fn key_generation_is_refused_without_a_key_store() {
     let dir = tempfile::tempdir().unwrap();
     let dev = SoftDevice::new("ZYMKEY4i", 3);
