@@ -358,3 +358,99 @@ fn provider_checks_in_aws_order() {
         .curl(&b.cert, Some(&b.key), ALIAS, None, None)
         .is_err());
 }
+
+/// `device credentials` against a provider that fails: each fault gives a clear error and a
+/// non-zero exit, leaves the cache as it was (or absent), and the next run succeeds.
+#[test]
+fn device_credentials_survive_provider_faults() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let device = Device::new(&tmp.path().join("dev-f"));
+    let cert = operator.sign_and_register(tmp.path(), "dev-f", &device.csr("dev-f"));
+    device.install(&cert, &operator.home.join("ca/ca.crt"), &provider, ALIAS);
+    let cache = device.device_dir().join("credentials.json");
+    let connect = provider.connect();
+    let credentials = || {
+        device.run(&[
+            "device",
+            "credentials",
+            "--connect",
+            &connect,
+            "--timeout",
+            "1",
+            "--format",
+            "json",
+        ])
+    };
+    let succeeds = || -> serde_json::Value {
+        let out = credentials();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(got["accessKeyId"].as_str().unwrap().starts_with("ASIA"));
+        assert_eq!(
+            std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        got
+    };
+    let fails = |mode: &str, message: &str| {
+        provider.inject_faults(mode, 1);
+        let started = std::time::Instant::now();
+        let out = credentials();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {stderr}");
+        assert!(out.stdout.is_empty(), "{mode}");
+        assert!(stderr.contains(message), "{mode}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(PROVIDER_HANG_SECONDS),
+            "{mode}: the client waited for the provider past its timeout"
+        );
+    };
+
+    succeeds();
+    // Cached credentials due for refresh: every run asks the provider.
+    let mut stale: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+    stale["credentials"]["expiration"] = soon
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
+    let stale_expiration = stale["credentials"]["expiration"].clone();
+    let stale = serde_json::to_vec(&stale).unwrap();
+    std::fs::write(&cache, &stale).unwrap();
+    for (mode, message) in [
+        ("500", "the credentials provider answered 500"),
+        ("throttle", "the credentials provider answered 429"),
+        ("hang", "did not answer within 1 s"),
+        ("malformed", "not the expected JSON"),
+    ] {
+        fails(mode, message);
+        assert_eq!(std::fs::read(&cache).unwrap(), stale, "{mode}");
+    }
+    let fresh = succeeds();
+    assert_ne!(std::fs::read(&cache).unwrap(), stale);
+    assert_ne!(fresh["expiration"], stale_expiration);
+
+    // No cache yet: a fault writes none.
+    std::fs::remove_file(&cache).unwrap();
+    for (mode, message) in [
+        ("malformed", "not the expected JSON"),
+        ("500", "answered 500"),
+    ] {
+        fails(mode, message);
+        assert!(!cache.exists(), "{mode}");
+    }
+    succeeds();
+}

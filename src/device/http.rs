@@ -3,7 +3,7 @@
 //! and the few AWS IoT calls of certificate renewal need. Plain HTTP only when a URL asks for
 //! it (a local stand-in).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +124,13 @@ pub fn send(config: Option<Arc<ClientConfig>>, request: &HttpRequest<'_>) -> Res
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             // Many servers close without close_notify; the length checks below catch truncation.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            // A read timeout shows as WouldBlock on Unix, TimedOut elsewhere.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => bail!(
+                "{} (via {target}) did not answer within {} s",
+                request.host,
+                request.timeout.as_secs_f32()
+            ),
             Err(e) => {
                 return Err(describe_tls_error(e)).with_context(|| {
                     format!("reading from {} (via {target}) failed", request.host)

@@ -37,6 +37,12 @@ allowed on its resource by the role's IAM policies, with ${credentials-iot:Thing
 ${credentials-iot:AwsCertificateId} set from the credentials request; then it is forwarded to
 moto and moto's answer returned.
 
+With --fault-file, faults are injected for tests of the client: while that file holds
+{"mode": M, "count": N} with N > 0, the next credentials requests (after the handshake) each
+take one off N and, instead of the checks above, get M: "500" (InternalFailureException),
+"throttle" (429 ThrottlingException), "hang" (no answer for --hang-seconds, then the connection
+closes) or "malformed" (200 with a body that is not the expected JSON).
+
 Errors carry x-amzn-ErrorType and a JSON body {"message": ...}. The server's own certificate comes
 from a test root that stands in for Amazon's root CA; point the client's CA bundle at that root.
 """
@@ -321,6 +327,8 @@ class Handler(BaseHTTPRequestHandler):
         if not match:
             self.answer(404, {"message": "Not Found"}, "ResourceNotFoundException")
             return
+        if self.inject_fault():
+            return
         alias = urllib.parse.unquote(match.group(1))
         thing = self.headers.get("x-amzn-iot-thingname")
         peer_der = self.connection.getpeercert(binary_form=True)
@@ -337,6 +345,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.answer(200, body)
 
+    def inject_fault(self):
+        """Answers with the next injected fault, if one is due (see --fault-file)."""
+        mode = self.server.take_fault()
+        if mode is None:
+            return False
+        log.info("injected fault: %s", mode)
+        if mode == "500":
+            self.answer(500, {"message": "Internal failure"}, "InternalFailureException")
+        elif mode == "throttle":
+            self.answer(429, {"message": "Rate exceeded"}, "ThrottlingException")
+        elif mode == "hang":
+            self.server.stopping.wait(self.server.hang_seconds)
+            self.close_connection = True
+        elif mode == "malformed":
+            self.send_json(200, b'{"credentials": {"accessKeyId": "ASIA')
+        else:
+            raise ValueError(f"unknown fault mode {mode!r}")
+        return True
+
     def do_POST(self):
         self.answer(405, {"message": "Method Not Allowed"}, "MethodNotAllowedException")
 
@@ -347,13 +374,36 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, provider, cert, key):
+    def __init__(self, address, provider, cert, key, fault_file=None, hang_seconds=5.0):
         self.provider = provider
         self.cert = cert
         self.key = key
+        self.fault_file = fault_file
+        self.hang_seconds = hang_seconds
+        self.fault_lock = threading.Lock()
+        self.stopping = threading.Event()
         self.base_context = self.make_context([])
         self.base_context.sni_callback = self.on_client_hello
         super().__init__(address, Handler)
+
+    def take_fault(self):
+        """The mode of the next injected fault, counted off the fault file, or None."""
+        if not self.fault_file:
+            return None
+        with self.fault_lock:
+            try:
+                with open(self.fault_file) as f:
+                    fault = json.load(f)
+            except FileNotFoundError:
+                return None
+            if fault.get("count", 0) <= 0:
+                return None
+            fault["count"] -= 1
+            tmp = self.fault_file + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(fault, f)
+            os.replace(tmp, self.fault_file)
+            return fault["mode"]
 
     def make_context(self, ca_pems):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -553,6 +603,10 @@ def main(argv=None):
         "--iot-port-file",
         help="also serve the AWS IoT API to devices (plain HTTP, --bind, a free port) and write its port here",
     )
+    parser.add_argument("--fault-file", help="inject the faults this file asks for (see above)")
+    parser.add_argument(
+        "--hang-seconds", type=float, default=5.0, help='how long a "hang" fault holds a request'
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -561,7 +615,9 @@ def main(argv=None):
         format="%(asctime)s %(name)s %(message)s",
     )
     provider = Provider(Moto(args.moto_url, args.region), args.host, args.region)
-    server = Server((args.bind, args.port), provider, args.cert, args.key)
+    server = Server(
+        (args.bind, args.port), provider, args.cert, args.key, args.fault_file, args.hang_seconds
+    )
     port = server.server_address[1]
     if args.iot_port_file:
         gate = GateServer((args.bind, 0), provider)
@@ -570,7 +626,11 @@ def main(argv=None):
     if args.port_file:
         write_port(args.port_file, port)
     print(f"credentials provider for {args.host} on https://{args.bind}:{port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    def stop(*_):
+        server.stopping.set()
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -333,6 +333,9 @@ pub fn cert_id(cert: &X509) -> String {
 
 /// The local credentials provider, serving `host` with a certificate from a test root that
 /// stands in for Amazon's. Killed when dropped.
+/// How long the provider holds a request it was told to hang: past a 1 s client timeout.
+pub const PROVIDER_HANG_SECONDS: u64 = 3;
+
 pub struct Provider {
     child: Child,
     pub port: u16,
@@ -342,6 +345,7 @@ pub struct Provider {
     /// The stand-in for Amazon's root: the CA bundle devices verify the endpoint with.
     pub root_pem: PathBuf,
     pub log: PathBuf,
+    fault_file: PathBuf,
 }
 
 impl Provider {
@@ -377,6 +381,7 @@ impl Provider {
         let port_file = dir.join("provider.port");
         let iot_port_file = dir.join("iot-api.port");
         let log = dir.join("provider.log");
+        let fault_file = dir.join("faults.json");
         let _ = std::fs::remove_file(&port_file);
         let child = Command::new(venv.join("bin/python"))
             .arg(repo().join("tests/credprov/server.py"))
@@ -391,6 +396,9 @@ impl Provider {
             .arg(&iot_port_file)
             .arg("--log-file")
             .arg(&log)
+            .arg("--fault-file")
+            .arg(&fault_file)
+            .args(["--hang-seconds", &PROVIDER_HANG_SECONDS.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("provider.stderr")).unwrap())
@@ -421,7 +429,20 @@ impl Provider {
             host: host.to_string(),
             root_pem,
             log,
+            fault_file,
         }
+    }
+
+    /// Makes the next `count` credentials requests fail with `mode` ("500", "throttle", "hang"
+    /// or "malformed"; see tests/credprov/server.py).
+    pub fn inject_faults(&self, mode: &str, count: u32) {
+        let tmp = self.fault_file.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::json!({ "mode": mode, "count": count }).to_string(),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &self.fault_file).unwrap();
     }
 
     /// `ADDR:PORT` to connect to instead of resolving the host.
