@@ -338,3 +338,52 @@ fn bad_inputs_get_one_line_and_change_nothing() {
         );
     }
 }
+
+/// Throttling and 5xx answers on the calls that create things are retried: `aws setup` and
+/// `register-device` succeed through them, a re-run changes nothing, and faults that persist
+/// end in a clear error.
+#[test]
+fn operator_commands_retry_transient_faults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let rules = [
+        ("Action=CreateRole&", 2, "throttle"),
+        ("^POST /role-aliases/", 1, "500"),
+        ("^POST /policies/", 1, "throttle"),
+        ("^POST /certificate/register", 2, "500"),
+        ("^POST /things/", 1, "throttle"),
+    ];
+    let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &rules);
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.endpoint_url = proxy.url.clone();
+    operator.set_up();
+    let key = p256();
+    operator.sign_and_register(tmp.path(), "dev-r", &csr("dev-r", &key).to_pem().unwrap());
+    let injected = proxy.injected();
+    assert_eq!(
+        injected.len(),
+        rules.iter().map(|r| r.1 as usize).sum::<usize>(),
+        "{injected:?}"
+    );
+
+    let before = moto.inventory();
+    assert_eq!(before["certs"].as_array().unwrap().len(), 1, "{before}");
+    assert_eq!(before["things"], serde_json::json!(["dev-r"]));
+    operator.ok(&["aws", "setup"]);
+    let out = operator.ok(&["aws", "register-device", "--thing", "dev-r"]);
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(moto.inventory(), before);
+
+    // Faults that persist: the command gives up and says why.
+    let stuck = FaultProxy::start(
+        &moto,
+        &tmp.path().join("stuck"),
+        &[("^GET /role-aliases/", 1000, "throttle")],
+    );
+    operator.endpoint_url = stuck.url.clone();
+    operator.refused(
+        &["aws", "setup"],
+        "DescribeRoleAlias failed: ThrottlingException: Rate exceeded (gave up after 3 attempts)",
+    );
+    assert_eq!(stuck.injected().len(), 3);
+}

@@ -34,6 +34,9 @@ pub struct Aws {
     pub region: String,
     /// The endpoint override in force (`None`: AWS itself).
     pub endpoint_url: Option<String>,
+    /// How many times the SDK tries a call before giving up (its standard retry mode retries
+    /// throttling, 5xx answers, timeouts and dropped connections, with backoff).
+    pub max_attempts: u32,
 }
 
 impl Aws {
@@ -68,12 +71,14 @@ impl Aws {
             .region()
             .map(|r| r.to_string())
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let max_attempts = conf.retry_config().map_or(1, |r| r.max_attempts());
         Ok(Self {
             iot: aws_sdk_iot::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
             region,
             endpoint_url,
+            max_attempts,
         })
     }
 
@@ -93,14 +98,22 @@ impl Aws {
         let detail = match &err {
             SdkError::ServiceError(service) => {
                 let e = service.err();
-                match (e.code(), e.message()) {
+                let status = service.raw().status().as_u16();
+                let detail = match (e.code(), e.message()) {
                     (Some(code), Some(message)) => format!("{code}: {message}"),
                     (Some(code), None) => code.to_string(),
                     _ => format!(
-                        "unexpected answer from {} (HTTP {})",
-                        self.endpoint_name(),
-                        service.raw().status().as_u16()
+                        "unexpected answer from {} (HTTP {status})",
+                        self.endpoint_name()
                     ),
+                };
+                let transient = status >= 500
+                    || status == 429
+                    || e.code().is_some_and(|c| c.starts_with("Throttl"));
+                if transient {
+                    format!("{detail} (gave up after {} attempts)", self.max_attempts)
+                } else {
+                    detail
                 }
             }
             SdkError::DispatchFailure(_) if root_cause(&err).contains("no credentials found") => {
@@ -118,8 +131,9 @@ impl Aws {
             }
             SdkError::TimeoutError(_) => {
                 return Unreachable(format!(
-                    "{operation} failed: {} did not answer in time",
-                    self.endpoint_name()
+                    "{operation} failed: {} did not answer in time ({} attempts)",
+                    self.endpoint_name(),
+                    self.max_attempts
                 ))
                 .into();
             }

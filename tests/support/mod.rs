@@ -725,3 +725,66 @@ pub fn aws_cli(args: &[&str], envs: &[(&str, &str)], config: Option<&Path>) -> O
     }
     cmd.output().unwrap()
 }
+
+/// `tests/awsfault/proxy.py` in front of moto: the first `count` requests matching each
+/// `(regex, count, kind)` rule get the fault `kind` ("500" or "throttle"), the rest reach moto.
+pub struct FaultProxy {
+    child: Child,
+    pub url: String,
+    /// One line per injected fault.
+    pub log: PathBuf,
+}
+
+impl FaultProxy {
+    pub fn start(moto: &Moto, dir: &Path, rules: &[(&str, u32, &str)]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let port_file = dir.join("proxy.port");
+        let log = dir.join("proxy.log");
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(repo().join("tests/awsfault/proxy.py"))
+            .args(["--moto-url", &moto.url()])
+            .arg("--port-file")
+            .arg(&port_file);
+        for (regex, count, kind) in rules {
+            cmd.args(["--fail", regex, &count.to_string(), kind]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("proxy.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "the fault proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// The faults injected so far.
+    pub fn injected(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

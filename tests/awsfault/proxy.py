@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A fault-injecting HTTP proxy in front of a moto server, for tests of the AWS commands' retries.
+
+    proxy.py --moto-url URL --port-file F [--fail REGEX COUNT KIND]...
+
+Each request is matched as "METHOD PATH BODY" (IAM's query actions are in the body as
+Action=..., AWS IoT's REST actions are the method and path). The first COUNT requests matching
+a rule get the fault KIND instead of moto's answer: "500" (InternalFailure) or "throttle"
+(Throttling, in the protocol of the service). Everything else is forwarded to moto unchanged.
+"""
+
+import argparse
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def handle_any(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        is_query = b"Action=" in body
+        kind = self.server.take_fault(f"{self.command} {self.path} {body.decode(errors='replace')}")
+        if kind == "500":
+            self.reply(500, b'{"message": "Internal failure"}', {"x-amzn-ErrorType": "InternalFailureException"})
+        elif kind == "throttle" and is_query:
+            xml = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>"
+            self.reply(400, xml, {"Content-Type": "text/xml"})
+        elif kind == "throttle":
+            self.reply(429, b'{"message": "Rate exceeded"}', {"x-amzn-ErrorType": "ThrottlingException"})
+        else:
+            self.forward(body)
+
+    def forward(self, body):
+        request = urllib.request.Request(
+            self.server.moto_url + self.path, data=body if body else None, method=self.command
+        )
+        for name, value in self.headers.items():
+            if name.lower() not in HOP_HEADERS:
+                request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request) as answer:
+                self.reply(answer.status, answer.read(), dict(answer.headers))
+        except urllib.error.HTTPError as e:
+            self.reply(e.code, e.read(), dict(e.headers))
+
+    def reply(self, status, data, headers):
+        self.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in HOP_HEADERS and name.lower() not in {"server", "date"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, moto_url, rules):
+        self.moto_url = moto_url.rstrip("/")
+        self.rules = [[re.compile(pattern), int(count), kind] for pattern, count, kind in rules]
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def take_fault(self, request):
+        with self.lock:
+            for rule in self.rules:
+                if rule[1] > 0 and rule[0].search(request):
+                    rule[1] -= 1
+                    print(f"injected {rule[2]}: {request.split(' ', 2)[1]}", flush=True)
+                    return rule[2]
+        return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--moto-url", required=True)
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--fail", nargs=3, action="append", default=[], metavar=("REGEX", "COUNT", "KIND"))
+    args = parser.parse_args()
+    server = Server(args.moto_url, args.fail)
+    with open(args.port_file + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
+    os.replace(args.port_file + ".tmp", args.port_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
