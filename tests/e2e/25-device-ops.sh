@@ -64,6 +64,13 @@ for model in ZYMKEY4i HSM6; do
     expect_ops "$model: curl mutual-TLS request" "open sign" \
         curl_mtls "$KEY_URI" "$T/$model.crt" "CN=ops-$model"
     expect_ops "$model: openssl pkeyutl -sign" "open sign" pkeyutl_sign "$KEY_URI" "$T/$model.sig"
+    # A process that reads the device (the device cache dropped) leaves the host's
+    # OpenSSL error queue as it found it: pkcs11-tool builds an EVP_PKEY right after.
+    rm -f "$TOKEN_DIR/store.device.toml"
+    check "$model: pkcs11-tool reads a public key in a process that reads the device" \
+        pubkey_of slot0 "$T/$model-fresh.pem"
+    check "$model: ... and it is the key that signed" \
+        openssl pkeyutl -verify -pubin -inkey "$T/$model-fresh.pem" -in "$T/digest" -sigfile "$T/$model.sig"
 done
 
 # HSM6 (the token of the last round): keys generated and removed in other processes.

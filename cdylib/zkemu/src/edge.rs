@@ -11,11 +11,17 @@ use crate::handles;
 
 /// Runs one exported function: its result, or the negated errno; a panic is `-EFAULT`.
 pub fn call(f: impl FnOnce() -> Result<c_int>) -> c_int {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let code = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => value,
         Ok(Err(errno)) => errno.to_return_code(),
         Err(_) => Errno::FAULT.to_return_code(),
-    }
+    };
+    // OpenSSL keeps one error queue per thread, shared with the host program, and
+    // some calls that succeed still leave entries in it (a PEM decoder that tried
+    // other formats first). A host that checks the queue after its own OpenSSL
+    // call (pkcs11-tool building an EVP_PKEY) would take ours for its own error.
+    drop(openssl::error::ErrorStack::get());
+    code
 }
 
 /// Runs `f` on the device of an open context; an unknown context is `-EINVAL`.
