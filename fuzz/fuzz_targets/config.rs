@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = zktoken::Config::parse(&text, "fuzz");
-    let _ = zktoken::is_inline(&text);
+    let _ = zkconf::Config::parse(&text, "fuzz");
+    let _ = zkconf::is_inline(&text);
     let _ = toml::from_str::<zkiot::device::config::DeviceConfig>(&text);
 });
