@@ -16,7 +16,8 @@
  *   p11_stress MODULE check [CERT_DER]
  *       every certificate's CKA_VALUE equals CERT_DER exactly (when given);
  *       every private key has a non-empty CKA_LABEL and CKA_ID; a key whose
- *       label is "gen-P-I" has the id "P-I". Prints "objects N bad B".
+ *       label is "gen-P-I" has the id "P-I". Prints "objects N bad B generated G",
+ *       G being the private keys labelled "gen-...".
  *
  * Environment: STRESS_PIN logs the sessions in. Exit status 0 when E (or B) is 0.
  * Build: cc $(pkg-config --cflags p11-kit-1) -pthread -o p11_stress p11_stress.c -ldl
@@ -269,7 +270,7 @@ static int run_check(const char *der_path)
 	CK_ATTRIBUTE cert_t = { CKA_CLASS, &cert_cls, sizeof(cert_cls) };
 	CK_ATTRIBUTE key_t = { CKA_CLASS, &key_cls, sizeof(key_cls) };
 	static CK_OBJECT_HANDLE objects[4096];
-	unsigned long total = 0, bad = 0;
+	unsigned long total = 0, bad = 0, generated = 0;
 	CK_SESSION_HANDLE s;
 	size_t der_len = 0;
 	unsigned char *der = der_path ? read_file(der_path, &der_len) : NULL;
@@ -300,6 +301,8 @@ static int run_check(const char *der_path)
 		unsigned char *id = attribute(s, objects[i], CKA_ID, &id_len);
 
 		total++;
+		if (label && label_len > 4 && strncmp((char *)label, "gen-", 4) == 0)
+			generated++;
 		if (!label || !id || label_len == 0 || id_len == 0 ||
 		    (strncmp((char *)label, "gen-", 4) == 0 && strcmp((char *)label + 4, (char *)id) != 0)) {
 			fprintf(stderr, "private key %lu: label '%s' id '%s'\n", (unsigned long)objects[i],
@@ -309,7 +312,7 @@ static int run_check(const char *der_path)
 		free(label);
 		free(id);
 	}
-	printf("objects %lu bad %lu\n", total, bad);
+	printf("objects %lu bad %lu generated %lu\n", total, bad, generated);
 	return bad != 0;
 }
 

@@ -16,7 +16,7 @@
 //! against the cached key, and deleting it makes the next process read the
 //! device again.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::key::KeySlot;
+use crate::lock::FileLock;
 
 /// The device as a process needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,19 +69,6 @@ pub struct DeviceCache {
     path: PathBuf,
 }
 
-/// The exclusive lock of a cache file, released when dropped.
-#[must_use]
-pub struct CacheLock {
-    file: File,
-}
-
-impl Drop for CacheLock {
-    fn drop(&mut self) {
-        // Unlocked explicitly: a forked child may share the open file description.
-        let _ = self.file.unlock();
-    }
-}
-
 impl DeviceCache {
     pub fn new(path: PathBuf) -> DeviceCache {
         DeviceCache { path }
@@ -101,23 +89,10 @@ impl DeviceCache {
 
     /// Takes the file's lock, waiting for other processes; `None` (said in
     /// the log) where the directory cannot be written.
-    pub fn lock(&self) -> Option<CacheLock> {
+    pub fn lock(&self) -> Option<FileLock> {
         let mut name = self.path.file_name()?.to_os_string();
         name.push(".lock");
-        let result = (|| -> std::io::Result<CacheLock> {
-            if let Some(dir) = self.path.parent() {
-                create_private_dir(dir)?;
-            }
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(self.path.with_file_name(name))?;
-            file.lock()?;
-            Ok(CacheLock { file })
-        })();
-        result
+        FileLock::exclusive(&self.path.with_file_name(name))
             .map_err(
                 |e| tracing::debug!(path = %self.path.display(), "device cache not locked: {e}"),
             )
@@ -126,7 +101,7 @@ impl DeviceCache {
 
     /// Replaces the file with `snapshot` (mode 0600). A failure only costs
     /// later processes device calls, so it is logged, not returned.
-    pub fn write(&self, _lock: &CacheLock, snapshot: &Snapshot) {
+    pub fn write(&self, _lock: &FileLock, snapshot: &Snapshot) {
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
             let text = toml::to_string(snapshot)?;
             let temp = self
@@ -170,14 +145,6 @@ impl DeviceCache {
             Err(e) => tracing::warn!(path = %self.path.display(), "device cache not dropped: {e}"),
         }
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub enum Error {
     DataLenRange,
     #[error("device error: {0}")]
     DeviceError(String),
+    #[error("the function failed: {0}")]
+    FunctionFailed(String),
     #[error("function not supported: {0}")]
     FunctionNotSupported(&'static str),
     #[error("functions never run in parallel")]
@@ -105,6 +107,7 @@ impl Error {
             Error::CryptokiNotInitialized => CKR_CRYPTOKI_NOT_INITIALIZED,
             Error::DataLenRange => CKR_DATA_LEN_RANGE,
             Error::DeviceError(_) => CKR_DEVICE_ERROR,
+            Error::FunctionFailed(_) => CKR_FUNCTION_FAILED,
             Error::FunctionNotSupported(_) => CKR_FUNCTION_NOT_SUPPORTED,
             Error::FunctionNotParallel => CKR_FUNCTION_NOT_PARALLEL,
             Error::GeneralError(_) => CKR_GENERAL_ERROR,

@@ -2,14 +2,34 @@
 //! key store (HSM6, SCM): `C_GenerateKeyPair` makes a new device slot,
 //! `C_DestroyObject` of its private key removes it. Factory slots are never
 //! removed.
+//!
+//! The device picks the slot of a new key, so a process killed between the
+//! device's answer and the store's record would leave a key without the
+//! label and id its caller asked for. So a generation, in any process of
+//! the store, holds the store's key generation lock and notes itself in the
+//! store (what it asks for, and the key store slots in use) before asking
+//! the device; the transaction that records the key ends that note. A note
+//! left behind is a generation whose process died: the next generation, or
+//! the next process that loads the token while no generation runs, finds
+//! the one slot that appeared since and records the label and id asked for
+//! there. A key is never removed on a guess: when the slots do not tell
+//! (none appeared, or several did, made by other tools), the note is
+//! dropped and such keys show with the slot's defaults, as any key made
+//! outside this module does.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use cryptoki_sys::*;
+use zkconf::Config;
 
 use crate::attribute::{template_bool, template_ulong, template_value, Attribute, TemplateUse};
 use crate::curve::{normalize_public_key, Curve};
 use crate::error::{Error, Result};
-use crate::key::KeySlot;
+use crate::key::{KeyEntry, KeySlot};
+use crate::lock::FileLock;
 use crate::module::Module;
+use crate::store::KeyGeneration;
 use crate::token::Token;
 
 /// Checks a key template: every attribute and length against the attribute
@@ -108,36 +128,17 @@ impl Module {
             .or_else(|| template_value(public_template, CKA_ID))
             .map(<[u8]>::to_vec);
 
-        let number = token
-            .device
-            .generate_key(curve.zymkey_type())
-            .map_err(|e| {
-                tracing::error!("key generation on the device failed: {e}");
-                Error::from(e)
-            })?;
-        let slot =
-            KeySlot::device(u32::try_from(number).map_err(|_| {
-                Error::DeviceError(format!("key generation returned slot {number}"))
-            })?);
-        let raw = token
-            .device
-            .public_key(slot.zymkey())
-            .map(normalize_public_key)
-            .map_err(|e| {
-                tracing::error!(slot = slot.number, "new key's public key unreadable: {e}");
-                Error::from(e)
-            })?;
-        if Curve::detect(&raw, Some(curve)) != Some(curve) {
-            return Err(Error::DeviceError(format!(
-                "slot {} holds a {}-byte key that is not on {}",
-                slot.number,
-                raw.len(),
-                curve.name()
-            )));
-        }
-        let entry = token.add_generated_key(slot, curve, raw, label, id, &self.config);
-        tracing::info!(slot = slot.number, curve = curve.name(), label = %entry.key.label, "key pair generated");
-        Ok((slot.public_handle(), slot.private_handle()))
+        let entry = token.generate_key(curve, label, id, &self.config)?;
+        tracing::info!(
+            slot = entry.key.slot.number,
+            curve = curve.name(),
+            label = %entry.key.label,
+            "key pair generated"
+        );
+        Ok((
+            entry.key.slot.public_handle(),
+            entry.key.slot.private_handle(),
+        ))
     }
 
     /// Destroys a key object: the private key of a generated slot removes
@@ -166,5 +167,192 @@ impl Module {
         token.remove_key(slot)?;
         tracing::info!(slot = slot.number, foreign = slot.foreign, "key removed");
         Ok(())
+    }
+}
+
+/// How long a key generation waits for one in progress (in any process).
+const GENERATION_WAIT: Duration = Duration::from_secs(30);
+
+impl Token {
+    /// Makes a key on `curve` and shows it with `label` and `id`; see the
+    /// top of this file for what a process killed meanwhile leaves.
+    fn generate_key(
+        &self,
+        curve: Curve,
+        label: Option<String>,
+        id: Option<Vec<u8>>,
+        config: &Config,
+    ) -> Result<Arc<KeyEntry>> {
+        let lock_path = self.key_generation_lock_path()?;
+        let _lock = FileLock::exclusive_within(&lock_path, GENERATION_WAIT)
+            .map_err(|e| {
+                Error::GeneralError(format!("key generation lock {}: {e}", lock_path.display()))
+            })?
+            .ok_or_else(|| {
+                Error::FunctionFailed(format!(
+                    "another key generation held {} for {} s",
+                    lock_path.display(),
+                    GENERATION_WAIT.as_secs()
+                ))
+            })?;
+        self.finish_interrupted_generations(config)?;
+        let generation = KeyGeneration {
+            curve,
+            label,
+            id,
+            slots_before: self.key_store_slots()?,
+        };
+        let row = self.with_store(|s| s.begin_key_generation(&generation).map_err(Error::from))?;
+        match self.make_key(curve) {
+            Ok((slot, raw)) => Ok(self.add_generated_key(row, slot, raw, &generation, config)),
+            Err((error, left_on_device)) => {
+                if !left_on_device {
+                    if let Err(e) =
+                        self.with_store(|s| s.end_key_generation(row).map_err(Error::from))
+                    {
+                        tracing::warn!("failed key generation left noted: {e}");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Asks the device for a key and reads its public key. On failure, says
+    /// whether a key the token cannot use may be left on the device.
+    fn make_key(&self, curve: Curve) -> std::result::Result<(KeySlot, Vec<u8>), (Error, bool)> {
+        let number = self.device.generate_key(curve.zymkey_type()).map_err(|e| {
+            tracing::error!("key generation on the device failed: {e}");
+            (Error::from(e), false)
+        })?;
+        let slot = u32::try_from(number).map(KeySlot::device).map_err(|_| {
+            (
+                Error::DeviceError(format!("key generation returned slot {number}")),
+                true,
+            )
+        })?;
+        let checked = self
+            .device
+            .public_key(slot.zymkey())
+            .map(normalize_public_key)
+            .map_err(|e| {
+                tracing::error!(slot = slot.number, "new key's public key unreadable: {e}");
+                Error::from(e)
+            })
+            .and_then(|raw| {
+                if Curve::detect(&raw, Some(curve)) == Some(curve) {
+                    Ok(raw)
+                } else {
+                    Err(Error::DeviceError(format!(
+                        "slot {} holds a {}-byte key that is not on {}",
+                        slot.number,
+                        raw.len(),
+                        curve.name()
+                    )))
+                }
+            });
+        match checked {
+            Ok(raw) => Ok((slot, raw)),
+            // Nobody asked for that key: it goes, if the device lets it.
+            Err(error) => Err((error, self.device.remove_key(slot.zymkey()).is_err())),
+        }
+    }
+
+    /// The device's key store slots in use.
+    fn key_store_slots(&self) -> Result<Vec<u32>> {
+        let list = self.device.allocated_slots(false).map_err(|e| {
+            tracing::error!("key store slots unreadable: {e}");
+            Error::from(e)
+        })?;
+        Ok(list
+            .slots
+            .into_iter()
+            .filter_map(|n| u32::try_from(n).ok())
+            .collect())
+    }
+
+    /// At load: finishes the generations of processes that died, unless a
+    /// generation is running now (its note is not left behind). Returns
+    /// the slots that got their label and id.
+    pub(crate) fn finish_interrupted_generations_if_idle(&self, config: &Config) -> Vec<KeySlot> {
+        let pending = self
+            .read_store(|s| Ok(!s.unfinished_key_generations()?.is_empty()))
+            .unwrap_or(false);
+        if !pending {
+            return Vec::new();
+        }
+        let lock = self
+            .key_generation_lock_path()
+            .ok()
+            .and_then(|path| FileLock::try_exclusive(&path).ok().flatten());
+        if lock.is_none() {
+            return Vec::new();
+        }
+        self.finish_interrupted_generations(config)
+            .unwrap_or_else(|e| {
+                tracing::warn!("interrupted key generation not finished: {e}");
+                Vec::new()
+            })
+    }
+
+    /// With the key generation lock held: binds each generation whose
+    /// process died to the one key store slot that appeared since it began,
+    /// and shows its key.
+    fn finish_interrupted_generations(&self, config: &Config) -> Result<Vec<KeySlot>> {
+        let unfinished =
+            self.read_store(|s| s.unfinished_key_generations().map_err(Error::from))?;
+        if unfinished.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.key_store_slots()?;
+        let mut bound: Vec<KeySlot> = Vec::new();
+        for (row, generation) in unfinished {
+            let appeared: Vec<KeySlot> = now
+                .iter()
+                .filter(|n| {
+                    **n >= self.caps.first_free_slot && !generation.slots_before.contains(n)
+                })
+                .map(|n| KeySlot::device(*n))
+                .filter(|slot| !bound.contains(slot))
+                .collect();
+            let key = match appeared[..] {
+                [slot] => self
+                    .device
+                    .public_key(slot.zymkey())
+                    .map(normalize_public_key)
+                    .ok()
+                    .filter(|raw| {
+                        Curve::detect(raw, Some(generation.curve)) == Some(generation.curve)
+                    })
+                    .map(|raw| (slot, raw)),
+                _ => None,
+            };
+            match key {
+                Some((slot, raw)) => {
+                    self.with_store(|s| {
+                        s.record_generated_key(row, slot, &raw, &generation)
+                            .map_err(Error::from)
+                    })?;
+                    tracing::info!(
+                        slot = slot.number,
+                        label = generation.label.as_deref().unwrap_or(""),
+                        "the key of a generation whose process died gets the label and id asked for"
+                    );
+                    self.show_generated_key(slot, raw, &generation, config);
+                    bound.push(slot);
+                }
+                None => {
+                    tracing::info!(
+                        slots = ?appeared.iter().map(|s| s.number).collect::<Vec<_>>(),
+                        "a generation whose process died left no key that is surely its own"
+                    );
+                    self.with_store(|s| s.end_key_generation(row).map_err(Error::from))?;
+                }
+            }
+        }
+        if !bound.is_empty() {
+            self.forget_device_cache();
+        }
+        Ok(bound)
     }
 }

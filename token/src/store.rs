@@ -24,7 +24,7 @@ use crate::fork;
 use crate::key::KeySlot;
 
 /// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -42,6 +42,20 @@ CREATE TABLE device_keys (
     id          BLOB,                              -- given at key generation
     generated   INTEGER NOT NULL DEFAULT 0,        -- made by C_GenerateKeyPair (a record only)
     PRIMARY KEY (slot, keyring)
+);
+";
+
+/// Added in version 2: key generations in progress. A row is written before
+/// the device is asked for a key and deleted in the transaction that
+/// records the key, so a row left behind is a generation whose process
+/// died (see `crate::keygen`).
+const KEY_GENERATIONS: &str = "
+CREATE TABLE key_generations (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    curve        TEXT NOT NULL,
+    label        BLOB,                             -- asked for by the caller
+    key_id       BLOB,                             -- asked for by the caller
+    slots_before TEXT NOT NULL                     -- key store slots in use before, as 0,1,16
 );
 ";
 
@@ -66,6 +80,16 @@ pub(crate) struct KeyRecord {
     pub(crate) public_key: Option<Vec<u8>>,
     pub(crate) label: Option<String>,
     pub(crate) id: Option<Vec<u8>>,
+}
+
+/// A key generation as the store notes it before the device makes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyGeneration {
+    pub(crate) curve: Curve,
+    pub(crate) label: Option<String>,
+    pub(crate) id: Option<Vec<u8>>,
+    /// Key store slots in use before the device was asked.
+    pub(crate) slots_before: Vec<u32>,
 }
 
 pub(crate) struct Store {
@@ -141,26 +165,26 @@ impl Store {
             ));
         }
         if version == SCHEMA_VERSION {
-            // Touch both tables so a damaged file fails here, not mid-operation.
-            self.conn()
-                .query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0))
-                .and_then(|_| {
-                    self.conn()
-                        .query_row("SELECT count(*) FROM device_keys", [], |r| {
-                            r.get::<_, i64>(0)
-                        })
-                })
-                .map_err(|e| format!("unreadable: {e}"))?;
+            // Touch every table so a damaged file fails here, not mid-operation.
+            for table in ["objects", "device_keys", "key_generations"] {
+                self.conn()
+                    .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map_err(|e| format!("unreadable: {e}"))?;
+            }
             return Ok(());
         }
-        let tables: i64 = self
-            .conn()
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| format!("unreadable: {e}"))?;
-        if tables != 0 {
-            return Err("it is an SQLite database, but not a zkiot token store".into());
+        if version == 0 {
+            let tables: i64 = self
+                .conn()
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| format!("unreadable: {e}"))?;
+            if tables != 0 {
+                return Err("it is an SQLite database, but not a zkiot token store".into());
+            }
         }
-        // A new store.
+        // A new store, or one of version 1 (which lacks key_generations).
         let tx = self
             .conn_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -168,9 +192,14 @@ impl Store {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
-        // Another process may have created the schema meanwhile.
-        if version == 0 {
-            tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        // Another process may have done it meanwhile.
+        let steps = match version {
+            0 => [SCHEMA, KEY_GENERATIONS].concat(),
+            1 => KEY_GENERATIONS.to_string(),
+            _ => String::new(),
+        };
+        if !steps.is_empty() {
+            tx.execute_batch(&steps).map_err(|e| e.to_string())?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| e.to_string())?;
         }
@@ -330,31 +359,123 @@ impl Store {
             .map_err(|e| self.fail(e))
     }
 
-    /// Records a key the token generated, replacing anything known about the slot.
-    pub(crate) fn record_generated_key(
+    /// Notes a key generation about to ask the device for a key; returns
+    /// its row, which [`Store::record_generated_key`] or
+    /// [`Store::end_key_generation`] deletes.
+    pub(crate) fn begin_key_generation(
         &mut self,
-        slot: KeySlot,
-        curve: Curve,
-        raw: &[u8],
-        label: Option<&str>,
-        id: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+        generation: &KeyGeneration,
+    ) -> Result<i64, StoreError> {
         let _gate = fork::enter();
+        let before: Vec<String> = generation.slots_before.iter().map(u32::to_string).collect();
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO device_keys (slot, keyring, curve, public_key, label, id, generated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                "INSERT INTO key_generations (curve, label, key_id, slots_before)
+                 VALUES (?1, ?2, ?3, ?4)",
                 params![
-                    slot.number,
-                    slot.foreign,
-                    curve.store_tag(),
-                    raw,
-                    label.map(str::as_bytes),
-                    id
+                    generation.curve.store_tag(),
+                    generation.label.as_deref().map(str::as_bytes),
+                    generation.id,
+                    before.join(",")
                 ],
             )
+            .map_err(|e| self.fail(e))?;
+        Ok(self.conn().last_insert_rowid())
+    }
+
+    /// Key generations begun and never ended: their processes died.
+    pub(crate) fn unfinished_key_generations(
+        &self,
+    ) -> Result<Vec<(i64, KeyGeneration)>, StoreError> {
+        let _gate = fork::enter();
+        let mut stmt = self
+            .conn()
+            .prepare_cached(
+                "SELECT id, curve, label, key_id, slots_before FROM key_generations ORDER BY id",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row_id, curve, label, id, before) = row.map_err(|e| self.fail(e))?;
+            let damaged = || StoreError {
+                path: self.path.clone(),
+                reason: format!("key generation {row_id} is damaged"),
+            };
+            let slots_before = before
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse::<u32>().map_err(|_| damaged()))
+                .collect::<Result<_, _>>()?;
+            out.push((
+                row_id,
+                KeyGeneration {
+                    curve: Curve::from_store_tag(&curve).ok_or_else(damaged)?,
+                    label: label.map(|l| String::from_utf8_lossy(&l).into_owned()),
+                    id,
+                    slots_before,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Ends a key generation that left no key to record.
+    pub(crate) fn end_key_generation(&mut self, row: i64) -> Result<(), StoreError> {
+        let _gate = fork::enter();
+        self.conn()
+            .execute("DELETE FROM key_generations WHERE id = ?1", [row])
             .map(|_| ())
             .map_err(|e| self.fail(e))
+    }
+
+    /// Records a key the token generated, replacing anything known about
+    /// the slot, and ends its generation `row`: one transaction, so the
+    /// key is either recorded or still an unfinished generation.
+    pub(crate) fn record_generated_key(
+        &mut self,
+        row: i64,
+        slot: KeySlot,
+        raw: &[u8],
+        generation: &KeyGeneration,
+    ) -> Result<(), StoreError> {
+        let _gate = fork::enter();
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&fail)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO device_keys
+                 (slot, keyring, curve, public_key, label, id, generated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+            params![
+                slot.number,
+                slot.foreign,
+                generation.curve.store_tag(),
+                raw,
+                generation.label.as_deref().map(str::as_bytes),
+                generation.id
+            ],
+        )
+        .map_err(&fail)?;
+        tx.execute("DELETE FROM key_generations WHERE id = ?1", [row])
+            .map_err(&fail)?;
+        tx.commit().map_err(&fail)
     }
 
     /// Forgets a key that was removed from the device.
@@ -505,6 +626,39 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_store_gains_the_key_generations_and_keeps_its_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite3");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO objects (class, attributes) VALUES (1, ?1)",
+            [cert("old").to_blob()],
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.objects().unwrap()[0].1, cert("old"));
+        assert_eq!(s.unfinished_key_generations().unwrap(), []);
+        let generation = KeyGeneration {
+            curve: Curve::P256,
+            label: None,
+            id: None,
+            slots_before: vec![],
+        };
+        let row = s.begin_key_generation(&generation).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.unfinished_key_generations().unwrap(), [(row, generation)]);
+        let version: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn damaged_object_rows_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sqlite3");
@@ -528,8 +682,20 @@ mod tests {
         let r = s.key_record(slot).unwrap().unwrap();
         assert_eq!(r.curve, Some(Curve::P256));
         assert_eq!(r.public_key.as_deref(), Some(&[1u8; 64][..]));
-        s.record_generated_key(slot, Curve::Secp256k1, &[2; 64], Some("mine"), Some(&[9]))
+        let generation = KeyGeneration {
+            curve: Curve::Secp256k1,
+            label: Some("mine".into()),
+            id: Some(vec![9]),
+            slots_before: vec![0, 1, 2],
+        };
+        let row = s.begin_key_generation(&generation).unwrap();
+        assert_eq!(
+            s.unfinished_key_generations().unwrap(),
+            [(row, generation.clone())]
+        );
+        s.record_generated_key(row, slot, &[2; 64], &generation)
             .unwrap();
+        assert_eq!(s.unfinished_key_generations().unwrap(), []);
         let r = s.key_record(slot).unwrap().unwrap();
         assert_eq!(r.label.as_deref(), Some("mine"));
         assert_eq!(r.id.as_deref(), Some(&[9u8][..]));

@@ -20,7 +20,7 @@ use crate::device_cache::{CachedSlot, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
 use crate::lock::{lock, read, write};
-use crate::store::Store;
+use crate::store::{KeyGeneration, Store};
 
 /// Token-info fields as the device reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +144,16 @@ impl Token {
             store_error_logged: AtomicBool::new(false),
             info,
         };
+        let mut slots = slots;
+        if token.caps.key_store {
+            // A key generation whose process died may have left a key the
+            // cached slot list does not have.
+            for slot in token.finish_interrupted_generations_if_idle(config) {
+                if !slots.contains(&slot.into()) {
+                    slots.push(slot.into());
+                }
+            }
+        }
         let mut keys = BTreeMap::new();
         for slot in slots.into_iter().map(KeySlot::from) {
             match token.load_key(slot, config) {
@@ -244,18 +254,20 @@ impl Token {
         self.caps.key_store && (slot.foreign || slot.number >= self.caps.first_free_slot)
     }
 
+    fn store_path(&self) -> Result<&PathBuf> {
+        self.store_path.as_ref().ok_or_else(|| {
+            Error::GeneralError(
+                "no token store path: set `store` in the configuration (HOME is not set)".into(),
+            )
+        })
+    }
+
     /// Runs `f` on the store, opening it on first use. An open failure is
     /// not remembered: the next call tries again (the file may be fixed).
     pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.store);
         if guard.is_none() {
-            let path = self.store_path.as_ref().ok_or_else(|| {
-                Error::GeneralError(
-                    "no token store path: set `store` in the configuration (HOME is not set)"
-                        .into(),
-                )
-            })?;
-            match Store::open(path) {
+            match Store::open(self.store_path()?) {
                 Ok(s) => *guard = Some(s),
                 Err(e) => {
                     // Said once at error level; each failing call still returns it.
@@ -346,31 +358,67 @@ impl Token {
     }
 
     /// Shows a key just generated in `slot`, and records it (with the label
-    /// and id the caller gave) in the store for later processes.
+    /// and id the caller gave) in the store for later processes, ending
+    /// its generation `row`. The device cache learns the slot first: a
+    /// process that dies before the store's record leaves an unfinished
+    /// generation, which is bound to this slot later (see `crate::keygen`).
     pub(crate) fn add_generated_key(
         &self,
+        row: i64,
         slot: KeySlot,
-        curve: Curve,
         raw: Vec<u8>,
-        label: Option<String>,
-        id: Option<Vec<u8>>,
+        generation: &KeyGeneration,
         config: &Config,
     ) -> Arc<KeyEntry> {
-        if let Err(e) = self.with_store(|s| {
-            s.record_generated_key(slot, curve, &raw, label.as_deref(), id.as_deref())
-                .map_err(Error::from)
-        }) {
-            // The key exists on the device and is shown; only its label and
-            // id are lost for later processes.
-            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
-        }
         if let Some(cache) = &self.device_cache {
             cache.update_slots(&self.library, |slots| slots.push(slot.into()));
         }
-        let key = self.device_key(slot, curve, raw, label, id, config);
+        if let Err(e) = self.with_store(|s| {
+            s.record_generated_key(row, slot, &raw, generation)
+                .map_err(Error::from)
+        }) {
+            // The key exists on the device and is shown; the next key
+            // generation gives it its label and id for later processes.
+            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
+        }
+        self.show_generated_key(slot, raw, generation, config)
+    }
+
+    /// Shows `slot`'s key with the label and id of its generation.
+    pub(crate) fn show_generated_key(
+        &self,
+        slot: KeySlot,
+        raw: Vec<u8>,
+        generation: &KeyGeneration,
+        config: &Config,
+    ) -> Arc<KeyEntry> {
+        let key = self.device_key(
+            slot,
+            generation.curve,
+            raw,
+            generation.label.clone(),
+            generation.id.clone(),
+            config,
+        );
         let entry = Arc::new(KeyEntry::new(key, self.login_required));
         write(&self.keys).insert(slot, entry.clone());
         entry
+    }
+
+    /// The lock every key generation of this store holds, in any process.
+    pub(crate) fn key_generation_lock_path(&self) -> Result<PathBuf> {
+        let path = self.store_path()?;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".keygen.lock");
+        Ok(path.with_file_name(name))
+    }
+
+    /// The device changed in a way the device cache does not follow: the
+    /// next process reads the device again.
+    pub(crate) fn forget_device_cache(&self) {
+        if let Some(cache) = &self.device_cache {
+            cache.forget();
+        }
     }
 
     /// Removes a key from the device, then from the objects shown and the store.

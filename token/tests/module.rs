@@ -31,6 +31,8 @@ struct SoftDevice {
     fail_next_sign: AtomicBool,
     /// Time a signature takes, in milliseconds.
     sign_latency_ms: AtomicUsize,
+    /// The next key generation makes its key, then its caller dies (a panic).
+    die_after_generating: AtomicBool,
 }
 
 impl SoftDevice {
@@ -44,6 +46,7 @@ impl SoftDevice {
             public_keys: AtomicUsize::new(0),
             fail_next_sign: AtomicBool::new(false),
             sign_latency_ms: AtomicUsize::new(0),
+            die_after_generating: AtomicBool::new(false),
         };
         for slot in 0..factory_slots {
             d.keys
@@ -162,6 +165,10 @@ impl Device for SoftDevice {
         let mut keys = self.keys.lock().unwrap();
         let slot = (16..).find(|s| !keys.contains_key(s)).unwrap();
         keys.insert(slot, new_key(nid));
+        drop(keys);
+        if self.die_after_generating.swap(false, Ordering::SeqCst) {
+            panic!("the process dies before the device's answer is recorded");
+        }
         Ok(slot)
     }
     fn remove_key(&self, slot: Slot) -> zymkey::Result<()> {
@@ -864,6 +871,104 @@ fn a_handle_to_a_key_replaced_by_another_process_fails() {
         CKA_EC_POINT,
     );
     assert_eq!(&point[3..], dev.point(16).as_slice());
+}
+
+/// Generates a key labelled and identified `label`; the device makes it,
+/// and the calling "process" dies before it hears the slot.
+fn generation_killed_after_the_device_answered(dev: &Arc<SoftDevice>, dir: &Path, label: &[u8]) {
+    let m = module(dev, config(dir, ""));
+    let rw = m.open_session(0, RW).unwrap();
+    dev.die_after_generating.store(true, Ordering::SeqCst);
+    let template = vec![(CKA_LABEL, label.to_vec()), (CKA_ID, label.to_vec())];
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.generate_key_pair(rw, CKM_EC_KEY_PAIR_GEN, false, &[], &template)
+    }));
+    assert!(died.is_err());
+    std::mem::forget(m); // a dead process finalizes nothing
+}
+
+#[test]
+fn a_key_whose_generation_died_gets_its_label_and_id_in_the_next_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    generation_killed_after_the_device_answered(&dev, dir.path(), b"asked");
+    assert!(
+        dev.keys.lock().unwrap().contains_key(&16),
+        "the device made it"
+    );
+    let next = module(&dev, config(dir.path(), ""));
+    let s = next.open_session(0, RO).unwrap();
+    let found = find(&next, s, &[(CKA_ID, b"asked".to_vec())]);
+    assert_eq!(found.len(), 2, "both objects of slot 16, labelled as asked");
+    let private = zktoken::KeySlot::device(16).private_handle();
+    assert_eq!(attribute(&next, s, private, CKA_LABEL), b"asked");
+    // Recorded for good: a later process sees it through the cache and store.
+    let later = module(&dev, config(dir.path(), ""));
+    let s = later.open_session(0, RW).unwrap();
+    assert_eq!(find(&later, s, &[(CKA_LABEL, b"asked".to_vec())]).len(), 2);
+    let (_, next_key) = later
+        .generate_key_pair(s, CKM_EC_KEY_PAIR_GEN, false, &[], &[])
+        .unwrap();
+    assert_eq!(next_key, zktoken::KeySlot::device(17).private_handle());
+}
+
+#[test]
+fn the_next_generation_finishes_one_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    // The surviving process loaded the token before the other one died.
+    let survivor = module(&dev, config(dir.path(), ""));
+    let rw = survivor.open_session(0, RW).unwrap();
+    generation_killed_after_the_device_answered(&dev, dir.path(), b"asked");
+    let template = vec![(CKA_LABEL, b"mine".to_vec())];
+    let (_, mine) = survivor
+        .generate_key_pair(rw, CKM_EC_KEY_PAIR_GEN, false, &[], &template)
+        .unwrap();
+    assert_eq!(mine, zktoken::KeySlot::device(17).private_handle());
+    assert_eq!(find(&survivor, rw, &[(CKA_ID, b"asked".to_vec())]).len(), 2);
+    let later = module(&dev, config(dir.path(), ""));
+    let s = later.open_session(0, RO).unwrap();
+    assert_eq!(find(&later, s, &[(CKA_ID, b"asked".to_vec())]).len(), 2);
+    assert_eq!(find(&later, s, &[(CKA_LABEL, b"mine".to_vec())]).len(), 2);
+}
+
+#[test]
+fn keys_of_other_tools_are_never_taken_for_a_dead_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    generation_killed_after_the_device_answered(&dev, dir.path(), b"asked");
+    // Another tool makes a key before any process of this module runs.
+    dev.keys
+        .lock()
+        .unwrap()
+        .insert(17, new_key(Nid::X9_62_PRIME256V1));
+    let next = module(&dev, config(dir.path(), ""));
+    let s = next.open_session(0, RO).unwrap();
+    assert!(find(&next, s, &[(CKA_ID, b"asked".to_vec())]).is_empty());
+    assert_eq!(dev.keys.lock().unwrap().len(), 14, "nothing was removed");
+    // The generation's note is gone: the next process does not look again.
+    let (_, public_key_reads) = dev.calls();
+    let later = module(&dev, config(dir.path(), ""));
+    let s = later.open_session(0, RO).unwrap();
+    assert!(find(&later, s, &[(CKA_ID, b"asked".to_vec())]).is_empty());
+    assert_eq!(dev.calls().1, public_key_reads);
+}
+
+#[test]
+fn a_generation_in_progress_elsewhere_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    generation_killed_after_the_device_answered(&dev, dir.path(), b"asked");
+    // Another process holds the key generation lock (as while it generates).
+    let lock = std::fs::File::open(dir.path().join("store.sqlite3.keygen.lock")).unwrap();
+    lock.lock().unwrap();
+    let next = module(&dev, config(dir.path(), ""));
+    let s = next.open_session(0, RO).unwrap();
+    assert!(find(&next, s, &[(CKA_ID, b"asked".to_vec())]).is_empty());
+    drop(lock);
+    let later = module(&dev, config(dir.path(), ""));
+    let s = later.open_session(0, RO).unwrap();
+    assert_eq!(find(&later, s, &[(CKA_ID, b"asked".to_vec())]).len(), 2);
 }
 
 #[test]
