@@ -387,3 +387,102 @@ fn operator_commands_retry_transient_faults() {
     );
     assert_eq!(stuck.injected().len(), 3);
 }
+
+/// AWS IoT refuses a role IAM has not propagated yet (InvalidRequestException, HTTP 400):
+/// `aws setup` waits for a role it just created, saying so, and gives up after `--iam-wait`
+/// naming the role, leaving only the role, so that a re-run adds exactly what was missing. A
+/// role that existed before the run is not waited for.
+#[test]
+fn setup_waits_for_iam_to_propagate_a_new_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let waiting = "IAM role zkiot-device: AWS IoT cannot use it yet";
+
+    // Refused twice, then accepted: setup waits and succeeds.
+    let moto = Moto::start(tmp.path());
+    let rules = [("^POST /role-aliases/", 2, "role-not-ready")];
+    let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &rules);
+    let mut operator = Operator::new(&tmp.path().join("a"), &moto);
+    operator.ok(&["ca", "init"]);
+    operator.ok(&["aws", "register-ca"]);
+    operator.endpoint_url = proxy.url.clone();
+    let started = Instant::now();
+    let out = operator
+        .command(&["aws", "setup"])
+        .env("ZKIOT_IAM_WAIT", "30s")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches(waiting).count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("role alias zkiot-device-alias: created"),
+        "{stdout}"
+    );
+    assert_eq!(proxy.injected().len(), 2, "{:?}", proxy.injected());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let inventory = moto.inventory();
+    assert_eq!(
+        inventory["aliases"],
+        serde_json::json!(["zkiot-device-alias"])
+    );
+    assert_eq!(inventory["roles"], serde_json::json!(["zkiot-device"]));
+
+    // Refused forever: setup gives up after --iam-wait with the role's name, one error line.
+    let moto = Moto::start(tmp.path());
+    let stuck = FaultProxy::start(
+        &moto,
+        &tmp.path().join("stuck"),
+        &[("^POST /role-aliases/", FOREVER, "role-not-ready")],
+    );
+    let mut operator = Operator::new(&tmp.path().join("b"), &moto);
+    operator.ok(&["ca", "init"]);
+    operator.ok(&["aws", "register-ca"]);
+    let before = moto.inventory();
+    operator.endpoint_url = stuck.url.clone();
+    let started = Instant::now();
+    let args = ["aws", "setup", "--iam-wait", "2s"];
+    let out = operator.run(&args);
+    let elapsed = started.elapsed();
+    refused_output(
+        &out,
+        &args,
+        "CreateRoleAlias failed: AWS IoT still cannot use IAM role zkiot-device after",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(waiting), "{stdout}");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(15),
+        "gave up after {elapsed:?}"
+    );
+    let attempts = stuck.injected().len();
+    assert!(attempts >= 3, "{:?}", stuck.injected());
+    // Only the role was made; nothing that depends on the alias.
+    let after_failure = moto.inventory();
+    assert_eq!(after_failure["roles"], serde_json::json!(["zkiot-device"]));
+    assert_eq!(after_failure["aliases"], serde_json::json!([]));
+    assert_eq!(after_failure["policies"], before["policies"]);
+
+    // The role now exists from an earlier run: a refusal is the role's fault, not IAM's delay,
+    // and is not waited for.
+    let started = Instant::now();
+    operator.refused(&args, "which existed unchanged before this run");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(stuck.injected().len(), attempts + 1);
+
+    // Once AWS IoT accepts the role, a re-run adds exactly what was missing, and converges.
+    operator.endpoint_url = moto.url();
+    let out = operator.ok(&["aws", "setup"]);
+    assert!(!out.contains(waiting), "{out}");
+    assert!(out.contains("IAM role zkiot-device: exists"), "{out}");
+    let done = moto.inventory();
+    assert_eq!(done["roles"], after_failure["roles"]);
+    assert_eq!(done["aliases"], serde_json::json!(["zkiot-device-alias"]));
+    assert_eq!(done["policies"], serde_json::json!(["zkiot-device-policy"]));
+    assert_eq!(done["certs"], before["certs"]);
+    operator.ok(&["aws", "setup"]);
+    assert_eq!(moto.inventory(), done);
+}

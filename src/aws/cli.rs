@@ -74,6 +74,12 @@ pub struct SetupArgs {
     /// `zkiot fleet renew` issued).
     #[arg(long)]
     pub renewal: bool,
+    /// How long to wait for IAM to make a role this run created or changed usable by AWS IoT
+    /// (IAM takes seconds to propagate a change, rarely up to a minute). The role alias is
+    /// retried with backoff meanwhile, saying what it waits for; a role that existed unchanged
+    /// is never waited for. E.g. 90s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", env = "ZKIOT_IAM_WAIT")]
+    pub iam_wait: std::time::Duration,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

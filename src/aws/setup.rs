@@ -1,7 +1,13 @@
 //! `zkiot aws setup`: the IAM role, its role alias, the devices' IoT policy, and the credentials
 //! endpoint.
 
-use anyhow::{bail, Context, Result};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_iot::types::RoleAliasDescription;
 use serde_json::Value;
 
 use super::cli::SetupArgs;
@@ -44,6 +50,16 @@ const IAM_DEFAULT_MAX_SESSION: i32 = 3600;
 /// AWS keeps at most this many versions of an IoT policy.
 const MAX_POLICY_VERSIONS: usize = 5;
 
+/// What AWS IoT answers (HTTP 400) a call naming an IAM role it cannot use. Right after the role
+/// was created or changed that is IAM's propagation delay ("If the role was just created or
+/// updated, please try again in a few seconds"); every other input of the role alias calls is
+/// checked here before they are made, so this code means the role.
+const ROLE_NOT_USABLE: &str = "InvalidRequestException";
+/// First pause before retrying a call AWS IoT refused for a role not yet propagated; doubled
+/// after each refusal up to [`MAX_ROLE_RETRY_DELAY`].
+const FIRST_ROLE_RETRY_DELAY: Duration = Duration::from_millis(500);
+const MAX_ROLE_RETRY_DELAY: Duration = Duration::from_secs(8);
+
 /// The checked inputs of `aws setup`; everything here is validated before any call to AWS.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,6 +70,8 @@ pub struct Settings {
     pub permissions: Option<Value>,
     /// Whether the role also gets [`renewal_policy`].
     pub renewal: bool,
+    /// How long calls naming a role this run created or changed wait for IAM to propagate it.
+    pub iam_wait: Duration,
 }
 
 impl Settings {
@@ -87,6 +105,7 @@ impl Settings {
             duration: args.duration,
             permissions,
             renewal: args.renewal,
+            iam_wait: args.iam_wait,
         })
     }
 }
@@ -107,7 +126,8 @@ fn check_name(flag: &str, name: &str, max: usize, extra: &str) -> Result<()> {
 pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Result<()> {
     let mut state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
 
-    let role_arn = ensure_role(aws, settings).await?;
+    let role = ensure_role(aws, settings).await?;
+    let role_arn = role.arn.clone();
     state.role_name = Some(settings.role_name.clone());
     state.role_arn = Some(role_arn.clone());
     state.save(&global.home)?;
@@ -123,7 +143,7 @@ pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Resul
         .await?;
     }
 
-    let alias_arn = ensure_role_alias(aws, settings, &role_arn).await?;
+    let alias_arn = ensure_role_alias(aws, settings, &role).await?;
     state.role_alias = Some(settings.role_alias.clone());
     state.role_alias_arn = Some(alias_arn.clone());
     state.credential_duration_seconds = Some(settings.duration);
@@ -162,8 +182,16 @@ pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Resul
     Ok(())
 }
 
+/// The IAM role as `ensure_role` left it.
+struct EnsuredRole {
+    name: String,
+    arn: String,
+    /// Created or changed by this run, so IAM may not have propagated it yet.
+    changed_now: bool,
+}
+
 /// The role exists, trusts the credentials provider, and allows sessions of `duration`.
-async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<String> {
+async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<EnsuredRole> {
     let name = &settings.role_name;
     match aws.iam.get_role().role_name(name).send().await {
         Ok(out) => {
@@ -183,7 +211,8 @@ async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<String> {
             let max_session = role
                 .max_session_duration()
                 .unwrap_or(IAM_DEFAULT_MAX_SESSION);
-            if settings.duration > max_session {
+            let raise_max_session = settings.duration > max_session;
+            if raise_max_session {
                 aws.iam
                     .update_role()
                     .role_name(name)
@@ -198,7 +227,11 @@ async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<String> {
             } else {
                 println!("IAM role {name}: exists, trusts the credentials provider");
             }
-            Ok(role.arn().to_string())
+            Ok(EnsuredRole {
+                name: name.clone(),
+                arn: role.arn().to_string(),
+                changed_now: raise_max_session,
+            })
         }
         Err(e) if is_not_found(&e) => {
             let created = aws
@@ -216,7 +249,11 @@ async fn ensure_role(aws: &Aws, settings: &Settings) -> Result<String> {
                 .map(|r| r.arn().to_string())
                 .context("CreateRole returned no role")?;
             println!("IAM role {name}: created ({arn})");
-            Ok(arn)
+            Ok(EnsuredRole {
+                name: name.clone(),
+                arn,
+                changed_now: true,
+            })
         }
         Err(e) => Err(aws.error("GetRole", e)),
     }
@@ -267,58 +304,152 @@ async fn ensure_role_policy(aws: &Aws, role: &str, name: &str, wanted: &Value) -
 }
 
 /// The role alias exists, names the role and has the duration asked for.
-async fn ensure_role_alias(aws: &Aws, settings: &Settings, role_arn: &str) -> Result<String> {
+async fn ensure_role_alias(aws: &Aws, settings: &Settings, role: &EnsuredRole) -> Result<String> {
     let alias = &settings.role_alias;
-    match aws.iot.describe_role_alias().role_alias(alias).send().await {
-        Ok(out) => {
-            let desc = out
-                .role_alias_description()
-                .context("DescribeRoleAlias returned no description")?;
-            let arn = desc
-                .role_alias_arn()
-                .context("DescribeRoleAlias returned no ARN")?
-                .to_string();
-            let same_role = desc.role_arn() == Some(role_arn);
-            let same_duration = desc.credential_duration_seconds() == Some(settings.duration);
-            if same_role && same_duration {
-                println!("role alias {alias}: exists ({} s)", settings.duration);
-            } else {
+    let existing = match aws.iot.describe_role_alias().role_alias(alias).send().await {
+        Ok(out) => Some(
+            out.role_alias_description()
+                .context("DescribeRoleAlias returned no description")?
+                .clone(),
+        ),
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(aws.error("DescribeRoleAlias", e)),
+    };
+    let existing = match existing {
+        Some(desc) => desc,
+        None => {
+            let created = call_naming_role(role, settings.iam_wait, "CreateRoleAlias", || {
                 aws.iot
-                    .update_role_alias()
+                    .create_role_alias()
                     .role_alias(alias)
-                    .role_arn(role_arn)
+                    .role_arn(&role.arn)
                     .credential_duration_seconds(settings.duration)
                     .send()
+            })
+            .await?;
+            match created {
+                Ok(out) => {
+                    let arn = out
+                        .role_alias_arn()
+                        .context("CreateRoleAlias returned no ARN")?
+                        .to_string();
+                    println!(
+                        "role alias {alias}: created ({arn}, {} s)",
+                        settings.duration
+                    );
+                    return Ok(arn);
+                }
+                // An earlier attempt took effect but its answer was lost, or another run made
+                // it meanwhile: converge on what is there.
+                Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => aws
+                    .iot
+                    .describe_role_alias()
+                    .role_alias(alias)
+                    .send()
                     .await
-                    .map_err(|e| aws.error("UpdateRoleAlias", e))?;
-                println!(
-                    "role alias {alias}: updated to role {role_arn}, {} s",
-                    settings.duration
-                );
+                    .map_err(|e| aws.error("DescribeRoleAlias", e))?
+                    .role_alias_description()
+                    .context("DescribeRoleAlias returned no description")?
+                    .clone(),
+                Err(e) => return Err(aws.error("CreateRoleAlias", e)),
             }
-            Ok(arn)
         }
-        Err(e) if is_not_found(&e) => {
-            let out = aws
-                .iot
-                .create_role_alias()
-                .role_alias(alias)
-                .role_arn(role_arn)
-                .credential_duration_seconds(settings.duration)
-                .send()
-                .await
-                .map_err(|e| aws.error("CreateRoleAlias", e))?;
-            let arn = out
-                .role_alias_arn()
-                .context("CreateRoleAlias returned no ARN")?
-                .to_string();
-            println!(
-                "role alias {alias}: created ({arn}, {} s)",
-                settings.duration
-            );
-            Ok(arn)
+    };
+    update_role_alias(aws, settings, role, &existing).await
+}
+
+/// Brings an existing role alias to the role and duration asked for.
+async fn update_role_alias(
+    aws: &Aws,
+    settings: &Settings,
+    role: &EnsuredRole,
+    desc: &RoleAliasDescription,
+) -> Result<String> {
+    let alias = &settings.role_alias;
+    let arn = desc
+        .role_alias_arn()
+        .context("DescribeRoleAlias returned no ARN")?
+        .to_string();
+    let same_role = desc.role_arn() == Some(role.arn.as_str());
+    let same_duration = desc.credential_duration_seconds() == Some(settings.duration);
+    if same_role && same_duration {
+        println!("role alias {alias}: exists ({} s)", settings.duration);
+        return Ok(arn);
+    }
+    call_naming_role(role, settings.iam_wait, "UpdateRoleAlias", || {
+        aws.iot
+            .update_role_alias()
+            .role_alias(alias)
+            .role_arn(&role.arn)
+            .credential_duration_seconds(settings.duration)
+            .send()
+    })
+    .await?
+    .map_err(|e| aws.error("UpdateRoleAlias", e))?;
+    println!(
+        "role alias {alias}: updated to role {}, {} s",
+        role.arn, settings.duration
+    );
+    Ok(arn)
+}
+
+/// Makes a call that names `role` (creating or updating a role alias, both idempotent: a
+/// refused call changed nothing), retrying with backoff while AWS IoT refuses the role, for at
+/// most `wait`, when this run created or changed the role: IAM has not propagated it yet. A
+/// role that existed unchanged before this run has had time to propagate, so a refusal means
+/// the role itself is wrong (trust policy, permissions boundary, the caller's iam:PassRole):
+/// waiting would only delay that answer, so it fails at once. Returns the call's last outcome,
+/// or an error naming the role once the refusal is final.
+async fn call_naming_role<T, E, F, Fut>(
+    role: &EnsuredRole,
+    wait: Duration,
+    operation: &str,
+    mut call: F,
+) -> Result<Result<T, SdkError<E, HttpResponse>>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let mut delay = FIRST_ROLE_RETRY_DELAY;
+    loop {
+        let outcome = call().await;
+        let refusal = match &outcome {
+            Err(e) if service_code(e) == Some(ROLE_NOT_USABLE) => {
+                e.message().unwrap_or("no message").to_string()
+            }
+            _ => return Ok(outcome),
+        };
+        if !role.changed_now {
+            return Err(anyhow!(
+                "{operation} failed: {ROLE_NOT_USABLE}: {refusal} (AWS IoT cannot use IAM role {}, \
+                 which existed unchanged before this run, so this is not IAM's propagation \
+                 delay: check the role, and that you may iam:GetRole and iam:PassRole it)",
+                role.name
+            ));
         }
-        Err(e) => Err(aws.error("DescribeRoleAlias", e)),
+        let waited = started.elapsed();
+        if waited >= wait {
+            return Err(anyhow!(
+                "{operation} failed: AWS IoT still cannot use IAM role {} after {:.1} s of waiting \
+                 for IAM to propagate it ({ROLE_NOT_USABLE}: {refusal}); run `zkiot aws setup` \
+                 again in a minute, or wait longer with --iam-wait",
+                role.name,
+                waited.as_secs_f64()
+            ));
+        }
+        let pause = delay.min(wait - waited);
+        println!(
+            "IAM role {}: AWS IoT cannot use it yet (IAM is still propagating it); {operation} \
+             again in {:.1} s (waited {:.1} s of {} s)",
+            role.name,
+            pause.as_secs_f64(),
+            waited.as_secs_f64(),
+            wait.as_secs()
+        );
+        tokio::time::sleep(pause).await;
+        delay = (delay * 2).min(MAX_ROLE_RETRY_DELAY);
     }
 }
 

@@ -5,19 +5,44 @@
 
 Each request is matched as "METHOD PATH BODY" (IAM's query actions are in the body as
 Action=..., AWS IoT's REST actions are the method and path). The first COUNT requests matching
-a rule get the fault KIND instead of moto's answer: "500" (InternalFailure) or "throttle"
-(Throttling, in the protocol of the service). Everything else is forwarded to moto unchanged.
+a rule (COUNT "forever": every one) get the fault KIND instead of moto's answer:
+
+- "500": InternalFailure, in the protocol of the service;
+- "throttle": Throttling, in the protocol of the service;
+- "lost": forwarded to moto, which acts on it, but the answer is replaced by a 500 (a reply
+  lost on the way back: the client cannot know the call took effect);
+- "role-not-ready": what AWS IoT answers a call naming an IAM role it cannot use yet because
+  IAM has not propagated it (a role just created or updated): HTTP 400, InvalidRequestException
+  in the x-amzn-ErrorType header and the JSON body's __type, and a message naming the role ARN
+  the request carried (worded as AWS IoT words it when it cannot assume a role a call names,
+  e.g. CreateTopicRule; the client goes by the code, not the words).
+
+Everything else is forwarded to moto unchanged. Each injected fault is logged on stdout, one line.
 """
 
 import argparse
+import json
 import os
 import re
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+def role_not_ready_message(body):
+    try:
+        role_arn = json.loads(body or b"{}").get("roleArn", "")
+    except ValueError:
+        role_arn = ""
+    return (
+        f"AWS IoT (credentials.iot.amazonaws.com) is unable to assume role (sts:AssumeRole) on "
+        f"resource: {role_arn}.  If the role was just created or updated, please try again in a "
+        f"few seconds."
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -31,16 +56,34 @@ class Handler(BaseHTTPRequestHandler):
         is_query = b"Action=" in body
         kind = self.server.take_fault(f"{self.command} {self.path} {body.decode(errors='replace')}")
         if kind == "500":
-            self.reply(500, b'{"message": "Internal failure"}', {"x-amzn-ErrorType": "InternalFailureException"})
+            self.internal_failure()
+        elif kind == "lost":
+            self.forward(body, deliver=False)
+            self.internal_failure()
         elif kind == "throttle" and is_query:
             xml = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>"
             self.reply(400, xml, {"Content-Type": "text/xml"})
         elif kind == "throttle":
             self.reply(429, b'{"message": "Rate exceeded"}', {"x-amzn-ErrorType": "ThrottlingException"})
+        elif kind == "role-not-ready":
+            error = "InvalidRequestException"
+            data = json.dumps({"__type": error, "message": role_not_ready_message(body)}).encode()
+            self.reply(
+                400,
+                data,
+                {
+                    "Content-Type": "application/json",
+                    "x-amzn-ErrorType": error,
+                    "x-amzn-RequestId": str(uuid.uuid4()),
+                },
+            )
         else:
             self.forward(body)
 
-    def forward(self, body):
+    def internal_failure(self):
+        self.reply(500, b'{"message": "Internal failure"}', {"x-amzn-ErrorType": "InternalFailureException"})
+
+    def forward(self, body, deliver=True):
         request = urllib.request.Request(
             self.server.moto_url + self.path, data=body if body else None, method=self.command
         )
@@ -49,9 +92,11 @@ class Handler(BaseHTTPRequestHandler):
                 request.add_header(name, value)
         try:
             with urllib.request.urlopen(request) as answer:
-                self.reply(answer.status, answer.read(), dict(answer.headers))
+                status, data, headers = answer.status, answer.read(), dict(answer.headers)
         except urllib.error.HTTPError as e:
-            self.reply(e.code, e.read(), dict(e.headers))
+            status, data, headers = e.code, e.read(), dict(e.headers)
+        if deliver:
+            self.reply(status, data, headers)
 
     def reply(self, status, data, headers):
         self.send_response(status)
@@ -70,16 +115,21 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, moto_url, rules):
         self.moto_url = moto_url.rstrip("/")
-        self.rules = [[re.compile(pattern), int(count), kind] for pattern, count, kind in rules]
+        self.rules = [
+            [re.compile(pattern), None if count == "forever" else int(count), kind]
+            for pattern, count, kind in rules
+        ]
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
 
     def take_fault(self, request):
         with self.lock:
             for rule in self.rules:
-                if rule[1] > 0 and rule[0].search(request):
-                    rule[1] -= 1
-                    print(f"injected {rule[2]}: {request.split(' ', 2)[1]}", flush=True)
+                if (rule[1] is None or rule[1] > 0) and rule[0].search(request):
+                    if rule[1] is not None:
+                        rule[1] -= 1
+                    method, path = request.split(" ", 2)[:2]
+                    print(f"injected {rule[2]}: {method} {path}", flush=True)
                     return rule[2]
         return None
 

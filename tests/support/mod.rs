@@ -726,8 +726,12 @@ pub fn aws_cli(args: &[&str], envs: &[(&str, &str)], config: Option<&Path>) -> O
     cmd.output().unwrap()
 }
 
+/// A fault rule's count meaning every matching request.
+pub const FOREVER: u32 = u32::MAX;
+
 /// `tests/awsfault/proxy.py` in front of moto: the first `count` requests matching each
-/// `(regex, count, kind)` rule get the fault `kind` ("500" or "throttle"), the rest reach moto.
+/// `(regex, count, kind)` rule ([`FOREVER`]: all of them) get the fault `kind` ("500",
+/// "throttle", "lost" or "role-not-ready"; see the script), the rest reach moto.
 pub struct FaultProxy {
     child: Child,
     pub url: String,
@@ -746,7 +750,12 @@ impl FaultProxy {
             .arg("--port-file")
             .arg(&port_file);
         for (regex, count, kind) in rules {
-            cmd.args(["--fail", regex, &count.to_string(), kind]);
+            let count = if *count == FOREVER {
+                "forever".to_string()
+            } else {
+                count.to_string()
+            };
+            cmd.args(["--fail", regex, &count, kind]);
         }
         let child = cmd
             .stdin(Stdio::null())
