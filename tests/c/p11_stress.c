@@ -10,9 +10,10 @@
  *       CERT_DER) and destroys each one after finding it again by label.
  *       Prints "certificates N errors E". COUNT 0 means: until killed, and
  *       keep them (for kill -9 tests).
- *   p11_stress MODULE keygen COUNT
+ *   p11_stress MODULE keygen COUNT [destroy]
  *       generates COUNT P-256 token key pairs labelled "gen-<pid>-<i>" with
- *       CKA_ID "<pid>-<i>" (COUNT 0: until killed). Prints "keys N errors E".
+ *       CKA_ID "<pid>-<i>" (COUNT 0: until killed); with "destroy", destroys
+ *       each pair after making it. Prints "keys N errors E".
  *   p11_stress MODULE check [CERT_DER]
  *       every certificate's CKA_VALUE equals CERT_DER exactly (when given);
  *       every private key has a non-empty CKA_LABEL and CKA_ID; a key whose
@@ -213,7 +214,7 @@ static int run_certs(const char *der_path, unsigned long n)
 	return error_count != 0;
 }
 
-static int run_keygen(unsigned long n)
+static int run_keygen(unsigned long n, int destroy)
 {
 	CK_MECHANISM gen = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
 	CK_BYTE p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
@@ -239,6 +240,10 @@ static int run_keygen(unsigned long n)
 
 		if (rv != CKR_OK)
 			report_rv("C_GenerateKeyPair", rv);
+		else if (destroy && (rv = F->C_DestroyObject(s, priv)) == CKR_OK)
+			rv = F->C_DestroyObject(s, pub);
+		if (rv != CKR_OK && destroy)
+			report_rv("C_DestroyObject", rv);
 		count(rv == CKR_OK);
 	}
 	printf("keys %lu errors %lu\n", done_count, error_count);
@@ -347,8 +352,8 @@ int main(int argc, char **argv)
 		status = run_sign(atoi(argv[3]), strtoul(argv[4], NULL, 10));
 	else if (strcmp(argv[2], "certs") == 0 && argc == 5)
 		status = run_certs(argv[3], strtoul(argv[4], NULL, 10));
-	else if (strcmp(argv[2], "keygen") == 0 && argc == 4)
-		status = run_keygen(strtoul(argv[3], NULL, 10));
+	else if (strcmp(argv[2], "keygen") == 0 && (argc == 4 || (argc == 5 && strcmp(argv[4], "destroy") == 0)))
+		status = run_keygen(strtoul(argv[3], NULL, 10), argc == 5);
 	else if (strcmp(argv[2], "check") == 0 && argc <= 4)
 		status = run_check(argc == 4 ? argv[3] : NULL);
 	else {

@@ -2,12 +2,15 @@
 # (k) kill -9 while certificates are being imported: after every kill the object
 # store passes SQLite's integrity check and every certificate on the token is whole
 # (its CKA_VALUE is exactly the DER imported), and the token keeps working.
-# Then kill -9 while HSM6 key pairs are being generated: after every kill each key
-# the emulated device holds outside its factory slots is on the token with the
-# label and id its generation asked for (none is left with the slot's defaults).
+# Then kill -9 while HSM6 key pairs are being generated, and while they are being
+# generated and destroyed: after every kill each key the emulated device holds
+# outside its factory slots is on the token with the label and id its generation
+# asked for (none is left with the slot's defaults), and the token shows no key
+# the device no longer has.
 #
 # ZKIOT_KILLS sets the number of kills during import (default 60),
-# ZKIOT_KEYGEN_KILLS during key generation (default 30).
+# ZKIOT_KEYGEN_KILLS during key generation, and again during generation and
+# removal (default 30 each).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -84,6 +87,10 @@ if [ "$BACKEND" = zkiot ]; then
     CHECK_KEYS=1 check "kill -9 during HSM6 key generation, $kills times: every generated key has its label and id" \
         kill_loop keygen 0
     note "$(cat "$T/kill.summary"), $(generated_on_device) keys generated in all"
+    new_token HSM6
+    CHECK_KEYS=1 check "kill -9 during HSM6 key generation and removal, $kills times: the token shows exactly the device's keys" \
+        kill_loop keygen 0 destroy
+    note "$(cat "$T/kill.summary"), $(generated_on_device) keys left on the device"
     check "the token still generates a key pair" "$stress" "$MODULE" keygen 1
 fi
 

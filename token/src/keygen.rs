@@ -3,19 +3,22 @@
 //! `C_DestroyObject` of its private key removes it. Factory slots are never
 //! removed.
 //!
-//! The device picks the slot of a new key, so a process killed between the
-//! device's answer and the store's record would leave a key without the
-//! label and id its caller asked for. So a generation, in any process of
-//! the store, holds the store's key generation lock and notes itself in the
-//! store (what it asks for, and the key store slots in use) before asking
-//! the device; the transaction that records the key ends that note. A note
-//! left behind is a generation whose process died: the next generation, or
-//! the next process that loads the token while no generation runs, finds
-//! the one slot that appeared since and records the label and id asked for
-//! there. A key is never removed on a guess: when the slots do not tell
-//! (none appeared, or several did, made by other tools), the note is
-//! dropped and such keys show with the slot's defaults, as any key made
-//! outside this module does.
+//! A process can be killed between the device's answer and the store's
+//! record. For a generation, whose slot the device picks, that would leave
+//! a key without the label and id its caller asked for; for a removal, a
+//! key the token still shows. So each change of the key store, in any
+//! process of the store, holds the store's key store lock and notes itself
+//! in the store before asking the device (a generation: what it asks for
+//! and the slots in use; a removal: the slot and its public key); the
+//! transaction that records the outcome ends the note. A note left behind
+//! is a change whose process died, and the next change, or the next
+//! process that loads the token while no change runs, finishes it: a
+//! generation's key is the one slot that appeared since, and gets the label
+//! and id asked for; a removal removes the key if the slot still holds
+//! exactly that key, and forgets it. A key is never removed on a guess:
+//! when the slots do not tell (none appeared, or several did, made by
+//! other tools), the note is dropped and such keys show with the slot's
+//! defaults, as any key made outside this module does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,16 +167,40 @@ impl Module {
         if !token.is_removable(slot) {
             return Err(Error::ActionProhibited("factory keys cannot be removed"));
         }
-        token.remove_key(slot)?;
+        token.remove_key(slot, &self.config)?;
         tracing::info!(slot = slot.number, foreign = slot.foreign, "key removed");
         Ok(())
     }
 }
 
-/// How long a key generation waits for one in progress (in any process).
-const GENERATION_WAIT: Duration = Duration::from_secs(30);
+/// How long a change of the key store waits for one in progress (in any
+/// process): generations and removals take well under a second.
+const KEY_STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// What finishing the changes of processes that died did.
+#[derive(Debug, Default)]
+pub(crate) struct FinishedChanges {
+    /// Slots whose generated key got the label and id asked for.
+    pub(crate) bound: Vec<KeySlot>,
+    /// Slots whose key is gone.
+    pub(crate) removed: Vec<KeySlot>,
+}
 
 impl Token {
+    /// Takes the key store lock, waiting for a change in progress.
+    fn lock_key_store(&self) -> Result<FileLock> {
+        let path = self.key_store_lock_path()?;
+        FileLock::exclusive_within(&path, KEY_STORE_WAIT)
+            .map_err(|e| Error::GeneralError(format!("key store lock {}: {e}", path.display())))?
+            .ok_or_else(|| {
+                Error::FunctionFailed(format!(
+                    "another change of the key store held {} for {} s",
+                    path.display(),
+                    KEY_STORE_WAIT.as_secs()
+                ))
+            })
+    }
+
     /// Makes a key on `curve` and shows it with `label` and `id`; see the
     /// top of this file for what a process killed meanwhile leaves.
     fn generate_key(
@@ -183,24 +210,13 @@ impl Token {
         id: Option<Vec<u8>>,
         config: &Config,
     ) -> Result<Arc<KeyEntry>> {
-        let lock_path = self.key_generation_lock_path()?;
-        let _lock = FileLock::exclusive_within(&lock_path, GENERATION_WAIT)
-            .map_err(|e| {
-                Error::GeneralError(format!("key generation lock {}: {e}", lock_path.display()))
-            })?
-            .ok_or_else(|| {
-                Error::FunctionFailed(format!(
-                    "another key generation held {} for {} s",
-                    lock_path.display(),
-                    GENERATION_WAIT.as_secs()
-                ))
-            })?;
-        self.finish_interrupted_generations(config)?;
+        let _lock = self.lock_key_store()?;
+        self.finish_interrupted_changes(config)?;
         let generation = KeyGeneration {
             curve,
             label,
             id,
-            slots_before: self.key_store_slots()?,
+            slots_before: self.slots_in_use(false)?,
         };
         let row = self.with_store(|s| s.begin_key_generation(&generation).map_err(Error::from))?;
         match self.make_key(curve) {
@@ -258,10 +274,31 @@ impl Token {
         }
     }
 
-    /// The device's key store slots in use.
-    fn key_store_slots(&self) -> Result<Vec<u32>> {
-        let list = self.device.allocated_slots(false).map_err(|e| {
-            tracing::error!("key store slots unreadable: {e}");
+    /// Removes the key shown in `slot` from the device, then from the
+    /// objects shown, the device cache and the store.
+    pub(crate) fn remove_key(&self, slot: KeySlot, config: &Config) -> Result<()> {
+        let _lock = self.lock_key_store()?;
+        self.finish_interrupted_changes(config)?;
+        let raw = self
+            .key(slot)
+            .map(|entry| entry.key.raw_public.clone())
+            .ok_or(Error::ObjectHandleInvalid)?;
+        self.with_store(|s| s.begin_key_removal(slot, &raw).map_err(Error::from))?;
+        if let Err(e) = self.device.remove_key(slot.zymkey()) {
+            tracing::error!(slot = slot.number, "key removal failed: {e}");
+            if let Err(e) = self.with_store(|s| s.end_key_removal(slot).map_err(Error::from)) {
+                tracing::warn!("refused key removal left noted: {e}");
+            }
+            return Err(Error::from(e));
+        }
+        self.forget_removed_key(slot);
+        Ok(())
+    }
+
+    /// The device's slots in use, of the key store or the foreign keyring.
+    fn slots_in_use(&self, foreign: bool) -> Result<Vec<u32>> {
+        let list = self.device.allocated_slots(foreign).map_err(|e| {
+            tracing::error!(foreign, "key slots unreadable: {e}");
             Error::from(e)
         })?;
         Ok(list
@@ -271,88 +308,103 @@ impl Token {
             .collect())
     }
 
-    /// At load: finishes the generations of processes that died, unless a
-    /// generation is running now (its note is not left behind). Returns
-    /// the slots that got their label and id.
-    pub(crate) fn finish_interrupted_generations_if_idle(&self, config: &Config) -> Vec<KeySlot> {
+    /// At load: finishes the changes of processes that died, unless a
+    /// change is running now (its note is not left behind).
+    pub(crate) fn finish_interrupted_changes_if_idle(&self, config: &Config) -> FinishedChanges {
         let pending = self
-            .read_store(|s| Ok(!s.unfinished_key_generations()?.is_empty()))
+            .read_store(|s| {
+                Ok(!s.unfinished_key_generations()?.is_empty()
+                    || !s.unfinished_key_removals()?.is_empty())
+            })
             .unwrap_or(false);
         if !pending {
-            return Vec::new();
+            return FinishedChanges::default();
         }
         let lock = self
-            .key_generation_lock_path()
+            .key_store_lock_path()
             .ok()
             .and_then(|path| FileLock::try_exclusive(&path).ok().flatten());
         if lock.is_none() {
-            return Vec::new();
+            return FinishedChanges::default();
         }
-        self.finish_interrupted_generations(config)
-            .unwrap_or_else(|e| {
-                tracing::warn!("interrupted key generation not finished: {e}");
-                Vec::new()
-            })
+        self.finish_interrupted_changes(config).unwrap_or_else(|e| {
+            tracing::warn!("interrupted key store change not finished: {e}");
+            FinishedChanges::default()
+        })
     }
 
-    /// With the key generation lock held: binds each generation whose
-    /// process died to the one key store slot that appeared since it began,
-    /// and shows its key.
-    fn finish_interrupted_generations(&self, config: &Config) -> Result<Vec<KeySlot>> {
-        let unfinished =
-            self.read_store(|s| s.unfinished_key_generations().map_err(Error::from))?;
-        if unfinished.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.key_store_slots()?;
-        let mut bound: Vec<KeySlot> = Vec::new();
-        for (row, generation) in unfinished {
-            let appeared: Vec<KeySlot> = now
-                .iter()
-                .filter(|n| {
-                    **n >= self.caps.first_free_slot && !generation.slots_before.contains(n)
-                })
-                .map(|n| KeySlot::device(*n))
-                .filter(|slot| !bound.contains(slot))
-                .collect();
-            let key = match appeared[..] {
-                [slot] => self
-                    .device
-                    .public_key(slot.zymkey())
-                    .map(normalize_public_key)
-                    .ok()
-                    .filter(|raw| {
-                        Curve::detect(raw, Some(generation.curve)) == Some(generation.curve)
-                    })
-                    .map(|raw| (slot, raw)),
-                _ => None,
-            };
-            match key {
-                Some((slot, raw)) => {
-                    self.with_store(|s| {
-                        s.record_generated_key(row, slot, &raw, &generation)
-                            .map_err(Error::from)
-                    })?;
-                    tracing::info!(
-                        slot = slot.number,
-                        label = generation.label.as_deref().unwrap_or(""),
-                        "the key of a generation whose process died gets the label and id asked for"
-                    );
-                    self.show_generated_key(slot, raw, &generation, config);
-                    bound.push(slot);
+    /// With the key store lock held: finishes each change whose process
+    /// died (see the top of this file).
+    fn finish_interrupted_changes(&self, config: &Config) -> Result<FinishedChanges> {
+        let mut finished = FinishedChanges::default();
+        let removals = self.read_store(|s| s.unfinished_key_removals().map_err(Error::from))?;
+        for (slot, raw) in removals {
+            if self.slots_in_use(slot.foreign)?.contains(&slot.number) {
+                let now = normalize_public_key(self.device.public_key(slot.zymkey())?);
+                if now == raw {
+                    self.device.remove_key(slot.zymkey())?;
                 }
-                None => {
-                    tracing::info!(
-                        slots = ?appeared.iter().map(|s| s.number).collect::<Vec<_>>(),
-                        "a generation whose process died left no key that is surely its own"
-                    );
-                    self.with_store(|s| s.end_key_generation(row).map_err(Error::from))?;
+            }
+            tracing::info!(
+                slot = slot.number,
+                foreign = slot.foreign,
+                "the key removal of a process that died is finished"
+            );
+            self.forget_removed_key(slot);
+            finished.removed.push(slot);
+        }
+        let generations =
+            self.read_store(|s| s.unfinished_key_generations().map_err(Error::from))?;
+        if !generations.is_empty() {
+            let now = self.slots_in_use(false)?;
+            for (row, generation) in generations {
+                let appeared: Vec<KeySlot> = now
+                    .iter()
+                    .filter(|n| {
+                        **n >= self.caps.first_free_slot && !generation.slots_before.contains(n)
+                    })
+                    .map(|n| KeySlot::device(*n))
+                    .filter(|slot| !finished.bound.contains(slot))
+                    .collect();
+                let key = match appeared[..] {
+                    [slot] => self
+                        .device
+                        .public_key(slot.zymkey())
+                        .map(normalize_public_key)
+                        .ok()
+                        .filter(|raw| {
+                            Curve::detect(raw, Some(generation.curve)) == Some(generation.curve)
+                        })
+                        .map(|raw| (slot, raw)),
+                    _ => None,
+                };
+                match key {
+                    Some((slot, raw)) => {
+                        self.with_store(|s| {
+                            s.record_generated_key(row, slot, &raw, &generation)
+                                .map_err(Error::from)
+                        })?;
+                        tracing::info!(
+                            slot = slot.number,
+                            label = generation.label.as_deref().unwrap_or(""),
+                            "the key of a generation whose process died gets the label and id asked for"
+                        );
+                        self.show_generated_key(slot, raw, &generation, config);
+                        finished.bound.push(slot);
+                    }
+                    None => {
+                        tracing::info!(
+                            slots = ?appeared.iter().map(|s| s.number).collect::<Vec<_>>(),
+                            "a generation whose process died left no key that is surely its own"
+                        );
+                        self.with_store(|s| s.end_key_generation(row).map_err(Error::from))?;
+                    }
                 }
             }
         }
-        if !bound.is_empty() {
+        if !finished.bound.is_empty() {
             self.forget_device_cache();
         }
-        Ok(bound)
+        Ok(finished)
     }
 }

@@ -45,17 +45,23 @@ CREATE TABLE device_keys (
 );
 ";
 
-/// Added in version 2: key generations in progress. A row is written before
-/// the device is asked for a key and deleted in the transaction that
-/// records the key, so a row left behind is a generation whose process
-/// died (see `crate::keygen`).
-const KEY_GENERATIONS: &str = "
+/// Added in version 2: changes of the device's key store in progress. A
+/// row is written before the device is asked to make or remove a key and
+/// deleted in the transaction that records the outcome, so a row left
+/// behind is a change whose process died (see `crate::keygen`).
+const KEY_STORE_CHANGES: &str = "
 CREATE TABLE key_generations (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     curve        TEXT NOT NULL,
     label        BLOB,                             -- asked for by the caller
     key_id       BLOB,                             -- asked for by the caller
     slots_before TEXT NOT NULL                     -- key store slots in use before, as 0,1,16
+);
+CREATE TABLE key_removals (
+    slot        INTEGER NOT NULL,
+    keyring     INTEGER NOT NULL,
+    public_key  BLOB NOT NULL,                     -- of the key to remove, and no other
+    PRIMARY KEY (slot, keyring)
 );
 ";
 
@@ -166,7 +172,7 @@ impl Store {
         }
         if version == SCHEMA_VERSION {
             // Touch every table so a damaged file fails here, not mid-operation.
-            for table in ["objects", "device_keys", "key_generations"] {
+            for table in ["objects", "device_keys", "key_generations", "key_removals"] {
                 self.conn()
                     .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
                         r.get::<_, i64>(0)
@@ -184,7 +190,7 @@ impl Store {
                 return Err("it is an SQLite database, but not a zkiot token store".into());
             }
         }
-        // A new store, or one of version 1 (which lacks key_generations).
+        // A new store, or one of version 1 (which lacks the key store changes).
         let tx = self
             .conn_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -194,8 +200,8 @@ impl Store {
             .map_err(|e| e.to_string())?;
         // Another process may have done it meanwhile.
         let steps = match version {
-            0 => [SCHEMA, KEY_GENERATIONS].concat(),
-            1 => KEY_GENERATIONS.to_string(),
+            0 => [SCHEMA, KEY_STORE_CHANGES].concat(),
+            1 => KEY_STORE_CHANGES.to_string(),
             _ => String::new(),
         };
         if !steps.is_empty() {
@@ -478,16 +484,76 @@ impl Store {
         tx.commit().map_err(&fail)
     }
 
-    /// Forgets a key that was removed from the device.
-    pub(crate) fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
+    /// Notes that the key `raw` of `slot` is about to be removed from the
+    /// device; [`Store::forget_key`] or [`Store::end_key_removal`] ends it.
+    pub(crate) fn begin_key_removal(
+        &mut self,
+        slot: KeySlot,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
         let _gate = fork::enter();
         self.conn()
             .execute(
-                "DELETE FROM device_keys WHERE slot = ?1 AND keyring = ?2",
+                "INSERT OR REPLACE INTO key_removals (slot, keyring, public_key) VALUES (?1, ?2, ?3)",
+                params![slot.number, slot.foreign, raw],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Key removals begun and never ended: their processes died.
+    pub(crate) fn unfinished_key_removals(&self) -> Result<Vec<(KeySlot, Vec<u8>)>, StoreError> {
+        let _gate = fork::enter();
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT slot, keyring, public_key FROM key_removals ORDER BY slot")
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    KeySlot {
+                        number: r.get(0)?,
+                        foreign: r.get(1)?,
+                    },
+                    r.get(2)?,
+                ))
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.fail(e))
+    }
+
+    /// Ends a key removal the device refused: the key is still there.
+    pub(crate) fn end_key_removal(&mut self, slot: KeySlot) -> Result<(), StoreError> {
+        let _gate = fork::enter();
+        self.conn()
+            .execute(
+                "DELETE FROM key_removals WHERE slot = ?1 AND keyring = ?2",
                 params![slot.number, slot.foreign],
             )
             .map(|_| ())
             .map_err(|e| self.fail(e))
+    }
+
+    /// Forgets a key that was removed from the device, and ends its removal.
+    pub(crate) fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
+        let _gate = fork::enter();
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| StoreError {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&fail)?;
+        for table in ["device_keys", "key_removals"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE slot = ?1 AND keyring = ?2"),
+                params![slot.number, slot.foreign],
+            )
+            .map_err(&fail)?;
+        }
+        tx.commit().map_err(&fail)
     }
 }
 
@@ -723,7 +789,13 @@ mod tests {
         let r = s.key_record(slot).unwrap().unwrap();
         assert_eq!((r.label, r.id), (None, None));
         assert_eq!(r.public_key.as_deref(), Some(&[3u8; 64][..]));
+        s.begin_key_removal(slot, &[3; 64]).unwrap();
+        assert_eq!(s.unfinished_key_removals().unwrap(), [(slot, vec![3; 64])]);
         s.forget_key(slot).unwrap();
         assert_eq!(s.key_record(slot).unwrap(), None);
+        assert_eq!(s.unfinished_key_removals().unwrap(), []);
+        s.begin_key_removal(foreign, &[4; 64]).unwrap();
+        s.end_key_removal(foreign).unwrap();
+        assert_eq!(s.unfinished_key_removals().unwrap(), []);
     }
 }

@@ -146,9 +146,11 @@ impl Token {
         };
         let mut slots = slots;
         if token.caps.key_store {
-            // A key generation whose process died may have left a key the
-            // cached slot list does not have.
-            for slot in token.finish_interrupted_generations_if_idle(config) {
+            // A change of the key store whose process died may have left
+            // the cached slot list behind.
+            let finished = token.finish_interrupted_changes_if_idle(config);
+            slots.retain(|s| !finished.removed.contains(&KeySlot::from(*s)));
+            for slot in finished.bound {
                 if !slots.contains(&slot.into()) {
                     slots.push(slot.into());
                 }
@@ -405,11 +407,12 @@ impl Token {
         entry
     }
 
-    /// The lock every key generation of this store holds, in any process.
-    pub(crate) fn key_generation_lock_path(&self) -> Result<PathBuf> {
+    /// The lock every change of the device's key store (generation,
+    /// removal) through this store holds, in any process.
+    pub(crate) fn key_store_lock_path(&self) -> Result<PathBuf> {
         let path = self.store_path()?;
         let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".keygen.lock");
+        name.push(".keystore.lock");
         Ok(path.with_file_name(name))
     }
 
@@ -421,27 +424,23 @@ impl Token {
         }
     }
 
-    /// Removes a key from the device, then from the objects shown and the store.
-    pub(crate) fn remove_key(&self, slot: KeySlot) -> Result<()> {
-        self.device.remove_key(slot.zymkey()).map_err(|e| {
-            tracing::error!(slot = slot.number, "key removal failed: {e}");
-            Error::from(e)
-        })?;
-        write(&self.keys).remove(&slot);
-        if !slot.foreign {
+    /// Forgets a key removed from the device: from the objects shown, the
+    /// device cache and the store, which ends its removal.
+    pub(crate) fn forget_removed_key(&self, slot: KeySlot) {
+        if write(&self.keys).remove(&slot).is_some() && !slot.foreign {
             lock(&self.removed).insert(slot);
-        }
-        if let Err(e) = self.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
-            tracing::error!(
-                slot = slot.number,
-                "removed key still cached in the store: {e}"
-            );
         }
         if let Some(cache) = &self.device_cache {
             let removed = CachedSlot::from(slot);
             cache.update_slots(&self.library, |slots| slots.retain(|s| *s != removed));
         }
-        Ok(())
+        if let Err(e) = self.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
+            // Its removal stays noted: the next change of the key store ends it.
+            tracing::error!(
+                slot = slot.number,
+                "removed key still cached in the store: {e}"
+            );
+        }
     }
 
     /// Whether `slot`'s key was removed through this module and its public

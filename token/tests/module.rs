@@ -33,6 +33,8 @@ struct SoftDevice {
     sign_latency_ms: AtomicUsize,
     /// The next key generation makes its key, then its caller dies (a panic).
     die_after_generating: AtomicBool,
+    /// The next key removal removes the key, then its caller dies.
+    die_after_removing: AtomicBool,
 }
 
 impl SoftDevice {
@@ -47,6 +49,7 @@ impl SoftDevice {
             fail_next_sign: AtomicBool::new(false),
             sign_latency_ms: AtomicUsize::new(0),
             die_after_generating: AtomicBool::new(false),
+            die_after_removing: AtomicBool::new(false),
         };
         for slot in 0..factory_slots {
             d.keys
@@ -185,8 +188,11 @@ impl Device for SoftDevice {
             .lock()
             .unwrap()
             .remove(&slot.number)
-            .map(|_| ())
-            .ok_or(device_error("zkRemoveKey"))
+            .ok_or(device_error("zkRemoveKey"))?;
+        if self.die_after_removing.swap(false, Ordering::SeqCst) {
+            panic!("the process dies before the device's answer is recorded");
+        }
+        Ok(())
     }
     fn close(&self) {}
 }
@@ -960,7 +966,7 @@ fn a_generation_in_progress_elsewhere_is_left_alone() {
     let dev = SoftDevice::new("HSM6", 12);
     generation_killed_after_the_device_answered(&dev, dir.path(), b"asked");
     // Another process holds the key generation lock (as while it generates).
-    let lock = std::fs::File::open(dir.path().join("store.sqlite3.keygen.lock")).unwrap();
+    let lock = std::fs::File::open(dir.path().join("store.sqlite3.keystore.lock")).unwrap();
     lock.lock().unwrap();
     let next = module(&dev, config(dir.path(), ""));
     let s = next.open_session(0, RO).unwrap();
@@ -969,6 +975,60 @@ fn a_generation_in_progress_elsewhere_is_left_alone() {
     let later = module(&dev, config(dir.path(), ""));
     let s = later.open_session(0, RO).unwrap();
     assert_eq!(find(&later, s, &[(CKA_ID, b"asked".to_vec())]).len(), 2);
+}
+
+/// Generates a key labelled `label` in slot 16 and destroys it; the device
+/// removes it, and the calling "process" dies before it hears so.
+fn removal_killed_after_the_device_answered(dev: &Arc<SoftDevice>, dir: &Path, label: &[u8]) {
+    let m = module(dev, config(dir, ""));
+    let rw = m.open_session(0, RW).unwrap();
+    let template = vec![(CKA_LABEL, label.to_vec())];
+    let (_, private) = m
+        .generate_key_pair(rw, CKM_EC_KEY_PAIR_GEN, false, &[], &template)
+        .unwrap();
+    assert_eq!(private, zktoken::KeySlot::device(16).private_handle());
+    dev.die_after_removing.store(true, Ordering::SeqCst);
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.destroy_object(rw, private)
+    }));
+    assert!(died.is_err());
+    std::mem::forget(m);
+}
+
+#[test]
+fn a_key_whose_removal_died_is_not_shown_by_the_next_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    removal_killed_after_the_device_answered(&dev, dir.path(), b"doomed");
+    assert!(
+        !dev.keys.lock().unwrap().contains_key(&16),
+        "the device removed it"
+    );
+    let next = module(&dev, config(dir.path(), ""));
+    let s = next.open_session(0, RW).unwrap();
+    assert!(find(&next, s, &[(CKA_LABEL, b"doomed".to_vec())]).is_empty());
+    assert_eq!(find(&next, s, &[class(CKO_PRIVATE_KEY)]).len(), 12);
+    // The slot is free again, for the next generation.
+    let (_, private) = next
+        .generate_key_pair(s, CKM_EC_KEY_PAIR_GEN, false, &[], &[])
+        .unwrap();
+    assert_eq!(private, zktoken::KeySlot::device(16).private_handle());
+}
+
+#[test]
+fn a_dead_removal_spares_another_key_in_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    removal_killed_after_the_device_answered(&dev, dir.path(), b"doomed");
+    // Another tool makes a key in the freed slot before this module runs again.
+    dev.keys
+        .lock()
+        .unwrap()
+        .insert(16, new_key(Nid::X9_62_PRIME256V1));
+    let next = module(&dev, config(dir.path(), ""));
+    let s = next.open_session(0, RO).unwrap();
+    assert!(dev.keys.lock().unwrap().contains_key(&16), "not removed");
+    assert!(find(&next, s, &[(CKA_LABEL, b"doomed".to_vec())]).is_empty());
 }
 
 #[test]
