@@ -106,13 +106,8 @@ pub fn run(args: SelftestArgs, global: &GlobalOpts) -> Result<()> {
 /// The library the module would load (as the token chooses it): `$ZKIOT_ZKLIB`, else `zklib`
 /// in the configuration, else Zymbit's path.
 fn configured_library() -> PathBuf {
-    if let Some(path) = std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
-        return PathBuf::from(path);
-    }
-    zkconf::Config::discover(None)
-        .ok()
-        .and_then(|config| config.zklib)
-        .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH))
+    let configured = zkconf::Config::discover(None).ok().and_then(|c| c.zklib);
+    zymkey::library_path(configured.as_deref())
 }
 
 struct Run {

@@ -14,13 +14,7 @@ use crate::fork;
 
 /// The Zymkey library to load: `ZKIOT_ZKLIB`, else `zklib`, else Zymbit's path.
 pub(crate) fn library_path(config: &Config) -> PathBuf {
-    match std::env::var_os(zymkey::LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => config
-            .zklib
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(zymkey::DEFAULT_LIBRARY_PATH)),
-    }
+    zymkey::library_path(config.zklib.as_deref())
 }
 
 /// Device operations the token uses.

@@ -14,7 +14,9 @@ use std::ffi::{c_char, c_int, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::{Error, Result};
-pub use library::{Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV, OPTIONAL_SYMBOLS};
+pub use library::{
+    library_path, Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV, OPTIONAL_SYMBOLS,
+};
 
 use library::Ctx;
 

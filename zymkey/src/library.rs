@@ -46,6 +46,18 @@ pub const DEFAULT_LIBRARY_PATH: &str = "/usr/lib/libzk_app_utils.so";
 /// Environment variable that overrides [`DEFAULT_LIBRARY_PATH`].
 pub const LIBRARY_PATH_ENV: &str = "ZKIOT_ZKLIB";
 
+/// The library to load: [`LIBRARY_PATH_ENV`] when set and not empty, else
+/// `configured` (the `zklib` setting), else [`DEFAULT_LIBRARY_PATH`]. The
+/// PKCS#11 module and `zkiot device selftest` both choose it this way.
+pub fn library_path(configured: Option<&std::path::Path>) -> std::path::PathBuf {
+    match std::env::var_os(LIBRARY_PATH_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => configured
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_LIBRARY_PATH)),
+    }
+}
+
 /// A loaded Zymkey library and its resolved entry points.
 pub struct Library {
     path: PathBuf,
