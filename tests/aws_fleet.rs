@@ -73,18 +73,23 @@ fn issued(operator: &Operator) -> BTreeMap<String, String> {
     out
 }
 
+/// `fleet provision` of `csr_dir` with its record in `record`, `concurrency` devices at a time.
+fn provision_args<'a>(csr_dir: &'a Path, record: &'a Path, concurrency: &'a str) -> [&'a str; 8] {
+    [
+        "fleet",
+        "provision",
+        "--csr-dir",
+        csr_dir.to_str().unwrap(),
+        "--record",
+        record.to_str().unwrap(),
+        "--concurrency",
+        concurrency,
+    ]
+}
+
 fn spawn_fleet(operator: &Operator, csr_dir: &Path, record: &Path, concurrency: &str) -> Child {
     operator
-        .command(&[
-            "fleet",
-            "provision",
-            "--csr-dir",
-            csr_dir.to_str().unwrap(),
-            "--record",
-            record.to_str().unwrap(),
-            "--concurrency",
-            concurrency,
-        ])
+        .command(&provision_args(csr_dir, record, concurrency))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -168,16 +173,7 @@ fn fleet_provisions_and_a_killed_run_resumes_without_duplicates() {
     let issued_before = issued(&operator);
 
     // The same command finishes the job.
-    let out = operator.ok(&[
-        "fleet",
-        "provision",
-        "--csr-dir",
-        csr_dir.to_str().unwrap(),
-        "--record",
-        record_path.to_str().unwrap(),
-        "--concurrency",
-        "8",
-    ]);
+    let out = operator.ok(&provision_args(&csr_dir, &record_path, "8"));
     assert!(out.contains("0 failed"), "{out}");
     check_complete(&operator, &moto, &keys);
     // Certificates issued before the kill were kept, not issued again.
@@ -322,4 +318,175 @@ fn fleet_refuses_a_bad_folder_before_doing_anything() {
     );
     assert_eq!(moto.inventory()["certs"].as_array().unwrap().len(), 3);
     assert!(!operator.home.join("devices/forged").exists());
+}
+
+/// Faults on the calls `fleet provision` makes for each device, through the fault proxy:
+/// transient ones (throttling, 5xx, answers lost after the call took effect) are retried and
+/// converge; persistent ones fail only the devices they hit, each with one line naming the
+/// call, while the others are provisioned; the same command then finishes the job without a
+/// duplicate Thing or certificate.
+#[test]
+fn fleet_retries_transient_faults_and_isolates_persistent_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let csr_dir = tmp.path().join("csrs");
+    let keys = make_csrs(&csr_dir, 6);
+    let record_path = tmp.path().join("record.jsonl");
+    let before = moto.inventory();
+
+    let rules = [
+        // RegisterCertificate takes effect, its answer is lost: the retry finds it registered.
+        ("^POST /certificate/register ", 2, "lost"),
+        ("^GET /certificates/", 2, "throttle"),
+        // CreateThing: one device for ever, others transiently.
+        ("^POST /things/fleet-002 ", FOREVER, "500"),
+        ("^POST /things/[^/ ]+ ", 2, "lost"),
+        // AttachThingPrincipal: one device for ever, others transiently.
+        ("^PUT /things/fleet-004/principals", FOREVER, "throttle"),
+        ("^PUT /things/[^/ ]+/principals", 2, "500"),
+        // AttachPolicy.
+        ("^PUT /target-policies/", 2, "throttle"),
+    ];
+    let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &rules);
+    operator.endpoint_url = proxy.url.clone();
+    let args = provision_args(&csr_dir, &record_path, "3");
+    let started = Instant::now();
+    let out = operator.run(&args);
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+    assert!(
+        stdout.contains("4 provisioned, 0 already done, 2 failed"),
+        "{stdout}{stderr}"
+    );
+    let failures: Vec<&str> = stderr.lines().filter(|l| l.starts_with("fleet-")).collect();
+    assert_eq!(failures.len(), 2, "{stderr}");
+    assert!(
+        failures[0].starts_with(
+            "fleet-002: CreateThing failed: InternalFailureException: Internal failure (gave up after 3 attempts)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        failures[1].starts_with(
+            "fleet-004: AttachThingPrincipal failed: ThrottlingException: Rate exceeded (gave up after 3 attempts)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "2 of 6 devices not provisioned; fix the cause and run the same command again"
+        ),
+        "{stderr}"
+    );
+    let injected = proxy.injected();
+    let transient = injected
+        .iter()
+        .filter(|l| !l.ends_with("/things/fleet-002") && !l.contains("/things/fleet-004/"))
+        .count();
+    assert_eq!(transient, 10, "every transient fault was met: {injected:?}");
+    assert_eq!(
+        injected.len(),
+        transient + 6,
+        "3 attempts for each persistent fault: {injected:?}"
+    );
+
+    // What the failed run left: every certificate once (one per device), the others complete.
+    let partial = moto.inventory();
+    assert_eq!(partial["certs"].as_array().unwrap().len(), 6, "{partial}");
+    let things: Vec<&str> = partial["things"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        things,
+        [
+            "fleet-000",
+            "fleet-001",
+            "fleet-003",
+            "fleet-004",
+            "fleet-005"
+        ]
+    );
+    assert_eq!(partial["principals"]["fleet-004"], serde_json::json!([]));
+    assert_eq!(partial["roles"], before["roles"]);
+    assert_eq!(partial["aliases"], before["aliases"]);
+    let issued_before = issued(&operator);
+    assert_eq!(issued_before.len(), 6);
+    assert_eq!(registered_count(&record_path), 4);
+
+    // Faults gone: the same command finishes the two devices and touches nothing else.
+    operator.endpoint_url = moto.url();
+    let out = operator.ok(&args);
+    assert!(
+        out.contains("2 provisioned, 4 already done, 0 failed"),
+        "{out}"
+    );
+    check_complete(&operator, &moto, &keys);
+    assert_eq!(
+        issued(&operator),
+        issued_before,
+        "no certificate issued twice"
+    );
+    let done = moto.inventory();
+    assert_eq!(done["certs"], partial["certs"]);
+    let out = operator.ok(&args);
+    assert!(
+        out.contains("0 provisioned, 6 already done, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(moto.inventory(), done);
+}
+
+/// A fault that persists on every device: each device's call gets all its attempts, however
+/// many devices failed before it (the SDK's shared retry quota would stop retrying after about
+/// a hundred failed retries, and the later devices would fail at their first fault while
+/// saying they gave up after 3 attempts).
+#[test]
+fn fleet_gives_every_device_all_its_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let csr_dir = tmp.path().join("csrs");
+    let devices = 50;
+    make_csrs(&csr_dir, devices);
+    let proxy = FaultProxy::start(
+        &moto,
+        &tmp.path().join("proxy"),
+        &[("^POST /things/[^/ ]+ ", FOREVER, "500")],
+    );
+    operator.endpoint_url = proxy.url.clone();
+    let out = operator.run(&[
+        "fleet",
+        "provision",
+        "--csr-dir",
+        csr_dir.to_str().unwrap(),
+        "--concurrency",
+        "16",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains(&format!("0 provisioned, 0 already done, {devices} failed")),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("CreateThing failed: InternalFailureException: Internal failure (gave up after 3 attempts)")
+            .count(),
+        devices,
+        "{stderr}"
+    );
+    assert_eq!(proxy.injected().len(), 3 * devices);
+    let inventory = moto.inventory();
+    assert_eq!(inventory["certs"].as_array().unwrap().len(), devices);
+    assert_eq!(inventory["things"], serde_json::json!([]));
 }

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_iot::config::http::HttpResponse;
+use aws_sdk_iot::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
 use clap::Args;
 
@@ -72,10 +73,31 @@ impl Aws {
             .map(|r| r.to_string())
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
         let max_attempts = conf.retry_config().map_or(1, |r| r.max_attempts());
+        // Every call gets all its attempts, however many calls failed before it. The SDK's
+        // shared retry quota (500 tokens, 5 or more per retry) stops retrying after about a
+        // hundred failed retries: in a fleet run under throttling, the devices after that fail
+        // at their first throttled call, and "gave up after N attempts" is untrue. A run's load
+        // on a failing service stays bounded without it: --concurrency calls at a time, each
+        // at most `max_attempts` with exponential backoff.
+        let retries = RetryPartition::custom("zkiot")
+            .token_bucket(TokenBucket::unlimited())
+            .build();
         Ok(Self {
-            iot: aws_sdk_iot::Client::new(&conf),
-            iam: aws_sdk_iam::Client::new(&conf),
-            sts: aws_sdk_sts::Client::new(&conf),
+            iot: aws_sdk_iot::Client::from_conf(
+                aws_sdk_iot::config::Builder::from(&conf)
+                    .retry_partition(retries.clone())
+                    .build(),
+            ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&conf)
+                    .retry_partition(retries.clone())
+                    .build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&conf)
+                    .retry_partition(retries)
+                    .build(),
+            ),
             region,
             endpoint_url,
             max_attempts,
