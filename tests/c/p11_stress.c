@@ -251,6 +251,50 @@ static int run_keygen(unsigned long n, int destroy)
 }
 
 /* Reads one attribute into a malloc'd buffer; NULL if it has none. */
+/* Every object matching the template (a malloc'd array, *count of them);
+ * NULL on error. */
+static CK_OBJECT_HANDLE *find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, unsigned long *count)
+{
+	CK_OBJECT_HANDLE *all = NULL;
+	unsigned long have = 0, room = 0;
+	CK_RV rv = F->C_FindObjectsInit(s, t, n);
+
+	while (rv == CKR_OK) {
+		CK_ULONG found = 0;
+
+		if (have + 512 > room) {
+			CK_OBJECT_HANDLE *more = realloc(all, (room + 4096) * sizeof(*all));
+
+			if (!more) {
+				fprintf(stderr, "out of memory\n");
+				F->C_FindObjectsFinal(s);
+				free(all);
+				return NULL;
+			}
+			all = more;
+			room += 4096;
+		}
+		rv = F->C_FindObjects(s, all + have, 512, &found);
+		if (rv == CKR_OK && found == 0)
+			break;
+		have += found;
+	}
+	if (rv != CKR_OK) {
+		report_rv("C_FindObjects", rv);
+		F->C_FindObjectsFinal(s);
+		free(all);
+		return NULL;
+	}
+	rv = F->C_FindObjectsFinal(s);
+	if (rv != CKR_OK) {
+		report_rv("C_FindObjectsFinal", rv);
+		free(all);
+		return NULL;
+	}
+	*count = have;
+	return all;
+}
+
 static unsigned char *attribute(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, CK_ULONG *len)
 {
 	CK_ATTRIBUTE a = { type, NULL, 0 };
@@ -274,19 +318,19 @@ static int run_check(const char *der_path)
 	CK_OBJECT_CLASS cert_cls = CKO_CERTIFICATE, key_cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE cert_t = { CKA_CLASS, &cert_cls, sizeof(cert_cls) };
 	CK_ATTRIBUTE key_t = { CKA_CLASS, &key_cls, sizeof(key_cls) };
-	static CK_OBJECT_HANDLE objects[4096];
+	CK_OBJECT_HANDLE *objects;
 	unsigned long total = 0, bad = 0, generated = 0;
 	CK_SESSION_HANDLE s;
 	size_t der_len = 0;
 	unsigned char *der = der_path ? read_file(der_path, &der_len) : NULL;
-	long n;
+	unsigned long n;
 
 	if (open_session(&s))
 		return 1;
-	n = find(s, &cert_t, 1, objects, 4096);
-	if (n < 0)
+	objects = find_all(s, &cert_t, 1, &n);
+	if (!objects)
 		return 1;
-	for (long i = 0; i < n; i++) {
+	for (unsigned long i = 0; i < n; i++) {
 		CK_ULONG len = 0;
 		unsigned char *value = attribute(s, objects[i], CKA_VALUE, &len);
 
@@ -297,10 +341,11 @@ static int run_check(const char *der_path)
 		}
 		free(value);
 	}
-	n = find(s, &key_t, 1, objects, 4096);
-	if (n < 0)
+	free(objects);
+	objects = find_all(s, &key_t, 1, &n);
+	if (!objects)
 		return 1;
-	for (long i = 0; i < n; i++) {
+	for (unsigned long i = 0; i < n; i++) {
 		CK_ULONG label_len = 0, id_len = 0;
 		unsigned char *label = attribute(s, objects[i], CKA_LABEL, &label_len);
 		unsigned char *id = attribute(s, objects[i], CKA_ID, &id_len);
@@ -317,6 +362,7 @@ static int run_check(const char *der_path)
 		free(label);
 		free(id);
 	}
+	free(objects);
 	printf("objects %lu bad %lu generated %lu\n", total, bad, generated);
 	return bad != 0;
 }
