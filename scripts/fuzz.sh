@@ -72,12 +72,18 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus" "$artifacts"
     log=$(mktemp)
     echo "fuzz: $target for $seconds s"
+    # The PKCS#11 target keeps what a process keeps (the module, the Zymkey
+    # library, the emulator's state) from one input to the next, so libFuzzer
+    # would scan its whole heap for leaks after most inputs: 6 times slower.
+    # Leaks of the module are checked by 88-asan's LeakSanitizer runs instead.
+    leaks=()
+    [ "$target" = p11_calls ] && leaks=(-detect_leaks=0)
     rc=0
     # shellcheck disable=SC2086 # ZKIOT_FUZZ_ARGS holds several options
     ZKIOT_ZKLIB=$emulator \
         "$fuzz_target_dir/$TRIPLE/release/$target" \
         -max_total_time="$seconds" -max_len=2048 -timeout=20 -rss_limit_mb=4096 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" "${leaks[@]}" \
         ${ZKIOT_FUZZ_ARGS:-} "$corpus" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
