@@ -127,8 +127,7 @@ pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Resu
         devices_dir: global.home.join("devices"),
         sign: SignOptions {
             days: args.days,
-            not_after: None,
-            expected_cn: None,
+            ..SignOptions::default()
         },
         verbose: global.verbose,
         progress: progress.clone(),

@@ -117,8 +117,7 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
         devices_dir: global.home.join("devices"),
         sign: SignOptions {
             days: args.days,
-            not_after: None,
-            expected_cn: None,
+            ..SignOptions::default()
         },
         within_seconds: i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX),
         grace_seconds: args.grace.as_secs(),

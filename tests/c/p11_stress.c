@@ -70,25 +70,63 @@ static int open_session(CK_SESSION_HANDLE *s)
 	return 0;
 }
 
-/* Up to `max` handles of objects matching the template; -1 on error. */
-static long find(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out, CK_ULONG max)
+/* Every object matching the template (a malloc'd array, *count of them);
+ * NULL on error. */
+static CK_OBJECT_HANDLE *find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, unsigned long *count)
 {
-	CK_ULONG found = 0;
+	CK_OBJECT_HANDLE *all = NULL;
+	unsigned long have = 0, room = 0;
 	CK_RV rv = F->C_FindObjectsInit(s, t, n);
 
-	if (rv == CKR_OK)
-		rv = F->C_FindObjects(s, out, max, &found);
+	while (rv == CKR_OK) {
+		CK_ULONG found = 0;
+
+		if (have + 512 > room) {
+			CK_OBJECT_HANDLE *more = realloc(all, (room + 4096) * sizeof(*all));
+
+			if (!more) {
+				fprintf(stderr, "out of memory\n");
+				F->C_FindObjectsFinal(s);
+				free(all);
+				return NULL;
+			}
+			all = more;
+			room += 4096;
+		}
+		rv = F->C_FindObjects(s, all + have, 512, &found);
+		if (rv == CKR_OK && found == 0)
+			break;
+		have += found;
+	}
 	if (rv != CKR_OK) {
 		report_rv("C_FindObjects", rv);
 		F->C_FindObjectsFinal(s);
-		return -1;
+		free(all);
+		return NULL;
 	}
 	rv = F->C_FindObjectsFinal(s);
 	if (rv != CKR_OK) {
 		report_rv("C_FindObjectsFinal", rv);
-		return -1;
+		free(all);
+		return NULL;
 	}
-	return (long)found;
+	*count = have;
+	return all;
+}
+
+/* Up to `max` handles of objects matching the template; -1 on error. */
+static long find(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out, CK_ULONG max)
+{
+	unsigned long count;
+	CK_OBJECT_HANDLE *all = find_all(s, t, n, &count);
+
+	if (!all)
+		return -1;
+	if (count > max)
+		count = max;
+	memcpy(out, all, count * sizeof(*all));
+	free(all);
+	return (long)count;
 }
 
 struct signer {
@@ -251,50 +289,6 @@ static int run_keygen(unsigned long n, int destroy)
 }
 
 /* Reads one attribute into a malloc'd buffer; NULL if it has none. */
-/* Every object matching the template (a malloc'd array, *count of them);
- * NULL on error. */
-static CK_OBJECT_HANDLE *find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, unsigned long *count)
-{
-	CK_OBJECT_HANDLE *all = NULL;
-	unsigned long have = 0, room = 0;
-	CK_RV rv = F->C_FindObjectsInit(s, t, n);
-
-	while (rv == CKR_OK) {
-		CK_ULONG found = 0;
-
-		if (have + 512 > room) {
-			CK_OBJECT_HANDLE *more = realloc(all, (room + 4096) * sizeof(*all));
-
-			if (!more) {
-				fprintf(stderr, "out of memory\n");
-				F->C_FindObjectsFinal(s);
-				free(all);
-				return NULL;
-			}
-			all = more;
-			room += 4096;
-		}
-		rv = F->C_FindObjects(s, all + have, 512, &found);
-		if (rv == CKR_OK && found == 0)
-			break;
-		have += found;
-	}
-	if (rv != CKR_OK) {
-		report_rv("C_FindObjects", rv);
-		F->C_FindObjectsFinal(s);
-		free(all);
-		return NULL;
-	}
-	rv = F->C_FindObjectsFinal(s);
-	if (rv != CKR_OK) {
-		report_rv("C_FindObjectsFinal", rv);
-		free(all);
-		return NULL;
-	}
-	*count = have;
-	return all;
-}
-
 static unsigned char *attribute(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, CK_ULONG *len)
 {
 	CK_ATTRIBUTE a = { type, NULL, 0 };

@@ -312,10 +312,7 @@ impl Token {
     /// change is running now (its note is not left behind).
     pub(crate) fn finish_interrupted_changes_if_idle(&self, config: &Config) -> FinishedChanges {
         let pending = self
-            .read_store(|s| {
-                Ok(!s.unfinished_key_generations()?.is_empty()
-                    || !s.unfinished_key_removals()?.is_empty())
-            })
+            .read_store(|s| s.has_unfinished_changes().map_err(Error::from))
             .unwrap_or(false);
         if !pending {
             return FinishedChanges::default();

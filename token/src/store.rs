@@ -455,33 +455,39 @@ impl Store {
         raw: &[u8],
         generation: &KeyGeneration,
     ) -> Result<(), StoreError> {
+        self.in_transaction(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO device_keys
+                     (slot, keyring, curve, public_key, label, id, generated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                params![
+                    slot.number,
+                    slot.foreign,
+                    generation.curve.store_tag(),
+                    raw,
+                    generation.label.as_deref().map(str::as_bytes),
+                    generation.id
+                ],
+            )?;
+            tx.execute("DELETE FROM key_generations WHERE id = ?1", [row])?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one immediate transaction, committed if it succeeds.
+    fn in_transaction(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
         let _gate = fork::enter();
-        let path = self.path.clone();
-        let fail = |e: rusqlite::Error| StoreError {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        let tx = self
+        let result = self
             .conn_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&fail)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO device_keys
-                 (slot, keyring, curve, public_key, label, id, generated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
-            params![
-                slot.number,
-                slot.foreign,
-                generation.curve.store_tag(),
-                raw,
-                generation.label.as_deref().map(str::as_bytes),
-                generation.id
-            ],
-        )
-        .map_err(&fail)?;
-        tx.execute("DELETE FROM key_generations WHERE id = ?1", [row])
-            .map_err(&fail)?;
-        tx.commit().map_err(&fail)
+            .and_then(|tx| {
+                f(&tx)?;
+                tx.commit()
+            });
+        result.map_err(|e| self.fail(e))
     }
 
     /// Notes that the key `raw` of `slot` is about to be removed from the
@@ -522,6 +528,18 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.fail(e))
     }
 
+    /// Whether a change of the key store was begun and never ended.
+    pub(crate) fn has_unfinished_changes(&self) -> Result<bool, StoreError> {
+        let _gate = fork::enter();
+        self.conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM key_generations)
+                     OR EXISTS (SELECT 1 FROM key_removals)",
+            )
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.fail(e))
+    }
+
     /// Ends a key removal the device refused: the key is still there.
     pub(crate) fn end_key_removal(&mut self, slot: KeySlot) -> Result<(), StoreError> {
         let _gate = fork::enter();
@@ -536,24 +554,15 @@ impl Store {
 
     /// Forgets a key that was removed from the device, and ends its removal.
     pub(crate) fn forget_key(&mut self, slot: KeySlot) -> Result<(), StoreError> {
-        let _gate = fork::enter();
-        let path = self.path.clone();
-        let fail = |e: rusqlite::Error| StoreError {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        let tx = self
-            .conn_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&fail)?;
-        for table in ["device_keys", "key_removals"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE slot = ?1 AND keyring = ?2"),
-                params![slot.number, slot.foreign],
-            )
-            .map_err(&fail)?;
-        }
-        tx.commit().map_err(&fail)
+        self.in_transaction(|tx| {
+            for table in ["device_keys", "key_removals"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE slot = ?1 AND keyring = ?2"),
+                    params![slot.number, slot.foreign],
+                )?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -791,11 +800,13 @@ mod tests {
         assert_eq!(r.public_key.as_deref(), Some(&[3u8; 64][..]));
         s.begin_key_removal(slot, &[3; 64]).unwrap();
         assert_eq!(s.unfinished_key_removals().unwrap(), [(slot, vec![3; 64])]);
+        assert!(s.has_unfinished_changes().unwrap());
         s.forget_key(slot).unwrap();
         assert_eq!(s.key_record(slot).unwrap(), None);
         assert_eq!(s.unfinished_key_removals().unwrap(), []);
         s.begin_key_removal(foreign, &[4; 64]).unwrap();
         s.end_key_removal(foreign).unwrap();
         assert_eq!(s.unfinished_key_removals().unwrap(), []);
+        assert!(!s.has_unfinished_changes().unwrap());
     }
 }

@@ -336,9 +336,7 @@ impl Token {
             tracing::warn!("refreshed public key not cached: {e}");
         }
         // Another tool changed the device: the next process reads it all again.
-        if let Some(cache) = &self.device_cache {
-            cache.forget();
-        }
+        self.forget_device_cache();
     }
 
     /// The generated key of `slot` is gone and the device holds another
@@ -354,9 +352,7 @@ impl Token {
         }) {
             tracing::warn!("replaced key not cached: {e}");
         }
-        if let Some(cache) = &self.device_cache {
-            cache.forget();
-        }
+        self.forget_device_cache();
     }
 
     /// Shows a key just generated in `slot`, and records it (with the label
