@@ -20,38 +20,21 @@ use std::time::{Duration, Instant};
 
 use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
-use serde_json::Value;
 use support::*;
 
 /// Writes `count` CSRs (keys in memory) and returns each thing's public key.
 fn make_csrs(dir: &Path, count: usize) -> BTreeMap<String, PKey<Public>> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut keys = BTreeMap::new();
-    for i in 0..count {
-        let thing = format!("fleet-{i:03}");
-        let key = p256();
-        std::fs::write(
-            dir.join(format!("{thing}.csr")),
-            csr(&thing, &key).to_pem().unwrap(),
-        )
-        .unwrap();
-        let public = PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap();
-        keys.insert(thing, public);
-    }
-    keys
-}
-
-fn record(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str(l).ok())
+    write_csrs(dir, (0..count).map(|i| format!("fleet-{i:03}")))
+        .into_iter()
+        .map(|(thing, key)| {
+            let public = PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap();
+            (thing, public)
+        })
         .collect()
 }
 
 fn registered_count(path: &Path) -> usize {
-    record(path)
+    read_record(path)
         .iter()
         .filter(|e| e["step"] == "registered")
         .count()
@@ -185,7 +168,7 @@ fn fleet_provisions_and_a_killed_run_resumes_without_duplicates() {
         );
     }
     // The record: every device signed exactly once, registered at least once.
-    let entries = record(&record_path);
+    let entries = read_record(&record_path);
     for thing in keys.keys() {
         let signed = entries
             .iter()

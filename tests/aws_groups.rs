@@ -8,9 +8,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use openssl::pkey::{PKey, Private};
 use support::*;
 
 const ENDPOINT: &str = "g7h8i9.credentials.iot.us-east-1.amazonaws.com";
@@ -58,12 +57,6 @@ fn certificate_statuses(moto: &Moto) -> BTreeMap<String, String> {
     serde_json::from_value(value).unwrap()
 }
 
-fn write_key(dir: &Path, thing: &str, key: &PKey<Private>) -> PathBuf {
-    let path = dir.join(format!("{thing}.key"));
-    std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    path
-}
-
 #[test]
 fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,26 +68,15 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
     // Twenty devices, provisioned as a fleet; keys stay in files here.
     let csr_dir = tmp.path().join("csrs");
     let key_dir = tmp.path().join("keys");
-    std::fs::create_dir_all(&csr_dir).unwrap();
     std::fs::create_dir_all(&key_dir).unwrap();
-    let mut keys = BTreeMap::new();
-    for i in 0..20 {
-        let thing = format!("dev-{i:02}");
-        let key = p256();
-        std::fs::write(
-            csr_dir.join(format!("{thing}.csr")),
-            csr(&thing, &key).to_pem().unwrap(),
-        )
-        .unwrap();
-        keys.insert(thing, key);
-    }
+    let keys = write_csrs(&csr_dir, (0..20).map(|i| format!("dev-{i:02}")));
     operator.ok(&["fleet", "provision", "--csr-dir", csr_dir.to_str().unwrap()]);
     let devices: BTreeMap<String, FileDevice> = keys
         .iter()
         .map(|(thing, key)| {
             let device = FileDevice {
                 cert: operator.home.join("devices").join(thing).join("device.crt"),
-                key: write_key(&key_dir, thing, key),
+                key: write_key_file(&key_dir, thing, key),
             };
             (thing.clone(), device)
         })

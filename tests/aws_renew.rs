@@ -13,19 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::PKey;
 use openssl::x509::X509;
 use serde_json::Value;
 use support::*;
 
 const ENDPOINT: &str = "r3n3w.credentials.iot.us-east-1.amazonaws.com";
 const ALIAS: &str = "zkiot-device-alias";
-
-fn key_file(dir: &Path, thing: &str, key: &PKey<Private>) -> PathBuf {
-    let path = dir.join(format!("{thing}.key"));
-    std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    path
-}
 
 /// Asserts that each device gets credentials with the certificate file `cert_of` names.
 fn all_get_credentials(
@@ -59,14 +53,6 @@ fn certificates(moto: &Moto) -> BTreeMap<String, Vec<(String, String, i64)>> {
     serde_json::from_value(value).unwrap()
 }
 
-fn record(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,21 +64,12 @@ fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
     // Twenty devices with certificates that expire in 20 days.
     let csr_dir = tmp.path().join("csrs");
     let key_dir = tmp.path().join("keys");
-    std::fs::create_dir_all(&csr_dir).unwrap();
     std::fs::create_dir_all(&key_dir).unwrap();
-    let mut keys = BTreeMap::new();
-    let mut public = BTreeMap::new();
-    for i in 0..20 {
-        let thing = format!("renew-{i:02}");
-        let key = p256();
-        std::fs::write(
-            csr_dir.join(format!("{thing}.csr")),
-            csr(&thing, &key).to_pem().unwrap(),
-        )
-        .unwrap();
-        keys.insert(thing.clone(), key_file(&key_dir, &thing, &key));
-        public.insert(thing, key);
-    }
+    let public = write_csrs(&csr_dir, (0..20).map(|i| format!("renew-{i:02}")));
+    let keys: BTreeMap<String, PathBuf> = public
+        .iter()
+        .map(|(thing, key)| (thing.clone(), write_key_file(&key_dir, thing, key)))
+        .collect();
     operator.ok(&[
         "fleet",
         "provision",
@@ -142,14 +119,14 @@ fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while record(&record_path).len() < 4 {
+    while read_record(&record_path).len() < 4 {
         assert!(Instant::now() < deadline, "no progress in the renewal run");
         assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let renewed_before = record(&record_path).len();
+    let renewed_before = read_record(&record_path).len();
     assert!(
         renewed_before < 20,
         "the run was cut short ({renewed_before} done)"
@@ -197,7 +174,7 @@ fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
         );
     }
     assert_eq!(held["stranger"].len(), 1);
-    let renewed: Vec<Value> = record(&record_path)
+    let renewed: Vec<Value> = read_record(&record_path)
         .into_iter()
         .filter(|e| e["step"] == "renewed")
         .collect();

@@ -312,6 +312,42 @@ pub fn csr(cn: &str, key: &PKey<Private>) -> X509Req {
     b.build()
 }
 
+/// Writes `<dir>/<thing>.csr` for each name, each with a new P-256 key; returns the keys.
+pub fn write_csrs(
+    dir: &Path,
+    things: impl IntoIterator<Item = String>,
+) -> std::collections::BTreeMap<String, PKey<Private>> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut keys = std::collections::BTreeMap::new();
+    for thing in things {
+        let key = p256();
+        std::fs::write(
+            dir.join(format!("{thing}.csr")),
+            csr(&thing, &key).to_pem().unwrap(),
+        )
+        .unwrap();
+        keys.insert(thing, key);
+    }
+    keys
+}
+
+/// Writes `key` to `<dir>/<thing>.key` (PKCS#8 PEM) and returns the path.
+pub fn write_key_file(dir: &Path, thing: &str, key: &PKey<Private>) -> PathBuf {
+    let path = dir.join(format!("{thing}.key"));
+    std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    path
+}
+
+/// The JSON lines of a fleet record (`fleet provision`, `fleet renew`); none if it is missing.
+pub fn read_record(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 pub fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     openssl::rand::rand_bytes(&mut b).unwrap();
