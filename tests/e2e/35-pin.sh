@@ -28,7 +28,7 @@ check "a wrong PIN is refused (CKR_PIN_INCORRECT)" \
 
 check "openssl req with pin-value in the URI" \
     token_csr "$T/dev.csr" '/CN=device-pin/O=zkiot e2e' "$key_uri;pin-value=$user_pin"
-check "the CSR verifies" openssl req -in "$T/dev.csr" -noout -verify
+check_csr "the CSR verifies" "$T/dev.csr"
 check "openssl req without a PIN (no terminal) fails cleanly, no crash" \
     bash -c "openssl req -new -engine pkcs11 -keyform engine -key '$key_uri' -subj /CN=x -out '$T/none.csr' </dev/null
              rc=\$?; echo rc=\$rc; [ \$rc -ne 0 ] && [ \$rc -lt 128 ]"

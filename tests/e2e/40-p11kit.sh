@@ -93,7 +93,7 @@ check "pin in $system_config: no private key visible without it" \
 check "zkiot device csr logs in with the pin of $system_config" \
     env -u ZKIOT_PIN "$ZKIOT" --home "$T/operator" --module "$installed_module" \
     device csr --thing system-pin --dir "$T/device-system-pin" --out "$T/system-pin.csr"
-check "the CSR verifies" openssl req -in "$T/system-pin.csr" -noout -verify
+check_csr "the CSR verifies" "$T/system-pin.csr"
 cp "$T/zkiot.toml.installed" "$system_config"
 
 check "install-module.sh --uninstall" "$REPO/scripts/install-module.sh" --uninstall

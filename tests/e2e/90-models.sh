@@ -19,7 +19,7 @@ csr_and_mtls() {
     before=$(device_signs)
     check "$model: CSR from slot0" token_csr "$csr" "/CN=device-$model/O=zkiot e2e"
     expect_signs "$model: one device signature for the CSR" "$before" 1
-    check "$model: the CSR verifies" openssl req -in "$csr" -noout -verify
+    check_csr "$model: the CSR verifies" "$csr"
     check "$model: public key of slot 0" token_pubkey "$T/$model-pub.pem"
     expect_eq "$model: the CSR carries the slot 0 key" \
         "$(cat "$T/$model-pub.pem" 2>/dev/null)" "$(openssl req -in "$csr" -noout -pubkey 2>/dev/null)"
@@ -60,7 +60,7 @@ before=$(device_signs)
 check "HSM6: CSR signed by the generated key ($gen_uri)" \
     token_csr "$T/gen1.csr" '/CN=device-gen1/O=zkiot e2e' "$gen_uri"
 expect_signs "HSM6: one device signature for the CSR" "$before" 1
-check "HSM6: the generated key's CSR verifies" openssl req -in "$T/gen1.csr" -noout -verify
+check_csr "HSM6: the generated key's CSR verifies" "$T/gen1.csr"
 gen_pub() {
     p11 --read-object --type pubkey --label gen1 -o "$T/gen1.der" >/dev/null &&
         openssl pkey -pubin -inform DER -in "$T/gen1.der"

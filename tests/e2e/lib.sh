@@ -222,6 +222,53 @@ token_csr() {
         -subj "$2" -out "$1"
 }
 
+# csr_verifies CSR: the CSR's self-signature verifies. Goes by what openssl says, not by
+# its exit status alone: OpenSSL 3.0 (Debian 12) prints "Certificate request
+# self-signature verify failure" and still exits 0; 3.5 (Debian 13) exits 1.
+csr_verifies() {
+    local out rc=0
+    out=$(openssl req -in "$1" -noout -verify 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" -eq 0 ] || return 1
+    grep -q 'verify OK$' <<<"$out" && ! grep -q 'verify failure' <<<"$out"
+}
+
+# tamper_csr CSR OUT: a copy of CSR with one bit of its signature flipped (the last byte
+# of the DER, inside the signature BIT STRING): still a well-formed CSR, but one whose
+# signature does not match its public key. Shell and openssl only (the root file
+# systems of tests/rootfs have no python).
+tamper_csr() {
+    local der last
+    der=$(mktemp "$T/tamper.XXXXXX.der")
+    openssl req -in "$1" -outform DER -out "$der" || return 1
+    last=$(tail -c 1 "$der" | od -An -tu1 | tr -d ' ')
+    { head -c -1 "$der" && printf "\\$(printf '%03o' $((last ^ 1)))"; } >"$der.bad"
+    openssl req -inform DER -in "$der.bad" -out "$2"
+}
+
+# csr_refused CSR: a copy of CSR with a flipped signature bit is well formed and still
+# carries CSR's public key, and csr_verifies refuses it.
+csr_refused() {
+    local bad
+    bad=$(mktemp "$T/bad.XXXXXX.csr")
+    tamper_csr "$1" "$bad" || return 1
+    [ "$(openssl req -in "$bad" -noout -pubkey)" = "$(openssl req -in "$1" -noout -pubkey)" ] || {
+        echo "the tampered CSR does not carry the same public key"
+        return 1
+    }
+    if csr_verifies "$bad"; then
+        echo "csr_verifies accepted $bad, whose signature was tampered with"
+        return 1
+    fi
+}
+
+# check_csr NAME CSR: NAME passes when CSR's self-signature verifies. So that the check
+# is seen to fail, a copy of CSR with one bit of its signature flipped must be refused.
+check_csr() {
+    check "$1" csr_verifies "$2"
+    check "$1; a copy with one signature bit flipped does not" csr_refused "$2"
+}
+
 # issue_cert CSR OUT: the test CA signs a client certificate (clientAuth).
 issue_cert() {
     openssl x509 -req -in "$1" -CA "$CA_CRT" -CAkey "$CA_KEY" -CAcreateserial -days 1 \

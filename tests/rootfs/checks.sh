@@ -60,7 +60,7 @@ check "p11-kit list-modules shows module zkiot with token $TOKEN_LABEL" list_mod
 before=$(device_signs)
 check "openssl req -engine pkcs11 (libp11 finds the module through p11-kit)" \
     token_csr "$T/dev.csr" '/CN=device-platform/O=zkiot'
-check "the CSR verifies" openssl req -in "$T/dev.csr" -noout -verify
+check_csr "the CSR verifies" "$T/dev.csr"
 expect_signs "one device signature for the CSR" "$before" 1
 check "test CA issues the client certificate" issue_cert "$T/dev.csr" "$T/dev.crt"
 start_s_server
@@ -102,7 +102,7 @@ if [ -f "$provider" ]; then
     before=$(device_signs)
     check "openssl req -new ${prov[*]} -key $KEY_URI" \
         openssl req -new "${prov[@]}" -key "$KEY_URI" -subj '/CN=device-provider' -out "$T/prov.csr"
-    check "that CSR verifies" openssl req -in "$T/prov.csr" -noout -verify
+    check_csr "that CSR verifies" "$T/prov.csr"
     expect_signs "one device signature for the provider CSR" "$before" 1
 
     token_pubkey "$T/slot0.pem"
@@ -164,7 +164,7 @@ EOF
     check "OPENSSL_CONF with both providers: openssl req -key $KEY_URI (within 60 s)" \
         with_conf timeout 60 \
         openssl req -new -key "$KEY_URI" -subj '/CN=device-provider-conf' -out "$T/conf.csr"
-    check "that CSR verifies" openssl req -in "$T/conf.csr" -noout -verify
+    check_csr "that CSR verifies" "$T/conf.csr"
     expect_signs "one device signature for the configured-provider CSR" "$before" 1
     before=$(device_signs)
     check "OPENSSL_CONF with both providers: s_client mutual TLS (within 60 s)" \
