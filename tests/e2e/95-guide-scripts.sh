@@ -129,9 +129,47 @@ check "token's public key is in the CSR" sh -c \
 check "sign_csr.sh" "$GUIDE/sign_csr.sh" --csr "$DEVICE/device.csr" --out "$OPERATOR/device.crt"
 check "device certificate chains to the CA for TLS clients" \
     openssl verify -purpose sslclient -CAfile CA_files/zk_ca.crt device.crt
-check "sign_csr.sh refuses a CSR with a broken signature" sh -c \
-    "openssl req -in '$DEVICE/device.csr' -outform DER | python3 -c 'import sys; b = bytearray(sys.stdin.buffer.read()); b[-5] ^= 1; sys.stdout.buffer.write(b)' |
-     openssl req -inform DER -out '$T/bad.csr' && ! '$GUIDE/sign_csr.sh' --csr '$T/bad.csr' --out '$T/bad.crt'"
+# refuses MESSAGE COMMAND...: the command fails, says MESSAGE on stderr and writes nothing
+# on stdout (a failure for another reason, such as a later step refusing, proves nothing).
+refuses() {
+    local message=$1 rc=0
+    shift
+    "$@" >"$T/refuses.out" 2>"$T/refuses.err" || rc=$?
+    cat "$T/refuses.out" "$T/refuses.err"
+    if [ "$rc" -eq 0 ]; then
+        echo "exited 0"
+        return 1
+    fi
+    [ ! -s "$T/refuses.out" ] && grep -q "$message" "$T/refuses.err"
+}
+check "a copy of the device's CSR with one signature bit flipped" \
+    tamper_csr "$DEVICE/device.csr" "$T/bad.csr"
+check "sign_csr.sh refuses it with 'bad CSR signature'" \
+    refuses 'bad CSR signature' "$GUIDE/sign_csr.sh" --csr "$T/bad.csr" --out "$T/bad.crt"
+check "sign_csr.sh wrote no certificate for it" test ! -e "$T/bad.crt"
+
+# device_csr.sh checks the CSR the token signed. A token signing with another key than the
+# public key it shows makes a CSR that does not verify; here an openssl in front of the
+# real one flips a bit of the signature in the CSR that "openssl req -new" writes.
+mkdir -p "$T/tampering"
+cat >"$T/tampering/openssl" <<SHIM
+#!/usr/bin/env bash
+# openssl, except that the CSR "openssl req -new ... -out FILE" writes gets a signature bit flipped.
+export PATH='$PATH'
+'$(command -v openssl)' "\$@" || exit
+[ "\$1" = req ] && [[ " \$* " == *" -new "* ]] || exit 0
+out="" prev=""
+for arg in "\$@"; do [ "\$prev" = -out ] && out=\$arg; prev=\$arg; done
+T='$T'
+source '$E2E_DIR/lib.sh'
+tamper_csr "\$out" "\$out.tampered" && mv "\$out.tampered" "\$out"
+SHIM
+chmod +x "$T/tampering/openssl"
+check "device_csr.sh refuses a CSR whose signature bit was flipped, with 'bad CSR signature'" \
+    refuses 'bad CSR signature' env -u AWS_ENDPOINT_URL PATH="$T/tampering:$PATH" \
+    "$GUIDE/device_csr.sh" --thing "$THING" --key "$KEY_URI" --out "$T/tampered.csr"
+tampered_csr_written() { [ -s "$T/tampered.csr" ] && ! csr_verifies "$T/tampered.csr"; }
+check "(the token signed that CSR, and its signature does not verify)" tampered_csr_written
 
 # ---------------------------------------------------------------- operator registers the device
 
