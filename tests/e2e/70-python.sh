@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (g) python-pkcs11 signs with CKM_ECDSA and CKM_ECDSA_SHA256 (single and multi-part);
-# openssl verifies every signature.
+# openssl verifies every signature. Data objects of 100 KB and 1 MiB written through
+# python-pkcs11 read back whole; one of 1 MiB + 1 byte is refused.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -39,6 +40,28 @@ check "openssl rejects the signature for another message" \
 if have_trace; then
     check "device operations: none for searches and attribute reads, one per signature" \
         "$PYTHON" "$REPO/tests/python/device_calls.py" --module "$MODULE" --token "$TOKEN_LABEL"
+fi
+
+# Data objects up to the store's bound (1 MiB), as conformance suites write them: each is
+# written by one process, read back by another through python-pkcs11 and by pkcs11-tool
+# (whose --write-object keeps only the first 5000 bytes of a file, so it only reads here).
+data() { "$PYTHON" "$REPO/tests/python/data_object.py" --module "$MODULE" \
+    --token "$TOKEN_LABEL" ${PIN:+--pin "$PIN"} "$@"; }
+# read_back LABEL EXPECTED: the value read by python-pkcs11, then by pkcs11-tool, is EXPECTED.
+read_back() {
+    data read "$1" "$2.py" && cmp "$2" "$2.py" &&
+        pkcs11-tool --module "$MODULE" "${P11TOOL_LOGIN[@]}" --read-object --type data \
+            --label "$1" -o "$2.tool" && cmp "$2" "$2.tool"
+}
+for size in 102400 1048576; do
+    head -c "$size" /dev/urandom >"$T/data.$size"
+    check "python-pkcs11 writes a $size-byte data object" data write "data$size" "$T/data.$size"
+    check "python-pkcs11 and pkcs11-tool read the $size bytes back in other processes" \
+        read_back "data$size" "$T/data.$size"
+done
+if [ "$BACKEND" = zkiot ]; then
+    check "a data object of 1 MiB + 1 byte is refused with CKR_ATTRIBUTE_VALUE_INVALID" \
+        data refuse data-over 1048577
 fi
 
 e2e_summary

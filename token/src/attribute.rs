@@ -238,8 +238,11 @@ enum ValueKind {
 pub(crate) const MAX_SHORT_LEN: usize = 256;
 /// The longest DER name, serial number, key encoding or URL.
 pub(crate) const MAX_ENCODING_LEN: usize = 4096;
-/// The longest certificate (DER) or data object value: 64 KiB.
-pub(crate) const MAX_VALUE_LEN: usize = 64 * 1024;
+/// The longest certificate (DER) or data object value: 1 MiB, room for the
+/// 100 KB and 1 MB data objects of conformance suites. The bound stays: it is
+/// what keeps a declared length of gigabytes from being read from a caller's
+/// pointer, or from being held in memory and in the store.
+pub(crate) const MAX_VALUE_LEN: usize = 1024 * 1024;
 /// The most mechanisms `CKA_ALLOWED_MECHANISMS` may list.
 const MAX_MECHANISMS: usize = 64;
 
@@ -726,6 +729,55 @@ mod tests {
         assert_eq!(value_buffer_len(CKA_SIGN, 0xFFFF_FFFF), 1);
         assert_eq!(value_buffer_len(CKA_LABEL, 5), 5);
         assert_eq!(value_buffer_len(CKA_VENDOR_DEFINED, 64), 0);
+    }
+
+    #[test]
+    fn a_value_may_have_1_mib_and_no_byte_more() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(MAX_VALUE_LEN, MIB);
+        for class in [CKO_DATA, CKO_CERTIFICATE] {
+            for template_use in [TemplateUse::Create, TemplateUse::Set] {
+                assert_eq!(
+                    template_use.value_len(Some(class), CKA_VALUE, MIB).unwrap(),
+                    MIB
+                );
+                assert_eq!(
+                    template_use
+                        .value_len(Some(class), CKA_VALUE, MIB + 1)
+                        .unwrap_err()
+                        .rv(),
+                    CKR_ATTRIBUTE_VALUE_INVALID
+                );
+            }
+        }
+        // A whole template of that size is read, one byte more is not.
+        let class = ulong_bytes(CKO_DATA);
+        let value = vec![0x5a; MIB];
+        let declared = [
+            (CKA_CLASS, class.len() as CK_ULONG),
+            (CKA_VALUE, MIB as CK_ULONG),
+        ];
+        let values = [class.clone(), value.clone()];
+        let template = read_template(TemplateUse::Create, &declared, |i, len| {
+            Ok(values[i][..len].to_vec())
+        })
+        .unwrap();
+        assert_eq!(template, [(CKA_CLASS, class), (CKA_VALUE, value)]);
+        let declared = [(CKA_CLASS, declared[0].1), (CKA_VALUE, MIB as CK_ULONG + 1)];
+        let err = read_template(TemplateUse::Create, &declared, |i, len| {
+            assert_eq!(i, 0, "the value over the bound is never read");
+            Ok(values[i][..len].to_vec())
+        })
+        .unwrap_err();
+        assert_eq!(err.rv(), CKR_ATTRIBUTE_VALUE_INVALID);
+        // A caller's buffer for the value is taken for 1 MiB at most.
+        assert_eq!(value_buffer_len(CKA_VALUE, CK_ULONG::MAX), MIB as CK_ULONG);
+        // The store's encoding keeps a value of that size.
+        let mut object = Object::new();
+        object
+            .set_ulong(CKA_CLASS, CKO_DATA)
+            .set(CKA_VALUE, vec![0xa5; MIB]);
+        assert_eq!(Object::from_blob(&object.to_blob()), Some(object));
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn attribute_counts_no_template_can_have() {
 }
 
 /// The largest value of a certificate or data object, as the README documents it.
-const MAX_DATA_VALUE_LEN: usize = 64 * 1024;
+const MAX_DATA_VALUE_LEN: usize = 1024 * 1024;
 
 /// A declared value length of 4 GiB over a 16-byte buffer.
 const FOUR_GIB: CK_ULONG = 0xFFFF_FFFF;
