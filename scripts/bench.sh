@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # What libzkpkcs11.so costs per signature and per process, beside raw OpenSSL,
-# SoftHSM2 and key files, in one run and one table (bench/src/main.rs).
+# SoftHSM2 and key files, in one run and one table (bench/src/main.rs); under it the
+# targets, met or not (device operations per process, ratios at the device latency,
+# threads, memory), then the watched figures with no target (signatures per second
+# against OpenSSL and SoftHSM2, per-process ratios at 0 ms: the emulator and library
+# loading, not the device).
 # Usage: scripts/bench.sh [zkbench options, e.g. --seconds 5 --latency-ms 50]
 #        scripts/bench.sh --smoke   every row briefly, on the debug build the test
 #                                   command made; checks device-operation counts only

@@ -10,8 +10,13 @@
 //!
 //! The emulator's `ZKIOT_EMU_LATENCY_MS` stands in for the device: a Zymkey
 //! takes tens of milliseconds per operation, so at that latency what counts is
-//! how many operations a process makes. The targets of the project are printed
-//! under the table, each as a ratio against its peer from the same run.
+//! how many operations a process makes. Under the table come the targets of
+//! the project, each met or not: device operations per process, the ratios at
+//! the device latency, threads and memory. Then the watched figures, which
+//! have no target: signatures per second against raw OpenSSL and SoftHSM2, and
+//! the per-process ratios at 0 ms. Those measure the emulator and the loading
+//! of libraries, not what a user of a Zymkey waits for, but a slower module
+//! shows in them first. Every ratio is against its peer from the same run.
 //! `--smoke` runs every row briefly and checks the device-operation counts
 //! (one device signature per signature, at most two device operations per
 //! signing process), never timings.
@@ -189,9 +194,16 @@ struct Target {
     met: bool,
 }
 
+/// A figure watched from run to run, with no target to meet.
+struct Watched {
+    what: String,
+    measured: String,
+}
+
 fn compare(o: &Options) -> Result<()> {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
+    let mut watched = Vec::new();
     let mut smoke_errors = Vec::new();
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
 
@@ -287,18 +299,17 @@ fn compare(o: &Options) -> Result<()> {
             peak: String::new(),
         });
     }
-    let module_vs_openssl = ratio(one_thread.per_second(), openssl.per_second());
-    targets.push(Target {
-        what: "module 0 ms, 1 thread >= 0.85x raw OpenSSL".into(),
-        measured: format!("{module_vs_openssl:.2}x"),
-        met: module_vs_openssl >= 0.85,
+    watched.push(Watched {
+        what: "module 0 ms, 1 thread / raw OpenSSL".into(),
+        measured: format!(
+            "{:.2}x",
+            ratio(one_thread.per_second(), openssl.per_second())
+        ),
     });
     if let Some(s) = &softhsm {
-        let r = ratio(one_thread.per_second(), s.per_second());
-        targets.push(Target {
-            what: "module 0 ms, 1 thread >= 2x SoftHSM2".into(),
-            measured: format!("{r:.2}x"),
-            met: r >= 2.0,
+        watched.push(Watched {
+            what: "module 0 ms, 1 thread / SoftHSM2".into(),
+            measured: format!("{:.2}x", ratio(one_thread.per_second(), s.per_second())),
         });
     }
     let two = ratio(module[1].1.per_second(), one_thread.per_second());
@@ -345,15 +356,13 @@ fn compare(o: &Options) -> Result<()> {
                     _ => format!("{rate_ratio:.2}x key-file rate"),
                 };
                 match (consumer, key) {
-                    (Consumer::Curl, Key::Token { latency_ms: 0 }) => targets.push(Target {
-                        what: "curl, token key 0 ms >= 0.9x key-file rate".into(),
+                    (Consumer::Curl, Key::Token { latency_ms: 0 }) => watched.push(Watched {
+                        what: "curl, token key 0 ms / key-file rate".into(),
                         measured: format!("{rate_ratio:.2}x"),
-                        met: rate_ratio >= 0.9,
                     }),
-                    (Consumer::Pkeyutl, Key::Token { latency_ms: 0 }) => targets.push(Target {
-                        what: "openssl pkeyutl, token key 0 ms >= 0.8x key-file rate".into(),
+                    (Consumer::Pkeyutl, Key::Token { latency_ms: 0 }) => watched.push(Watched {
+                        what: "openssl pkeyutl, token key 0 ms / key-file rate".into(),
                         measured: format!("{rate_ratio:.2}x"),
-                        met: rate_ratio >= 0.8,
                     }),
                     (Consumer::Curl, Key::Token { .. }) => {
                         let r = ratio(m.seconds, f.seconds + latency);
@@ -437,14 +446,24 @@ fn compare(o: &Options) -> Result<()> {
     for row in &rows {
         row.print();
     }
+    let lines = targets
+        .iter()
+        .map(|t| (&t.what, &t.measured))
+        .chain(watched.iter().map(|w| (&w.what, &w.measured)));
+    let what_width = lines.clone().map(|(what, _)| what.len()).max().unwrap_or(0);
+    let measured_width = lines.map(|(_, measured)| measured.len()).max().unwrap_or(0);
     println!("targets:");
     for t in &targets {
         println!(
-            "  {:<66} {:>24}  {}",
+            "  {:<what_width$}  {:>measured_width$}  {}",
             t.what,
             t.measured,
             if t.met { "met" } else { "NOT MET" }
         );
+    }
+    println!("watched (no target: they measure the emulator and library loading, not the device):");
+    for w in &watched {
+        println!("  {:<what_width$}  {:>measured_width$}", w.what, w.measured);
     }
     if !smoke_errors.is_empty() {
         let errors = smoke_errors.join("\n  ");
