@@ -76,8 +76,31 @@ if have_trace; then
     expect_signs "two device signatures: the failed one and the retry" "$before" 2
 fi
 
-# A client without a certificate is refused, so the checks above mean something.
-check "server refuses a client without a certificate" \
-    bash -c "! curl -sS --fail --cacert '$CA_CRT' -o /dev/null '$SERVER_URL'"
+# A client without a certificate, or with one from another CA, is refused by the server
+# itself (its TLS alert, not any failure of curl), so the checks above mean something.
+refused_with() {
+    local alert=$1 rc=0
+    shift
+    curl -sS --fail "$@" --cacert "$CA_CRT" -o /dev/null "$SERVER_URL" 2>"$T/refused.err" || rc=$?
+    cat "$T/refused.err"
+    [ "$rc" -ne 0 ] && grep -q "alert $alert" "$T/refused.err"
+}
+check "server refuses a client without a certificate (TLS 1.3: certificate required)" \
+    refused_with 'certificate required' --tlsv1.3
+check "server refuses a client without a certificate (TLS 1.2: handshake failure)" \
+    refused_with 'handshake failure' --tls-max 1.2
+mkdir -p "$T/other"
+openssl ecparam -name prime256v1 -genkey -noout -out "$T/other/ca.key" 2>/dev/null
+openssl req -x509 -new -key "$T/other/ca.key" -sha256 -days 2 -subj '/CN=another CA' \
+    -addext 'basicConstraints=critical,CA:TRUE' -out "$T/other/ca.crt" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$T/other/client.key" 2>/dev/null
+openssl req -new -key "$T/other/client.key" -subj '/CN=device-01/O=zkiot e2e' 2>/dev/null |
+    openssl x509 -req -CA "$T/other/ca.crt" -CAkey "$T/other/ca.key" -set_serial 1 -days 1 \
+        -extfile "$CLIENT_EXT" -out "$T/other/client.crt" 2>/dev/null
+for tls in --tlsv1.3 "--tls-max 1.2"; do
+    # shellcheck disable=SC2086 # $tls is one or two words on purpose
+    check "server refuses a client certificate from another CA ($tls: unknown ca)" \
+        refused_with 'unknown ca' $tls --key "$T/other/client.key" --cert "$T/other/client.crt"
+done
 
 e2e_summary
