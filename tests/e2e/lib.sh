@@ -316,3 +316,14 @@ page_shows_client_cert() {
     grep -q '^Client certificate' "$1" && grep -q "Subject: $2" "$1" &&
         grep -q 'Verify return code: 0 (ok)' "$1"
 }
+
+# ---------------------------------------------------------------- results, not exit status
+
+# pkcs11_tool_test ARGS...: pkcs11-tool ARGS --test, passing only when it prints "No
+# errors". It prints "N errors" when some of its tests fail, and exits 0 all the same.
+pkcs11_tool_test() {
+    local out rc=0
+    out=$(pkcs11-tool "$@" --test 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    [ "$rc" -eq 0 ] && grep -qx 'No errors' <<<"$out"
+}
