@@ -327,3 +327,31 @@ pkcs11_tool_test() {
     printf '%s\n' "$out"
     [ "$rc" -eq 0 ] && grep -qx 'No errors' <<<"$out"
 }
+
+# p11kit_zkiot_entry: the module zkiot's entry in "p11-kit list-modules", which starts
+# with "zkiot:" (p11-kit 0.24) or "module: zkiot" (0.25); empty when it lists no such
+# module. Fails when p11-kit list-modules does.
+p11kit_zkiot_entry() {
+    local out
+    out=$(p11-kit list-modules 2>&1) || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
+    awk '/^[^ ]/{m=($1=="zkiot:" || ($1=="module:" && $2=="zkiot"))} m' <<<"$out"
+}
+
+# p11kit_lists_zkiot TOKEN_LABEL: p11-kit lists the module zkiot, showing that token.
+p11kit_lists_zkiot() {
+    local entry
+    entry=$(p11kit_zkiot_entry) || return 1
+    printf '%s\n' "$entry"
+    grep -q "token: $1\$" <<<"$entry"
+}
+
+# p11kit_lists_no_zkiot: p11-kit list-modules works and lists no module zkiot.
+p11kit_lists_no_zkiot() {
+    local entry
+    entry=$(p11kit_zkiot_entry) || return 1
+    printf '%s\n' "$entry"
+    [ -z "$entry" ]
+}
