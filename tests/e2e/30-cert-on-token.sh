@@ -11,8 +11,9 @@ check "CSR from the token" token_csr "$T/dev.csr" '/CN=device-01/O=zkiot e2e'
 check "test CA issues the client certificate" issue_cert "$T/dev.csr" "$T/dev.crt"
 start_s_server
 
-check "curl --cert $CERT_URI fails before the certificate is on the token" \
-    bash -c "! curl -sS --fail --cert '$CERT_URI' --key '$KEY_URI' --cacert '$CA_CRT' -o /dev/null '$SERVER_URL'"
+check "curl --cert $CERT_URI fails before the certificate is on the token (not found)" \
+    fails_saying 'cannot load client cert.*not found' \
+    curl -sS --fail --cert "$CERT_URI" --key "$KEY_URI" --cacert "$CA_CRT" -o /dev/null "$SERVER_URL"
 
 check "pkcs11-tool --write-object dev.crt --type cert --id 0000 --label slot0" \
     pkcs11-tool --module "$MODULE" "${P11TOOL_LOGIN[@]}" --write-object "$T/dev.crt" \

@@ -19,7 +19,7 @@ key_uri="pkcs11:token=$TOKEN_LABEL;object=slot0;type=private"
 check "token info says login required" \
     bash -c "pkcs11-tool --module '$MODULE' -L | grep -q 'token flags *: login required'"
 check "no private key visible without login" \
-    bash -c "! pkcs11-tool --module '$MODULE' -O | grep -q '^Private Key Object'"
+    output_lacks '^Private Key Object' pkcs11-tool --module "$MODULE" -O
 check "private key visible after login with the PIN" \
     bash -c "pkcs11-tool --module '$MODULE' --login --pin $user_pin -O | grep -q '^Private Key Object'"
 check "a wrong PIN is refused (CKR_PIN_INCORRECT)" \

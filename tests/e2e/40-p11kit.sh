@@ -83,7 +83,7 @@ echo 'pin = "2468"' >>"$system_config"
 check "pin in $system_config: the token requires a login" \
     bash -c "pkcs11-tool --module '$installed_module' -L | grep -q 'token flags *: login required'"
 check "pin in $system_config: no private key visible without it" \
-    bash -c "! pkcs11-tool --module '$installed_module' -O | grep -q '^Private Key Object'"
+    output_lacks '^Private Key Object' pkcs11-tool --module "$installed_module" -O
 check "zkiot device csr logs in with the pin of $system_config" \
     env -u ZKIOT_PIN "$ZKIOT" --home "$T/operator" --module "$installed_module" \
     device csr --thing system-pin --dir "$T/device-system-pin" --out "$T/system-pin.csr"

@@ -24,6 +24,7 @@ check "openssl pkeyutl -verify accepts the signature" \
 check "openssl dgst -verify accepts it over the message" \
     openssl dgst -sha256 -verify "$T/pub.pem" -signature "$T/sig.der" "$T/message"
 check "p11_app fails cleanly for an unknown key label" \
-    bash -c "! '$app' '$MODULE' '$TOKEN_LABEL' no-such-key '$T/digest' '$T/none.der' $PIN"
+    fails_saying "expected exactly one private key labelled 'no-such-key'" \
+    "$app" "$MODULE" "$TOKEN_LABEL" no-such-key "$T/digest" "$T/none.der" ${PIN:+"$PIN"}
 
 e2e_summary

@@ -319,6 +319,32 @@ page_shows_client_cert() {
 
 # ---------------------------------------------------------------- results, not exit status
 
+# output_lacks PATTERN COMMAND...: the command succeeds and nothing it prints matches the
+# extended regular expression PATTERN. "! command | grep -q PATTERN" alone also passes
+# when the command fails and prints nothing.
+output_lacks() {
+    local pattern=$1 out rc=0
+    shift
+    out=$("$@" 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    if [ "$rc" -ne 0 ]; then
+        echo "(exit $rc)"
+        return 1
+    fi
+    ! grep -qE -- "$pattern" <<<"$out"
+}
+
+# fails_saying PATTERN COMMAND...: the command fails with an exit status of its own (not a
+# signal) and says something matching the extended regular expression PATTERN. "! command"
+# alone passes whatever the failure, a missing file or a crash included.
+fails_saying() {
+    local pattern=$1 out rc=0
+    shift
+    out=$("$@" 2>&1) || rc=$?
+    printf '%s\n(exit %s)\n' "$out" "$rc"
+    [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] && grep -qE -- "$pattern" <<<"$out"
+}
+
 # pkcs11_tool_test ARGS...: pkcs11-tool ARGS --test, passing only when it prints "No
 # errors". It prints "N errors" when some of its tests fail, and exits 0 all the same.
 pkcs11_tool_test() {
