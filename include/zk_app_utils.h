@@ -73,6 +73,12 @@ int zkGetFirmwareVersionString(zkCTX ctx, char **fw_ver_str);
 int zkGetSerialNumberString(zkCTX ctx, char **serial_num_str);
 int zkGetTime(zkCTX ctx, uint32_t *epoch_time_sec, bool precise_time);
 
+/* The emulator's own extension; Zymbit's library has no such function.
+ * Names the emulated device the next zkOpen reaches (its state directory and,
+ * once created, its serial number), without a device operation, so that a
+ * module's cache of one emulated device is not taken for another's. */
+int zkemu_state_fingerprint(char **fingerprint);
+
 #ifdef __cplusplus
 }
 #endif

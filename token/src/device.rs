@@ -30,6 +30,12 @@ pub trait Device: Send + Sync {
     fn remove_key(&self, slot: Slot) -> zymkey::Result<()>;
     /// Releases the device connection (the next call reopens it).
     fn close(&self);
+    /// What the library tells, with no device operation, of which device it
+    /// reaches (only the emulator tells anything: see
+    /// [`zymkey::Zymkey::device_fingerprint`]).
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Device for Zymkey {
@@ -72,5 +78,9 @@ impl Device for Zymkey {
     fn close(&self) {
         let _gate = fork::enter();
         Zymkey::close(self)
+    }
+    fn fingerprint(&self) -> Option<String> {
+        let _gate = fork::enter();
+        Zymkey::device_fingerprint(self)
     }
 }

@@ -69,6 +69,7 @@ mod log;
 mod mechanism;
 mod module;
 mod object;
+mod ownership;
 mod random;
 mod session;
 mod sign_verify;

@@ -24,7 +24,7 @@ use crate::fork;
 use crate::key::KeySlot;
 
 /// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEMA: &str = "
@@ -62,6 +62,15 @@ CREATE TABLE key_removals (
     keyring     INTEGER NOT NULL,
     public_key  BLOB NOT NULL,                     -- of the key to remove, and no other
     PRIMARY KEY (slot, keyring)
+);
+";
+
+/// Added in version 3: the Zymkey the store belongs to (one row, its serial
+/// number), so that a store copied with an SD image, or left behind by a
+/// swapped Zymkey, is never shown as another device's (see `crate::ownership`).
+const OWNER: &str = "
+CREATE TABLE owner (
+    serial      TEXT NOT NULL
 );
 ";
 
@@ -172,7 +181,13 @@ impl Store {
         }
         if version == SCHEMA_VERSION {
             // Touch every table so a damaged file fails here, not mid-operation.
-            for table in ["objects", "device_keys", "key_generations", "key_removals"] {
+            for table in [
+                "objects",
+                "device_keys",
+                "key_generations",
+                "key_removals",
+                "owner",
+            ] {
                 self.conn()
                     .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
                         r.get::<_, i64>(0)
@@ -190,7 +205,8 @@ impl Store {
                 return Err("it is an SQLite database, but not a zkiot token store".into());
             }
         }
-        // A new store, or one of version 1 (which lacks the key store changes).
+        // A new store, or one of an older version: version 1 lacks the key
+        // store changes, versions 1 and 2 the owner.
         let tx = self
             .conn_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -200,8 +216,9 @@ impl Store {
             .map_err(|e| e.to_string())?;
         // Another process may have done it meanwhile.
         let steps = match version {
-            0 => [SCHEMA, KEY_STORE_CHANGES].concat(),
-            1 => KEY_STORE_CHANGES.to_string(),
+            0 => [SCHEMA, KEY_STORE_CHANGES, OWNER].concat(),
+            1 => [KEY_STORE_CHANGES, OWNER].concat(),
+            2 => OWNER.to_string(),
             _ => String::new(),
         };
         if !steps.is_empty() {
@@ -217,6 +234,58 @@ impl Store {
             path: self.path.clone(),
             reason: e.to_string(),
         }
+    }
+
+    /// The serial number of the Zymkey the store belongs to; `None` for a
+    /// store made before owners were recorded.
+    pub(crate) fn owner(&self) -> Result<Option<String>, StoreError> {
+        let _gate = fork::enter();
+        self.conn()
+            .query_row("SELECT serial FROM owner LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Records `serial` as the owner unless one is recorded already, in one
+    /// statement; returns the owner recorded.
+    pub(crate) fn claim(&mut self, serial: &str) -> Result<String, StoreError> {
+        let _gate = fork::enter();
+        self.conn()
+            .execute(
+                "INSERT INTO owner (serial) SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM owner)",
+                [serial],
+            )
+            .map_err(|e| self.fail(e))?;
+        self.conn()
+            .query_row("SELECT serial FROM owner LIMIT 1", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Every device key whose public key is cached.
+    pub(crate) fn cached_public_keys(&self) -> Result<Vec<(KeySlot, Vec<u8>)>, StoreError> {
+        let _gate = fork::enter();
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT slot, keyring, public_key FROM device_keys
+                 WHERE public_key IS NOT NULL ORDER BY keyring, slot",
+            )
+            .map_err(|e| self.fail(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (number, foreign, raw) = row.map_err(|e| self.fail(e))?;
+            keys.push((KeySlot { number, foreign }, raw));
+        }
+        Ok(keys)
     }
 
     /// Every stored object, by row id.
@@ -731,6 +800,35 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_store_gains_an_owner_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.sqlite3");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&[SCHEMA, KEY_STORE_CHANGES].concat())
+            .unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute(
+            "INSERT INTO device_keys (slot, keyring, curve, public_key) VALUES (1, 0, 'p256', x'0102')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.owner().unwrap(), None);
+        assert_eq!(
+            s.cached_public_keys().unwrap(),
+            [(KeySlot::device(1), vec![1, 2])]
+        );
+        assert_eq!(s.claim("ZK-A").unwrap(), "ZK-A");
+        assert_eq!(s.claim("ZK-B").unwrap(), "ZK-A", "the first claim stays");
+        drop(s);
+        assert_eq!(
+            Store::open(&path).unwrap().owner().unwrap().as_deref(),
+            Some("ZK-A")
+        );
     }
 
     #[test]

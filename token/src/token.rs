@@ -8,7 +8,7 @@
 //! follow) reads them from the device.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -16,10 +16,11 @@ use zkconf::Config;
 
 use crate::curve::{normalize_public_key, Curve};
 use crate::device::{library_path, Device};
-use crate::device_cache::{CachedSlot, DeviceCache, Snapshot};
+use crate::device_cache::{Anchor, Cached, CachedSlot, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
 use crate::lock::{lock, read, write};
+use crate::ownership::open_own_store;
 use crate::store::{KeyGeneration, Store};
 
 /// Token-info fields as the device reports them.
@@ -73,9 +74,9 @@ pub(crate) struct Token {
     keys: RwLock<BTreeMap<KeySlot, Arc<KeyEntry>>>,
     store_path: Option<PathBuf>,
     store: Mutex<Option<Store>>,
-    /// The device cache and the library it is for.
+    /// The device cache and the device it is for.
     device_cache: Option<DeviceCache>,
-    library: PathBuf,
+    anchor: Anchor,
     /// Device slots removed through this module, whose public key objects
     /// are gone with them.
     removed: Mutex<HashSet<KeySlot>>,
@@ -99,15 +100,26 @@ impl Token {
     pub(crate) fn load(device: Arc<dyn Device>, config: &Config) -> Result<Token> {
         let device_cache = config.device_cache_path().map(DeviceCache::new);
         let library = library_path(config);
-        let snapshot = match device_cache.as_ref().and_then(|c| c.read(&library)) {
-            Some(snapshot) => snapshot,
-            None => {
+        let anchor = Anchor::current(&library, &*device);
+        let snapshot = match device_cache.as_ref().and_then(|c| c.read(&anchor)) {
+            Some(Cached::Trusted(snapshot)) => snapshot,
+            _ => {
                 let lock = device_cache.as_ref().and_then(DeviceCache::lock);
                 // Another process may have read the device while this one waited.
-                match device_cache.as_ref().and_then(|c| c.read(&library)) {
-                    Some(snapshot) => snapshot,
-                    None => {
-                        let snapshot = read_device(&*device, &library)?;
+                match device_cache.as_ref().and_then(|c| c.read(&anchor)) {
+                    Some(Cached::Trusted(snapshot)) => snapshot,
+                    cached => {
+                        let unconfirmed = match cached {
+                            Some(Cached::Unconfirmed(snapshot)) => Some(snapshot),
+                            _ => None,
+                        };
+                        let snapshot = match confirm(&*device, unconfirmed)? {
+                            Some(snapshot) => Snapshot {
+                                anchor: Anchor::current(&library, &*device),
+                                ..snapshot
+                            },
+                            None => read_device(&*device, &library)?,
+                        };
                         if let (Some(cache), Some(lock)) = (&device_cache, &lock) {
                             cache.write(lock, &snapshot);
                         }
@@ -117,11 +129,11 @@ impl Token {
             }
         };
         let Snapshot {
+            anchor,
             model,
             serial,
             firmware,
             slots,
-            ..
         } = snapshot;
         let info = DeviceInfo {
             model,
@@ -139,7 +151,7 @@ impl Token {
             store_path,
             store: Mutex::new(None),
             device_cache,
-            library,
+            anchor,
             removed: Mutex::new(Default::default()),
             store_error_logged: AtomicBool::new(false),
             info,
@@ -269,7 +281,7 @@ impl Token {
     pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.store);
         if guard.is_none() {
-            match Store::open(self.store_path()?) {
+            match open_own_store(self.store_path()?, &self.info.serial, &*self.device) {
                 Ok(s) => *guard = Some(s),
                 Err(e) => {
                     // Said once at error level; each failing call still returns it.
@@ -278,7 +290,7 @@ impl Token {
                     } else {
                         tracing::debug!("{e}");
                     }
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
@@ -369,7 +381,7 @@ impl Token {
         config: &Config,
     ) -> Arc<KeyEntry> {
         if let Some(cache) = &self.device_cache {
-            cache.update_slots(&self.library, |slots| slots.push(slot.into()));
+            cache.update_slots(&self.anchor, |slots| slots.push(slot.into()));
         }
         if let Err(e) = self.with_store(|s| {
             s.record_generated_key(row, slot, &raw, generation)
@@ -428,7 +440,7 @@ impl Token {
         }
         if let Some(cache) = &self.device_cache {
             let removed = CachedSlot::from(slot);
-            cache.update_slots(&self.library, |slots| slots.retain(|s| *s != removed));
+            cache.update_slots(&self.anchor, |slots| slots.retain(|s| *s != removed));
         }
         if let Err(e) = self.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
             // Its removal stays noted: the next change of the key store ends it.
@@ -446,9 +458,29 @@ impl Token {
     }
 }
 
+/// The unconfirmed snapshot, if the device's serial number (one device
+/// call) says it is the device the snapshot was read from.
+fn confirm(device: &dyn Device, unconfirmed: Option<Snapshot>) -> Result<Option<Snapshot>> {
+    let Some(snapshot) = unconfirmed else {
+        return Ok(None);
+    };
+    let serial = device.serial_number()?.trim().to_string();
+    if serial == snapshot.serial {
+        tracing::debug!(serial = %serial, "device cache confirmed for this boot");
+        Ok(Some(snapshot))
+    } else {
+        tracing::info!(
+            serial = %serial,
+            cached = %snapshot.serial,
+            "another Zymkey than the cached one: reading it"
+        );
+        Ok(None)
+    }
+}
+
 /// What the device is and the key slots to show: the device's list where it
 /// has one, else the model's factory slots.
-fn read_device(device: &dyn Device, library: &std::path::Path) -> Result<Snapshot> {
+fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
     let model = device.model()?.trim().to_string();
     let serial = device.serial_number()?.trim().to_string();
     let firmware = device.firmware_version()?.trim().to_string();
@@ -483,7 +515,9 @@ fn read_device(device: &dyn Device, library: &std::path::Path) -> Result<Snapsho
     }
     slots.sort_unstable();
     Ok(Snapshot {
-        library: library.to_path_buf(),
+        // Taken after the reads: the emulator names its device once its
+        // state exists.
+        anchor: Anchor::current(library, device),
         model,
         serial,
         firmware,

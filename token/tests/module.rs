@@ -21,6 +21,12 @@ use zymkey::{KeyType, Slot, SlotList};
 /// A device in memory, with counters.
 struct SoftDevice {
     model: &'static str,
+    serial: String,
+    /// What the library tells of its device (the emulator's state directory).
+    fingerprint: Option<String>,
+    /// Model, serial number and firmware reads.
+    info_reads: AtomicUsize,
+    slot_lists: AtomicUsize,
     keys: Mutex<BTreeMap<i32, EcKey<Private>>>,
     /// Slots holding a 32-byte (Ed25519-like) public key.
     raw_keys: Mutex<BTreeMap<i32, Vec<u8>>>,
@@ -39,8 +45,22 @@ struct SoftDevice {
 
 impl SoftDevice {
     fn new(model: &'static str, factory_slots: i32) -> Arc<SoftDevice> {
+        SoftDevice::named(model, factory_slots, "SOFT-0001", None)
+    }
+
+    /// Another Zymkey: its own serial number and keys.
+    fn named(
+        model: &'static str,
+        factory_slots: i32,
+        serial: &str,
+        fingerprint: Option<&str>,
+    ) -> Arc<SoftDevice> {
         let d = SoftDevice {
             model,
+            serial: serial.into(),
+            fingerprint: fingerprint.map(str::to_string),
+            info_reads: AtomicUsize::new(0),
+            slot_lists: AtomicUsize::new(0),
             keys: Mutex::new(BTreeMap::new()),
             raw_keys: Mutex::new(BTreeMap::new()),
             foreign: Mutex::new(BTreeMap::new()),
@@ -91,12 +111,15 @@ fn device_error(function: &'static str) -> zymkey::Error {
 
 impl Device for SoftDevice {
     fn model(&self) -> zymkey::Result<String> {
+        self.info_reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.model.into())
     }
     fn serial_number(&self) -> zymkey::Result<String> {
-        Ok("SOFT-0001".into())
+        self.info_reads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.serial.clone())
     }
     fn firmware_version(&self) -> zymkey::Result<String> {
+        self.info_reads.fetch_add(1, Ordering::SeqCst);
         Ok("1.2.3".into())
     }
     fn random(&self, len: usize) -> zymkey::Result<Vec<u8>> {
@@ -141,6 +164,7 @@ impl Device for SoftDevice {
             .ok_or(device_error("zkExportPubKey"))
     }
     fn allocated_slots(&self, foreign: bool) -> zymkey::Result<SlotList> {
+        self.slot_lists.fetch_add(1, Ordering::SeqCst);
         if foreign {
             return Ok(SlotList {
                 capacity: 128,
@@ -195,6 +219,9 @@ impl Device for SoftDevice {
         Ok(())
     }
     fn close(&self) {}
+    fn fingerprint(&self) -> Option<String> {
+        self.fingerprint.clone()
+    }
 }
 
 fn config(dir: &Path, extra: &str) -> Config {
@@ -1230,4 +1257,192 @@ fn a_slow_signature_blocks_no_other_session() {
         took < std::time::Duration::from_millis(300),
         "took {took:?}"
     );
+}
+
+/// Every device call a device has answered: (info and slot lists, public keys, signatures).
+fn device_calls(dev: &SoftDevice) -> (usize, usize, usize) {
+    (
+        dev.info_reads.load(Ordering::SeqCst) + dev.slot_lists.load(Ordering::SeqCst),
+        dev.public_keys.load(Ordering::SeqCst),
+        dev.signs.load(Ordering::SeqCst),
+    )
+}
+
+/// The device cache as the machine's next boot finds it: written in
+/// another boot (a power cycle, or an SD image made on another Pi).
+fn as_if_rebooted(dir: &Path) {
+    let path = dir.join("store.sqlite3.device.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let boot = text
+        .lines()
+        .find(|l| l.starts_with("boot_id"))
+        .expect("the cache names its boot");
+    std::fs::write(&path, text.replace(boot, "boot_id = \"another-boot\"")).unwrap();
+}
+
+fn serial(m: &Module) -> String {
+    String::from_utf8(m.token_info(0).unwrap().serialNumber.to_vec())
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+/// Signs with slot 0 and checks the signature against the public key the
+/// token shows for it.
+fn sign_verifies_against_the_shown_key(m: &Module) -> bool {
+    let s = m.open_session(0, RO).unwrap();
+    let slot = zktoken::KeySlot::device(0);
+    let point = attribute(m, s, slot.public_handle(), CKA_EC_POINT);
+    let digest = [7u8; 32];
+    m.sign_init(s, CKM_ECDSA, false, slot.private_handle())
+        .unwrap();
+    let mut sig = [0u8; 64];
+    assert_eq!(m.sign(s, &digest, Some(&mut sig)).unwrap(), 64);
+    m.close_session(s).unwrap();
+    verify(&point[3..], &digest, &sig)
+}
+
+#[test]
+fn the_cache_is_trusted_in_its_boot_and_confirmed_by_one_serial_read_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::new("HSM6", 12);
+    module(&dev, config(dir.path(), ""))
+        .open_session(0, RO)
+        .unwrap();
+    assert_eq!(
+        device_calls(&dev),
+        (5, 12, 0),
+        "model, serial, firmware, 2 slot lists"
+    );
+    module(&dev, config(dir.path(), ""))
+        .open_session(0, RO)
+        .unwrap();
+    assert_eq!(device_calls(&dev), (5, 12, 0), "same boot: no device call");
+    as_if_rebooted(dir.path());
+    let m = module(&dev, config(dir.path(), ""));
+    m.open_session(0, RO).unwrap();
+    assert_eq!(
+        device_calls(&dev),
+        (6, 12, 0),
+        "another boot: the serial number only"
+    );
+    assert_eq!(serial(&m), "SOFT-0001");
+    module(&dev, config(dir.path(), ""))
+        .open_session(0, RO)
+        .unwrap();
+    assert_eq!(device_calls(&dev), (6, 12, 0), "confirmed for this boot");
+}
+
+#[test]
+fn a_swapped_zymkey_shows_its_own_serial_keys_and_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SoftDevice::named("ZYMKEY4i", 3, "ZK-FIRST", None);
+    let der = certificate_der();
+    {
+        let m = module(&first, config(dir.path(), ""));
+        let rw = m.open_session(0, RW).unwrap();
+        m.create_object(
+            rw,
+            &[
+                class(CKO_CERTIFICATE),
+                (CKA_CERTIFICATE_TYPE, ulong_bytes(CKC_X_509)),
+                (CKA_TOKEN, vec![1]),
+                (CKA_ID, vec![0, 0]),
+                (CKA_LABEL, b"slot0".to_vec()),
+                (CKA_VALUE, der.clone()),
+            ],
+        )
+        .unwrap();
+    }
+    // The power goes off, another Zymkey goes in; the store path is configured.
+    as_if_rebooted(dir.path());
+    let second = SoftDevice::named("ZYMKEY4i", 3, "ZK-SECOND", None);
+    let m = module(&second, config(dir.path(), ""));
+    assert_eq!(serial(&m), "ZK-SECOND");
+    assert!(sign_verifies_against_the_shown_key(&m));
+    let s = m.open_session(0, RO).unwrap();
+    assert!(
+        find(&m, s, &[class(CKO_CERTIFICATE)]).is_empty(),
+        "the first Zymkey's certificate is not shown"
+    );
+    let point = attribute(
+        &m,
+        s,
+        zktoken::KeySlot::device(1).public_handle(),
+        CKA_EC_POINT,
+    );
+    assert_eq!(&point[3..], second.point(1).as_slice(), "slot 1 is its own");
+    assert!(dir.path().join("store.sqlite3.ZK-FIRST").exists());
+    drop(m);
+    // The first Zymkey comes back: its store, certificate included, with it.
+    as_if_rebooted(dir.path());
+    let m = module(&first, config(dir.path(), ""));
+    assert_eq!(serial(&m), "ZK-FIRST");
+    assert!(sign_verifies_against_the_shown_key(&m));
+    let s = m.open_session(0, RO).unwrap();
+    let found = find(&m, s, &[class(CKO_CERTIFICATE)]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(attribute(&m, s, found[0], CKA_VALUE), der);
+    assert!(dir.path().join("store.sqlite3.ZK-SECOND").exists());
+    assert!(!dir.path().join("store.sqlite3.ZK-FIRST").exists());
+}
+
+#[test]
+fn another_emulated_device_in_the_same_boot_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SoftDevice::named("ZYMKEY4i", 3, "EMU-1", Some("/state/a\nEMU-1"));
+    let m = module(&first, config(dir.path(), ""));
+    assert_eq!(serial(&m), "EMU-1");
+    drop(m);
+    let second = SoftDevice::named("ZYMKEY4i", 3, "EMU-2", Some("/state/b\nEMU-2"));
+    let m = module(&second, config(dir.path(), ""));
+    assert_eq!(serial(&m), "EMU-2");
+    assert!(sign_verifies_against_the_shown_key(&m));
+    assert_eq!(
+        device_calls(&second).0,
+        4,
+        "read whole: model, serial, firmware, slots"
+    );
+}
+
+#[test]
+fn a_store_without_an_owner_is_claimed_only_by_the_zymkey_whose_keys_it_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = SoftDevice::named("ZYMKEY4i", 3, "ZK-GOLDEN", None);
+    module(&golden, config(dir.path(), ""))
+        .open_session(0, RO)
+        .unwrap();
+    // As a store written before owners were recorded.
+    let store = dir.path().join("store.sqlite3");
+    let c = rusqlite::Connection::open(&store).unwrap();
+    c.execute_batch("DROP TABLE owner; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    as_if_rebooted(dir.path());
+    let clone = SoftDevice::named("ZYMKEY4i", 3, "ZK-CLONE", None);
+    let m = module(&clone, config(dir.path(), ""));
+    assert!(sign_verifies_against_the_shown_key(&m));
+    let set_aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("store.sqlite3.unowned-"))
+        .collect();
+    assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+    drop(m);
+    // The golden Zymkey's own store, unowned, is claimed by it.
+    std::fs::rename(dir.path().join(&set_aside[0]), &store).unwrap();
+    as_if_rebooted(dir.path());
+    let before = device_calls(&golden).1;
+    let m = module(&golden, config(dir.path(), ""));
+    assert!(sign_verifies_against_the_shown_key(&m));
+    assert_eq!(
+        device_calls(&golden).1 - before,
+        3,
+        "each cached key compared once"
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("unowned")));
 }

@@ -295,7 +295,7 @@ pub fn is_for_this_module(text: &str) -> bool {
 }
 
 /// A device serial as a file name: anything but `[A-Za-z0-9._-]` becomes `_`.
-fn file_safe(serial: &str) -> String {
+pub fn file_safe(serial: &str) -> String {
     let s: String = serial
         .trim()
         .chars()

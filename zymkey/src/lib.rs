@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use error::{Error, Result};
 pub use library::{
     library_path, Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV, OPTIONAL_SYMBOLS,
+    STATE_FINGERPRINT_SYMBOL,
 };
 
 use library::Ctx;
@@ -350,6 +351,26 @@ impl Zymkey {
         // SAFETY: the library reads `len` bytes (its parameter is not const).
         let rc = unsafe { f(s.ctx(), key_type as c_int, copy.as_mut_ptr(), len) };
         s.check("zkStoreForeignPubKey", rc)
+    }
+
+    /// What the library tells, without a device operation, of which device
+    /// it reaches: only the emulator tells anything (its state directory and
+    /// the serial number created there); Zymbit's library does not, and a
+    /// physical Zymkey changes only across a power cycle. `None` when the
+    /// library has no such function or it fails.
+    pub fn device_fingerprint(&self) -> Option<String> {
+        let f = self.lib.state_fingerprint?;
+        let mut p: *mut c_char = std::ptr::null_mut();
+        // SAFETY: the function allocates a NUL-terminated string into `p`.
+        let rc = unsafe { f(&mut p) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: NUL-terminated per the contract; copied, then freed once.
+        let text = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+        // SAFETY: as above; nothing reads `p` after this.
+        unsafe { libc::free(p.cast()) };
+        (rc >= 0).then_some(text)
     }
 
     /// The model string, such as `ZYMKEY4i` or `HSM6`.

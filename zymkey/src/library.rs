@@ -28,6 +28,12 @@ pub(crate) type RemoveKeyFn = unsafe extern "C" fn(Ctx, c_int, bool) -> c_int;
 pub(crate) type StoreForeignFn = unsafe extern "C" fn(Ctx, c_int, *mut u8, c_int) -> c_int;
 pub(crate) type StringFn = unsafe extern "C" fn(Ctx, *mut *mut c_char) -> c_int;
 pub(crate) type TimeFn = unsafe extern "C" fn(Ctx, *mut u32, bool) -> c_int;
+pub(crate) type StateFingerprintFn = unsafe extern "C" fn(*mut *mut c_char) -> c_int;
+
+/// The emulator's own extension (no Zymbit library has it): a string that
+/// names the emulated device its next `zkOpen` reaches, read without a
+/// device operation. See [`crate::Zymkey::device_fingerprint`].
+pub const STATE_FINGERPRINT_SYMBOL: &str = "zkemu_state_fingerprint";
 
 /// The key-store functions of newer libraries (HSM6, SCM), in the order of
 /// [`Library::optional_symbols`]; absent ones are unsupported.
@@ -77,6 +83,7 @@ pub struct Library {
     pub(crate) remove_key: Option<RemoveKeyFn>,
     pub(crate) store_foreign: Option<StoreForeignFn>,
     pub(crate) verify_foreign: Option<VerifyFn>,
+    pub(crate) state_fingerprint: Option<StateFingerprintFn>,
     // Keeps the code mapped for as long as the function pointers above live.
     _handle: libloading::Library,
 }
@@ -133,6 +140,7 @@ impl Library {
                 remove_key: lookup(&handle, "zkRemoveKey"),
                 store_foreign: lookup(&handle, "zkStoreForeignPubKey"),
                 verify_foreign: lookup(&handle, "zkVerifyECDSASigFromDigestWithForeignKeySlot"),
+                state_fingerprint: lookup(&handle, STATE_FINGERPRINT_SYMBOL),
                 _handle: handle,
             })
         }

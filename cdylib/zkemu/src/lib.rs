@@ -16,6 +16,15 @@
 //!   operation (`sign 0`, `verify foreign3`, `info -`), appended with one
 //!   `write` on a descriptor opened `O_APPEND` at `zkOpen`, from every process.
 //!
+//! # One state directory, one device
+//! Each state directory is one emulated Zymkey, with its own serial number.
+//! A physical Zymkey can only change with the power off, so a module may
+//! trust what it cached of the device for as long as the machine stays up;
+//! pointing `ZKIOT_EMU_DIR` elsewhere changes the device with the machine
+//! up. So the emulator exports one function Zymbit's library lacks,
+//! `zkemu_state_fingerprint`: the state directory and its serial number,
+//! read without a device operation, which the module keys its cache to.
+//!
 //! # Models
 //! - `ZYMKEY4i`: factory P-256 keys in slots 0, 1, 2. No key generation and no
 //!   foreign keyring: `zkGenKeyPair`, `zkRemoveKey`, `zkStoreForeignPubKey` and
@@ -389,6 +398,28 @@ pub unsafe extern "C" fn zkGetTime(
     let out = unsafe { value_out(epoch_time_sec) };
     with_device(ctx, |device| {
         *required(out)? = device.time()?;
+        Ok(0)
+    })
+}
+
+/// The emulator's own extension (not in Zymbit's library): names the
+/// emulated device the next `zkOpen` reaches, as
+/// `<state directory>\n<serial number>` (the serial empty until the state
+/// is created), with no device operation: nothing is counted, traced,
+/// delayed or created. A module keys its cache of the device to it, so a new
+/// state directory is a new device to it, as a new Zymkey is after a power
+/// cycle.
+///
+/// # Safety
+/// `fingerprint` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkemu_state_fingerprint(fingerprint: *mut *mut c_char) -> c_int {
+    // SAFETY: by the contract above.
+    let out = unsafe { buffer_out(fingerprint) };
+    call(|| {
+        let out = required(out)?;
+        let config = config::Config::from_env().map_err(|_| errno::Errno::INVAL)?;
+        give_string(out, &state::fingerprint(&config.dir)?)?;
         Ok(0)
     })
 }

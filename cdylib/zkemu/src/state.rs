@@ -112,6 +112,21 @@ impl StateDir {
     }
 }
 
+/// What names the emulated device of the state directory `dir`: the
+/// directory's canonical path (as given while it does not exist) and the
+/// serial number of its identity (empty until the state is created). Reads
+/// files only: it is no device operation.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    let root = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let serial = StateDir::new(root.clone())
+        .identity()
+        .ok()
+        .flatten()
+        .map(|identity| identity.serial)
+        .unwrap_or_default();
+    Ok(format!("{}\n{serial}", root.display()))
+}
+
 /// Replaces `path` with `contents` (mode 0600) so that readers see the old file
 /// or the new one, never a mix, and syncs it and its directory: what is
 /// written this way (keys, identity) must survive a crash of the host.
