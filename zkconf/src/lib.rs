@@ -26,6 +26,8 @@
 //! 0 = "device"                   # CKA_LABEL of device slot 0 (default "slot0")
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
