@@ -17,6 +17,20 @@ if ! "$PYTHON" -c 'import moto, boto3, awscli' 2>/dev/null; then
 fi
 export PATH=$VENV/bin:$PATH # the aws CLI
 
+# refuses MESSAGE COMMAND...: the command fails, says MESSAGE on stderr and writes nothing
+# on stdout (a failure for another reason, such as a later step refusing, proves nothing).
+refuses() {
+    local message=$1 rc=0
+    shift
+    "$@" >"$T/refuses.out" 2>"$T/refuses.err" || rc=$?
+    cat "$T/refuses.out" "$T/refuses.err"
+    if [ "$rc" -eq 0 ]; then
+        echo "exited 0"
+        return 1
+    fi
+    [ ! -s "$T/refuses.out" ] && grep -q "$message" "$T/refuses.err"
+}
+
 # ---------------------------------------------------------------- moto
 
 # moto with AWS-correct certificate ids (SHA-256 of DER), bound before it reports its port.
@@ -59,7 +73,7 @@ check "mk_ca.sh" "$GUIDE/mk_ca.sh"
 expect_eq "CA key is mode 0600" 600 "$(stat -c %a CA_files/zk_ca.key 2>/dev/null)"
 check "CA certificate is a CA (basicConstraints CA:TRUE)" \
     sh -c 'openssl x509 -in CA_files/zk_ca.crt -noout -ext basicConstraints | grep -q "CA:TRUE"'
-check "mk_ca.sh refuses to replace the CA key" sh -c "! '$GUIDE/mk_ca.sh'"
+check "mk_ca.sh refuses to replace the CA key" refuses 'zk_ca.key exists' "$GUIDE/mk_ca.sh"
 
 check "register_ca.sh" sh -c "'$GUIDE/register_ca.sh' >'$T/register_ca.out'"
 ca_id=$(cat CA_files/ca-certificate-id 2>/dev/null)
@@ -129,19 +143,6 @@ check "token's public key is in the CSR" sh -c \
 check "sign_csr.sh" "$GUIDE/sign_csr.sh" --csr "$DEVICE/device.csr" --out "$OPERATOR/device.crt"
 check "device certificate chains to the CA for TLS clients" \
     openssl verify -purpose sslclient -CAfile CA_files/zk_ca.crt device.crt
-# refuses MESSAGE COMMAND...: the command fails, says MESSAGE on stderr and writes nothing
-# on stdout (a failure for another reason, such as a later step refusing, proves nothing).
-refuses() {
-    local message=$1 rc=0
-    shift
-    "$@" >"$T/refuses.out" 2>"$T/refuses.err" || rc=$?
-    cat "$T/refuses.out" "$T/refuses.err"
-    if [ "$rc" -eq 0 ]; then
-        echo "exited 0"
-        return 1
-    fi
-    [ ! -s "$T/refuses.out" ] && grep -q "$message" "$T/refuses.err"
-}
 check "a copy of the device's CSR with one signature bit flipped" \
     tamper_csr "$DEVICE/device.csr" "$T/bad.csr"
 check "sign_csr.sh refuses it with 'bad CSR signature'" \
@@ -184,8 +185,10 @@ expect_eq "Thing attached to the certificate" "$THING" \
     "$(aws iot list-principal-things --principal "$cert_arn" --query 'things[0]' --output text 2>&1)"
 expect_eq "policy attached to the certificate" "$POLICY" \
     "$(aws iot list-attached-policies --target "$cert_arn" --query 'policies[0].policyName' --output text 2>&1)"
-check "provision_device.sh refuses a certificate of another CA" sh -c \
-    "! '$GUIDE/provision_device.sh' --cert '$E/server.crt' --thing stranger --policy-name '$POLICY'"
+check "provision_device.sh refuses a certificate of another CA" \
+    refuses 'is not signed by' "$GUIDE/provision_device.sh" --cert "$E/server.crt" --thing stranger --policy-name "$POLICY"
+check "(before creating anything in AWS: no Thing stranger)" \
+    refuses 'ResourceNotFoundException' aws iot describe-thing --thing-name stranger
 
 # ---------------------------------------------------------------- device: credentials
 
