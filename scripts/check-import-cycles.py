@@ -8,9 +8,17 @@ What it checks: in every crate of the repository (each `src/lib.rs`,
 through a path that starts with `crate::`, `super::` or `self::` (in a `use`
 or anywhere in the code). The crate root's own `mod x;` and `pub use x::…`
 of its children are declarations, not imports, and are no edge: children may
-use what their root re-exports. Every strongly connected group of two or more
-files is reported with the lines that make its edges; the exit status is 1
-if there is any.
+use what their root re-exports.
+
+Methods count too: when file B holds an inherent `impl T` block for a type T
+defined in file A, and A calls one of that block's methods, A depends on B,
+unless B is a child module of A (a declared part of A, which sees A's private
+items: the way to split a type's methods over files). So a type whose methods
+live in a file that also imports the type's own file is a cycle, as the
+imports alone would not show.
+
+Every strongly connected group of two or more files is reported with the
+lines that make its edges; the exit status is 1 if there is any.
 
 Usage: scripts/check-import-cycles.py [repository root]
 """
@@ -226,6 +234,58 @@ def edges(crate):
     return found
 
 
+TYPE_DEF = re.compile(r"\b(?:struct|enum|union|trait)\s+(\w+)")
+INHERENT_IMPL = re.compile(r"\bimpl\s*(?:<[^{;]*?>)?\s*(\w+)\s*(?:<[^{;]*?>)?\s*\{")
+
+
+def block_end(text, open_brace):
+    """The offset just past the `}` matching the `{` at `open_brace`."""
+    depth = 0
+    for i in range(open_brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def method_edges(crate):
+    """(from file, to file, line number, what) for every call, in the file that
+    defines a type, of a method of an inherent impl of it in another file
+    that is not a child module of the defining one."""
+    defined = {}
+    for file, text in crate.code.items():
+        for m in TYPE_DEF.finditer(text):
+            defined.setdefault(m.group(1), set()).add(file)
+    file_module = {}
+    for path, file in crate.modules.items():
+        if file not in file_module or len(path) < len(file_module[file]):
+            file_module[file] = path
+    found = []
+    for impl_file, text in crate.code.items():
+        for m in INHERENT_IMPL.finditer(text):
+            owners = defined.get(m.group(1), set())
+            if len(owners) != 1:
+                continue  # unknown here, or ambiguous
+            type_file = next(iter(owners))
+            if type_file == impl_file:
+                continue
+            parent, child = file_module[type_file], file_module[impl_file]
+            if child[: len(parent)] == parent and len(child) > len(parent):
+                continue  # a child module: a declared part of the type's file
+            body = text[m.end() - 1 : block_end(text, m.end() - 1)]
+            methods = set(re.findall(r"\bfn\s+(\w+)", body))
+            caller = crate.code[type_file]
+            for name in sorted(methods):
+                call = re.search(r"(?:\.|::)\s*" + name + r"\s*(?:::<[^>]*>)?\s*\(", caller)
+                if call:
+                    line = caller.count("\n", 0, call.start()) + 1
+                    found.append((type_file, impl_file, line, f"{name}() of impl {m.group(1)}"))
+    return found
+
+
 def cycles(graph):
     """The strongly connected groups of two or more nodes (Tarjan)."""
     index, low, on_stack, stack, groups = {}, {}, set(), [], []
@@ -277,7 +337,7 @@ def main():
     for root in crate_roots(repo):
         crate = Crate(root)
         files += len(crate.code)
-        found = edges(crate)
+        found = edges(crate) + method_edges(crate)
         graph = {}
         for a, b, _, _ in found:
             graph.setdefault(a, set()).add(b)

@@ -93,32 +93,7 @@ pub struct Snapshot {
     pub serial: String,
     pub firmware: String,
     /// Key slots in use, ascending.
-    pub slots: Vec<CachedSlot>,
-}
-
-/// A key slot, as written in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CachedSlot {
-    pub number: u32,
-    pub foreign: bool,
-}
-
-impl From<KeySlot> for CachedSlot {
-    fn from(slot: KeySlot) -> CachedSlot {
-        CachedSlot {
-            number: slot.number,
-            foreign: slot.foreign,
-        }
-    }
-}
-
-impl From<CachedSlot> for KeySlot {
-    fn from(slot: CachedSlot) -> KeySlot {
-        KeySlot {
-            number: slot.number,
-            foreign: slot.foreign,
-        }
-    }
+    pub slots: Vec<KeySlot>,
 }
 
 /// The cache file of one store.
@@ -192,7 +167,7 @@ impl DeviceCache {
 
     /// Changes the slots of the snapshot trusted for `anchor`'s device, if
     /// there is one (otherwise the next process reads the device anyway).
-    pub fn update_slots(&self, anchor: &Anchor, change: impl FnOnce(&mut Vec<CachedSlot>)) {
+    pub fn update_slots(&self, anchor: &Anchor, change: impl FnOnce(&mut Vec<KeySlot>)) {
         let Some(lock) = self.lock() else {
             self.forget();
             return;
@@ -270,11 +245,11 @@ mod tests {
             serial: "EMU-1".into(),
             firmware: "zkemu-1".into(),
             slots: vec![
-                CachedSlot {
+                KeySlot {
                     number: 0,
                     foreign: false,
                 },
-                CachedSlot {
+                KeySlot {
                     number: 3,
                     foreign: true,
                 },
@@ -335,7 +310,7 @@ mod tests {
         let here = anchor("/lib/zk.so", Some("boot-1"), None);
         write(&cache, &snapshot(here.clone()));
         cache.update_slots(&here, |slots| {
-            slots.push(CachedSlot {
+            slots.push(KeySlot {
                 number: 16,
                 foreign: false,
             });

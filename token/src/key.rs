@@ -16,8 +16,11 @@ pub(crate) const FOREIGN_ID_FLAG: u32 = 0x8000;
 const KEY_HANDLE_BASE: CK_OBJECT_HANDLE = 0x1000_0000;
 const KEY_HANDLE_LIMIT: CK_OBJECT_HANDLE = 0x2000_0000;
 
-/// Which key store a slot lives in, and its number there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Which key store a slot lives in, and its number there (as the device
+/// cache writes it, too).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct KeySlot {
     pub(crate) number: u32,
     pub(crate) foreign: bool,

@@ -79,7 +79,7 @@ impl Module {
         // The device keys do not depend on the store: a store that cannot be
         // read (logged once, naming the file) hides only its own objects, so
         // the device keeps its identity while the file waits for a person.
-        match token.read_store(|s| s.objects().map_err(Error::from)) {
+        match token.read_store(|s| s.objects()) {
             Ok(rows) => {
                 for (row, object) in rows {
                     out.push((stored_handle(row)?, object));
@@ -107,7 +107,7 @@ impl Module {
                 }
             }
             ObjectRef::Stored(row) => token
-                .read_store(|s| s.object(row).map_err(Error::from))?
+                .read_store(|s| s.object(row))?
                 .ok_or(Error::ObjectHandleInvalid)?,
             ObjectRef::Session(h) => self
                 .lock_session_objects()
@@ -213,7 +213,7 @@ impl Module {
         }
         if storage_object::is_token_object(template)? {
             self.require_read_write(session)?;
-            let row = token.with_store(|s| s.insert(&object).map_err(Error::from))?;
+            let row = token.with_store(|s| s.insert(&object))?;
             tracing::info!(
                 row,
                 class = object.class().unwrap_or(0),
@@ -250,7 +250,7 @@ impl Module {
             ObjectRef::Stored(row) => {
                 self.require_read_write(session)?;
                 let changed = storage_object::set_attributes(&object, template)?;
-                if !token.with_store(|s| s.update(row, &changed).map_err(Error::from))? {
+                if !token.with_store(|s| s.update(row, &changed))? {
                     return Err(Error::ObjectHandleInvalid);
                 }
                 Ok(())
@@ -290,7 +290,7 @@ impl Module {
                 if object.bool(CKA_DESTROYABLE) == Some(false) {
                     return Err(Error::ActionProhibited("the object is not destroyable"));
                 }
-                if !token.with_store(|s| s.delete(row).map_err(Error::from))? {
+                if !token.with_store(|s| s.delete(row))? {
                     return Err(Error::ObjectHandleInvalid);
                 }
                 tracing::info!(row, "token object destroyed");

@@ -10,7 +10,7 @@
 
 use cryptoki_sys::*;
 
-use crate::curve::{normalize_public_key, Curve};
+use crate::curve::Curve;
 use crate::error::{Error, Result};
 use crate::key::KeySlot;
 use crate::mechanism::{self, Input, SignMechanism, DIGEST_LEN, SIGNATURE_LEN};
@@ -178,14 +178,10 @@ impl Module {
             slot = slot.number,
             "signature does not match the cached public key; reading the key from the device"
         );
-        let raw = token
-            .device
-            .public_key(slot.zymkey())
-            .map(normalize_public_key)
-            .map_err(|e| {
-                tracing::error!(slot = slot.number, "public key unreadable: {e}");
-                Error::from(e)
-            })?;
+        let raw = token.read_public_key(slot).map_err(|e| {
+            tracing::error!(slot = slot.number, "public key unreadable: {e}");
+            Error::from(e)
+        })?;
         let curve = Curve::detect(&raw, Some(key.curve))
             .filter(|c| mechanism::verify_digest(*c, &raw, digest, &signature).is_ok())
             .ok_or_else(|| {

@@ -16,12 +16,14 @@ use zkconf::Config;
 
 use crate::curve::{normalize_public_key, Curve};
 use crate::device::{library_path, Device};
-use crate::device_cache::{Anchor, Cached, CachedSlot, DeviceCache, Snapshot};
+use crate::device_cache::{Anchor, Cached, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
 use crate::lock::{lock, read, write};
 use crate::ownership::open_own_store;
-use crate::store::{KeyGeneration, Store};
+use crate::store::Store;
+
+mod key_store;
 
 /// Token-info fields as the device reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,15 +163,15 @@ impl Token {
             // A change of the key store whose process died may have left
             // the cached slot list behind.
             let finished = token.finish_interrupted_changes_if_idle(config);
-            slots.retain(|s| !finished.removed.contains(&KeySlot::from(*s)));
+            slots.retain(|s| !finished.removed.contains(s));
             for slot in finished.bound {
-                if !slots.contains(&slot.into()) {
-                    slots.push(slot.into());
+                if !slots.contains(&slot) {
+                    slots.push(slot);
                 }
             }
         }
         let mut keys = BTreeMap::new();
-        for slot in slots.into_iter().map(KeySlot::from) {
+        for slot in slots {
             match token.load_key(slot, config) {
                 Ok(Some(entry)) => {
                     keys.insert(slot, Arc::new(entry));
@@ -194,7 +196,7 @@ impl Token {
 
     fn load_key(&self, slot: KeySlot, config: &Config) -> Result<Option<KeyEntry>> {
         let record = self
-            .read_store(|s| s.key_record(slot).map_err(Error::from))
+            .read_store(|s| s.key_record(slot))
             .unwrap_or_else(|e| {
                 tracing::debug!("public key cache unavailable: {e}");
                 None
@@ -203,7 +205,7 @@ impl Token {
         let (raw, curve) = match (&record.public_key, record.curve) {
             (Some(raw), Some(curve)) => (raw.clone(), curve),
             _ => {
-                let raw = normalize_public_key(self.device.public_key(slot.zymkey())?);
+                let raw = self.read_public_key(slot)?;
                 let Some(curve) = Curve::detect(&raw, record.curve) else {
                     tracing::warn!(
                         slot = slot.number,
@@ -212,9 +214,7 @@ impl Token {
                     );
                     return Ok(None);
                 };
-                if let Err(e) =
-                    self.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
-                {
+                if let Err(e) = self.with_store(|s| s.cache_public_key(slot, curve, &raw)) {
                     tracing::debug!("public key not cached: {e}");
                 }
                 (raw, curve)
@@ -278,7 +278,10 @@ impl Token {
 
     /// Runs `f` on the store, opening it on first use. An open failure is
     /// not remembered: the next call tries again (the file may be fixed).
-    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_store<T, E: Into<Error>>(
+        &self,
+        f: impl FnOnce(&mut Store) -> std::result::Result<T, E>,
+    ) -> Result<T> {
         let mut guard = lock(&self.store);
         if guard.is_none() {
             match open_own_store(self.store_path()?, &self.info.serial, &*self.device) {
@@ -297,15 +300,15 @@ impl Token {
         let store = guard
             .as_mut()
             .ok_or(Error::GeneralError("token store unavailable".into()))?;
-        f(store)
+        f(store).map_err(Into::into)
     }
 
     /// Like [`Token::with_store`] for reads: a store that does not exist yet
     /// holds nothing, and is not created just to be read (the default
     /// location may be on a read-only file system).
-    pub(crate) fn read_store<T: Default>(
+    pub(crate) fn read_store<T: Default, E: Into<Error>>(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<T>,
+        f: impl FnOnce(&mut Store) -> std::result::Result<T, E>,
     ) -> Result<T> {
         let opened = lock(&self.store).is_some();
         let exists = self.store_path.as_ref().is_some_and(|p| p.exists());
@@ -313,6 +316,14 @@ impl Token {
             return Ok(T::default());
         }
         self.with_store(f)
+    }
+
+    /// The public key of `slot` as the device gives it now (one device
+    /// operation), in the raw form the token keeps.
+    pub(crate) fn read_public_key(&self, slot: KeySlot) -> zymkey::Result<Vec<u8>> {
+        self.device
+            .public_key(slot.zymkey())
+            .map(normalize_public_key)
     }
 
     /// The key of a slot; shared, so the signing path copies no attributes.
@@ -342,9 +353,7 @@ impl Token {
                 Arc::new(KeyEntry::new(refreshed, self.login_required)),
             );
         }
-        if let Err(e) =
-            self.with_store(|s| s.cache_public_key(slot, curve, &raw).map_err(Error::from))
-        {
+        if let Err(e) = self.with_store(|s| s.cache_public_key(slot, curve, &raw)) {
             tracing::warn!("refreshed public key not cached: {e}");
         }
         // Another tool changed the device: the next process reads it all again.
@@ -358,70 +367,10 @@ impl Token {
     /// generated it).
     pub(crate) fn retire_key(&self, slot: KeySlot, curve: Curve, raw: Vec<u8>) {
         write(&self.keys).remove(&slot);
-        if let Err(e) = self.with_store(|s| {
-            s.replace_unrecorded_key(slot, curve, &raw)
-                .map_err(Error::from)
-        }) {
+        if let Err(e) = self.with_store(|s| s.replace_unrecorded_key(slot, curve, &raw)) {
             tracing::warn!("replaced key not cached: {e}");
         }
         self.forget_device_cache();
-    }
-
-    /// Shows a key just generated in `slot`, and records it (with the label
-    /// and id the caller gave) in the store for later processes, ending
-    /// its generation `row`. The device cache learns the slot first: a
-    /// process that dies before the store's record leaves an unfinished
-    /// generation, which is bound to this slot later (see `crate::keygen`).
-    pub(crate) fn add_generated_key(
-        &self,
-        row: i64,
-        slot: KeySlot,
-        raw: Vec<u8>,
-        generation: &KeyGeneration,
-        config: &Config,
-    ) -> Arc<KeyEntry> {
-        if let Some(cache) = &self.device_cache {
-            cache.update_slots(&self.anchor, |slots| slots.push(slot.into()));
-        }
-        if let Err(e) = self.with_store(|s| {
-            s.record_generated_key(row, slot, &raw, generation)
-                .map_err(Error::from)
-        }) {
-            // The key exists on the device and is shown; the next key
-            // generation gives it its label and id for later processes.
-            tracing::error!(slot = slot.number, "generated key not recorded: {e}");
-        }
-        self.show_generated_key(slot, raw, generation, config)
-    }
-
-    /// Shows `slot`'s key with the label and id of its generation.
-    pub(crate) fn show_generated_key(
-        &self,
-        slot: KeySlot,
-        raw: Vec<u8>,
-        generation: &KeyGeneration,
-        config: &Config,
-    ) -> Arc<KeyEntry> {
-        let key = self.device_key(
-            slot,
-            generation.curve,
-            raw,
-            generation.label.clone(),
-            generation.id.clone(),
-            config,
-        );
-        let entry = Arc::new(KeyEntry::new(key, self.login_required));
-        write(&self.keys).insert(slot, entry.clone());
-        entry
-    }
-
-    /// The lock every change of the device's key store (generation,
-    /// removal) through this store holds, in any process.
-    pub(crate) fn key_store_lock_path(&self) -> Result<PathBuf> {
-        let path = self.store_path()?;
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".keystore.lock");
-        Ok(path.with_file_name(name))
     }
 
     /// The device changed in a way the device cache does not follow: the
@@ -430,31 +379,6 @@ impl Token {
         if let Some(cache) = &self.device_cache {
             cache.forget();
         }
-    }
-
-    /// Forgets a key removed from the device: from the objects shown, the
-    /// device cache and the store, which ends its removal.
-    pub(crate) fn forget_removed_key(&self, slot: KeySlot) {
-        if write(&self.keys).remove(&slot).is_some() && !slot.foreign {
-            lock(&self.removed).insert(slot);
-        }
-        if let Some(cache) = &self.device_cache {
-            let removed = CachedSlot::from(slot);
-            cache.update_slots(&self.anchor, |slots| slots.retain(|s| *s != removed));
-        }
-        if let Err(e) = self.with_store(|s| s.forget_key(slot).map_err(Error::from)) {
-            // Its removal stays noted: the next change of the key store ends it.
-            tracing::error!(
-                slot = slot.number,
-                "removed key still cached in the store: {e}"
-            );
-        }
-    }
-
-    /// Whether `slot`'s key was removed through this module and its public
-    /// key object not yet destroyed; true once.
-    pub(crate) fn take_removed(&self, slot: KeySlot) -> bool {
-        lock(&self.removed).remove(&slot)
     }
 }
 
@@ -485,18 +409,16 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
     let serial = device.serial_number()?.trim().to_string();
     let firmware = device.firmware_version()?.trim().to_string();
     let caps = Capabilities::of_model(&model);
-    let mut slots: Vec<CachedSlot> = match device.allocated_slots(false) {
+    let mut slots: Vec<KeySlot> = match device.allocated_slots(false) {
         Ok(list) => list
             .slots
             .into_iter()
             .filter_map(|n| u32::try_from(n).ok())
-            .map(|n| KeySlot::device(n).into())
+            .map(KeySlot::device)
             .collect(),
         Err(e) => {
             tracing::debug!("no slot list ({e}); showing the factory slots");
-            (0..caps.factory_slots)
-                .map(|n| KeySlot::device(n).into())
-                .collect()
+            (0..caps.factory_slots).map(KeySlot::device).collect()
         }
     };
     if caps.key_store {
@@ -505,7 +427,7 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
                 list.slots
                     .into_iter()
                     .filter_map(|n| u32::try_from(n).ok())
-                    .map(|number| CachedSlot {
+                    .map(|number| KeySlot {
                         number,
                         foreign: true,
                     }),
