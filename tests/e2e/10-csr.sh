@@ -14,14 +14,14 @@ check_csr "the CSR's self-signature verifies" "$T/dev.csr"
 
 check "pkcs11-tool reads the slot 0 public key" token_pubkey "$T/slot0.pem"
 csr_key() { openssl req -in "$T/dev.csr" -noout -pubkey; }
-expect_eq "the CSR's public key is the slot 0 public key" \
+expect_same "the CSR's public key is the slot 0 public key" \
     "$(cat "$T/slot0.pem" 2>/dev/null)" "$(csr_key 2>/dev/null)"
 
 # The same key addressed by CKA_ID instead of label.
 check "openssl req with the key addressed as id=%00%00" \
     token_csr "$T/dev-id.csr" '/CN=device-01' \
     "pkcs11:token=$TOKEN_LABEL;id=%00%00;type=private${PIN:+;pin-value=$PIN}"
-expect_eq "the id= CSR carries the same key" \
+expect_same "the id= CSR carries the same key" \
     "$(cat "$T/slot0.pem" 2>/dev/null)" \
     "$(openssl req -in "$T/dev-id.csr" -noout -pubkey 2>/dev/null)"
 

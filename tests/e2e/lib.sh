@@ -91,6 +91,16 @@ expect_eq() {
     fi
 }
 
+# expect_same NAME EXPECTED ACTUAL: as expect_eq, and EXPECTED is not empty (two commands
+# that both failed print the same nothing).
+expect_same() {
+    if [ -z "$2" ]; then
+        fail "$1: nothing to compare (expected is empty)"
+    else
+        expect_eq "$@"
+    fi
+}
+
 # Fails with the given message when a prerequisite is missing; ends the script.
 require_file() {
     if [ ! -e "$1" ]; then
