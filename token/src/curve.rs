@@ -87,18 +87,20 @@ impl Curve {
             .find(|c| c.store_tag() == s)
     }
 
-    /// The curve of a raw public key as the device returns it: a 64-byte
-    /// X‖Y is tried on P-256, then secp256k1; 32 bytes is an Edwards or
-    /// Montgomery key (`hint` tells which, when the token generated it).
+    /// The curve of a raw public key as the device returns it, with the
+    /// curve recorded for the slot (`hint`, when the token generated the
+    /// key), as no device call tells a slot's key type. A 64-byte X‖Y is
+    /// on the recorded curve if it is on it, else tried on P-256, then
+    /// secp256k1. 32 bytes is an Edwards or a Montgomery key, which cannot
+    /// be told apart: known only when recorded.
     pub(crate) fn detect(raw: &[u8], hint: Option<Curve>) -> Option<Curve> {
         match raw.len() {
-            64 => [Curve::P256, Curve::Secp256k1]
+            64 => hint
+                .filter(|c| c.is_ecdsa())
                 .into_iter()
+                .chain([Curve::P256, Curve::Secp256k1])
                 .find(|c| on_curve(*c, raw)),
-            32 => match hint {
-                Some(Curve::X25519) => Some(Curve::X25519),
-                _ => Some(Curve::Ed25519),
-            },
+            32 => hint.filter(|c| !c.is_ecdsa()),
             _ => None,
         }
     }
@@ -187,7 +189,24 @@ pub(crate) mod tests {
         assert_eq!(Curve::detect(&p256_point(), None), Some(Curve::P256));
         assert_eq!(Curve::detect(&k1_point(), None), Some(Curve::Secp256k1));
         assert_eq!(Curve::detect(&[7u8; 64], None), None);
-        assert_eq!(Curve::detect(&[7u8; 32], None), Some(Curve::Ed25519));
+        assert_eq!(
+            Curve::detect(&[7u8; 32], None),
+            None,
+            "ambiguous unless recorded"
+        );
+        assert_eq!(
+            Curve::detect(&[7u8; 32], Some(Curve::Ed25519)),
+            Some(Curve::Ed25519)
+        );
+        assert_eq!(
+            Curve::detect(&k1_point(), Some(Curve::Secp256k1)),
+            Some(Curve::Secp256k1)
+        );
+        assert_eq!(
+            Curve::detect(&p256_point(), Some(Curve::Secp256k1)),
+            Some(Curve::P256),
+            "a point off the recorded curve is not taken for it"
+        );
         assert_eq!(
             Curve::detect(&[7u8; 32], Some(Curve::X25519)),
             Some(Curve::X25519)

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::Device;
+use crate::device::{Capabilities, Device};
 use crate::key::KeySlot;
 use crate::lock::FileLock;
 
@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub model: String,
     pub serial: String,
     pub firmware: String,
+    /// What the device can do, from its slot list.
+    pub caps: Capabilities,
     /// Key slots in use, ascending.
     pub slots: Vec<KeySlot>,
 }
@@ -244,6 +246,10 @@ mod tests {
             model: "HSM6".into(),
             serial: "EMU-1".into(),
             firmware: "zkemu-1".into(),
+            caps: Capabilities {
+                key_store: true,
+                key_slots: 512,
+            },
             slots: vec![
                 KeySlot {
                     number: 0,

@@ -174,10 +174,18 @@ impl Device for SoftDevice {
         let mut slots: Vec<i32> = self.keys.lock().unwrap().keys().copied().collect();
         slots.extend(self.raw_keys.lock().unwrap().keys().copied());
         slots.sort();
-        Ok(SlotList {
-            capacity: 512,
-            slots,
-        })
+        // As the emulator's models: a ZYMKEY4i lists its three factory
+        // slots; an HSM4-like device has no slot list; the rest have a key store.
+        let capacity = match self.model {
+            "ZYMKEY4i" => 3,
+            "HSM4" => {
+                return Err(zymkey::Error::Unsupported {
+                    function: "zkGetAllocSlotsList",
+                })
+            }
+            _ => 512,
+        };
+        Ok(SlotList { capacity, slots })
     }
     fn generate_key(&self, key_type: KeyType) -> zymkey::Result<i32> {
         let nid = match key_type {
@@ -1088,7 +1096,21 @@ fn edwards_keys_are_hidden_unless_configured() {
     let s = m.open_session(0, RO).unwrap();
     assert!(find(&m, s, &[(CKA_ID, vec![0, 17])]).is_empty());
     assert!(find(&m, s, &[(CKA_KEY_TYPE, ulong_bytes(CKK_EC_EDWARDS))]).is_empty());
+    // 32 bytes are an Ed25519 or an X25519 key: only a recorded curve tells.
     let dir2 = tempfile::tempdir().unwrap();
+    let m = module(&dev, config(dir2.path(), "expose_non_ecdsa_keys = true\n"));
+    let s = m.open_session(0, RO).unwrap();
+    assert!(find(&m, s, &[(CKA_ID, vec![0, 17])]).is_empty());
+    drop(m);
+    let store = rusqlite::Connection::open(dir2.path().join("store.sqlite3")).unwrap();
+    store
+        .execute(
+            "INSERT INTO device_keys (slot, keyring, curve, public_key, generated)
+             VALUES (17, 0, 'ed25519', ?1, 1)",
+            [vec![9u8; 32]],
+        )
+        .unwrap();
+    drop(store);
     let m = module(&dev, config(dir2.path(), "expose_non_ecdsa_keys = true\n"));
     let s = m.open_session(0, RO).unwrap();
     let found = find(&m, s, &[(CKA_ID, vec![0, 17])]);
@@ -1445,4 +1467,47 @@ fn a_store_without_an_owner_is_claimed_only_by_the_zymkey_whose_keys_it_caches()
         .file_name()
         .to_string_lossy()
         .contains("unowned")));
+}
+
+#[test]
+fn a_key_store_is_found_by_asking_the_device_not_by_its_model_name() {
+    // A production ZYMKEY5's model string is not published: whatever it is,
+    // the slot list tells that it has a key store.
+    for model in ["ZYMKEY5", "HSM60", "SOMETHING-NEW"] {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = SoftDevice::named(model, 14, "ZK5-1", None);
+        let m = module(&dev, config(dir.path(), ""));
+        let s = m.open_session(0, RW).unwrap();
+        assert_eq!(
+            find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(),
+            14,
+            "{model}: the factory slots the device lists"
+        );
+        assert!(
+            m.mechanism_list(0).unwrap().contains(&CKM_EC_KEY_PAIR_GEN),
+            "{model}"
+        );
+        let (_, private) = m
+            .generate_key_pair(
+                s,
+                CKM_EC_KEY_PAIR_GEN,
+                false,
+                &[],
+                &[(CKA_LABEL, b"made".to_vec())],
+            )
+            .unwrap();
+        assert_eq!(private, zktoken::KeySlot::device(16).private_handle());
+        let info = m.token_info(0).unwrap();
+        assert!(
+            info.model.starts_with(model.as_bytes()),
+            "the model string is shown as the device gives it"
+        );
+    }
+    // No slot list at all: the three documented factory slots, no key store.
+    let dir = tempfile::tempdir().unwrap();
+    let dev = SoftDevice::named("HSM4", 3, "ZK4-1", None);
+    let m = module(&dev, config(dir.path(), ""));
+    let s = m.open_session(0, RW).unwrap();
+    assert_eq!(find(&m, s, &[class(CKO_PRIVATE_KEY)]).len(), 3);
+    assert!(!m.mechanism_list(0).unwrap().contains(&CKM_EC_KEY_PAIR_GEN));
 }

@@ -290,7 +290,7 @@ impl Token {
                 let appeared: Vec<KeySlot> = now
                     .iter()
                     .filter(|n| {
-                        **n >= self.caps.first_free_slot && !generation.slots_before.contains(n)
+                        **n >= self.caps.first_free_slot() && !generation.slots_before.contains(n)
                     })
                     .map(|n| KeySlot::device(*n))
                     .filter(|slot| !finished.bound.contains(slot))

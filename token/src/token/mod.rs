@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use zkconf::Config;
 
 use crate::curve::{normalize_public_key, Curve};
-use crate::device::{library_path, Device};
+use crate::device::{library_path, Capabilities, Device};
 use crate::device_cache::{Anchor, Cached, DeviceCache, Snapshot};
 use crate::error::{Error, Result};
 use crate::key::{DeviceKey, KeyEntry, KeySlot};
@@ -31,38 +31,6 @@ pub(crate) struct DeviceInfo {
     pub(crate) model: String,
     pub(crate) serial: String,
     pub(crate) firmware: String,
-}
-
-/// What the model can do, from its name (no device call needed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Capabilities {
-    /// Has a key store: generates and removes keys, lists slots, has a
-    /// foreign keyring (HSM6, SCM).
-    pub(crate) key_store: bool,
-    /// Slots holding factory keys, shown when the slot list is unavailable.
-    pub(crate) factory_slots: u32,
-    /// Slots below this number are reserved for the factory.
-    pub(crate) first_free_slot: u32,
-}
-
-impl Capabilities {
-    pub(crate) fn of_model(model: &str) -> Capabilities {
-        let m = model.to_ascii_uppercase();
-        if m.contains("HSM6") || m.contains("SCM") {
-            Capabilities {
-                key_store: true,
-                factory_slots: 12,
-                first_free_slot: 16,
-            }
-        } else {
-            // ZYMKEY4i, HSM4 and anything unknown: three factory slots, no key store.
-            Capabilities {
-                key_store: false,
-                factory_slots: 3,
-                first_free_slot: 3,
-            }
-        }
-    }
 }
 
 pub(crate) struct Token {
@@ -135,6 +103,7 @@ impl Token {
             model,
             serial,
             firmware,
+            caps,
             slots,
         } = snapshot;
         let info = DeviceInfo {
@@ -142,7 +111,6 @@ impl Token {
             serial,
             firmware,
         };
-        let caps = Capabilities::of_model(&info.model);
         let store_path = config.store_path(&info.serial);
         let token = Token {
             device,
@@ -265,7 +233,7 @@ impl Token {
     /// Factory keys stay; keys in the free part of the key store (and
     /// foreign public keys) can be removed.
     pub(crate) fn is_removable(&self, slot: KeySlot) -> bool {
-        self.caps.key_store && (slot.foreign || slot.number >= self.caps.first_free_slot)
+        self.caps.key_store && (slot.foreign || slot.number >= self.caps.first_free_slot())
     }
 
     fn store_path(&self) -> Result<&PathBuf> {
@@ -408,8 +376,9 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
     let model = device.model()?.trim().to_string();
     let serial = device.serial_number()?.trim().to_string();
     let firmware = device.firmware_version()?.trim().to_string();
-    let caps = Capabilities::of_model(&model);
-    let mut slots: Vec<KeySlot> = match device.allocated_slots(false) {
+    let own = device.allocated_slots(false);
+    let caps = Capabilities::from_slot_list(&own);
+    let mut slots: Vec<KeySlot> = match own {
         Ok(list) => list
             .slots
             .into_iter()
@@ -418,7 +387,9 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
             .collect(),
         Err(e) => {
             tracing::debug!("no slot list ({e}); showing the factory slots");
-            (0..caps.factory_slots).map(KeySlot::device).collect()
+            (0..Capabilities::UNLISTED_FACTORY_SLOTS)
+                .map(KeySlot::device)
+                .collect()
         }
     };
     if caps.key_store {
@@ -436,6 +407,12 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
         }
     }
     slots.sort_unstable();
+    tracing::info!(
+        model = %model,
+        key_store = caps.key_store,
+        key_slots = caps.key_slots,
+        "device read"
+    );
     Ok(Snapshot {
         // Taken after the reads: the emulator names its device once its
         // state exists.
@@ -443,20 +420,7 @@ fn read_device(device: &dyn Device, library: &Path) -> Result<Snapshot> {
         model,
         serial,
         firmware,
+        caps,
         slots,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capabilities_follow_the_model() {
-        assert!(!Capabilities::of_model("ZYMKEY4i").key_store);
-        assert_eq!(Capabilities::of_model("ZYMKEY4i").factory_slots, 3);
-        assert!(Capabilities::of_model("HSM6").key_store);
-        assert_eq!(Capabilities::of_model("HSM6").first_free_slot, 16);
-        assert!(!Capabilities::of_model("HSM4").key_store);
-    }
 }
