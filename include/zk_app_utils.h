@@ -10,6 +10,7 @@
  *  - every function returns int: 0 on success, < 0 (a negative errno) on failure;
  *  - functions that allocate a slot return the slot number (>= 0);
  *  - zkVerify* return 1 for a valid signature, 0 for an invalid one, < 0 on error;
+ *  - zkWaitForTap returns -ETIMEDOUT when no tap came within its timeout;
  *  - every uint8_t**, int** and char** output is malloc'd by the library and the
  *    caller releases it with free();
  *  - digests are 32 bytes (no length argument); signatures are raw r||s (64 bytes);
@@ -36,6 +37,20 @@ typedef enum ZK_EC_KEY_TYPE {
     ZK_X25519
 } ZK_EC_KEY_TYPE;
 
+/* Accelerometer axes, for zkSetTapSensitivity. */
+typedef enum ZK_ACCEL_AXIS_TYPE {
+    ZK_ACCEL_AXIS_X,
+    ZK_ACCEL_AXIS_Y,
+    ZK_ACCEL_AXIS_Z,
+    ZK_ACCEL_AXIS_ALL
+} ZK_ACCEL_AXIS_TYPE;
+
+/* One axis of zkGetAccelerometerData. */
+typedef struct zkAccelAxisDataType {
+    double g;          /* the reading, in units of g */
+    int tapDirection;  /* direction of the force that caused a tap: -1 or +1; 0 for none */
+} zkAccelAxisDataType;
+
 /* Session. */
 int zkOpen(zkCTX *ctx);
 int zkClose(zkCTX ctx);
@@ -60,7 +75,7 @@ int zkGetECDSAPubKey(zkCTX ctx, uint8_t **pk, int *pk_sz, int slot);
 int zkExportPubKey(zkCTX ctx, uint8_t **pk, int *pk_sz, int pubkey_slot,
                    bool slot_is_foreign);
 
-/* Key store (HSM6 / SCM and newer libraries). */
+/* Key store (HSM6, HSM60, ZYMKEY5, SCM; not ZYMKEY4i). */
 int zkGetAllocSlotsList(zkCTX ctx, bool is_foreign, int *max_num_keys,
                         int **alloc_key_list, int *alloc_key_list_sz);
 int zkGenKeyPair(zkCTX ctx, ZK_EC_KEY_TYPE type);
@@ -72,6 +87,14 @@ int zkGetModelNumberString(zkCTX ctx, char **model_str);
 int zkGetFirmwareVersionString(zkCTX ctx, char **fw_ver_str);
 int zkGetSerialNumberString(zkCTX ctx, char **serial_num_str);
 int zkGetTime(zkCTX ctx, uint32_t *epoch_time_sec, bool precise_time);
+
+/* Accelerometer (none on ZYMKEY5). pct runs from 0 (tap detection off) to
+ * 100 (most sensitive); axis is a ZK_ACCEL_AXIS_TYPE. zkWaitForTap blocks for
+ * up to timeout_ms (0: does not block). */
+int zkSetTapSensitivity(zkCTX ctx, int axis, float pct);
+int zkWaitForTap(zkCTX ctx, uint32_t timeout_ms);
+int zkGetAccelerometerData(zkCTX ctx, zkAccelAxisDataType *x, zkAccelAxisDataType *y,
+                           zkAccelAxisDataType *z);
 
 /* The emulator's own extension; Zymbit's library has no such function.
  * Names the emulated device the next zkOpen reaches (its state directory and,

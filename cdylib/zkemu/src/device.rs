@@ -11,15 +11,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, Once};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, MODEL_ENV};
+use crate::accelerometer::{self, AxisData};
+use crate::config::{Config, FACTORY_SLOTS_ENV, MODEL_ENV, MODEL_STRING_ENV};
 use crate::counters::Counters;
 use crate::crypto::{self, KeyType, DIGEST_LEN, SIGNATURE_LEN};
 use crate::errno::{Errno, Result};
 use crate::fault;
 use crate::keystore::KeyStore;
-use crate::model::{Keyring, Model};
+use crate::model::{Keyring, Layout, Profile};
 use crate::operation::{Operation, Target};
 use crate::state::{Identity, StateDir};
 use crate::trace::Trace;
@@ -68,7 +69,8 @@ fn backing(config: &Config) -> Result<Arc<Backing>> {
 pub struct Device {
     backing: Arc<Backing>,
     identity: Identity,
-    model: Model,
+    profile: Profile,
+    layout: Layout,
     config: Config,
     trace: Option<Trace>,
 }
@@ -87,23 +89,17 @@ impl Device {
     pub fn open_with(config: Config) -> Result<Device> {
         let backing = backing(&config)?;
         let state = backing.keys.dir();
-        let identity = load_or_create(&backing.keys, config.model.unwrap_or(Model::DEFAULT))?;
-        let model = identity.model()?;
-        if let Some(asked) = config.model.filter(|asked| *asked != model) {
-            static MISMATCH: Once = Once::new();
-            MISMATCH.call_once(|| {
-                notice(format_args!(
-                    "{MODEL_ENV}={asked} ignored: the state in {} was created as {model} \
-                     (use another state directory for another model)",
-                    state.root().display()
-                ))
-            });
-        }
+        let identity = load_or_create(&backing.keys, &Creation::from_config(&config)?)?;
+        let profile = identity.profile()?;
+        let layout = identity.layout()?;
+        notice_ignored_settings(&config, state, &identity, profile, layout);
         static BANNER: Once = Once::new();
         BANNER.call_once(|| {
             notice(format_args!(
-                "Zymkey emulator (model {model}, state {}): \
+                "Zymkey emulator ({profile} reporting {:?}, {} factory slots, state {}): \
                  keys are plain files, not a security boundary",
+                identity.model,
+                layout.factory_count(),
                 state.root().display()
             ))
         });
@@ -114,7 +110,8 @@ impl Device {
         let device = Device {
             backing,
             identity,
-            model,
+            profile,
+            layout,
             config,
             trace,
         };
@@ -159,7 +156,7 @@ impl Device {
     /// `zkGenECDSASigFromDigest`: raw r‖s.
     pub fn sign(&self, slot: i32, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
         self.begin(Operation::Sign, Target::Device(slot))?;
-        self.model.check_slot(Keyring::Device, slot)?;
+        self.layout.check_slot(Keyring::Device, slot)?;
         self.backing.keys.private_key(slot)?.sign_digest(digest)
     }
 
@@ -170,7 +167,7 @@ impl Device {
         digest: &[u8; DIGEST_LEN],
     ) -> Result<([u8; SIGNATURE_LEN], u8)> {
         self.begin(Operation::Sign, Target::Device(slot))?;
-        self.model.check_slot(Keyring::Device, slot)?;
+        self.layout.check_slot(Keyring::Device, slot)?;
         let pair = self.backing.keys.private_key(slot)?;
         let rs = pair.sign_digest(digest)?;
         Ok((rs, pair.recovery_id(digest, &rs)?))
@@ -185,7 +182,7 @@ impl Device {
         signature: &[u8],
     ) -> Result<bool> {
         self.begin(Operation::Verify, target(keyring, slot))?;
-        self.model.check_slot(keyring, slot)?;
+        self.layout.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
                 let pair = self.backing.keys.private_key(slot)?;
@@ -201,7 +198,7 @@ impl Device {
     /// `zkExportPubKey`, `zkGetECDSAPubKey`: raw X‖Y, or 32 bytes for Ed25519/X25519.
     pub fn public_key(&self, keyring: Keyring, slot: i32) -> Result<Vec<u8>> {
         self.begin(Operation::ExportPubKey, target(keyring, slot))?;
-        self.model.check_slot(keyring, slot)?;
+        self.layout.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
                 let pair = self.backing.keys.private_key(slot)?;
@@ -217,14 +214,14 @@ impl Device {
     /// `zkGetAllocSlotsList`: the keyring's size and its allocated slots.
     pub fn allocated_slots(&self, keyring: Keyring) -> Result<(i32, Vec<i32>)> {
         self.begin(Operation::SlotList, Target::None)?;
-        let capacity = self.model.capacity(keyring)?;
+        let capacity = self.layout.capacity(keyring)?;
         Ok((capacity, self.backing.keys.slots(keyring)?))
     }
 
     /// `zkGenKeyPair`: the new slot.
     pub fn generate_key(&self, key_type: i32) -> Result<i32> {
         self.begin(Operation::GenKey, Target::None)?;
-        let range = self.model.allocatable_slots(Keyring::Device)?;
+        let range = self.layout.allocatable_slots(Keyring::Device)?;
         let key = crypto::generate(KeyType::from_c(key_type)?)?;
         self.backing.keys.add_private_key(range, &key)
     }
@@ -232,11 +229,11 @@ impl Device {
     /// `zkRemoveKey`. Factory keys are `EPERM`.
     pub fn remove_key(&self, keyring: Keyring, slot: i32) -> Result<()> {
         self.begin(Operation::RemoveKey, target(keyring, slot))?;
-        if !self.model.can_generate_keys() {
+        if !self.layout.can_generate_keys() {
             return Err(Errno::OPNOTSUPP);
         }
-        self.model.check_slot(keyring, slot)?;
-        if keyring == Keyring::Device && self.model.is_factory_slot(slot) {
+        self.layout.check_slot(keyring, slot)?;
+        if keyring == Keyring::Device && self.layout.is_factory_slot(slot) {
             return Err(Errno::PERM);
         }
         self.backing.keys.remove_key(keyring, slot)
@@ -245,15 +242,15 @@ impl Device {
     /// `zkStoreForeignPubKey`: the new foreign slot.
     pub fn store_foreign_key(&self, key_type: i32, raw: &[u8]) -> Result<i32> {
         self.begin(Operation::StoreForeign, Target::None)?;
-        let range = self.model.allocatable_slots(Keyring::Foreign)?;
+        let range = self.layout.allocatable_slots(Keyring::Foreign)?;
         let key = crypto::public_key_from_raw(KeyType::from_c(key_type)?, raw)?;
         self.backing.keys.add_foreign_key(range, &key)
     }
 
-    /// `zkGetModelNumberString`.
+    /// `zkGetModelNumberString`: the string fixed when the state was created.
     pub fn model_string(&self) -> Result<String> {
         self.begin(Operation::Info, Target::None)?;
-        Ok(self.model.name().to_string())
+        Ok(self.identity.model.clone())
     }
 
     /// `zkGetSerialNumberString`.
@@ -275,6 +272,87 @@ impl Device {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Errno::IO)?;
         Ok(u32::try_from(now.as_secs()).unwrap_or(u32::MAX))
+    }
+
+    /// The accelerometer, or `EOPNOTSUPP` on a profile without one.
+    fn accelerometer(&self) -> Result<()> {
+        if self.profile.has_accelerometer() {
+            Ok(())
+        } else {
+            Err(Errno::OPNOTSUPP)
+        }
+    }
+
+    /// `zkSetTapSensitivity`: checked, accepted, not kept.
+    pub fn set_tap_sensitivity(&self, axis: i32, percent: f32) -> Result<()> {
+        self.begin(Operation::Accelerometer, Target::None)?;
+        self.accelerometer()?;
+        accelerometer::check_sensitivity(axis, percent)
+    }
+
+    /// `zkWaitForTap`: an injected tap, or `ETIMEDOUT` after `timeout_ms`.
+    pub fn wait_for_tap(&self, timeout_ms: u32) -> Result<()> {
+        self.begin(Operation::Accelerometer, Target::None)?;
+        self.accelerometer()?;
+        accelerometer::wait_for_tap(
+            self.backing.keys.dir(),
+            Duration::from_millis(timeout_ms.into()),
+        )
+    }
+
+    /// `zkGetAccelerometerData`: X, Y, Z of a device at rest.
+    pub fn accelerometer_data(&self) -> Result<[AxisData; 3]> {
+        self.begin(Operation::Accelerometer, Target::None)?;
+        self.accelerometer()?;
+        Ok(accelerometer::AT_REST)
+    }
+}
+
+/// Says once per process, for each setting that only counts when a state is
+/// created, that it was ignored: the state exists already and differs, or
+/// the profile does not take it.
+fn notice_ignored_settings(
+    config: &Config,
+    state: &StateDir,
+    identity: &Identity,
+    profile: Profile,
+    layout: Layout,
+) {
+    static PROFILE: Once = Once::new();
+    static MODEL_STRING: Once = Once::new();
+    static FACTORY_SLOTS: Once = Once::new();
+    let dir = state.root().display();
+    if let Some(asked) = config.profile.filter(|asked| *asked != profile) {
+        PROFILE.call_once(|| {
+            notice(format_args!(
+                "{MODEL_ENV}={asked} ignored: the state in {dir} was created as {profile} \
+                 (use another state directory for another model)"
+            ))
+        });
+    }
+    if let Some(asked) = config
+        .model_string
+        .as_ref()
+        .filter(|s| **s != identity.model)
+    {
+        MODEL_STRING.call_once(|| {
+            notice(format_args!(
+                "{MODEL_STRING_ENV}={asked:?} ignored: the state in {dir} was created \
+                 as {profile}, reporting {:?} (the variable only sets the string of a \
+                 ZYMKEY5 state, when it is created)",
+                identity.model
+            ))
+        });
+    }
+    let factory = layout.factory_count();
+    if let Some(asked) = config.factory_slots.filter(|n| *n != factory) {
+        FACTORY_SLOTS.call_once(|| {
+            notice(format_args!(
+                "{FACTORY_SLOTS_ENV}={asked} ignored: the state in {dir} was created \
+                 as {profile}, with {factory} factory slots (the variable only sets the \
+                 count of a key-store state, when it is created; a ZYMKEY4i has 3)"
+            ))
+        });
     }
 }
 
@@ -298,9 +376,39 @@ fn target(keyring: Keyring, slot: i32) -> Target {
     Target::slot(slot, keyring == Keyring::Foreign)
 }
 
+/// What a state created by this open is: the profile, model string and
+/// factory slot count asked for, or their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Creation {
+    profile: Profile,
+    model_string: String,
+    layout: Layout,
+}
+
+impl Creation {
+    fn from_config(config: &Config) -> Result<Creation> {
+        let profile = config.profile.unwrap_or(Profile::DEFAULT);
+        let model_string = match &config.model_string {
+            Some(asked) if profile.takes_model_string() => asked.clone(),
+            _ => profile.default_model_string().to_string(),
+        };
+        let factory = config
+            .factory_slots
+            .filter(|_| profile.takes_factory_slots())
+            .unwrap_or_else(|| profile.default_factory_slots());
+        // The configuration only holds counts every key-store profile can have.
+        let layout = profile.layout(factory).ok_or(Errno::INVAL)?;
+        Ok(Creation {
+            profile,
+            model_string,
+            layout,
+        })
+    }
+}
+
 /// The device identity, creating the state (factory keys, then `device.json`)
 /// if this is its first use.
-fn load_or_create(keys: &KeyStore, model: Model) -> Result<Identity> {
+fn load_or_create(keys: &KeyStore, creation: &Creation) -> Result<Identity> {
     let state = keys.dir();
     if let Some(identity) = state.identity()? {
         return Ok(identity);
@@ -310,11 +418,13 @@ fn load_or_create(keys: &KeyStore, model: Model) -> Result<Identity> {
     if let Some(identity) = state.identity()? {
         return Ok(identity);
     }
-    for slot in model.factory_slots() {
+    for slot in creation.layout.factory_slots() {
         keys.put_private_key(&lock, slot, &crypto::generate(KeyType::NistP256)?)?;
     }
     let identity = Identity {
-        model: model.name().to_string(),
+        profile: Some(creation.profile.name().to_string()),
+        model: creation.model_string.clone(),
+        factory_slots: Some(creation.layout.factory_count()),
         serial: new_serial_number()?,
         firmware: FIRMWARE_VERSION.to_string(),
         created: SystemTime::now()

@@ -11,12 +11,15 @@ impl Errno {
     pub const INVAL: Errno = Errno(libc::EINVAL);
     /// A slot inside the model's range that holds no key.
     pub const NOENT: Errno = Errno(libc::ENOENT);
-    /// The model has no such feature (key generation, foreign keyring on a ZYMKEY4i).
+    /// The model has no such feature (key generation and foreign keyring on a
+    /// ZYMKEY4i, the accelerometer on a ZYMKEY5).
     pub const OPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     /// The key store or the foreign keyring is full.
     pub const NOSPC: Errno = Errno(libc::ENOSPC);
     /// Factory keys cannot be removed.
     pub const PERM: Errno = Errno(libc::EPERM);
+    /// `zkWaitForTap` saw no tap within its timeout.
+    pub const TIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     /// The state directory could not be read or written, or an injected fault.
     pub const IO: Errno = Errno(libc::EIO);
     /// An output buffer could not be allocated.

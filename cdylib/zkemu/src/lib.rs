@@ -6,9 +6,18 @@
 //! # Environment (read at each `zkOpen`)
 //! - `ZKIOT_EMU_DIR`: state directory; default
 //!   `${XDG_STATE_HOME:-$HOME/.local/state}/zkiot-emu`, created (0700) on first open.
-//! - `ZKIOT_EMU_MODEL`: `ZYMKEY4i` (default) or `HSM6`, used when the state is
-//!   created; afterwards the state's model wins. Any other value: `zkOpen`
-//!   fails with `-EINVAL` and says why on stderr.
+//! - `ZKIOT_EMU_MODEL`: the profile (see Models): `ZYMKEY4i` (default),
+//!   `HSM6`, `ZYMKEY5`, `ZYMKEY5-PREPROD`, `ZYMKEY5-EDU` or `HSM60`.
+//! - `ZKIOT_EMU_MODEL_STRING`: what a `ZYMKEY5` reports as its model
+//!   (default `ZYMKEY5`); text of at most 64 bytes, no control characters.
+//! - `ZKIOT_EMU_FACTORY_SLOTS`: how many factory P-256 keys a key-store
+//!   profile has, in slots `0..N`: 1 to 16 (default 12).
+//!
+//!   These three are used when the state is created, and recorded in its
+//!   `device.json`; afterwards the state wins (a differing value is ignored,
+//!   with a note on stderr), and so does a profile that does not take one.
+//!   A value outside the above: `zkOpen` fails with `-EINVAL` and says why
+//!   on stderr.
 //! - `ZKIOT_EMU_LATENCY_MS`: whole milliseconds slept in every operation that
 //!   reaches the secure element, that is all but `zkOpen` and `zkClose`, which
 //!   only talk to Zymbit's daemon (default 0); concurrent callers sleep side by side.
@@ -26,25 +35,62 @@
 //! read without a device operation, which the module keys its cache to.
 //!
 //! # Models
-//! - `ZYMKEY4i`: factory P-256 keys in slots 0, 1, 2. No key generation and no
-//!   foreign keyring: `zkGenKeyPair`, `zkRemoveKey`, `zkStoreForeignPubKey` and
-//!   every foreign-slot call fail with `-EOPNOTSUPP`. `zkGetAllocSlotsList`
-//!   lists `[0, 1, 2]`, size 3.
-//! - `HSM6`: factory P-256 keys in slots 0–11 (0–15 reserved); `zkGenKeyPair`
-//!   (P-256, secp256k1, Ed25519, X25519) takes the lowest free slot of 16–511
-//!   (store size 512); 128 public-key-only foreign slots (0–127, their own
-//!   namespace). Ed25519/X25519 keys are key material only: ECDSA with them is
-//!   `-EINVAL`; their public keys are 32 bytes.
+//! Each profile is one Zymbit product ([`model::Profile`] says, per profile,
+//! which facts are documented and which assumed):
+//!
+//! | profile | model string | factory P-256 slots | `zkGetAllocSlotsList` | key store | accelerometer |
+//! |---|---|---|---|---|---|
+//! | `ZYMKEY4i` | `ZYMKEY4i` (A) | 0–2 (D) | `[0,1,2]`, size 3 (A) | none: `-EOPNOTSUPP` (D) | yes (A: optional [DS-ZK4]) |
+//! | `HSM6` | `HSM6` (A) | `0..N`, N 12 or 14 (D: both) | slots in use, size 512 (D) | yes (D) | yes (A: optional [DS-HSM6]) |
+//! | `ZYMKEY5` | `ZKIOT_EMU_MODEL_STRING`, default `ZYMKEY5` (A; D: "will identify as a ZYMKEY5" [ZD-ZK5]) | `0..N` (A) | size 512 (D [ZD-PB-ZK5]) | yes (D) | no: `-EOPNOTSUPP` (inference [ZD-PB-ZK5]) |
+//! | `ZYMKEY5-PREPROD` | `HSM6` (D [ZD-ZK5]) | as ZYMKEY5 | as ZYMKEY5 | yes | no |
+//! | `ZYMKEY5-EDU` | `HSM6` (D [ZD-ZK5]) | as ZYMKEY5 | as ZYMKEY5 | yes | no |
+//! | `HSM60` | `HSM60` (A) | `0..N`, 12 (D [ZD api/api_docs_intro.md]) | size 512 (D [ZD-PB-HSM60]) | yes (D) | yes (D [ZD-PB-HSM60]) |
+//!
+//! D: documented, A: assumed until hardware shows it. N is
+//! `ZKIOT_EMU_FACTORY_SLOTS` (default 12), fixed at creation.
+//!
+//! - `ZYMKEY4i`: no key generation and no foreign keyring: `zkGenKeyPair`,
+//!   `zkRemoveKey`, `zkStoreForeignPubKey` and every foreign-slot call fail
+//!   with `-EOPNOTSUPP`.
+//! - Key store (every other profile): slots 0–15 are reserved for the
+//!   factory; `zkGenKeyPair` (P-256, secp256k1, Ed25519, X25519) takes the
+//!   lowest free slot of 16–511 (store size 512); 128 public-key-only foreign
+//!   slots (0–127, their own namespace). Ed25519/X25519 keys are key material
+//!   only: ECDSA with them is `-EINVAL`; their public keys are 32 bytes.
+//!
+//! # Accelerometer
+//! On profiles with one, the device lies still: `zkGetAccelerometerData`
+//! reads 0, 0 and 1 g on X, Y, Z with no tap direction;
+//! `zkSetTapSensitivity` accepts an axis 0–3 and a percentage 0–100 (else
+//! `-EINVAL`) and keeps nothing; `zkWaitForTap` returns `-ETIMEDOUT` once its
+//! timeout has passed, unless a tap is injected: if `$ZKIOT_EMU_DIR/tap-next`
+//! exists, the next `zkWaitForTap` in any process removes it and returns 0
+//! (at once, or as soon as it appears while the call waits). The ZYMKEY5
+//! profiles fail all three with `-EOPNOTSUPP`.
+//!
+//! # Sources
+//! Zymbit-Docs/docs @6574282b (2026-07-10): [ZD-ZK5]
+//! `content/hardware/modules/zymkey5/index.md`; [ZD-PB-ZK5] and
+//! [ZD-PB-HSM60] `content/reference/product-briefs/{zymkey5,hsm60}/index.md`;
+//! [ZD api/…] `content/api/…`; [ZD hardware/components/scm]
+//! `content/hardware/components/scm/index.md`; [DS-ZK4] and [DS-HSM6] the
+//! ZYMKEY4i and HSM6 datasheets under `content/reference/product-briefs/`.
+//! [HDR] Zymbit's current `zk_app_utils.h`. [ZKU] the `zku` 1.0.33 Python
+//! package (`zymkey/__init__.py`). [hw]: only a real device can settle it.
 //!
 //! # State directory
 //! ```text
-//! device.json        {"model","serial","firmware","created"}; written last at creation
+//! device.json        {"profile","model","factory_slots","serial","firmware","created"};
+//!                    written last at creation ("model" is the model string; states
+//!                    made before profiles have no "profile" nor "factory_slots")
 //! keys/slot-N.pem    device key pair of slot N (PKCS#8 PEM, 0600)
 //! foreign/slot-N.pem foreign public key of slot N (SubjectPublicKeyInfo PEM, 0600)
 //! counters           operation counters, see below
 //! key-generation     bumped by every change of a key file
 //! lock               flock'd around every change of state
 //! fail-next          optional, see below
+//! tap-next           optional, see Accelerometer
 //! ```
 //! Key files are replaced atomically (temporary file, fsync, rename), so
 //! several processes can share one directory; keys survive across processes.
@@ -56,11 +102,13 @@
 //! # Counters
 //! `counters` is a file mapped into every process and changed with atomic
 //! adds: a header line `zkemu-counters 1 open close random sign verify
-//! export_pubkey slot_list gen_key remove_key store_foreign info time`, NUL
-//! padding to byte 256, then one 64-bit native-endian count per name, in the
-//! header's order. `sign` counts both signing functions, `verify` device and
-//! foreign, `export_pubkey` `zkExportPubKey` and `zkGetECDSAPubKey`, `info`
-//! the model, serial and firmware strings. Every call that reaches the device
+//! export_pubkey slot_list gen_key remove_key store_foreign info time
+//! accelerometer`, NUL padding to byte 256, then one 64-bit native-endian
+//! count per name, in the header's order. `sign` counts both signing
+//! functions, `verify` device and foreign, `export_pubkey` `zkExportPubKey`
+//! and `zkGetECDSAPubKey`, `info` the model, serial and firmware strings,
+//! `accelerometer` the tap and accelerometer calls. Names are only added at
+//! the end: a file with fewer names is extended in place, its counts kept. Every call that reaches the device
 //! counts, failed ones included; calls refused at the boundary (NULL pointer,
 //! unknown context) do not. The file must not be truncated while a process
 //! uses it (that process would get `SIGBUS`).
@@ -73,9 +121,11 @@
 //! # Errors (negative errno)
 //! - `EINVAL`: NULL pointer, negative length, unknown or closed context, bad
 //!   key type, signature not 64 bytes, malformed public key, ECDSA with an
-//!   Ed25519/X25519 key, a slot number outside the keyring (`< 0` or `>=` its size).
+//!   Ed25519/X25519 key, a slot number outside the keyring (`< 0` or `>=` its
+//!   size), a tap sensitivity axis or percentage out of range.
 //! - `ENOENT`: a slot inside the keyring's range that holds no key.
 //! - `EOPNOTSUPP`: the model lacks the feature (see Models).
+//! - `ETIMEDOUT`: `zkWaitForTap` saw no tap within its timeout.
 //! - `EPERM`: removing a factory key. `ENOSPC`: keyring full.
 //! - `EIO`: the state directory cannot be used, or an injected fault.
 //! - `ENOMEM`: an output buffer could not be allocated. `EFAULT`: internal error.
@@ -83,6 +133,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)] // the exported names are Zymbit's
 
+mod accelerometer;
 mod config;
 mod counters;
 mod crypto;
@@ -100,6 +151,7 @@ mod trace;
 
 use std::ffi::{c_char, c_int, c_void};
 
+use accelerometer::AxisData;
 use device::Device;
 use edge::{buffer_out, call, give, give_string, give_with_len, required, value_out, with_device};
 use errno::Result;
@@ -398,6 +450,41 @@ pub unsafe extern "C" fn zkGetTime(
     let out = unsafe { value_out(epoch_time_sec) };
     with_device(ctx, |device| {
         *required(out)? = device.time()?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkSetTapSensitivity(ctx: ZkCtx, axis: c_int, pct: f32) -> c_int {
+    with_device(ctx, |device| {
+        device.set_tap_sensitivity(axis, pct).map(|()| 0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkWaitForTap(ctx: ZkCtx, timeout_ms: u32) -> c_int {
+    with_device(ctx, |device| device.wait_for_tap(timeout_ms).map(|()| 0))
+}
+
+/// # Safety
+/// `x`, `y` and `z` are each NULL or valid for writing one
+/// `zkAccelAxisDataType`, and no two are the same.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetAccelerometerData(
+    ctx: ZkCtx,
+    x: *mut AxisData,
+    y: *mut AxisData,
+    z: *mut AxisData,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (x, y, z) = unsafe { (value_out(x), value_out(y), value_out(z)) };
+    with_device(ctx, |device| {
+        let (x, y, z) = (required(x)?, required(y)?, required(z)?);
+        [*x, *y, *z] = device.accelerometer_data()?;
         Ok(0)
     })
 }

@@ -29,11 +29,15 @@ pub enum Operation {
     Info,
     /// `zkGetTime`.
     Time,
+    /// `zkSetTapSensitivity`, `zkWaitForTap`, `zkGetAccelerometerData`.
+    Accelerometer,
 }
 
 impl Operation {
-    /// Every operation, in the order of the counters file.
-    pub const ALL: [Operation; 12] = [
+    /// Every operation, in the order of the counters file. New operations
+    /// go last: a counters file made with fewer names is then extended with
+    /// its counts in place (see [`crate::counters`]).
+    pub const ALL: [Operation; 13] = [
         Operation::Open,
         Operation::Close,
         Operation::Random,
@@ -46,6 +50,7 @@ impl Operation {
         Operation::StoreForeign,
         Operation::Info,
         Operation::Time,
+        Operation::Accelerometer,
     ];
 
     /// Whether the operation is a round trip to the secure element, which
@@ -74,6 +79,7 @@ impl Operation {
             Operation::StoreForeign => "store_foreign",
             Operation::Info => "info",
             Operation::Time => "time",
+            Operation::Accelerometer => "accelerometer",
         }
     }
 }

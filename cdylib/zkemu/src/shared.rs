@@ -44,8 +44,10 @@ impl std::fmt::Debug for SharedWords {
 
 impl SharedWords {
     /// Maps `path`, holding `count` numbers after `header` (one line, shorter
-    /// than [`HEADER_LEN`]). A missing or short file is created (0600, all
-    /// numbers 0) under the state lock taken by `lock`.
+    /// than [`HEADER_LEN`]). A missing file is created (0600, all numbers 0)
+    /// under the state lock taken by `lock`; a shorter one is extended the
+    /// same way, its numbers kept and its header replaced by `header` (which
+    /// must then extend the old one). A longer one is used as it is.
     pub fn open(
         path: &Path,
         header: &str,
@@ -63,10 +65,13 @@ impl SharedWords {
             .open(path)?;
         if file_len(&file)? < len {
             let _lock = lock()?;
-            // Another process may have initialised it meanwhile.
+            // Another process may have initialised it meanwhile. A file
+            // with fewer numbers (made when there were fewer) keeps them:
+            // it grows first, so no reader sees a header naming numbers
+            // that are not there yet, then gets the longer header.
             if file_len(&file)? < len {
-                file.write_all_at(format!("{header}\n").as_bytes(), 0)?;
                 file.set_len(len as u64)?;
+                file.write_all_at(format!("{header}\n").as_bytes(), 0)?;
             }
         }
         // SAFETY: a fresh shared mapping of `len` bytes of an open file that

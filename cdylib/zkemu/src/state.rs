@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::errno::{Errno, Result};
-use crate::model::Model;
+use crate::model::{Layout, Profile};
 
 const LOCK_FILE: &str = "lock";
 const IDENTITY_FILE: &str = "device.json";
@@ -43,9 +43,20 @@ impl Drop for StateLock {
 }
 
 /// What a device is, fixed when its state is created (`device.json`).
+///
+/// States created before profiles existed hold only `model`, which then
+/// names the profile (`ZYMKEY4i` or `HSM6`), with that profile's default
+/// factory slot count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The profile's name (`ZKIOT_EMU_MODEL` at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What `zkGetModelNumberString` reports.
     pub model: String,
+    /// How many factory key slots the device has, from slot 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factory_slots: Option<i32>,
     pub serial: String,
     pub firmware: String,
     /// Seconds since the epoch when the state was created.
@@ -53,8 +64,22 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn model(&self) -> Result<Model> {
-        Model::from_name(&self.model).ok_or(Errno::IO)
+    /// The profile; a state naming none, or none this emulator knows, is `EIO`.
+    pub fn profile(&self) -> Result<Profile> {
+        match &self.profile {
+            Some(name) => Profile::from_name(name),
+            None => Profile::from_legacy_model(&self.model),
+        }
+        .ok_or(Errno::IO)
+    }
+
+    /// The slot layout; a factory slot count the profile cannot have is `EIO`.
+    pub fn layout(&self) -> Result<Layout> {
+        let profile = self.profile()?;
+        let factory = self
+            .factory_slots
+            .unwrap_or_else(|| profile.default_factory_slots());
+        profile.layout(factory).ok_or(Errno::IO)
     }
 }
 
@@ -222,6 +247,47 @@ mod tests {
         );
         assert!(live.exists(), "a live writer's temporary file stays");
         assert!(key.exists(), "key files stay");
+    }
+
+    fn identity(json: &str) -> Identity {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn identities_without_a_profile_are_zymkey4i_or_hsm6() {
+        let old = identity(r#"{"model":"HSM6","serial":"EMU-1","firmware":"f","created":1}"#);
+        assert_eq!(old.profile(), Ok(Profile::Hsm6));
+        assert_eq!(old.layout().unwrap().factory_slots(), 0..12);
+        let old = identity(r#"{"model":"ZYMKEY4i","serial":"EMU-1","firmware":"f","created":1}"#);
+        assert_eq!(old.profile(), Ok(Profile::Zymkey4i));
+        assert_eq!(old.layout().unwrap().factory_slots(), 0..3);
+        let unknown = identity(r#"{"model":"HSM60","serial":"EMU-1","firmware":"f","created":1}"#);
+        assert_eq!(unknown.profile(), Err(Errno::IO));
+    }
+
+    #[test]
+    fn identities_with_a_profile() {
+        let new = identity(
+            r#"{"profile":"ZYMKEY5-EDU","model":"HSM6","factory_slots":14,
+                "serial":"EMU-1","firmware":"f","created":1}"#,
+        );
+        assert_eq!(new.profile(), Ok(Profile::Zymkey5Edu));
+        assert_eq!(new.layout().unwrap().factory_slots(), 0..14);
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(
+            json.starts_with(r#"{"profile":"ZYMKEY5-EDU","model":"HSM6","factory_slots":14,"#),
+            "{json}"
+        );
+        let bad_count = Identity {
+            factory_slots: Some(17),
+            ..new.clone()
+        };
+        assert_eq!(bad_count.layout(), Err(Errno::IO));
+        let bad_profile = Identity {
+            profile: Some("HSM4".to_string()),
+            ..new
+        };
+        assert_eq!(bad_profile.profile(), Err(Errno::IO));
     }
 
     #[test]

@@ -224,7 +224,8 @@ fn announces_itself_once_per_process() {
         ],
     );
     let banner = format!(
-        "zkemu: Zymkey emulator (model HSM6, state {}): keys are plain files, not a security boundary",
+        "zkemu: Zymkey emulator (HSM6 reporting \"HSM6\", 12 factory slots, state {}): \
+         keys are plain files, not a security boundary",
         state.display()
     );
     let err = stderr(&output);

@@ -344,7 +344,8 @@ fn unknown_model_is_refused() {
     );
     let err = stderr(&output);
     assert!(
-        err.contains("ZKIOT_EMU_MODEL=\"HSM4\"") && err.contains("ZYMKEY4i or HSM6"),
+        err.contains("ZKIOT_EMU_MODEL=\"HSM4\"")
+            && err.contains("ZYMKEY4i, HSM6, ZYMKEY5, ZYMKEY5-PREPROD, ZYMKEY5-EDU or HSM60"),
         "{err}"
     );
     assert!(!scratch.state().exists(), "no state for a refused model");
