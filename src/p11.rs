@@ -370,6 +370,74 @@ impl P11Token {
         }
         Ok(out)
     }
+
+    /// Every private key the token shows: its `CKA_ID`, label and curve (for `device
+    /// selftest`, which compares them with the device's slots).
+    pub fn key_objects(&self) -> Result<Vec<KeyObject>> {
+        let session = self.session();
+        let handles = session
+            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+            .context("cannot search the token's keys")?;
+        let mut keys = Vec::new();
+        for handle in handles {
+            let mut key = KeyObject::default();
+            let attrs = session.get_attributes(
+                handle,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::KeyType,
+                    AttributeType::EcParams,
+                ],
+            )?;
+            for attr in attrs {
+                match attr {
+                    Attribute::Id(v) => key.id = v,
+                    Attribute::Label(v) => key.label = String::from_utf8_lossy(&v).into_owned(),
+                    Attribute::KeyType(t) => key.key_type = Some(t),
+                    Attribute::EcParams(v) => key.params = Some(v),
+                    _ => {}
+                }
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// The mechanisms the token offers.
+    pub fn mechanisms(&self) -> Result<Vec<cryptoki::mechanism::MechanismType>> {
+        let slot = self.session().get_session_info()?.slot_id();
+        let pkcs11 = self
+            .pkcs11
+            .as_ref()
+            .expect("the module stays loaded until the token is dropped");
+        Ok(pkcs11.get_mechanism_list(slot)?)
+    }
+}
+
+/// A private key as the token shows it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyObject {
+    pub id: Vec<u8>,
+    pub label: String,
+    pub key_type: Option<cryptoki::object::KeyType>,
+    /// `CKA_EC_PARAMS`: the curve's OID.
+    pub params: Option<Vec<u8>>,
+}
+
+impl KeyObject {
+    /// The key's curve, by name: `P-256`, `secp256k1`, `Ed25519`, `X25519`, or what is unknown.
+    pub fn curve(&self) -> String {
+        use cryptoki::object::KeyType;
+        const SECP256K1: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+        match (self.key_type, self.params.as_deref()) {
+            (Some(KeyType::EC), Some(P256_PARAMS)) => "P-256".into(),
+            (Some(KeyType::EC), Some(SECP256K1)) => "secp256k1".into(),
+            (Some(KeyType::EC_EDWARDS), _) => "Ed25519".into(),
+            (Some(KeyType::EC_MONTGOMERY), _) => "X25519".into(),
+            (t, _) => format!("unknown ({t:?})"),
+        }
+    }
 }
 
 /// The token's session, held by one thread at a time.

@@ -101,6 +101,7 @@ fn passes_on(model: &str, slots: &[i32]) {
         slots.iter().map(|&s| i64::from(s)).collect::<Vec<_>>()
     );
     for slot in json["device"]["slots"].as_array().unwrap() {
+        assert_eq!(slot["curve"], "P-256", "{slot}");
         assert_eq!(slot["public_key_len"], 64, "{slot}");
         assert_eq!(slot["public_key_format"], "raw X||Y", "{slot}");
         assert_eq!(slot["signature_len"], 64, "{slot}");
@@ -135,6 +136,90 @@ fn passes_on_zymkey4i() {
 fn passes_on_hsm6() {
     // The HSM6 lists its twelve factory slots.
     passes_on("HSM6", &(0..12).collect::<Vec<_>>());
+}
+
+impl Device {
+    /// pkcs11-tool over the built module and this device.
+    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        let model = std::fs::read_to_string(self.tmp.path().join("model")).unwrap();
+        Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(built_library("libzkpkcs11.so"))
+            .args(args)
+            .env("ZKIOT_ZKLIB", built_library("libzkemu.so"))
+            .env("ZKIOT_EMU_DIR", self.emu_dir())
+            .env("ZKIOT_EMU_MODEL", model)
+            .env("ZKIOT_CONF", self.tmp.path().join("zkiot.toml"))
+            .output()
+            .expect("pkcs11-tool (OpenSC)")
+    }
+}
+
+#[test]
+fn reports_curves_pools_ed25519_and_what_the_module_concluded() {
+    let device = Device::new("HSM6");
+    let made = device.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:secp256k1",
+        "--label",
+        "wallet",
+    ]);
+    assert!(made.status.success(), "{}", text(&made));
+    let out = device.selftest(&["--json", "--ed25519"], &built_library("libzkemu.so"));
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &json["device"];
+    assert_eq!(d["key_slots"], 512);
+    assert_eq!(d["foreign_slots"], 128);
+    let slot16 = d["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == 16)
+        .expect("the generated key's slot is tested");
+    assert_eq!(slot16["curve"], "secp256k1");
+    assert_eq!(slot16["signature_verifies"], true);
+    let finding = d["ed25519"].as_str().unwrap();
+    assert!(
+        finding.starts_with("slot 17: the device refuses to sign"),
+        "{finding}"
+    );
+    assert!(
+        !device.emu_dir().join("keys/slot-17.pem").exists(),
+        "the temporary Ed25519 key is removed"
+    );
+    let m = &json["pkcs11"];
+    assert_eq!(m["key_generation"], true);
+    let shown = m["slots_shown"].as_array().unwrap();
+    assert!(
+        shown.contains(&serde_json::json!([16, "secp256k1"])),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&serde_json::json!([0, "P-256"])),
+        "{shown:?}"
+    );
+    let text_report = text(&device.selftest(&[], &built_library("libzkemu.so")));
+    assert!(
+        text_report.contains("pool      key store 512 slots; foreign keyring 128 slots (0 in use)"),
+        "{text_report}"
+    );
+    assert!(
+        text_report.contains("module    key generation offered: yes; slots shown: 0 P-256"),
+        "{text_report}"
+    );
+
+    let device = Device::new("ZYMKEY4i");
+    let out = device.selftest(&["--json", "--ed25519"], &built_library("libzkemu.so"));
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["device"]["key_slots"], 3);
+    assert_eq!(json["pkcs11"]["key_generation"], false);
+    assert!(json["device"]["ed25519"]
+        .as_str()
+        .unwrap()
+        .starts_with("not checked"));
 }
 
 #[test]

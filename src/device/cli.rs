@@ -49,6 +49,12 @@ pub struct SelftestArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Check what the device computes when it signs with an Ed25519 key. Uses an Ed25519 key
+    /// the device holds (a 32-byte public key whose signature verifies as Ed25519); with none,
+    /// on a device that generates keys, makes a temporary one and removes it afterwards. The
+    /// module offers no EdDSA signing until this says the device computes pure Ed25519.
+    #[arg(long)]
+    pub ed25519: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,12 +8,13 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use openssl::bn::BigNum;
 use openssl::ecdsa::EcdsaSig;
-use openssl::pkey::{PKey, Public};
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Public};
 use serde::Serialize;
-use zymkey::{Slot, Zymkey, DIGEST_LEN, SIGNATURE_LEN};
+use zymkey::{KeyType, Slot, Zymkey, DIGEST_LEN, SIGNATURE_LEN};
 
 use super::cli::SelftestArgs;
-use crate::p11::{public_key_from_point, P11Token};
+use crate::p11::{public_key_from_point, KeyObject, P11Token};
 use crate::GlobalOpts;
 
 /// Text whose SHA-256 the self-test signs: a known digest, the same on every device.
@@ -22,6 +23,8 @@ const KNOWN_MESSAGE: &[u8] = b"zkiot device selftest v1";
 const RANDOM_LEN: usize = 32;
 /// The slot every model has a factory key in; tested when the library lists no slots.
 const DEFAULT_SLOT: i32 = 0;
+/// Slots below this are the factory's; a key store has room beyond them (as the module decides).
+const FIRST_FREE_SLOT: usize = 16;
 
 /// One call into the library or the module, and how long it took.
 #[derive(Debug, Serialize)]
@@ -48,12 +51,21 @@ pub struct DeviceReport {
     pub random_len: Option<usize>,
     /// Where the slot list came from: the library's zkGetAllocSlotsList, or the default slot.
     pub slots_from: String,
+    /// Size of the device's key store and of its foreign keyring, as zkGetAllocSlotsList says.
+    pub key_slots: Option<usize>,
+    pub foreign_slots: Option<usize>,
+    pub foreign_in_use: Option<usize>,
     pub slots: Vec<SlotReport>,
+    /// What the device computes when it signs with an Ed25519 key, if checked.
+    pub ed25519: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SlotReport {
     pub slot: i32,
+    /// The key's curve as read back from its public key: `P-256`, `secp256k1`, or a 32-byte
+    /// key (Ed25519 or X25519, which the device cannot tell apart).
+    pub curve: Option<String>,
     /// `raw X||Y` (what Zymbit documents), `SEC1 uncompressed`, or `unexpected`.
     pub public_key_format: Option<String>,
     pub public_key_len: Option<usize>,
@@ -76,6 +88,10 @@ pub struct ModuleReport {
     pub signature_verifies: Option<bool>,
     /// The token's key is the device slot's key.
     pub same_key_as_device: Option<bool>,
+    /// The token offers key generation (it found a key store).
+    pub key_generation: Option<bool>,
+    /// Each device slot and how the token shows it: the curve it recorded or read, or hidden.
+    pub slots_shown: Vec<(i32, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,7 +107,7 @@ pub struct Report {
 /// Runs the self-test and prints the report; fails when anything differed.
 pub fn run(args: SelftestArgs, global: &GlobalOpts) -> Result<()> {
     let library = args.library.clone().unwrap_or_else(configured_library);
-    let report = selftest(&library, global);
+    let report = selftest(&library, global, args.ed25519);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -149,7 +165,7 @@ fn known_digest() -> [u8; DIGEST_LEN] {
     openssl::sha::sha256(KNOWN_MESSAGE)
 }
 
-fn selftest(library: &Path, global: &GlobalOpts) -> Report {
+fn selftest(library: &Path, global: &GlobalOpts, ed25519: bool) -> Report {
     let mut run = Run {
         operations: Vec::new(),
         problems: Vec::new(),
@@ -169,7 +185,7 @@ fn selftest(library: &Path, global: &GlobalOpts) -> Report {
             .into_iter()
             .map(|(name, present)| (name.to_string(), present))
             .collect();
-        device_keys = test_device(&zymkey, &mut device, &mut run);
+        device_keys = test_device(&zymkey, &mut device, &mut run, ed25519);
     }
     let pkcs11 = test_module(global, &device, &device_keys, &mut run);
     Report {
@@ -182,7 +198,12 @@ fn selftest(library: &Path, global: &GlobalOpts) -> Report {
 }
 
 /// The device through the library. Returns each tested slot's public key (raw X‖Y).
-fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec<(i32, Vec<u8>)> {
+fn test_device(
+    zymkey: &Zymkey,
+    report: &mut DeviceReport,
+    run: &mut Run,
+    ed25519: bool,
+) -> Vec<(i32, Vec<u8>)> {
     // The first call opens the device (zkOpen) too.
     report.model = run.time("zkOpen, zkGetModelNumberString", || zymkey.model());
     report.serial = run.time("zkGetSerialNumberString", || zymkey.serial_number());
@@ -215,9 +236,18 @@ fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec
         .any(|&(name, present)| name == "zkGetAllocSlotsList" && present);
     let slots = if has_list {
         report.slots_from = "zkGetAllocSlotsList".into();
-        run.time("zkGetAllocSlotsList", || zymkey.allocated_slots(false))
-            .map(|list| list.slots)
-            .unwrap_or_default()
+        let list = run.time("zkGetAllocSlotsList", || zymkey.allocated_slots(false));
+        report.key_slots = list.as_ref().map(|l| l.capacity);
+        if report.key_slots.is_some_and(|n| n > FIRST_FREE_SLOT) {
+            // A key store has a foreign keyring too.
+            if let Some(foreign) = run.time("zkGetAllocSlotsList (foreign)", || {
+                zymkey.allocated_slots(true)
+            }) {
+                report.foreign_slots = Some(foreign.capacity);
+                report.foreign_in_use = Some(foreign.slots.len());
+            }
+        }
+        list.map(|l| l.slots).unwrap_or_default()
     } else {
         report.slots_from = format!("default slot {DEFAULT_SLOT} (no zkGetAllocSlotsList)");
         vec![DEFAULT_SLOT]
@@ -232,6 +262,7 @@ fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec
         let slot = Slot::device(number);
         let mut s = SlotReport {
             slot: number,
+            curve: None,
             public_key_format: None,
             public_key_len: None,
             signature_len: None,
@@ -246,6 +277,17 @@ fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec
         let public = run.time(&format!("{export} slot {number}"), || {
             zymkey.public_key(slot)
         });
+        if let Some(raw) = public.as_deref().filter(|raw| raw.len() == ED25519_KEY_LEN) {
+            // Ed25519 or X25519: no ECDSA; the module shows it only if it recorded its curve.
+            s.public_key_len = Some(raw.len());
+            s.public_key_format = Some("raw 32 bytes".into());
+            s.curve = Some("32-byte (Ed25519 or X25519)".into());
+            if ed25519 && report.ed25519.is_none() {
+                report.ed25519 = Some(check_ed25519(zymkey, number, raw, run));
+            }
+            report.slots.push(s);
+            continue;
+        }
         let point = public.as_deref().and_then(|raw| {
             s.public_key_len = Some(raw.len());
             let (format, point) = match (raw.len(), raw.first()) {
@@ -256,23 +298,25 @@ fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec
             s.public_key_format = Some(format.to_string());
             run.expect(!point.is_empty(), || {
                 format!(
-                    "slot {number}: public key of {} bytes; the module expects 64 (raw X||Y) or 65 (04||X||Y)",
+                    "slot {number}: public key of {} bytes; the module expects 64 (raw X||Y), 65 \
+                     (04||X||Y) or 32 (Ed25519, X25519)",
                     raw.len()
                 )
             });
             (!point.is_empty()).then_some(point)
         });
-        let key = point
-            .as_deref()
-            .and_then(|p| match public_key_from_point(p) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    run.problems.push(format!(
-                        "slot {number}: the public key is not a P-256 point: {e}"
-                    ));
-                    None
-                }
-            });
+        let key = point.as_deref().and_then(|p| match ecdsa_key(p) {
+            Some((curve, key)) => {
+                s.curve = Some(curve.to_string());
+                Some(key)
+            }
+            None => {
+                run.problems.push(format!(
+                    "slot {number}: the public key is on neither P-256 nor secp256k1"
+                ));
+                None
+            }
+        });
         if let Some(signature) = run.time(&format!("zkGenECDSASigFromDigest slot {number}"), || {
             zymkey.sign_digest(number, &digest)
         }) {
@@ -299,7 +343,85 @@ fn test_device(zymkey: &Zymkey, report: &mut DeviceReport, run: &mut Run) -> Vec
         }
         report.slots.push(s);
     }
+    if ed25519 && report.ed25519.is_none() {
+        report.ed25519 = Some(if report.key_slots.is_some_and(|n| n > FIRST_FREE_SLOT) {
+            with_temporary_ed25519_key(zymkey, run)
+        } else {
+            "not checked: the device holds no 32-byte key and generates none".into()
+        });
+    }
     keys
+}
+
+/// Length of an Ed25519 (or X25519) public key.
+const ED25519_KEY_LEN: usize = 32;
+
+/// The curve of an uncompressed point, P-256 or secp256k1, and the key.
+fn ecdsa_key(point: &[u8]) -> Option<(&'static str, PKey<Public>)> {
+    [
+        ("P-256", Nid::X9_62_PRIME256V1),
+        ("secp256k1", Nid::SECP256K1),
+    ]
+    .into_iter()
+    .find_map(|(name, nid)| {
+        let group = openssl::ec::EcGroup::from_curve_name(nid).ok()?;
+        let mut ctx = openssl::bn::BigNumContext::new().ok()?;
+        let point = openssl::ec::EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
+        let key = openssl::ec::EcKey::from_public_key(&group, &point).ok()?;
+        Some((name, PKey::from_ec_key(key).ok()?))
+    })
+}
+
+/// Signs the known 32-byte digest with the 32-byte key of `slot` and says whether the result
+/// is a pure Ed25519 signature of those 32 bytes. A refusal is a finding, not a mismatch: the
+/// module offers no EdDSA signing either way.
+fn check_ed25519(zymkey: &Zymkey, slot: i32, raw: &[u8], run: &mut Run) -> String {
+    let message = known_digest();
+    let started = Instant::now();
+    let signed = zymkey.sign_digest(slot, &message);
+    run.operations.push(Operation {
+        name: format!("zkGenECDSASigFromDigest slot {slot} (32-byte key)"),
+        millis: started.elapsed().as_secs_f64() * 1000.0,
+        ok: signed.is_ok(),
+    });
+    let signature = match signed {
+        Ok(signature) => signature,
+        Err(e) => return format!("slot {slot}: the device refuses to sign with it ({e})"),
+    };
+    let pure = PKey::public_key_from_raw_bytes(raw, Id::ED25519)
+        .and_then(|key| {
+            openssl::sign::Verifier::new_without_digest(&key)?.verify_oneshot(&signature, &message)
+        })
+        .unwrap_or(false);
+    if pure {
+        format!("slot {slot}: pure Ed25519 over the 32 bytes it is given (CKM_EDDSA could be offered for 32-byte messages)")
+    } else {
+        format!("slot {slot}: the device signs, but not as pure Ed25519 over the 32 bytes it is given (or it is an X25519 key)")
+    }
+}
+
+/// Makes an Ed25519 key, checks it, and removes it.
+fn with_temporary_ed25519_key(zymkey: &Zymkey, run: &mut Run) -> String {
+    let Some(slot) = run.time("zkGenKeyPair (Ed25519, temporary)", || {
+        zymkey.generate_key(KeyType::Ed25519)
+    }) else {
+        return "not checked: the device did not make an Ed25519 key".into();
+    };
+    let finding = match run.time(&format!("zkExportPubKey slot {slot}"), || {
+        zymkey.public_key(Slot::device(slot))
+    }) {
+        Some(raw) if raw.len() == ED25519_KEY_LEN => check_ed25519(zymkey, slot, &raw, run),
+        Some(raw) => format!(
+            "slot {slot}: the new Ed25519 key's public key has {} bytes, not 32",
+            raw.len()
+        ),
+        None => "not checked: the new key's public key is unreadable".into(),
+    };
+    run.time(
+        &format!("zkRemoveKey slot {slot} (the temporary key)"),
+        || zymkey.remove_key(Slot::device(slot)),
+    );
+    finding
 }
 
 /// The same through the PKCS#11 module: C_Sign on the token's key, verified with its public key object.
@@ -321,6 +443,7 @@ fn test_module(
     };
     report.token_model = Some(token.model().to_string());
     report.token_serial = Some(token.serial_number().to_string());
+    compare_key_store(&token, device, &mut report, run);
     if let Some(model) = &device.model {
         run.expect(field_matches(model, token.model()), || {
             format!(
@@ -376,6 +499,55 @@ fn test_module(
         }
     }
     report
+}
+
+/// What the module concluded from the device: whether it has a key store, and how it shows
+/// each slot. Differences from what the device says are mismatches.
+fn compare_key_store(
+    token: &P11Token,
+    device: &DeviceReport,
+    report: &mut ModuleReport,
+    run: &mut Run,
+) {
+    if let Some(mechanisms) = run.time("C_GetMechanismList", || token.mechanisms()) {
+        let offered = mechanisms.contains(&cryptoki::mechanism::MechanismType::ECC_KEY_PAIR_GEN);
+        report.key_generation = Some(offered);
+        if let Some(size) = device.key_slots {
+            let key_store = size > FIRST_FREE_SLOT;
+            run.expect(offered == key_store, || {
+                format!(
+                    "the device's slot list has {size} slots ({} key store), but the module {} key generation",
+                    if key_store { "a" } else { "no" },
+                    if offered { "offers" } else { "does not offer" }
+                )
+            });
+        }
+    }
+    let Some(keys) = run.time("C_FindObjects (private keys)", || token.key_objects()) else {
+        return;
+    };
+    let shown = |slot: i32| -> Option<&KeyObject> {
+        let id = u16::try_from(slot).ok()?.to_be_bytes();
+        keys.iter().find(|k| k.id == id)
+    };
+    for s in &device.slots {
+        let as_shown = shown(s.slot).map_or_else(|| "hidden".to_string(), KeyObject::curve);
+        // A hidden key is no mismatch: a 32-byte key whose curve the module did not record,
+        // or a key made by another tool since the module last read the device.
+        if let Some(curve) = s
+            .curve
+            .as_deref()
+            .filter(|c| !c.starts_with("32-byte") && as_shown != "hidden")
+        {
+            run.expect(as_shown == curve, || {
+                format!(
+                    "slot {}: a {curve} key on the device, shown by the module as {as_shown}",
+                    s.slot
+                )
+            });
+        }
+        report.slots_shown.push((s.slot, as_shown));
+    }
 }
 
 /// A token information field holds the device's string, space-padded and cut to the field.
@@ -443,11 +615,19 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(out, "random    {} bytes", or_dash(&d.random_len));
         let _ = writeln!(out, "slots     from {}", d.slots_from);
+        let _ = writeln!(
+            out,
+            "pool      key store {} slots; foreign keyring {} slots ({} in use)",
+            or_dash(&d.key_slots),
+            or_dash(&d.foreign_slots),
+            or_dash(&d.foreign_in_use)
+        );
         for s in &d.slots {
             let _ = writeln!(
                 out,
-                "slot {:<4} public key {} ({} bytes); signature r||s {} bytes; verifies with the public key: {}; device verifies it: {}",
+                "slot {:<4} {}; public key {} ({} bytes); signature r||s {} bytes; verifies with the public key: {}; device verifies it: {}",
                 s.slot,
+                or_dash(&s.curve),
                 or_dash(&s.public_key_format),
                 or_dash(&s.public_key_len),
                 or_dash(&s.signature_len),
@@ -472,6 +652,24 @@ pub fn render(r: &Report) -> String {
         or_dash(&m.signature_len),
         yes_no(m.signature_verifies),
         yes_no(m.same_key_as_device)
+    );
+    if let Some(finding) = &r.device.ed25519 {
+        let _ = writeln!(out, "ed25519   {finding}");
+    }
+    let shown: Vec<String> = m
+        .slots_shown
+        .iter()
+        .map(|(slot, as_shown)| format!("{slot} {as_shown}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "module    key generation offered: {}; slots shown: {}",
+        yes_no(m.key_generation),
+        if shown.is_empty() {
+            "-".to_string()
+        } else {
+            shown.join(", ")
+        }
     );
     for op in &r.operations {
         let _ = writeln!(
