@@ -17,12 +17,11 @@ impl Module {
         self.token().is_ok()
     }
 
-    pub fn info(&self) -> CK_INFO {
+    /// `C_GetInfo`. `cryptoki_version` is the version of the function list
+    /// the call came through (2.40 or 3.0), which only the C ABI knows.
+    pub fn info(&self, cryptoki_version: CK_VERSION) -> CK_INFO {
         CK_INFO {
-            cryptokiVersion: CK_VERSION {
-                major: 2,
-                minor: 40,
-            },
+            cryptokiVersion: cryptoki_version,
             manufacturerID: padded(LIBRARY_MANUFACTURER),
             flags: 0,
             libraryDescription: padded(LIBRARY_DESCRIPTION),

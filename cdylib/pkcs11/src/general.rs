@@ -1,4 +1,6 @@
-//! General-purpose functions (PKCS#11 2.40 §5.4).
+//! General-purpose functions (PKCS#11 2.40 and 3.0 §5.4); `C_GetFunctionList`,
+//! `C_GetInterfaceList` and `C_GetInterface` are in the crate root, beside the
+//! function lists they answer.
 
 use std::ffi::CStr;
 use std::sync::Once;
@@ -6,7 +8,9 @@ use std::sync::Once;
 use cryptoki_sys::*;
 use zktoken::{Error, Module};
 
-use crate::{export, install, module, out_param, reclaim, uninstall, INIT_LOCK};
+use crate::{
+    export, install, module, out_param, reclaim, uninstall, INIT_LOCK, VERSION_2_40, VERSION_3_0,
+};
 
 /// What `C_Initialize`'s arguments ask for: the configuration text or path
 /// passed in `pReserved`, if any.
@@ -122,13 +126,34 @@ fn finalize(pReserved: CK_VOID_PTR) -> zktoken::Result<()> {
 
 export!(C_GetInfo(pInfo: CK_INFO_PTR) = unsafe get_info);
 
-/// `C_GetInfo` (§5.4).
+/// `C_GetInfo` (§5.4) of the 2.40 function list, the one exported by name:
+/// `cryptokiVersion` 2.40, the version of the list the caller holds.
 ///
 /// # Safety
 /// `pInfo` is NULL or valid for writing a `CK_INFO`.
 unsafe fn get_info(pInfo: CK_INFO_PTR) -> zktoken::Result<()> {
+    // SAFETY: by the contract above.
+    unsafe { info(pInfo, VERSION_2_40) }
+}
+
+/// `C_GetInfo` of the 3.0 function list: `cryptokiVersion` 3.0. Not
+/// exported by name (the symbol `C_GetInfo` is the 2.40 list's).
+///
+/// # Safety
+/// `pInfo` is NULL or valid for writing a `CK_INFO`.
+pub(crate) unsafe extern "C" fn get_info_3_0(pInfo: CK_INFO_PTR) -> CK_RV {
+    // SAFETY: the contract of `info` is this function's, which the caller keeps.
+    crate::call("C_GetInfo", move || unsafe { info(pInfo, VERSION_3_0) })
+}
+
+/// Writes the module's information, reporting `version` as its Cryptoki
+/// version.
+///
+/// # Safety
+/// `pInfo` is NULL or valid for writing a `CK_INFO`.
+unsafe fn info(pInfo: CK_INFO_PTR, version: CK_VERSION) -> zktoken::Result<()> {
     let m = module()?;
     // SAFETY: by the contract above.
-    *unsafe { out_param(pInfo) }? = m.info();
+    *unsafe { out_param(pInfo) }? = m.info(version);
     Ok(())
 }

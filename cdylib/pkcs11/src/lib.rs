@@ -1,27 +1,59 @@
 //! `libzkpkcs11.so`: the C ABI of the Zymkey PKCS#11 token.
 //!
 //! A thin layer over [`zktoken::Module`], one file per chapter of the
-//! PKCS#11 2.40 specification. Each export is an [`export!`] that maps the
+//! PKCS#11 specification. Each export is an [`export!`] that maps the
 //! C symbol to an ordinary function of its chapter's file; the
 //! export catches panics (they never unwind into C), and maps the
 //! function's `Result` to exactly one `CK_RV`. The function checks that the
 //! module is initialised in this process and turns raw pointers into
 //! slices right before use, only through the checked helpers of this file
-//! ([`input`], [`output`], [`inout`], [`out_param`], [`template`],
-//! [`mechanism`], [`write_list`]): NULL where a buffer is required, or a
-//! length no buffer can have, is `CKR_ARGUMENTS_BAD`. What the token does
-//! not offer is one line of [`not_supported!`], which checks the session or
-//! slot handle first, like every other export.
+//! ([`input`], [`output`], [`inout`], [`out_param`], [`in_param`],
+//! [`c_string_is`], [`template`], [`mechanism`], [`write_list`]): NULL where
+//! a buffer is required, or a length no buffer can have, is
+//! `CKR_ARGUMENTS_BAD`. What the token does not offer is one line of
+//! [`not_supported!`], which checks the session or slot handle first, like
+//! every other export.
 //!
-//! Only `C_GetFunctionList` is needed by consumers; every `C_*` function is
-//! also exported by name. `C_GetInterfaceList`/`C_GetInterface` (PKCS#11
-//! 3.0) are not: the module is a 2.40 module, and every consumer in use
-//! (libp11, p11-kit, pkcs11-tool, GnuTLS, python-pkcs11, pkcs11-provider)
-//! falls back to `C_GetFunctionList`.
+//! # Entry points and versions
 //!
-//! After fork(), the child's first `C_Initialize` builds a fresh module and
-//! leaves the parent's untouched (its device connection and store belong to
-//! the parent); until then the child sees `CKR_CRYPTOKI_NOT_INITIALIZED`.
+//! A PKCS#11 3.0 module with two function lists, both static:
+//!
+//! - `C_GetInterface` and `C_GetInterfaceList` (3.0 §5.4.5–5.4.6) offer the
+//!   interface "PKCS 11" in version 3.0 ([`FUNCTION_LIST_3_0`], the default
+//!   and first in the list) and in version 2.40 ([`FUNCTION_LIST`]).
+//!   `C_GetInterface` answers the first interface that matches the name,
+//!   the version and every requested flag (NULL name or version: any); when
+//!   none does, `CKR_ARGUMENTS_BAD`, as kryoptic and p11-kit's proxy answer.
+//!   Never `CKR_FUNCTION_NOT_SUPPORTED`: p11-kit and pkcs11-provider read it
+//!   as "no 3.0 interfaces" and fall back to `C_GetFunctionList`, while
+//!   pkcs11-provider's newer releases first ask for 3.2 and, on any other
+//!   error, ask again for the default. The name is compared byte by byte up
+//!   to the first difference: at most the 8 bytes of "PKCS 11" and its NUL
+//!   are read.
+//! - `C_GetFunctionList` answers the 2.40 list, as before: consumers that
+//!   know only it (libp11, p11-kit 0.24, python-pkcs11's base list, awscrt,
+//!   which wants a list of major version 2) see the module they always saw.
+//!
+//! Each list's `C_GetInfo` reports the list's own version as
+//! `cryptokiVersion`, as p11-kit's proxy does: a consumer of the 3.0
+//! interface sees 3.0 in both places, a consumer of `C_GetFunctionList` 2.40
+//! in both, so no consumer is told 3.0 while holding a list that has no 3.0
+//! entries (kryoptic reports its highest version through every list; a
+//! 2.40 consumer that believed it and read 3.0 entries past the end of a
+//! 2.40 list would read other memory). The symbol `C_GetInfo` is the 2.40
+//! list's. The 3.0 additions (`C_LoginUser`, `C_SessionCancel`, the
+//! message-based functions) answer `CKR_FUNCTION_NOT_SUPPORTED` after the
+//! handle check; every `C_*` function is also exported by name.
+//!
+//! No interface has `CKF_INTERFACE_FORK_SAFE`, so a request with that flag
+//! finds none. The flag promises that after fork() each process keeps its
+//! own copy of the sessions, logins and operations and goes on using them;
+//! here fork() is safe but not transparent: the child's first
+//! `C_Initialize` builds a fresh module and leaves the parent's untouched
+//! (its device connection and store belong to the parent); until then the
+//! child sees `CKR_CRYPTOKI_NOT_INITIALIZED`, and the parent's sessions are
+//! not the child's. A fork never finds a lock held: `token/src/fork.rs`
+//! makes it wait for SQLite and device calls in progress.
 
 // The exports and their functions keep the PKCS#11 parameter names.
 #![allow(non_snake_case)]
@@ -312,6 +344,40 @@ pub(crate) unsafe fn out_param<'a, T>(p: *mut T) -> Result<&'a mut T> {
     unsafe { p.as_mut() }.ok_or(Error::ArgumentsBad("NULL output pointer"))
 }
 
+/// An optional input parameter: `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or valid for reading a `T` for the returned lifetime.
+pub(crate) unsafe fn in_param<'a, T>(p: *const T) -> Result<Option<&'a T>> {
+    aligned(p)?;
+    // SAFETY: NULL or aligned and valid, by the contract above.
+    Ok(unsafe { p.as_ref() })
+}
+
+/// Whether the caller's NUL-terminated string `p` is `expected` (whose last
+/// byte is its NUL); `None` for NULL. The caller's bytes are read one at a
+/// time up to the first that differs: at most `expected.len()` of them, and
+/// never one past the caller's NUL, so an unterminated string is not run
+/// through.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+pub(crate) unsafe fn c_string_is(p: *const CK_UTF8CHAR, expected: &[CK_UTF8CHAR]) -> Option<bool> {
+    debug_assert_eq!(expected.last(), Some(&0), "expected ends with its NUL");
+    if p.is_null() {
+        return None;
+    }
+    for (i, &want) in expected.iter().enumerate() {
+        // SAFETY: bytes 0..i were equal to `expected`'s, none of which is NUL
+        // before its last, so the caller's string goes on at least to byte i.
+        let got = unsafe { p.add(i).read() };
+        if got != want {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
 /// Copies a caller's attribute template (for searches, new objects and
 /// changes). The token checks each declared length against what it knows of
 /// the attribute before a byte of its value is read.
@@ -375,84 +441,143 @@ pub(crate) unsafe fn write_list<T: Copy>(
     Ok(())
 }
 
-pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION {
-        major: 2,
-        minor: 40,
-    },
-    C_Initialize: Some(general::C_Initialize),
-    C_Finalize: Some(general::C_Finalize),
-    C_GetInfo: Some(general::C_GetInfo),
-    C_GetFunctionList: Some(C_GetFunctionList),
-    C_GetSlotList: Some(slot_token::C_GetSlotList),
-    C_GetSlotInfo: Some(slot_token::C_GetSlotInfo),
-    C_GetTokenInfo: Some(slot_token::C_GetTokenInfo),
-    C_GetMechanismList: Some(slot_token::C_GetMechanismList),
-    C_GetMechanismInfo: Some(slot_token::C_GetMechanismInfo),
-    C_InitToken: Some(slot_token::C_InitToken),
-    C_InitPIN: Some(slot_token::C_InitPIN),
-    C_SetPIN: Some(slot_token::C_SetPIN),
-    C_OpenSession: Some(session::C_OpenSession),
-    C_CloseSession: Some(session::C_CloseSession),
-    C_CloseAllSessions: Some(session::C_CloseAllSessions),
-    C_GetSessionInfo: Some(session::C_GetSessionInfo),
-    C_GetOperationState: Some(session::C_GetOperationState),
-    C_SetOperationState: Some(session::C_SetOperationState),
-    C_Login: Some(session::C_Login),
-    C_Logout: Some(session::C_Logout),
-    C_CreateObject: Some(object::C_CreateObject),
-    C_CopyObject: Some(object::C_CopyObject),
-    C_DestroyObject: Some(object::C_DestroyObject),
-    C_GetObjectSize: Some(object::C_GetObjectSize),
-    C_GetAttributeValue: Some(object::C_GetAttributeValue),
-    C_SetAttributeValue: Some(object::C_SetAttributeValue),
-    C_FindObjectsInit: Some(object::C_FindObjectsInit),
-    C_FindObjects: Some(object::C_FindObjects),
-    C_FindObjectsFinal: Some(object::C_FindObjectsFinal),
-    C_EncryptInit: Some(unsupported::C_EncryptInit),
-    C_Encrypt: Some(unsupported::C_Encrypt),
-    C_EncryptUpdate: Some(unsupported::C_EncryptUpdate),
-    C_EncryptFinal: Some(unsupported::C_EncryptFinal),
-    C_DecryptInit: Some(unsupported::C_DecryptInit),
-    C_Decrypt: Some(unsupported::C_Decrypt),
-    C_DecryptUpdate: Some(unsupported::C_DecryptUpdate),
-    C_DecryptFinal: Some(unsupported::C_DecryptFinal),
-    C_DigestInit: Some(unsupported::C_DigestInit),
-    C_Digest: Some(unsupported::C_Digest),
-    C_DigestUpdate: Some(unsupported::C_DigestUpdate),
-    C_DigestKey: Some(unsupported::C_DigestKey),
-    C_DigestFinal: Some(unsupported::C_DigestFinal),
-    C_SignInit: Some(sign_verify::C_SignInit),
-    C_Sign: Some(sign_verify::C_Sign),
-    C_SignUpdate: Some(sign_verify::C_SignUpdate),
-    C_SignFinal: Some(sign_verify::C_SignFinal),
-    C_SignRecoverInit: Some(sign_verify::C_SignRecoverInit),
-    C_SignRecover: Some(sign_verify::C_SignRecover),
-    C_VerifyInit: Some(sign_verify::C_VerifyInit),
-    C_Verify: Some(sign_verify::C_Verify),
-    C_VerifyUpdate: Some(sign_verify::C_VerifyUpdate),
-    C_VerifyFinal: Some(sign_verify::C_VerifyFinal),
-    C_VerifyRecoverInit: Some(sign_verify::C_VerifyRecoverInit),
-    C_VerifyRecover: Some(sign_verify::C_VerifyRecover),
-    C_DigestEncryptUpdate: Some(unsupported::C_DigestEncryptUpdate),
-    C_DecryptDigestUpdate: Some(unsupported::C_DecryptDigestUpdate),
-    C_SignEncryptUpdate: Some(unsupported::C_SignEncryptUpdate),
-    C_DecryptVerifyUpdate: Some(unsupported::C_DecryptVerifyUpdate),
-    C_GenerateKey: Some(keygen::C_GenerateKey),
-    C_GenerateKeyPair: Some(keygen::C_GenerateKeyPair),
-    C_WrapKey: Some(keygen::C_WrapKey),
-    C_UnwrapKey: Some(keygen::C_UnwrapKey),
-    C_DeriveKey: Some(keygen::C_DeriveKey),
-    C_SeedRandom: Some(random::C_SeedRandom),
-    C_GenerateRandom: Some(random::C_GenerateRandom),
-    C_GetFunctionStatus: Some(unsupported::C_GetFunctionStatus),
-    C_CancelFunction: Some(unsupported::C_CancelFunction),
-    C_WaitForSlotEvent: Some(unsupported::C_WaitForSlotEvent),
+/// The version of the function list `C_GetFunctionList` answers, and of the
+/// second interface of `C_GetInterfaceList`.
+pub(crate) const VERSION_2_40: CK_VERSION = CK_VERSION {
+    major: 2,
+    minor: 40,
 };
+
+/// The version of the default interface of `C_GetInterface`.
+pub(crate) const VERSION_3_0: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
+
+/// A function list: `function_list!(Type { version: V, C_GetInfo: f, 3.0 entries… })`
+/// fills the 2.40 entries, the same in every list but `C_GetInfo`, which
+/// reports the list's own version.
+macro_rules! function_list {
+    (
+        $type:ident {
+            version: $version:expr,
+            C_GetInfo: $get_info:path
+            $(, $name:ident: $value:expr)* $(,)?
+        }
+    ) => {
+        $type {
+            version: $version,
+            C_Initialize: Some(general::C_Initialize),
+            C_Finalize: Some(general::C_Finalize),
+            C_GetInfo: Some($get_info),
+            C_GetFunctionList: Some(C_GetFunctionList),
+            C_GetSlotList: Some(slot_token::C_GetSlotList),
+            C_GetSlotInfo: Some(slot_token::C_GetSlotInfo),
+            C_GetTokenInfo: Some(slot_token::C_GetTokenInfo),
+            C_GetMechanismList: Some(slot_token::C_GetMechanismList),
+            C_GetMechanismInfo: Some(slot_token::C_GetMechanismInfo),
+            C_InitToken: Some(slot_token::C_InitToken),
+            C_InitPIN: Some(slot_token::C_InitPIN),
+            C_SetPIN: Some(slot_token::C_SetPIN),
+            C_OpenSession: Some(session::C_OpenSession),
+            C_CloseSession: Some(session::C_CloseSession),
+            C_CloseAllSessions: Some(session::C_CloseAllSessions),
+            C_GetSessionInfo: Some(session::C_GetSessionInfo),
+            C_GetOperationState: Some(session::C_GetOperationState),
+            C_SetOperationState: Some(session::C_SetOperationState),
+            C_Login: Some(session::C_Login),
+            C_Logout: Some(session::C_Logout),
+            C_CreateObject: Some(object::C_CreateObject),
+            C_CopyObject: Some(object::C_CopyObject),
+            C_DestroyObject: Some(object::C_DestroyObject),
+            C_GetObjectSize: Some(object::C_GetObjectSize),
+            C_GetAttributeValue: Some(object::C_GetAttributeValue),
+            C_SetAttributeValue: Some(object::C_SetAttributeValue),
+            C_FindObjectsInit: Some(object::C_FindObjectsInit),
+            C_FindObjects: Some(object::C_FindObjects),
+            C_FindObjectsFinal: Some(object::C_FindObjectsFinal),
+            C_EncryptInit: Some(unsupported::C_EncryptInit),
+            C_Encrypt: Some(unsupported::C_Encrypt),
+            C_EncryptUpdate: Some(unsupported::C_EncryptUpdate),
+            C_EncryptFinal: Some(unsupported::C_EncryptFinal),
+            C_DecryptInit: Some(unsupported::C_DecryptInit),
+            C_Decrypt: Some(unsupported::C_Decrypt),
+            C_DecryptUpdate: Some(unsupported::C_DecryptUpdate),
+            C_DecryptFinal: Some(unsupported::C_DecryptFinal),
+            C_DigestInit: Some(unsupported::C_DigestInit),
+            C_Digest: Some(unsupported::C_Digest),
+            C_DigestUpdate: Some(unsupported::C_DigestUpdate),
+            C_DigestKey: Some(unsupported::C_DigestKey),
+            C_DigestFinal: Some(unsupported::C_DigestFinal),
+            C_SignInit: Some(sign_verify::C_SignInit),
+            C_Sign: Some(sign_verify::C_Sign),
+            C_SignUpdate: Some(sign_verify::C_SignUpdate),
+            C_SignFinal: Some(sign_verify::C_SignFinal),
+            C_SignRecoverInit: Some(sign_verify::C_SignRecoverInit),
+            C_SignRecover: Some(sign_verify::C_SignRecover),
+            C_VerifyInit: Some(sign_verify::C_VerifyInit),
+            C_Verify: Some(sign_verify::C_Verify),
+            C_VerifyUpdate: Some(sign_verify::C_VerifyUpdate),
+            C_VerifyFinal: Some(sign_verify::C_VerifyFinal),
+            C_VerifyRecoverInit: Some(sign_verify::C_VerifyRecoverInit),
+            C_VerifyRecover: Some(sign_verify::C_VerifyRecover),
+            C_DigestEncryptUpdate: Some(unsupported::C_DigestEncryptUpdate),
+            C_DecryptDigestUpdate: Some(unsupported::C_DecryptDigestUpdate),
+            C_SignEncryptUpdate: Some(unsupported::C_SignEncryptUpdate),
+            C_DecryptVerifyUpdate: Some(unsupported::C_DecryptVerifyUpdate),
+            C_GenerateKey: Some(keygen::C_GenerateKey),
+            C_GenerateKeyPair: Some(keygen::C_GenerateKeyPair),
+            C_WrapKey: Some(keygen::C_WrapKey),
+            C_UnwrapKey: Some(keygen::C_UnwrapKey),
+            C_DeriveKey: Some(keygen::C_DeriveKey),
+            C_SeedRandom: Some(random::C_SeedRandom),
+            C_GenerateRandom: Some(random::C_GenerateRandom),
+            C_GetFunctionStatus: Some(unsupported::C_GetFunctionStatus),
+            C_CancelFunction: Some(unsupported::C_CancelFunction),
+            C_WaitForSlotEvent: Some(unsupported::C_WaitForSlotEvent),
+            $($name: $value,)*
+        }
+    };
+}
+
+/// The PKCS#11 2.40 function list, from `C_GetFunctionList`.
+pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = function_list!(CK_FUNCTION_LIST {
+    version: VERSION_2_40,
+    C_GetInfo: general::C_GetInfo,
+});
+
+/// The PKCS#11 3.0 function list: the 2.40 functions, `C_GetInfo` reporting
+/// 3.0, and the functions 3.0 adds.
+pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = function_list!(CK_FUNCTION_LIST_3_0 {
+    version: VERSION_3_0,
+    C_GetInfo: general::get_info_3_0,
+    C_GetInterfaceList: Some(C_GetInterfaceList),
+    C_GetInterface: Some(C_GetInterface),
+    C_LoginUser: Some(unsupported::C_LoginUser),
+    C_SessionCancel: Some(unsupported::C_SessionCancel),
+    C_MessageEncryptInit: Some(unsupported::C_MessageEncryptInit),
+    C_EncryptMessage: Some(unsupported::C_EncryptMessage),
+    C_EncryptMessageBegin: Some(unsupported::C_EncryptMessageBegin),
+    C_EncryptMessageNext: Some(unsupported::C_EncryptMessageNext),
+    C_MessageEncryptFinal: Some(unsupported::C_MessageEncryptFinal),
+    C_MessageDecryptInit: Some(unsupported::C_MessageDecryptInit),
+    C_DecryptMessage: Some(unsupported::C_DecryptMessage),
+    C_DecryptMessageBegin: Some(unsupported::C_DecryptMessageBegin),
+    C_DecryptMessageNext: Some(unsupported::C_DecryptMessageNext),
+    C_MessageDecryptFinal: Some(unsupported::C_MessageDecryptFinal),
+    C_MessageSignInit: Some(unsupported::C_MessageSignInit),
+    C_SignMessage: Some(unsupported::C_SignMessage),
+    C_SignMessageBegin: Some(unsupported::C_SignMessageBegin),
+    C_SignMessageNext: Some(unsupported::C_SignMessageNext),
+    C_MessageSignFinal: Some(unsupported::C_MessageSignFinal),
+    C_MessageVerifyInit: Some(unsupported::C_MessageVerifyInit),
+    C_VerifyMessage: Some(unsupported::C_VerifyMessage),
+    C_VerifyMessageBegin: Some(unsupported::C_VerifyMessageBegin),
+    C_VerifyMessageNext: Some(unsupported::C_VerifyMessageNext),
+    C_MessageVerifyFinal: Some(unsupported::C_MessageVerifyFinal),
+});
 
 export!(C_GetFunctionList(ppFunctionList: CK_FUNCTION_LIST_PTR_PTR) = unsafe get_function_list);
 
-/// `C_GetFunctionList` (§5.4): the only symbol a consumer needs.
+/// `C_GetFunctionList` (§5.4): the 2.40 function list, for consumers that
+/// know no other entry point.
 ///
 /// # Safety
 /// `ppFunctionList` is NULL or valid for writing a pointer.
@@ -460,6 +585,105 @@ unsafe fn get_function_list(ppFunctionList: CK_FUNCTION_LIST_PTR_PTR) -> Result<
     // SAFETY: by the contract above.
     let out = unsafe { out_param(ppFunctionList) }?;
     *out = &FUNCTION_LIST as *const CK_FUNCTION_LIST as CK_FUNCTION_LIST_PTR;
+    Ok(())
+}
+
+/// The name of the standard interfaces (PKCS#11 3.0 §3.6), NUL-terminated.
+static INTERFACE_NAME: [CK_UTF8CHAR; 8] = *b"PKCS 11\0";
+
+/// The interfaces the module offers, the default first.
+struct Interfaces([CK_INTERFACE; 2]);
+
+// SAFETY: the pointers inside point to immutable statics (the name and the
+// function lists), which nothing writes: sharing them between threads is
+// sharing those statics.
+unsafe impl Sync for Interfaces {}
+
+/// "PKCS 11" 3.0 (the default) and "PKCS 11" 2.40, neither fork safe (see the
+/// module doc).
+static INTERFACES: Interfaces = Interfaces([
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut std::ffi::c_void,
+        flags: 0,
+    },
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut std::ffi::c_void,
+        flags: 0,
+    },
+]);
+
+impl Interfaces {
+    /// Each interface with its version, the first field of its function list.
+    fn with_versions(&self) -> impl Iterator<Item = (&CK_INTERFACE, CK_VERSION)> {
+        self.0.iter().map(|interface| {
+            // SAFETY: the only `Interfaces` is INTERFACES, whose function
+            // lists are statics that start with their CK_VERSION.
+            let version = unsafe { *(interface.pFunctionList as *const CK_VERSION) };
+            (interface, version)
+        })
+    }
+}
+
+export!(C_GetInterfaceList(
+    pInterfacesList: CK_INTERFACE_PTR,
+    pulCount: CK_ULONG_PTR,
+) = unsafe get_interface_list);
+
+/// `C_GetInterfaceList` (3.0 §5.4.5): the interfaces, with the list length
+/// convention of §5.2.
+///
+/// # Safety
+/// `pInterfacesList` is NULL or valid for `*pulCount` interfaces;
+/// `pulCount` is NULL or valid.
+unsafe fn get_interface_list(
+    pInterfacesList: CK_INTERFACE_PTR,
+    pulCount: CK_ULONG_PTR,
+) -> Result<()> {
+    // SAFETY: by the contract above.
+    unsafe { write_list(&INTERFACES.0, pInterfacesList, pulCount) }
+}
+
+export!(C_GetInterface(
+    pInterfaceName: CK_UTF8CHAR_PTR,
+    pVersion: CK_VERSION_PTR,
+    ppInterface: CK_INTERFACE_PTR_PTR,
+    flags: CK_FLAGS,
+) = unsafe get_interface);
+
+/// `C_GetInterface` (3.0 §5.4.6): the first interface whose name is
+/// `pInterfaceName` (any when NULL), whose version is `*pVersion` (any when
+/// NULL) and which has every flag of `flags`. None is `CKR_ARGUMENTS_BAD`,
+/// never `CKR_FUNCTION_NOT_SUPPORTED`, which p11-kit and pkcs11-provider take
+/// for "no interfaces at all" and fall back to `C_GetFunctionList`.
+///
+/// # Safety
+/// `pInterfaceName` is NULL or a NUL-terminated string; `pVersion` is NULL or
+/// valid for reading a `CK_VERSION`; `ppInterface` is NULL or valid for
+/// writing a pointer.
+unsafe fn get_interface(
+    pInterfaceName: CK_UTF8CHAR_PTR,
+    pVersion: CK_VERSION_PTR,
+    ppInterface: CK_INTERFACE_PTR_PTR,
+    flags: CK_FLAGS,
+) -> Result<()> {
+    // SAFETY: by the contract above.
+    let out = unsafe { out_param(ppInterface) }?;
+    // SAFETY: by the contract above.
+    let version = unsafe { in_param(pVersion) }?;
+    // SAFETY: by the contract above.
+    let name_matches = unsafe { c_string_is(pInterfaceName, &INTERFACE_NAME) };
+    let (interface, _) = INTERFACES
+        .with_versions()
+        .filter(|_| name_matches != Some(false))
+        .filter(|(_, offered)| match version {
+            None => true,
+            Some(v) => (v.major, v.minor) == (offered.major, offered.minor),
+        })
+        .find(|(i, _)| i.flags & flags == flags)
+        .ok_or(Error::ArgumentsBad("no such interface"))?;
+    *out = interface as *const CK_INTERFACE as CK_INTERFACE_PTR;
     Ok(())
 }
 
@@ -582,5 +806,75 @@ mod tests {
             std::slice::from_raw_parts((list as *const u8).add(8) as *const usize, entries)
         };
         assert!(words.iter().all(|w| *w != 0));
+    }
+
+    /// The function pointers of a list, after its version.
+    fn entries_of<T>(list: &T) -> &[usize] {
+        let entries = (std::mem::size_of::<T>() - 8) / 8;
+        // SAFETY: a function list is `version` (padded to 8 bytes) then
+        // pointer-sized Options; `list` is valid for its whole size.
+        unsafe {
+            std::slice::from_raw_parts(
+                (list as *const T as *const u8).add(8) as *const usize,
+                entries,
+            )
+        }
+    }
+
+    #[test]
+    fn function_list_3_0_has_every_entry_and_the_2_40_functions() {
+        let v3 = entries_of(&FUNCTION_LIST_3_0);
+        assert_eq!(v3.len(), 92);
+        assert!(v3.iter().all(|w| *w != 0));
+        let v2 = entries_of(&FUNCTION_LIST);
+        for (index, (a, b)) in v2.iter().zip(v3).enumerate() {
+            // Entry 2 is C_GetInfo, which reports each list's version.
+            assert_eq!(a == b, index != 2, "entry {index} of the lists");
+        }
+        assert_eq!(
+            (FUNCTION_LIST.version.major, FUNCTION_LIST.version.minor),
+            (2, 40)
+        );
+        assert_eq!(
+            (
+                FUNCTION_LIST_3_0.version.major,
+                FUNCTION_LIST_3_0.version.minor
+            ),
+            (3, 0)
+        );
+    }
+
+    #[test]
+    fn interfaces_default_first() {
+        let versions: Vec<_> = INTERFACES
+            .with_versions()
+            .map(|(_, v)| (v.major, v.minor))
+            .collect();
+        assert_eq!(versions, [(3, 0), (2, 40)]);
+        let mut found: CK_INTERFACE_PTR = std::ptr::null_mut();
+        // SAFETY: NULL name and version, a valid out-pointer.
+        let rv =
+            unsafe { C_GetInterface(std::ptr::null_mut(), std::ptr::null_mut(), &mut found, 0) };
+        assert_eq!(rv, CKR_OK);
+        assert!(std::ptr::eq(found, &INTERFACES.0[0]));
+    }
+
+    #[test]
+    fn caller_strings_are_read_up_to_the_first_difference() {
+        let expected = &INTERFACE_NAME;
+        // SAFETY: a NUL-terminated string.
+        let is = |name: &std::ffi::CStr| unsafe { c_string_is(name.as_ptr().cast(), expected) };
+        assert_eq!(is(c"PKCS 11"), Some(true));
+        assert_eq!(is(c"PKCS 1"), Some(false));
+        assert_eq!(is(c"PKCS 11 "), Some(false));
+        assert_eq!(is(c"pkcs 11"), Some(false));
+        assert_eq!(is(c""), Some(false));
+        // SAFETY: NULL, and unterminated arrays that differ from `expected`
+        // within their own length, so nothing past them is read.
+        unsafe {
+            assert_eq!(c_string_is(std::ptr::null(), expected), None);
+            assert_eq!(c_string_is([b'P', b'X'].as_ptr(), expected), Some(false));
+            assert_eq!(c_string_is(b"PKCS 11X".as_ptr(), expected), Some(false));
+        }
     }
 }
