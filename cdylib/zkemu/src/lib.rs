@@ -35,7 +35,7 @@
 //! read without a device operation, which the module keys its cache to.
 //!
 //! # Models
-//! Each profile is one Zymbit product ([`model::Profile`] says, per profile,
+//! Each profile is one Zymbit product (`model::Profile` says, per profile,
 //! which facts are documented and which assumed):
 //!
 //! | profile | model string | factory P-256 slots | `zkGetAllocSlotsList` | key store | accelerometer |
@@ -76,8 +76,8 @@
 //! [ZD api/…] `content/api/…`; [ZD hardware/components/scm]
 //! `content/hardware/components/scm/index.md`; [DS-ZK4] and [DS-HSM6] the
 //! ZYMKEY4i and HSM6 datasheets under `content/reference/product-briefs/`.
-//! [HDR] Zymbit's current `zk_app_utils.h`. [ZKU] the `zku` 1.0.33 Python
-//! package (`zymkey/__init__.py`). [hw]: only a real device can settle it.
+//! \[HDR\] Zymbit's current `zk_app_utils.h`. \[ZKU\] the `zku` 1.0.33 Python
+//! package (`zymkey/__init__.py`). \[hw\]: only a real device can settle it.
 //!
 //! # State directory
 //! ```text

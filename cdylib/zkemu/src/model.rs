@@ -34,11 +34,11 @@ pub enum Profile {
     /// key-store and foreign-key functions name HSM6, SCM (and since Dec 2025
     /// HSM60, HSM64) as their devices, never a Zymkey 4 [ZD api/c_api.md];
     /// an accelerometer is an option of the board [DS-ZK4], and the tap and
-    /// accelerometer calls name no device [HDR].
+    /// accelerometer calls name no device \[HDR\].
     ///
     /// Assumed: the model string "ZYMKEY4i" (Zymbit publishes none); the slot
     /// numbers 0–2; that `zkGetAllocSlotsList` answers capacity 3 with
-    /// `[0, 1, 2]` rather than failing [hw]; that the accelerometer is fitted.
+    /// `[0, 1, 2]` rather than failing \[hw\]; that the accelerometer is fitted.
     Zymkey4i,
     /// HSM6: the key store.
     ///
@@ -46,11 +46,11 @@ pub enum Profile {
     /// factory P-256 key slots, 12 [ZD api/api_docs_intro.md] or 14
     /// [DS-HSM6]; generated keys from slot 16 [ZD hardware/components/scm]; key
     /// types P-256, secp256k1, Ed25519, X25519 [HDR, ZKU]; an X25519 slot
-    /// cannot sign [ZKU]; the accelerometer is an option [DS-HSM6].
+    /// cannot sign \[ZKU\]; the accelerometer is an option [DS-HSM6].
     ///
     /// Assumed: the model string "HSM6" (pre-production ZYMKEY5 "identifies as
     /// an HSM6" [ZD-ZK5], but no returned string is published); factory slots
-    /// numbered from 0; that ECDSA with an Ed25519 key is refused [hw]; that
+    /// numbered from 0; that ECDSA with an Ed25519 key is refused \[hw\]; that
     /// the accelerometer is fitted.
     Hsm6,
     /// Production ZYMKEY5.
@@ -62,7 +62,7 @@ pub enum Profile {
     /// perimeter circuits and a power monitor, no accelerometer [ZD-PB-ZK5].
     ///
     /// Assumed: the exact model string ("ZYMKEY5" unless
-    /// `ZKIOT_EMU_MODEL_STRING` says otherwise) [hw]; the HSM6 slot layout
+    /// `ZKIOT_EMU_MODEL_STRING` says otherwise) \[hw\]; the HSM6 slot layout
     /// (factory slots below 16, 12 or 14 of them, generated keys from 16)
     /// [inference from ZD-ZK5]; that the tap and accelerometer calls fail,
     /// here with `-EOPNOTSUPP` [inference from ZD-PB-ZK5, hw].
@@ -86,7 +86,7 @@ pub enum Profile {
     /// 12 factory P-256 key slots [ZD api/api_docs_intro.md]; the key-store
     /// functions name it [ZD api/c_api.md].
     ///
-    /// Assumed: the model string "HSM60" [hw]; the HSM6 slot numbering
+    /// Assumed: the model string "HSM60" \[hw\]; the HSM6 slot numbering
     /// (factory from 0, generated keys from 16).
     Hsm60,
 }
