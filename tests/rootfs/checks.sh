@@ -5,7 +5,9 @@
 # in the environment, that openssl (libp11 engine), curl, pkcs11-tool and GnuTLS
 # find the token through p11-kit; on platforms with pkcs11-provider, the OpenSSL 3
 # provider path too; then that removing keeps the token's store and purging leaves
-# nothing behind. Each signature is counted in the emulator's trace.
+# nothing behind. Each signature is counted in the emulator's trace. The emulated model
+# is $ZKIOT_ROOTFS_MODEL (ZYMKEY4i by default); one with a key store also generates a key
+# through pkcs11-tool that signs a CSR.
 # shellcheck disable=SC2016 # single-quoted bash -c bodies expand later, on purpose
 set -uo pipefail
 
@@ -43,7 +45,8 @@ e2e_init
 # e2e_init points libp11 at the module: take that away again. Only the emulator's
 # state and trace folders stay in the environment (where a Zymkey has hardware).
 unset PKCS11_MODULE_PATH
-new_token
+model=${ZKIOT_ROOTFS_MODEL:-ZYMKEY4i}
+new_token "$model"
 unset ZKIOT_ZKLIB ZKIOT_CONF
 make_pki
 
@@ -74,6 +77,15 @@ done
 # (/var/lib/zkiot for root).
 check "pkcs11-tool --write-object dev.crt (certificate on the token)" \
     pkcs11-tool --module "$MODULE" --write-object "$T/dev.crt" --type cert --id 0000 --label slot0
+if [ "$model" != ZYMKEY4i ]; then
+    check "$model: the token shows the model string the device reports" \
+        bash -c "pkcs11-tool --module '$MODULE' -L | grep -q 'token model *: *$model\$'"
+    check "$model: pkcs11-tool --keypairgen (the key store found through the slot list)" \
+        pkcs11-tool --module "$MODULE" --keypairgen --key-type EC:prime256v1 --label gen1
+    check "$model: CSR signed by the generated key" \
+        token_csr "$T/gen1.csr" '/CN=device-gen1' "pkcs11:token=$TOKEN_LABEL;object=gen1;type=private"
+    check_csr "$model: the generated key's CSR verifies" "$T/gen1.csr"
+fi
 check "the token's store is under /var/lib/zkiot" bash -c 'ls /var/lib/zkiot/*.sqlite3'
 before=$(device_signs)
 check "curl with key and certificate from the token" \

@@ -7,6 +7,9 @@
 #   tests/rootfs/run.sh [--no-build] [NAME...]
 #
 #   NAME          bookworm-arm64 (under qemu-user), trixie-amd64; default: both
+#
+# Each platform runs one emulated model: a production ZYMKEY5 (its key store found
+# through the slot list) on the Pi's Debian 12 arm64, the default ZYMKEY4i elsewhere.
 #   --no-build    use the packages already in $CARGO_TARGET_DIR/debian
 #
 # Root only (chroot, mounts). Uses CARGO_TARGET_DIR like the other tests; the
@@ -62,10 +65,12 @@ run_one() {
     mount --bind /dev "$root/dev"
     mount --make-private "$root/dev"
     log=$(mktemp)
+    local model=ZYMKEY4i
+    [ "$name" = bookworm-arm64 ] && model=ZYMKEY5
     # A clean environment: nothing tells the tools where the module is.
     timeout --kill-after=10 "${ZKIOT_ROOTFS_TIMEOUT:-900}" \
         chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-        LANG=C.UTF-8 TMPDIR=/tmp ZKIOT_PLATFORM="$name" \
+        LANG=C.UTF-8 TMPDIR=/tmp ZKIOT_PLATFORM="$name" ZKIOT_ROOTFS_MODEL="$model" \
         /bin/bash /opt/zkiot-tests/checks.sh 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     local p f
