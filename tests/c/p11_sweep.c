@@ -5,12 +5,16 @@
  * with a session, with an operation active, finalised),
  * each probe in a forked child with a time limit. The module must answer: a
  * probe that crashes, hangs or returns CKR_GENERAL_ERROR fails the sweep.
+ * When the module exports C_GetInterface and it answers a "PKCS 11" 3.0
+ * interface, the sweep also calls C_GetInterfaceList, C_GetInterface, the
+ * 3.0 list's C_GetInfo and every function PKCS #11 3.0 adds.
  *
  *   p11_sweep MODULE [SECONDS_PER_PROBE]
  *
  * Prints one line per probe that did not return (and a summary line
- * "sweep: N probes, C crashed, H hung, G CKR_GENERAL_ERROR"); exit status 0
- * when all N answered with something other than CKR_GENERAL_ERROR.
+ * "sweep: N probes (2.40 and 3.0 lists), C crashed, H hung, G CKR_GENERAL_ERROR",
+ * or "(2.40 list)" without a 3.0 interface); exit status 0 when all N
+ * answered with something other than CKR_GENERAL_ERROR.
  *
  * Build: cc $(pkg-config --cflags p11-kit-1) -o p11_sweep p11_sweep.c -ldl
  */
@@ -30,6 +34,55 @@
 #define LONG_LEN ((CK_ULONG)0xffffffffUL)
 
 static CK_FUNCTION_LIST_PTR F;
+
+/* PKCS #11 3.0 (3.0 §3.6, §5.4.5-5.4.6). p11-kit's pkcs11.h has these types
+ * from 0.25 on and Debian 12 has 0.24, so the sweep declares what it uses:
+ * the interface record, and the 3.0 function list as the 2.40 one followed by
+ * the entries 3.0 adds, which is its layout. */
+struct interface {
+	CK_UTF8CHAR *name;
+	void *functions;
+	CK_FLAGS flags;
+};
+struct function_list_3_0 {
+	CK_FUNCTION_LIST v2;
+	CK_RV (*C_GetInterfaceList)(struct interface *, CK_ULONG *);
+	CK_RV (*C_GetInterface)(CK_UTF8CHAR *, CK_VERSION *, struct interface **, CK_FLAGS);
+	CK_RV (*C_LoginUser)(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR *, CK_ULONG,
+			     CK_UTF8CHAR *, CK_ULONG);
+	CK_RV (*C_SessionCancel)(CK_SESSION_HANDLE, CK_FLAGS);
+	CK_RV (*C_MessageEncryptInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_EncryptMessage)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				  CK_BYTE *, CK_ULONG, CK_BYTE *, CK_ULONG *);
+	CK_RV (*C_EncryptMessageBegin)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG);
+	CK_RV (*C_EncryptMessageNext)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				      CK_BYTE *, CK_ULONG *, CK_FLAGS);
+	CK_RV (*C_MessageEncryptFinal)(CK_SESSION_HANDLE);
+	CK_RV (*C_MessageDecryptInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_DecryptMessage)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				  CK_BYTE *, CK_ULONG, CK_BYTE *, CK_ULONG *);
+	CK_RV (*C_DecryptMessageBegin)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG);
+	CK_RV (*C_DecryptMessageNext)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				      CK_BYTE *, CK_ULONG *, CK_FLAGS);
+	CK_RV (*C_MessageDecryptFinal)(CK_SESSION_HANDLE);
+	CK_RV (*C_MessageSignInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_SignMessage)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG, CK_BYTE *,
+			       CK_ULONG *);
+	CK_RV (*C_SignMessageBegin)(CK_SESSION_HANDLE, void *, CK_ULONG);
+	CK_RV (*C_SignMessageNext)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				   CK_BYTE *, CK_ULONG *);
+	CK_RV (*C_MessageSignFinal)(CK_SESSION_HANDLE);
+	CK_RV (*C_MessageVerifyInit)(CK_SESSION_HANDLE, CK_MECHANISM *, CK_OBJECT_HANDLE);
+	CK_RV (*C_VerifyMessage)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG, CK_BYTE *,
+				 CK_ULONG);
+	CK_RV (*C_VerifyMessageBegin)(CK_SESSION_HANDLE, void *, CK_ULONG);
+	CK_RV (*C_VerifyMessageNext)(CK_SESSION_HANDLE, void *, CK_ULONG, CK_BYTE *, CK_ULONG,
+				     CK_BYTE *, CK_ULONG);
+	CK_RV (*C_MessageVerifyFinal)(CK_SESSION_HANDLE);
+};
+/* The 3.0 list, NULL when the module offers none; its first probe's number. */
+static struct function_list_3_0 *F3;
+#define FIRST_3_0_PROBE 68
 
 /* What the arguments of one probe are made of. */
 enum variant {
@@ -78,6 +131,11 @@ struct args {
 	CK_SESSION_INFO *session_info;
 	CK_MECHANISM_INFO *mechanism_info;
 	CK_FUNCTION_LIST_PTR *list_p;
+	struct interface *interfaces;
+	struct interface **interface_p;
+	CK_UTF8CHAR *interface_name;
+	CK_VERSION *version;
+	CK_FLAGS flags;
 };
 
 static CK_BYTE in_buf[256], out_buf[256], label[32];
@@ -97,6 +155,10 @@ static CK_TOKEN_INFO token_info_v;
 static CK_SESSION_INFO session_info_v;
 static CK_MECHANISM_INFO mechanism_info_v;
 static CK_FUNCTION_LIST_PTR list_v;
+static struct interface interfaces_buf[4];
+static struct interface *interface_v;
+static char name_buf[256];
+static CK_VERSION version_v;
 
 static CK_SESSION_HANDLE real_session;
 static CK_OBJECT_HANDLE real_key;
@@ -137,6 +199,13 @@ static void make_args(struct args *a, enum variant v)
 	a->session_info = &session_info_v;
 	a->mechanism_info = &mechanism_info_v;
 	a->list_p = &list_v;
+	a->interfaces = interfaces_buf;
+	a->interface_p = &interface_v;
+	strcpy(name_buf, "PKCS 11");
+	a->interface_name = (CK_UTF8CHAR *)name_buf;
+	version_v = (CK_VERSION){ 3, 0 };
+	a->version = &version_v;
+	a->flags = 0;
 	switch (v) {
 	case V_VALID:
 	case V_COUNT:
@@ -156,12 +225,19 @@ static void make_args(struct args *a, enum variant v)
 		a->session_info = NULL;
 		a->mechanism_info = NULL;
 		a->list_p = NULL;
+		a->interfaces = NULL;
+		a->interface_p = NULL;
+		a->interface_name = NULL;
+		a->version = NULL;
 		break;
 	case V_GARBAGE:
 		a->slot = GARBAGE_HANDLE;
 		a->session = GARBAGE_HANDLE;
 		a->key = a->object = GARBAGE_HANDLE;
 		ecdsa.mechanism = GARBAGE_HANDLE;
+		strcpy(name_buf, "PKCS 12");
+		version_v = (CK_VERSION){ 0xde, 0xad };
+		a->flags = GARBAGE_HANDLE;
 		break;
 	case V_HUGE:
 		a->in_len = a->out_len = HUGE_LEN;
@@ -172,6 +248,9 @@ static void make_args(struct args *a, enum variant v)
 	case V_LONG:
 		a->pin_len = LONG_LEN;
 		template_buf[2].ulValueLen = LONG_LEN;
+		/* "PKCS 11" and 247 more bytes before its NUL. */
+		memset(name_buf + 7, 'x', sizeof(name_buf) - 8);
+		name_buf[sizeof(name_buf) - 1] = 0;
 		break;
 	case V_MANY:
 		a->count = HUGE_LEN;
@@ -190,6 +269,14 @@ static int call(int fn, const struct args *a, CK_RV *rv, const char **name)
 		if (rv)                       \
 			*rv = F->FUNC(__VA_ARGS__); \
 		return 1;
+#define CASE3(N, NAME, FUNC, ...)              \
+	case N:                                \
+		*name = NAME;                  \
+		if (rv)                        \
+			*rv = F3->FUNC(__VA_ARGS__); \
+		return 1;
+	if (fn >= FIRST_3_0_PROBE && !F3)
+		return 0;
 	switch (fn) {
 	CASE(0, C_GetInfo, a->info)
 	CASE(1, C_GetFunctionList, a->list_p)
@@ -261,10 +348,48 @@ static int call(int fn, const struct args *a, CK_RV *rv, const char **name)
 	CASE(65, C_WaitForSlotEvent, CKF_DONT_BLOCK, a->ulong_p, a->reserved)
 	CASE(66, C_Initialize, a->reserved)
 	CASE(67, C_Finalize, a->reserved)
+	CASE3(68, "C_GetInterfaceList", C_GetInterfaceList, a->interfaces, a->ulong_p)
+	CASE3(69, "C_GetInterface", C_GetInterface, a->interface_name, a->version, a->interface_p,
+	      a->flags)
+	CASE3(70, "C_GetInfo (3.0 list)", v2.C_GetInfo, a->info)
+	CASE3(71, "C_LoginUser", C_LoginUser, a->session, CKU_USER, a->in, a->pin_len, a->in,
+	      a->pin_len)
+	CASE3(72, "C_SessionCancel", C_SessionCancel, a->session, CKF_SIGN)
+	CASE3(73, "C_MessageEncryptInit", C_MessageEncryptInit, a->session, a->mechanism, a->key)
+	CASE3(74, "C_EncryptMessage", C_EncryptMessage, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->in, a->in_len, a->out, a->out_len_p)
+	CASE3(75, "C_EncryptMessageBegin", C_EncryptMessageBegin, a->session, a->in, a->in_len,
+	      a->in, a->in_len)
+	CASE3(76, "C_EncryptMessageNext", C_EncryptMessageNext, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->out, a->out_len_p, 0)
+	CASE3(77, "C_MessageEncryptFinal", C_MessageEncryptFinal, a->session)
+	CASE3(78, "C_MessageDecryptInit", C_MessageDecryptInit, a->session, a->mechanism, a->key)
+	CASE3(79, "C_DecryptMessage", C_DecryptMessage, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->in, a->in_len, a->out, a->out_len_p)
+	CASE3(80, "C_DecryptMessageBegin", C_DecryptMessageBegin, a->session, a->in, a->in_len,
+	      a->in, a->in_len)
+	CASE3(81, "C_DecryptMessageNext", C_DecryptMessageNext, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->out, a->out_len_p, 0)
+	CASE3(82, "C_MessageDecryptFinal", C_MessageDecryptFinal, a->session)
+	CASE3(83, "C_MessageSignInit", C_MessageSignInit, a->session, a->mechanism, a->key)
+	CASE3(84, "C_SignMessage", C_SignMessage, a->session, a->in, a->in_len, a->in, a->in_len,
+	      a->out, a->out_len_p)
+	CASE3(85, "C_SignMessageBegin", C_SignMessageBegin, a->session, a->in, a->in_len)
+	CASE3(86, "C_SignMessageNext", C_SignMessageNext, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->out, a->out_len_p)
+	CASE3(87, "C_MessageSignFinal", C_MessageSignFinal, a->session)
+	CASE3(88, "C_MessageVerifyInit", C_MessageVerifyInit, a->session, a->mechanism, a->key)
+	CASE3(89, "C_VerifyMessage", C_VerifyMessage, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->in, a->in ? 64 : a->in_len)
+	CASE3(90, "C_VerifyMessageBegin", C_VerifyMessageBegin, a->session, a->in, a->in_len)
+	CASE3(91, "C_VerifyMessageNext", C_VerifyMessageNext, a->session, a->in, a->in_len, a->in,
+	      a->in_len, a->in, a->in ? 64 : a->in_len)
+	CASE3(92, "C_MessageVerifyFinal", C_MessageVerifyFinal, a->session)
 	default:
 		return 0;
 	}
 #undef CASE
+#undef CASE3
 }
 
 /* Brings a fresh child process's module into state `s`; 0 on success. */
@@ -301,6 +426,7 @@ static int enter_state(enum state s)
 int main(int argc, char **argv)
 {
 	CK_RV (*get_list)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_RV (*get_interface)(CK_UTF8CHAR *, CK_VERSION *, struct interface **, CK_FLAGS);
 	unsigned seconds = argc > 2 ? (unsigned)atoi(argv[2]) : 10;
 	int probes = 0, crashed = 0, hung = 0, general = 0;
 	void *lib;
@@ -318,6 +444,15 @@ int main(int argc, char **argv)
 	if (!get_list || get_list(&F) != CKR_OK) {
 		fprintf(stderr, "C_GetFunctionList failed\n");
 		return 2;
+	}
+	*(void **)&get_interface = dlsym(lib, "C_GetInterface");
+	if (get_interface) {
+		CK_VERSION v3 = { 3, 0 };
+		struct interface *found = NULL;
+
+		if (get_interface((CK_UTF8CHAR *)"PKCS 11", &v3, &found, 0) == CKR_OK && found &&
+		    found->functions)
+			F3 = found->functions;
 	}
 	for (int s = 0; s < S_STATE_COUNT; s++) {
 		for (int fn = 0;; fn++) {
@@ -384,7 +519,7 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	printf("sweep: %d probes, %d crashed, %d hung, %d CKR_GENERAL_ERROR\n", probes, crashed, hung,
-	       general);
+	printf("sweep: %d probes (%s), %d crashed, %d hung, %d CKR_GENERAL_ERROR\n", probes,
+	       F3 ? "2.40 and 3.0 lists" : "2.40 list", crashed, hung, general);
 	return crashed || hung || general ? 1 : 0;
 }

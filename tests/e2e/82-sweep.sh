@@ -3,6 +3,8 @@
 # garbage handles, huge lengths and counts, in every state, each call in a forked
 # child with a time limit (tests/c/p11_sweep.c). The module must answer each one:
 # no crash, no hang, no CKR_GENERAL_ERROR. Both models, with and without a PIN.
+# With our module the sweep covers the PKCS#11 3.0 interface too: C_GetInterfaceList,
+# C_GetInterface, the 3.0 list's C_GetInfo and every function 3.0 adds.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -25,6 +27,10 @@ run_sweep() {
 new_token ZYMKEY4i
 check "sweep over every export (ZYMKEY4i, no PIN)" run_sweep
 note "$(tail -n 1 "$T/sweep.summary")"
+if [ "$BACKEND" = zkiot ]; then
+    check "the sweep went through the 3.0 interface's list too" \
+        grep -q '^sweep: [0-9]* probes (2.40 and 3.0 lists)' "$T/sweep.summary"
+fi
 
 if [ "$BACKEND" = zkiot ]; then
     new_token HSM6
