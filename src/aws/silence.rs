@@ -133,23 +133,15 @@ async fn things_in_group(aws: &Aws, group: &str) -> Result<Vec<String>> {
         Err(e) if is_not_found(&e) => bail!("thing group {group} does not exist in AWS IoT"),
         Err(e) => return Err(aws.error("DescribeThingGroup", e)),
     }
-    let mut names = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = aws
-            .iot
-            .list_things_in_thing_group()
-            .thing_group_name(group)
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThingsInThingGroup", e))?;
-        names.extend(page.things().iter().cloned());
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => return Ok(names),
-        }
-    }
+    aws.iot
+        .list_things_in_thing_group()
+        .thing_group_name(group)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws.error("ListThingsInThingGroup", e))
 }
 
 /// What happened to one Thing: one line per certificate.
