@@ -7,24 +7,19 @@
 //! are reused rather than issued again, and registration converges on what AWS already holds, so
 //! nothing is duplicated.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::IsTerminal;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{bail, Context, Result};
 use openssl::hash::MessageDigest;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{self, Named, Progress};
 use super::cli::ProvisionArgs;
-use super::record::Record;
-use super::{
-    check_device_certificate, register_prepared, Aws, RegistrationPrerequisites, Unreachable,
-};
+use super::record::{now, Record};
+use super::{check_device_certificate, register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::thing_name::validate_thing_name;
 use crate::x509::{csr_common_name, fingerprint, hex, parse_csr};
@@ -46,24 +41,18 @@ pub struct RecordEntry {
     pub time: u64,
 }
 
-/// A device skipped because AWS had become unreachable.
-#[derive(Debug)]
-struct NotAttempted;
-
-impl std::fmt::Display for NotAttempted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not attempted: AWS unreachable")
-    }
-}
-
-impl std::error::Error for NotAttempted {}
-
 /// One device to provision.
 struct Job {
     thing: String,
     csr_path: PathBuf,
     csr: Vec<u8>,
     csr_sha256: String,
+}
+
+impl Named for Job {
+    fn name(&self) -> &str {
+        &self.thing
+    }
 }
 
 /// How one device ended.
@@ -82,9 +71,6 @@ struct Shared {
     devices_dir: PathBuf,
     sign: SignOptions,
     verbose: bool,
-    progress: ProgressBar,
-    /// Set when AWS cannot be reached: the devices not yet started are not attempted.
-    unreachable: AtomicBool,
     /// (thing, certificate id) pairs the record already holds a `signed` entry for.
     recorded_signed: HashSet<(String, String)>,
 }
@@ -104,8 +90,6 @@ pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Resu
         .map(|e| e.thing.as_str())
         .collect::<HashSet<_>>()
         .len();
-
-    let progress = progress_bar(jobs.len());
 
     let total = jobs.len();
     println!(
@@ -130,8 +114,6 @@ pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Resu
             ..SignOptions::default()
         },
         verbose: global.verbose,
-        progress: progress.clone(),
-        unreachable: AtomicBool::new(false),
         recorded_signed: previous
             .iter()
             .filter(|e| e.step == "signed")
@@ -139,69 +121,28 @@ pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Resu
             .collect(),
     });
 
-    let started = Instant::now();
-    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for job in jobs {
+    let tally = batch::for_each_thing(jobs, args.concurrency, |job, out| {
         let shared = Arc::clone(&shared);
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let thing = job.thing.clone();
-            if shared.unreachable.load(Ordering::SeqCst) {
-                shared.progress.inc(1);
-                return (thing, Err(anyhow!(NotAttempted)));
-            }
-            let result = provision_one(&shared, &job).await;
-            if let Err(e) = &result {
-                if e.downcast_ref::<Unreachable>().is_some() {
-                    shared.unreachable.store(true, Ordering::SeqCst);
-                }
-            }
-            shared.progress.inc(1);
-            (thing, result)
-        });
-    }
-
-    let mut provisioned = 0usize;
-    let mut already = 0usize;
-    let mut not_attempted = 0usize;
-    let mut failures: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (thing, result) = joined.map_err(|e| anyhow!("a provisioning task failed: {e}"))?;
-        match result {
-            Ok(Done::Provisioned) => provisioned += 1,
-            Ok(Done::AlreadyDone) => already += 1,
-            Err(e) if e.downcast_ref::<NotAttempted>().is_some() => not_attempted += 1,
-            Err(e) => {
-                failures.insert(thing, format!("{e:#}"));
-            }
-        }
-    }
-    progress.finish_and_clear();
-
-    let elapsed = started.elapsed().as_secs_f64();
-    for (thing, error) in &failures {
-        eprintln!("{thing}: {error}");
-    }
+        async move { provision_one(&shared, &job, &out).await }
+    })
+    .await;
+    let provisioned = tally
+        .done
+        .values()
+        .filter(|done| matches!(done, Done::Provisioned))
+        .count();
     println!(
-        "fleet: {total} devices in {elapsed:.1} s: {provisioned} provisioned, {already} already done, {} failed{}",
-        failures.len(),
-        if not_attempted > 0 {
-            format!(", {not_attempted} not attempted (AWS unreachable)")
-        } else {
-            String::new()
-        }
+        "fleet: {total} devices in {:.1} s: {provisioned} provisioned, {} already done, {} failed{}",
+        tally.elapsed.as_secs_f64(),
+        tally.done.len() - provisioned,
+        tally.failed.len(),
+        tally.not_attempted_note()
     );
-    if failures.is_empty() && not_attempted == 0 {
-        println!("next: deliver each devices/<thing>/device.crt to its device (`zkiot device install-cert`)");
-        Ok(())
-    } else {
-        bail!(
-            "{} of {total} devices not provisioned; fix the cause and run the same command again to finish",
-            failures.len() + not_attempted
-        )
-    }
+    tally.finish("devices not provisioned")?;
+    println!(
+        "next: deliver each devices/<thing>/device.crt to its device (`zkiot device install-cert`)"
+    );
+    Ok(())
 }
 
 /// Reads and checks the CSR folder up front, so a bad folder changes nothing.
@@ -241,7 +182,7 @@ fn read_csr_dir(dir: &Path) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-async fn provision_one(shared: &Shared, job: &Job) -> Result<Done> {
+async fn provision_one(shared: &Shared, job: &Job, out: &Progress) -> Result<Done> {
     let (cert, signed_now) = certificate_for(shared, job)?;
     let certificate_id = fingerprint(&cert)?;
     // A run killed between writing the certificate and recording it left it unrecorded.
@@ -282,9 +223,7 @@ async fn provision_one(shared: &Shared, job: &Job) -> Result<Done> {
             all.extend(outcome.actions.iter().cloned());
             all.join(", ")
         };
-        shared
-            .progress
-            .suspend(|| println!("{}: {what}", job.thing));
+        out.println(&format!("{}: {what}", job.thing));
     }
     if signed_now || !outcome.actions.is_empty() {
         Ok(Done::Provisioned)
@@ -316,26 +255,4 @@ fn certificate_for(shared: &Shared, job: &Job) -> Result<(X509, bool)> {
         .with_context(|| job.csr_path.display().to_string())?;
     fsutil::write_atomic(&path, &cert.to_pem()?, fsutil::PUBLIC_MODE)?;
     Ok((cert, true))
-}
-
-/// A progress bar on a terminal, nothing otherwise.
-pub(crate) fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -9,6 +9,7 @@
 //! alias durations); those checks are made here, before any call, so the same commands behave
 //! identically against AWS and against a local stand-in.
 
+mod batch;
 mod cli;
 mod client;
 mod fleet;

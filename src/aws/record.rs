@@ -77,3 +77,11 @@ impl Record {
         Ok(())
     }
 }
+
+/// Seconds since the Unix epoch, for the record's `time`.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

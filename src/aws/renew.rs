@@ -13,25 +13,22 @@
 //! 3. Once the device uses a newer certificate than some of ours, those are deactivated; once
 //!    inactive for `--grace`, revoked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_iot::types::CertificateStatus;
-use indicatif::ProgressBar;
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{self, Progress};
 use super::cli::RenewArgs;
-use super::fleet::{now, progress_bar};
-use super::record::Record;
+use super::record::{now, Record};
 use super::silence::{set_certificate_status, StatusChange};
 use super::thing::{describe_certificate, list_thing_principals, list_things};
-use super::{register_prepared, Aws, RegistrationPrerequisites, Unreachable};
+use super::{register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
 use crate::x509::fingerprint;
@@ -72,9 +69,7 @@ struct Shared {
     grace_seconds: u64,
     /// When each certificate was first recorded as deactivated.
     deactivated_at: HashMap<String, u64>,
-    progress: ProgressBar,
     verbose: bool,
-    unreachable: AtomicBool,
 }
 
 /// One of our certificates on a Thing.
@@ -101,7 +96,6 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
     }
     let mut things = list_things(&aws).await?;
     things.sort();
-    let progress = progress_bar(things.len());
     println!(
         "fleet renew: {} things, renewing certificates that expire within {} days, {} at a time, record {}",
         things.len(),
@@ -122,75 +116,27 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
         within_seconds: i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX),
         grace_seconds: args.grace.as_secs(),
         deactivated_at,
-        progress: progress.clone(),
         verbose: global.verbose,
-        unreachable: AtomicBool::new(false),
     });
 
-    let started = Instant::now();
-    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for thing in things.iter().cloned() {
+    let tally = batch::for_each_thing(things, args.concurrency, |thing, out| {
         let shared = Arc::clone(&shared);
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            if shared.unreachable.load(Ordering::SeqCst) {
-                shared.progress.inc(1);
-                return (thing, None);
-            }
-            let result = renew_thing(&shared, &thing).await;
-            if let Err(e) = &result {
-                if e.downcast_ref::<Unreachable>().is_some() {
-                    shared.unreachable.store(true, Ordering::SeqCst);
-                }
-            }
-            shared.progress.inc(1);
-            (thing, Some(result))
-        });
-    }
-    let mut failures = BTreeMap::new();
-    let (mut renewed, mut waiting, mut deactivated, mut revoked, mut not_attempted) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
-    while let Some(joined) = tasks.join_next().await {
-        let (thing, result) = joined.map_err(|e| anyhow!("a renewal task failed: {e}"))?;
-        match result {
-            None => not_attempted += 1,
-            Some(Ok(outcome)) => {
-                renewed += usize::from(outcome.renewed);
-                waiting += usize::from(outcome.waiting);
-                deactivated += outcome.deactivated;
-                revoked += outcome.revoked;
-            }
-            Some(Err(e)) => {
-                failures.insert(thing, format!("{e:#}"));
-            }
-        }
-    }
-    progress.finish_and_clear();
-    for (thing, error) in &failures {
-        eprintln!("{thing}: {error}");
-    }
+        async move { renew_thing(&shared, &thing, &out).await }
+    })
+    .await;
+    let outcomes = || tally.done.values();
+    let renewed = outcomes().filter(|o| o.renewed).count();
+    let waiting = outcomes().filter(|o| o.waiting).count();
+    let deactivated: usize = outcomes().map(|o| o.deactivated).sum();
+    let revoked: usize = outcomes().map(|o| o.revoked).sum();
     println!(
         "fleet renew: {} things in {:.1} s: {renewed} renewed, {waiting} waiting for the device to switch, {deactivated} old certificates deactivated, {revoked} revoked, {} failed{}",
-        things.len(),
-        started.elapsed().as_secs_f64(),
-        failures.len(),
-        if not_attempted > 0 {
-            format!(", {not_attempted} not attempted (AWS unreachable)")
-        } else {
-            String::new()
-        }
+        tally.total(),
+        tally.elapsed.as_secs_f64(),
+        tally.failed.len(),
+        tally.not_attempted_note()
     );
-    if failures.is_empty() && not_attempted == 0 {
-        Ok(())
-    } else {
-        bail!(
-            "{} of {} things not handled; fix the cause and run the same command again to finish",
-            failures.len() + not_attempted,
-            things.len()
-        )
-    }
+    tally.finish("things not handled")
 }
 
 /// Seconds from now until `time` (negative once past).
@@ -199,7 +145,7 @@ fn seconds_until(time: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
     Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
-async fn renew_thing(shared: &Shared, thing: &str) -> Result<Outcome> {
+async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Outcome> {
     let aws = &shared.aws;
     let described = aws
         .iot
@@ -264,12 +210,10 @@ async fn renew_thing(shared: &Shared, thing: &str) -> Result<Outcome> {
             })?;
             outcome.renewed = true;
             if shared.verbose {
-                shared.progress.suspend(|| {
-                    println!(
-                        "{thing}: certificate {} renewed as {}",
-                        newest.id, registered.certificate_id
-                    )
-                });
+                out.println(&format!(
+                    "{thing}: certificate {} renewed as {}",
+                    newest.id, registered.certificate_id
+                ));
             }
         }
     }

@@ -2,12 +2,10 @@
 //! file names, several at a time. Each Thing's certificates are read and changed where needed,
 //! so a re-run changes nothing; the summary says what changed.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aws_sdk_iot::types::CertificateStatus;
 
+use super::batch;
 use super::cli::TargetArgs;
 use super::client::{is_not_found, Aws};
 use super::thing::{describe_certificate, list_thing_principals};
@@ -135,23 +133,15 @@ async fn things_in_group(aws: &Aws, group: &str) -> Result<Vec<String>> {
         Err(e) if is_not_found(&e) => bail!("thing group {group} does not exist in AWS IoT"),
         Err(e) => return Err(aws.error("DescribeThingGroup", e)),
     }
-    let mut names = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = aws
-            .iot
-            .list_things_in_thing_group()
-            .thing_group_name(group)
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThingsInThingGroup", e))?;
-        names.extend(page.things().iter().cloned());
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => return Ok(names),
-        }
-    }
+    aws.iot
+        .list_things_in_thing_group()
+        .thing_group_name(group)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws.error("ListThingsInThingGroup", e))
 }
 
 /// What happened to one Thing: one line per certificate.
@@ -192,8 +182,8 @@ async fn change_thing(aws: &Aws, thing: &str, change: StatusChange) -> Result<Th
 }
 
 /// Applies `change` to every certificate of every target Thing, `concurrency` Things at a
-/// time, and prints one line per certificate (in Thing order) and a summary. Fails if any Thing
-/// failed; a re-run then finishes the rest.
+/// time (see [`batch`]), and prints one line per certificate (as each Thing is done) and a
+/// summary. Fails if any Thing failed or was not attempted; a re-run then finishes the rest.
 pub(crate) async fn change_status(
     aws: &Aws,
     targets: &Targets,
@@ -211,58 +201,32 @@ pub(crate) async fn change_status(
         return Ok(());
     }
 
-    let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(concurrency)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for thing in things.iter().cloned() {
+    let tally = batch::for_each_thing(things, concurrency, |thing, out| {
         let aws = aws.clone();
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = change_thing(&aws, &thing, change).await;
-            (thing, result)
-        });
-    }
-    let mut results = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (thing, result) = joined.map_err(|e| anyhow!("a status task failed: {e}"))?;
-        results.insert(thing, result);
-    }
-
-    let (mut changed, mut unchanged, mut failed) = (0usize, 0usize, 0usize);
-    for (thing, result) in &results {
-        match result {
-            Ok(outcome) => {
-                for line in &outcome.lines {
-                    println!("{line}");
-                }
-                if outcome.changed {
-                    changed += 1;
-                } else {
-                    unchanged += 1;
-                }
+        async move {
+            let outcome = change_thing(&aws, &thing, change).await?;
+            for line in &outcome.lines {
+                out.println(line);
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{thing}: {e:#}");
-            }
+            Ok(outcome.changed)
         }
-    }
+    })
+    .await;
+    let changed = tally.done.values().filter(|changed| **changed).count();
     let verb = match change {
         StatusChange::Silence => "silence",
         StatusChange::Unsilence => "unsilence",
         StatusChange::Revoke => "revoke",
     };
     println!(
-        "{verb} {}: {} things: {changed} changed, {unchanged} already done, {failed} failed",
+        "{verb} {}: {} things: {changed} changed, {} already done, {} failed{}",
         targets.option(),
-        things.len()
+        tally.total(),
+        tally.done.len() - changed,
+        tally.failed.len(),
+        tally.not_attempted_note()
     );
-    if failed > 0 {
-        bail!(
-            "{failed} of {} things not changed; fix the cause and run the same command again",
-            things.len()
-        );
-    }
+    tally.finish("things not changed")?;
     let who = match targets {
         Targets::Group(group) => format!("the things of group {group}"),
         _ => "these things".to_string(),

@@ -196,16 +196,9 @@ pub async fn register_prepared(
 
     // 4. Policy ↔ certificate.
     let policy_attached = !cert_is_new
-        && aws
-            .iot
-            .list_attached_policies()
-            .target(&arn)
-            .send()
-            .await
-            .map_err(|e| aws.error("ListAttachedPolicies", e))?
-            .policies()
-            .iter()
-            .any(|p| p.policy_name() == Some(prereqs.policy_name.as_str()));
+        && attached_policies(aws, &arn)
+            .await?
+            .contains(&prereqs.policy_name);
     if !policy_attached {
         aws.iot
             .attach_policy()
@@ -313,26 +306,17 @@ async fn add_to_group(aws: &Aws, thing: &str, group: &str) -> Result<Option<Stri
         Err(e) => return Err(aws.error("DescribeThingGroup", e)),
     }
     if !created {
-        let mut next: Option<String> = None;
-        loop {
-            let page = aws
-                .iot
-                .list_thing_groups_for_thing()
-                .thing_name(thing)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| aws.error("ListThingGroupsForThing", e))?;
-            if page
-                .thing_groups()
-                .iter()
-                .any(|g| g.group_name() == Some(group))
-            {
+        let mut groups = aws
+            .iot
+            .list_thing_groups_for_thing()
+            .thing_name(thing)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(member_of) = groups.next().await {
+            let member_of = member_of.map_err(|e| aws.error("ListThingGroupsForThing", e))?;
+            if member_of.group_name() == Some(group) {
                 return Ok(None);
-            }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                _ => break,
             }
         }
     }
@@ -390,47 +374,51 @@ pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<F
 
 /// Every Thing's name, in the order AWS IoT lists them.
 pub(crate) async fn list_things(aws: &Aws) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = aws
-            .iot
-            .list_things()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThings", e))?;
-        names.extend(
-            page.things()
-                .iter()
-                .filter_map(|t| t.thing_name())
-                .map(str::to_string),
-        );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => return Ok(names),
-        }
-    }
+    let things = aws
+        .iot
+        .list_things()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws.error("ListThings", e))?;
+    Ok(things
+        .iter()
+        .filter_map(|t| t.thing_name())
+        .map(str::to_string)
+        .collect())
 }
 
 pub(crate) async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
-    let mut principals = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let out = aws
-            .iot
-            .list_thing_principals()
-            .thing_name(thing)
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| aws.error("ListThingPrincipals", e))?;
-        principals.extend(out.principals().iter().cloned());
-        match out.next_token() {
-            Some(token) if !token.is_empty() => next = Some(token.to_string()),
-            _ => return Ok(principals),
-        }
-    }
+    aws.iot
+        .list_thing_principals()
+        .thing_name(thing)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws.error("ListThingPrincipals", e))
+}
+
+/// The names of the policies attached to `target` (a certificate ARN).
+async fn attached_policies(aws: &Aws, target: &str) -> Result<Vec<String>> {
+    let policies = aws
+        .iot
+        .list_attached_policies()
+        .target(target)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws.error("ListAttachedPolicies", e))?;
+    Ok(policies
+        .iter()
+        .filter_map(|p| p.policy_name())
+        .map(str::to_string)
+        .collect())
 }
 
 pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) -> Result<()> {
@@ -519,18 +507,7 @@ async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
             .and_then(|der| X509::from_der(der).ok())
             .map(|cert| describe_expiry(&cert))
             .unwrap_or_default();
-        let policies = aws
-            .iot
-            .list_attached_policies()
-            .target(&arn)
-            .send()
-            .await
-            .map_err(|e| aws.error("ListAttachedPolicies", e))?;
-        let names: Vec<&str> = policies
-            .policies()
-            .iter()
-            .filter_map(|p| p.policy_name())
-            .collect();
+        let names = attached_policies(aws, &arn).await?;
         println!(
             "{thing}: certificate {id} {status}, policies: {}{expiry}",
             if names.is_empty() {

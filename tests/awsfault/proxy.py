@@ -15,7 +15,9 @@ a rule (COUNT "forever": every one) get the fault KIND instead of moto's answer:
   IAM has not propagated it (a role just created or updated): HTTP 400, InvalidRequestException
   in the x-amzn-ErrorType header and the JSON body's __type, and a message naming the role ARN
   the request carried (worded as AWS IoT words it when it cannot assume a role a call names,
-  e.g. CreateTopicRule; the client goes by the code, not the words).
+  e.g. CreateTopicRule; the client goes by the code, not the words);
+- "down": the service goes away: this request and every later one, whatever it matches, has
+  its connection closed without an answer (the client finds AWS unreachable).
 
 Everything else is forwarded to moto unchanged. Each injected fault is logged on stdout, one line.
 """
@@ -65,6 +67,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(400, xml, {"Content-Type": "text/xml"})
         elif kind == "throttle":
             self.reply(429, b'{"message": "Rate exceeded"}', {"x-amzn-ErrorType": "ThrottlingException"})
+        elif kind == "down":
+            self.close_connection = True
         elif kind == "role-not-ready":
             error = "InvalidRequestException"
             data = json.dumps({"__type": error, "message": role_not_ready_message(body)}).encode()
@@ -120,17 +124,24 @@ class Server(ThreadingHTTPServer):
             for pattern, count, kind in rules
         ]
         self.lock = threading.Lock()
+        self.down = False
         super().__init__(("127.0.0.1", 0), Handler)
 
     def take_fault(self, request):
         with self.lock:
-            for rule in self.rules:
-                if (rule[1] is None or rule[1] > 0) and rule[0].search(request):
-                    if rule[1] is not None:
-                        rule[1] -= 1
-                    method, path = request.split(" ", 2)[:2]
-                    print(f"injected {rule[2]}: {method} {path}", flush=True)
-                    return rule[2]
+            kind = "down" if self.down else self.matching_rule(request)
+            self.down = kind == "down"
+            if kind is not None:
+                method, path = request.split(" ", 2)[:2]
+                print(f"injected {kind}: {method} {path}", flush=True)
+            return kind
+
+    def matching_rule(self, request):
+        for rule in self.rules:
+            if (rule[1] is None or rule[1] > 0) and rule[0].search(request):
+                if rule[1] is not None:
+                    rule[1] -= 1
+                return rule[2]
         return None
 
 

@@ -767,7 +767,7 @@ pub const FOREVER: u32 = u32::MAX;
 
 /// `tests/awsfault/proxy.py` in front of moto: the first `count` requests matching each
 /// `(regex, count, kind)` rule ([`FOREVER`]: all of them) get the fault `kind` ("500",
-/// "throttle", "lost" or "role-not-ready"; see the script), the rest reach moto.
+/// "throttle", "lost", "role-not-ready" or "down"; see the script), the rest reach moto.
 pub struct FaultProxy {
     child: Child,
     pub url: String,
