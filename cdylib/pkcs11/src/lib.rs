@@ -29,7 +29,9 @@
 //!   pkcs11-provider's newer releases first ask for 3.2 and, on any other
 //!   error, ask again for the default. The name is compared byte by byte up
 //!   to the first difference: at most the 8 bytes of "PKCS 11" and its NUL
-//!   are read.
+//!   are read. The record it answers is in writable memory, since OpenSC's
+//!   pkcs11-spy writes its own function list into it; the module never reads
+//!   that record back.
 //! - `C_GetFunctionList` answers the 2.40 list, as before: consumers that
 //!   know only it (libp11, p11-kit 0.24, python-pkcs11's base list, awscrt,
 //!   which wants a list of major version 2) see the module they always saw.
@@ -58,6 +60,7 @@
 // The exports and their functions keep the PKCS#11 parameter names.
 #![allow(non_snake_case)]
 
+use std::cell::UnsafeCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -591,7 +594,27 @@ unsafe fn get_function_list(ppFunctionList: CK_FUNCTION_LIST_PTR_PTR) -> Result<
 /// The name of the standard interfaces (PKCS#11 3.0 §3.6), NUL-terminated.
 static INTERFACE_NAME: [CK_UTF8CHAR; 8] = *b"PKCS 11\0";
 
-/// The interfaces the module offers, the default first.
+/// The interfaces the module offers, the default first: "PKCS 11" 3.0 and
+/// "PKCS 11" 2.40, neither fork safe (see the module doc).
+macro_rules! interfaces {
+    () => {
+        [
+            CK_INTERFACE {
+                pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+                pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0
+                    as *mut std::ffi::c_void,
+                flags: 0,
+            },
+            CK_INTERFACE {
+                pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+                pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut std::ffi::c_void,
+                flags: 0,
+            },
+        ]
+    };
+}
+
+/// The interfaces, as the module reads them.
 struct Interfaces([CK_INTERFACE; 2]);
 
 // SAFETY: the pointers inside point to immutable statics (the name and the
@@ -599,20 +622,21 @@ struct Interfaces([CK_INTERFACE; 2]);
 // sharing those statics.
 unsafe impl Sync for Interfaces {}
 
-/// "PKCS 11" 3.0 (the default) and "PKCS 11" 2.40, neither fork safe (see the
-/// module doc).
-static INTERFACES: Interfaces = Interfaces([
-    CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
-        pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut std::ffi::c_void,
-        flags: 0,
-    },
-    CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
-        pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut std::ffi::c_void,
-        flags: 0,
-    },
-]);
+/// What `C_GetInterfaceList` copies out and `C_GetInterface` chooses from.
+static INTERFACES: Interfaces = Interfaces(interfaces!());
+
+/// The records `C_GetInterface` hands out: the same interfaces, in writable
+/// memory. Consumers may write to the record they are given (OpenSC's
+/// pkcs11-spy puts its own function list in it), which would crash them in
+/// read-only memory; the module never reads these records, so nothing a
+/// consumer writes there changes an answer of the module.
+struct HandedOut(UnsafeCell<[CK_INTERFACE; 2]>);
+
+// SAFETY: the module never reads or writes the records; it only hands out
+// pointers to them, as the specification has it hand out its function lists.
+unsafe impl Sync for HandedOut {}
+
+static HANDED_OUT: HandedOut = HandedOut(UnsafeCell::new(interfaces!()));
 
 impl Interfaces {
     /// Each interface with its version, the first field of its function list.
@@ -674,16 +698,21 @@ unsafe fn get_interface(
     let version = unsafe { in_param(pVersion) }?;
     // SAFETY: by the contract above.
     let name_matches = unsafe { c_string_is(pInterfaceName, &INTERFACE_NAME) };
-    let (interface, _) = INTERFACES
+    let index = INTERFACES
         .with_versions()
-        .filter(|_| name_matches != Some(false))
-        .filter(|(_, offered)| match version {
-            None => true,
-            Some(v) => (v.major, v.minor) == (offered.major, offered.minor),
+        .position(|(interface, offered)| {
+            name_matches != Some(false)
+                && version.map_or(true, |v| {
+                    (v.major, v.minor) == (offered.major, offered.minor)
+                })
+                && interface.flags & flags == flags
         })
-        .find(|(i, _)| i.flags & flags == flags)
         .ok_or(Error::ArgumentsBad("no such interface"))?;
-    *out = interface as *const CK_INTERFACE as CK_INTERFACE_PTR;
+    *out = HANDED_OUT
+        .0
+        .get()
+        .cast::<CK_INTERFACE>()
+        .wrapping_add(index);
     Ok(())
 }
 
@@ -856,7 +885,7 @@ mod tests {
         let rv =
             unsafe { C_GetInterface(std::ptr::null_mut(), std::ptr::null_mut(), &mut found, 0) };
         assert_eq!(rv, CKR_OK);
-        assert!(std::ptr::eq(found, &INTERFACES.0[0]));
+        assert!(std::ptr::eq(found, HANDED_OUT.0.get().cast()));
     }
 
     #[test]

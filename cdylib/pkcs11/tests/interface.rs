@@ -293,6 +293,53 @@ fn get_interface_bad_arguments() {
     });
 }
 
+/// A consumer may write to the record `C_GetInterface` gives it, as OpenSC's
+/// pkcs11-spy does (it puts its own function list there): no crash, and the
+/// module's later answers do not depend on what was written.
+#[test]
+fn a_consumer_may_write_the_interface_it_is_given() {
+    Scenario::zymkey4i().run(|t| {
+        let lib = exports(t);
+        let v2 = get_interface(lib, None, Some((2, 40)), 0).expect("2.40");
+        let v2_list = v2.pFunctionList;
+        let mut given: *mut CK_INTERFACE = ptr::null_mut();
+        // SAFETY: NULL name and version, a valid out-pointer.
+        let rv = unsafe { lib.C_GetInterface(ptr::null_mut(), ptr::null_mut(), &mut given, 0) };
+        assert_rv!(rv, CKR_OK);
+        // SAFETY: the module hands out a writable record; writing it is what is tested.
+        unsafe {
+            (*given).pFunctionList = v2_list;
+            (*given).flags = CKF_INTERFACE_FORK_SAFE;
+        }
+        let v3 = get_interface(lib, None, Some((3, 0)), 0).expect("3.0 after the write");
+        assert!(ptr::eq(v3, given), "the same record");
+        let mut listed = [CK_INTERFACE {
+            pInterfaceName: ptr::null_mut(),
+            pFunctionList: ptr::null_mut(),
+            flags: 0,
+        }; 2];
+        let mut count: CK_ULONG = 2;
+        // SAFETY: a buffer of 2 interfaces.
+        let rv = unsafe { lib.C_GetInterfaceList(listed.as_mut_ptr(), &mut count) };
+        assert_rv!(rv, CKR_OK);
+        assert_eq!(
+            listed.map(|i| (interface_version(&i), i.flags)),
+            [((3, 0), 0), ((2, 40), 0)],
+            "C_GetInterfaceList answers the module's interfaces"
+        );
+        let rv = get_interface(lib, None, None, CKF_INTERFACE_FORK_SAFE).map(|_| ());
+        assert_eq!(rv, Err(CKR_ARGUMENTS_BAD), "still no fork-safe interface");
+        let raw = Raw {
+            f: list_2_40(&listed[0]),
+        };
+        assert_rv!(raw.initialize_os_locking(), CKR_OK);
+        let mut info = CK_INFO::default();
+        assert_rv!(call!(raw, C_GetInfo(&mut info)), CKR_OK);
+        assert_eq!(info.cryptokiVersion.major, 3);
+        assert_rv!(raw.finalize(), CKR_OK);
+    });
+}
+
 /// The interface name is read byte by byte up to its first difference from
 /// "PKCS 11": a name with no NUL before an unmapped page is refused, not
 /// run through (as `strlen` would, into the unmapped page).
