@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # (e) pkcs11-tool (OpenSC): listing, CKM_ECDSA signatures over digests of every
-# common size verified by openssl, random, --test, --test-fork, --test-threads.
+# common size verified by openssl, random, --test, --test-fork, --test-threads;
+# which PKCS#11 entry point each consumer here takes (the 3.0 interface or
+# C_GetFunctionList's 2.40 list), and that both work.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
@@ -17,6 +19,59 @@ check "pkcs11-tool -O lists private and public key slot0" \
              grep -q 'label: *slot0' <<<\"\$out\" && grep -q 'ID: *0000\$' <<<\"\$out\""
 check "pkcs11-tool -M lists ECDSA" \
     bash -c "pkcs11-tool --module '$MODULE' -M | grep -q '^ *ECDSA,'"
+
+# PKCS#11 3.0. OpenSC (0.23 here, 0.26 on Debian 13) loads a module through
+# C_GetInterface("PKCS 11", NULL) when it exports one, else C_GetFunctionList. Our
+# default interface is 3.0, and each list's C_GetInfo reports that list's version: -I
+# printing 3.0 shows pkcs11-tool holds the 3.0 list, which --list-interfaces requires.
+# python-pkcs11 0.10 makes its calls through C_GetFunctionList's list, so it sees 2.40,
+# and takes the 3.0 interface only for 3.0 functions.
+if [ "$BACKEND" = zkiot ]; then
+    check "pkcs11-tool -I: Cryptoki version 3.0 (it loaded the module through C_GetInterface)" \
+        bash -c "pkcs11-tool --module '$MODULE' -I | grep -qx 'Cryptoki version 3.0'"
+    list_interfaces() {
+        local out
+        out=$(pkcs11-tool --module "$MODULE" --list-interfaces) || return 1
+        printf '%s\n' "$out"
+        [ "$(grep -v 'funcs=' <<<"$out")" = "$(printf "%s\n" "Interface 'PKCS 11'" \
+            '  version: 3.0' '  flags=0x0' "Interface 'PKCS 11'" '  version: 2.40' '  flags=0x0')" ]
+    }
+    check "pkcs11-tool --list-interfaces: 'PKCS 11' 3.0, then 2.40, no flags" list_interfaces
+    # OpenSC's pkcs11-spy loads the module as pkcs11-tool does, logs each call, and writes
+    # its own function list into the interface record C_GetInterface gives it.
+    spy=$(find /usr/lib -name pkcs11-spy.so -print -quit 2>/dev/null)
+    if [ -n "$spy" ]; then
+        spy_first_call() {
+            PKCS11SPY=$MODULE PKCS11SPY_OUTPUT=$T/spy-load.log pkcs11-tool --module "$spy" -I ||
+                return 1
+            grep -A5 -m1 '^0: ' "$T/spy-load.log"
+            grep -qx '0: C_GetInterface' "$T/spy-load.log" &&
+                grep -A5 -m1 '^0: ' "$T/spy-load.log" | grep -qx '\[in\] pVersion = NULL' &&
+                grep -qE '^ +cryptokiVersion: +3\.0$' "$T/spy-load.log"
+        }
+        check "through pkcs11-spy: the first call is C_GetInterface(\"PKCS 11\", NULL), then 3.0" \
+            spy_first_call
+    fi
+    python_versions() {
+        "$VENV/bin/python" - "$MODULE" "$TOKEN_LABEL" <<'PY'
+import sys
+import pkcs11
+lib = pkcs11.lib(sys.argv[1])
+print("cryptoki_version", lib.cryptoki_version)
+assert lib.cryptoki_version == (2, 40), lib.cryptoki_version
+token = lib.get_token(token_label=sys.argv[2])
+with token.open() as session:
+    key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, label="slot0")
+    assert len(key.sign(b"\x11" * 32, mechanism=pkcs11.Mechanism.ECDSA)) == 64
+PY
+    }
+    if [ -x "$VENV/bin/python" ]; then
+        check "python-pkcs11 (C_GetFunctionList's list): Cryptoki version 2.40, and it signs" \
+            python_versions
+    else
+        skip "python-pkcs11: no venv at $VENV (scripts/install-deps.sh makes it)"
+    fi
+fi
 
 check "public key of slot 0" token_pubkey "$T/pub.pem"
 head -c 1000 /dev/urandom >"$T/message"
