@@ -23,8 +23,10 @@ pub struct GlobalOpts {
     pub home_explicit: bool,
     /// The PKCS#11 module the device commands load.
     pub module: PathBuf,
-    /// Label of the token that holds the device keys.
-    pub token_label: String,
+    /// Label of the token that holds the device keys, when chosen (`--token-label` or
+    /// `ZKIOT_TOKEN_LABEL`); otherwise the device commands take the one the zkiot configuration
+    /// gives the module (`device::labels`).
+    pub token_label: Option<String>,
     /// Print more about what was read and decided.
     pub verbose: bool,
 }

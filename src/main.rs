@@ -39,15 +39,15 @@ struct Cli {
         help_heading = "Global options"
     )]
     module: Option<PathBuf>,
-    /// Label of the token that holds the device key.
+    /// Label of the token that holds the device key
+    /// [default: token_label in the zkiot configuration, else zymkey]
     #[arg(
         long,
         global = true,
         env = "ZKIOT_TOKEN_LABEL",
-        help_heading = "Global options",
-        default_value = zkconf::DEFAULT_TOKEN_LABEL
+        help_heading = "Global options"
     )]
-    token_label: String,
+    token_label: Option<String>,
     /// Say more about what was read and decided.
     #[arg(long, short, global = true, help_heading = "Global options")]
     verbose: bool,
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         home_explicit: cli.home.is_some(),
         home: cli.home.unwrap_or_else(zkiot::default_home),
         module: cli.module.unwrap_or_else(zkiot::default_module),
-        token_label: cli.token_label,
+        token_label: cli.token_label.filter(|l| !l.is_empty()),
         verbose: cli.verbose,
     };
     let result = match cli.command {

@@ -41,6 +41,14 @@ fn built_library(name: &str) -> PathBuf {
     path
 }
 
+/// What [`Env::provision_reporting`] did.
+struct Provisioned {
+    thing: String,
+    /// The output of `device csr` and of `device install-cert`.
+    csr: String,
+    install: String,
+}
+
 /// A temporary operator home, device folder, emulator state and token store.
 struct Env {
     tmp: tempfile::TempDir,
@@ -182,14 +190,19 @@ impl Env {
 
     /// ca init, device csr, ca sign, device install-cert: returns the thing name.
     fn provision(&self) -> String {
+        self.provision_reporting().thing
+    }
+
+    /// [`Env::provision`], with what `device csr` and `device install-cert` printed.
+    fn provision_reporting(&self) -> Provisioned {
         self.ok(&["ca", "init"]);
         let thing = self.ok(&["device", "id", "--short"]).trim().to_string();
-        self.ok(&["device", "csr"]);
-        let csr = self.device_dir().join("device.csr");
-        self.ok(&["ca", "sign", "--csr", csr.to_str().unwrap()]);
+        let csr = self.ok(&["device", "csr"]);
+        let csr_path = self.device_dir().join("device.csr");
+        self.ok(&["ca", "sign", "--csr", csr_path.to_str().unwrap()]);
         let cert = self.home().join("devices").join(&thing).join("device.crt");
         let ca = self.home().join("ca/ca.crt");
-        self.ok(&[
+        let install = self.ok(&[
             "device",
             "install-cert",
             "--cert",
@@ -197,7 +210,11 @@ impl Env {
             "--ca",
             ca.to_str().unwrap(),
         ]);
-        thing
+        Provisioned {
+            thing,
+            csr,
+            install,
+        }
     }
 }
 
@@ -933,4 +950,156 @@ fn credentials_close_to_expiry_are_fetched_again() {
     env.ok(&args);
     assert_eq!(provider.seen().len(), 2);
     assert_eq!(env.signatures(), signatures + 2);
+}
+
+impl Env {
+    /// Adds `text` to the zkiot configuration that the module and zkiot read.
+    fn configure(&self, text: &str) {
+        let path = self.path("zkiot.toml");
+        let mut conf = std::fs::read_to_string(&path).unwrap();
+        conf.push_str(text);
+        std::fs::write(&path, conf).unwrap();
+    }
+
+    /// `install-cert` again with the installed certificate, saving `provider`'s endpoint, a role
+    /// alias and its CA bundle in device.toml: what `credentials` needs besides the address.
+    fn save_provider(&self, provider: &Provider) {
+        let cert = self.device_dir().join("device.crt");
+        let ca = self.device_dir().join("ca.crt");
+        self.ok(&[
+            "device",
+            "install-cert",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--endpoint",
+            ENDPOINT,
+            "--role-alias",
+            "fleet-role",
+            "--ca-bundle",
+            provider.root_pem.to_str().unwrap(),
+        ]);
+    }
+
+    fn device_toml(&self) -> String {
+        std::fs::read_to_string(self.device_dir().join("device.toml")).unwrap()
+    }
+}
+
+#[test]
+fn a_token_label_from_the_configuration_is_used_without_flags() {
+    let env = Env::new();
+    env.configure("token_label = \"edge01\"\n");
+    let done = env.provision_reporting();
+    assert!(done.csr.contains("on token \"edge01\""), "{}", done.csr);
+    assert!(
+        done.install.contains("token \"edge01\""),
+        "{}",
+        done.install
+    );
+    assert!(
+        done.install
+            .contains("pkcs11:token=edge01;object=slot0;type=cert"),
+        "{}",
+        done.install
+    );
+    assert_eq!(env.signatures(), 1);
+
+    let provider = Provider::start(
+        &env,
+        &env.home().join("ca/ca.crt"),
+        rustls::ALL_VERSIONS,
+        "200 OK",
+        "",
+        credentials_body(&in_one_hour()),
+    );
+    env.save_provider(&provider);
+    // The label came from the configuration, which stays its one owner.
+    assert!(
+        !env.device_toml().contains("token_label"),
+        "{}",
+        env.device_toml()
+    );
+
+    let out = env.ok(&["device", "credentials", "--connect", &provider.connect()]);
+    let process: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(process["AccessKeyId"], "ASIAZKIOTTEST");
+    assert_eq!(env.signatures(), 2, "one signature for the handshake");
+    let seen = provider.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0]
+        .request_head
+        .contains(&format!("x-amzn-iot-thingname: {}\r\n", done.thing)));
+
+    // A label install-cert was given is saved, and credentials use it; the command line
+    // still wins over it.
+    let toml = env.device_toml();
+    std::fs::write(
+        env.device_dir().join("device.toml"),
+        format!("token_label = \"other\"\n{toml}"),
+    )
+    .unwrap();
+    let connect = provider.connect();
+    let no_cache = ["device", "credentials", "--no-cache", "--connect", &connect];
+    env.refused(&no_cache, "no token labelled \"other\"");
+    env.ok(&[&no_cache[..], &["--token-label", "edge01"]].concat());
+    assert_eq!(provider.seen().len(), 2);
+}
+
+#[test]
+fn a_key_label_from_the_configuration_is_used_without_flags() {
+    let env = Env::new();
+    let store = std::fs::read_to_string(env.path("zkiot.toml")).unwrap();
+    env.configure("[labels]\n0 = \"device\"\n");
+    let done = env.provision_reporting();
+    assert!(
+        done.csr.contains("signed by key \"device\""),
+        "{}",
+        done.csr
+    );
+    assert!(
+        done.install
+            .contains("pkcs11:token=zymkey;object=device;type=cert"),
+        "{}",
+        done.install
+    );
+    assert_eq!(env.signatures(), 1);
+
+    let provider = Provider::start(
+        &env,
+        &env.home().join("ca/ca.crt"),
+        rustls::ALL_VERSIONS,
+        "200 OK",
+        "",
+        credentials_body(&in_one_hour()),
+    );
+    env.save_provider(&provider);
+    assert!(
+        !env.device_toml().contains("key_label"),
+        "{}",
+        env.device_toml()
+    );
+
+    let out = env.ok(&["device", "credentials", "--connect", &provider.connect()]);
+    let process: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(process["AccessKeyId"], "ASIAZKIOTTEST");
+    assert_eq!(env.signatures(), 2, "one signature for the handshake");
+
+    // Both labels renamed after install-cert: device.toml holds no copy to go stale, so the
+    // credentials follow the configuration.
+    std::fs::write(
+        env.path("zkiot.toml"),
+        format!("{store}token_label = \"edge02\"\n[labels]\n0 = \"identity\"\n"),
+    )
+    .unwrap();
+    env.ok(&[
+        "device",
+        "credentials",
+        "--no-cache",
+        "--connect",
+        &provider.connect(),
+    ]);
+    assert_eq!(provider.seen().len(), 2);
+    assert_eq!(env.signatures(), 3);
 }

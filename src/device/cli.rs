@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use zkconf::DEFAULT_KEY_LABEL;
 
 /// `zkiot device …`: run these on the device.
 #[derive(Debug, Subcommand)]
@@ -24,8 +23,8 @@ pub enum DeviceCommand {
     /// Print temporary AWS credentials from the AWS IoT credentials provider (mutual TLS with the token's key).
     ///
     /// Usable as an AWS profile's `credential_process = zkiot device credentials`: the
-    /// endpoint, role alias, thing name and CA bundle default to the values install-cert saved
-    /// in device.toml. Credentials are cached (0600) and reused until 5 minutes before they
+    /// endpoint, role alias, thing name, CA bundle and the token and key labels default to the
+    /// values install-cert saved in device.toml. Credentials are cached (0600) and reused until 5 minutes before they
     /// expire, so repeated calls do not sign again.
     Credentials(CredentialsArgs),
     /// Check Zymbit's library, the device and the PKCS#11 module; print what was found.
@@ -72,9 +71,10 @@ pub struct CsrArgs {
     /// Thing name for the CN (default: the device ID's short form, zk-…).
     #[arg(long)]
     pub thing: Option<String>,
-    /// Label of the private key on the token.
-    #[arg(long, default_value = DEFAULT_KEY_LABEL)]
-    pub key_label: String,
+    /// Label of the private key on the token [default: slot 0's label in the zkiot
+    /// configuration, else slot0].
+    #[arg(long)]
+    pub key_label: Option<String>,
     /// Where to write the CSR (default: device.csr in the device folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -94,9 +94,10 @@ pub struct InstallCertArgs {
     /// The fleet CA certificate that signed it (PEM).
     #[arg(long)]
     pub ca: PathBuf,
-    /// Label of the private key on the token.
-    #[arg(long, default_value = DEFAULT_KEY_LABEL)]
-    pub key_label: String,
+    /// Label of the private key on the token, saved in device.toml when given [default: slot
+    /// 0's label in the zkiot configuration, else slot0].
+    #[arg(long)]
+    pub key_label: Option<String>,
     /// Device folder (default: /etc/zkiot/device as root, else $ZKIOT_HOME/device).
     #[arg(long, env = "ZKIOT_DEVICE_DIR")]
     pub dir: Option<PathBuf>,
@@ -149,7 +150,8 @@ pub struct CredentialsArgs {
     /// Device certificate (default from device.toml, else device.crt in the device folder).
     #[arg(long)]
     pub cert: Option<PathBuf>,
-    /// Label of the private key on the token (default from device.toml, else slot0).
+    /// Label of the private key on the token [default: from device.toml, else slot 0's label
+    /// in the zkiot configuration, else slot0].
     #[arg(long)]
     pub key_label: Option<String>,
     /// Device folder (default: /etc/zkiot/device as root, else $ZKIOT_HOME/device).

@@ -7,8 +7,8 @@
 //!
 //! ```toml
 //! thing = "zk-0123456789abcdef"
-//! token_label = "zymkey"
-//! key_label = "slot0"
+//! token_label = "zymkey"                            # only if install-cert was given --token-label
+//! key_label = "slot0"                               # only if install-cert was given --key-label
 //! certificate = "device.crt"
 //! ca = "ca.crt"
 //! endpoint = "c1234.credentials.iot.eu-west-1.amazonaws.com"
@@ -43,6 +43,8 @@ pub const SYSTEM_DEVICE_DIR: &str = "/etc/zkiot/device";
 pub struct DeviceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thing: Option<String>,
+    /// The token and key labels `install-cert` was given on its command line; without them
+    /// the labels follow the zkiot configuration ([`super::labels`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use zkconf::DEFAULT_KEY_LABEL;
 
 use super::cli::{CredentialsArgs, OutputFormat};
 use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
+use super::labels::Labels;
 use super::provider::{self, Credentials, CredentialsRequest};
 use super::{iot_api, renewal};
+use crate::p11::P11Token;
 use crate::x509::{common_name, fingerprint, read_certificate};
 use crate::{fsutil, GlobalOpts};
 
@@ -82,10 +83,13 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
             .as_ref()
             .map(|c| DeviceConfig::resolve(&dir, c))
     });
-    let key_label = args
-        .key_label
-        .or(config.key_label.clone())
-        .unwrap_or_else(|| DEFAULT_KEY_LABEL.to_string());
+    let labels = Labels::resolve(
+        global
+            .token_label
+            .as_deref()
+            .or(config.token_label.as_deref()),
+        args.key_label.as_deref().or(config.key_label.as_deref()),
+    )?;
     let request = CredentialsRequest {
         endpoint,
         role_alias,
@@ -116,8 +120,8 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
             cached
         }
         None => {
-            let token = Arc::new(super::open_token(global)?);
-            let fetched = provider::fetch(&request, token, &key_label, cert.to_der()?)?;
+            let token = Arc::new(P11Token::open(&global.module, &labels.token)?);
+            let fetched = provider::fetch(&request, token, &labels.key, cert.to_der()?)?;
             if !args.no_cache {
                 if let Err(e) = write_cache(&cache_path, &request, &cert_fingerprint, &fetched) {
                     eprintln!("zkiot: warning: credentials not cached: {e:#}");
@@ -157,7 +161,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
             let renewal = renewal::Renewal {
                 global,
                 request: &request,
-                key_label: &key_label,
+                labels: &labels,
                 current: &cert,
                 cert_path: &cert_path,
                 ca: &ca,

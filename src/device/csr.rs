@@ -18,6 +18,7 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicK
 
 use super::cli::CsrArgs;
 use super::config;
+use super::labels::Labels;
 use crate::p11::{P11Key, P11Token};
 use crate::thing_name::validate_thing_name;
 use crate::x509::parse_csr;
@@ -75,13 +76,14 @@ pub fn check_csr(csr: &X509Req, key: &P11Key, thing: &str) -> Result<()> {
 pub(crate) fn run(args: CsrArgs, global: &GlobalOpts) -> Result<()> {
     let dir = config::device_dir(args.dir.as_deref(), global);
     let out = args.out.unwrap_or_else(|| dir.join("device.csr"));
-    let token = super::open_token(global)?;
+    let labels = Labels::of(global, args.key_label.as_deref())?;
+    let token = P11Token::open(&global.module, &labels.token)?;
     let thing = match args.thing {
         Some(t) => t,
         None => super::id::read_device_id(&token)?.short(),
     };
     crate::thing_name::validate_thing_name(&thing)?;
-    let key = token.find_key(&args.key_label)?;
+    let key = token.find_key(&labels.key)?;
 
     if out.exists() && !args.force {
         let existing = fsutil::read(&out)?;

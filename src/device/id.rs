@@ -132,7 +132,7 @@ pub fn read_device_id(token: &P11Token) -> Result<DeviceId> {
 }
 
 pub(crate) fn run(args: IdArgs, global: &GlobalOpts) -> Result<()> {
-    let token = super::open_token(global)?;
+    let token = P11Token::open(&global.module, &super::labels::token_label(global)?)?;
     let id = read_device_id(&token)?;
     if global.verbose {
         for input in id.inputs() {

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use super::cli::InstallCertArgs;
 use super::config::{self, DeviceConfig, CA_FILE, CERT_FILE};
+use super::labels::Labels;
 use super::{provider, tls};
 use crate::p11::{point_of, CertificateStored};
 use crate::x509::{
@@ -39,8 +40,7 @@ pub(crate) fn run(args: InstallCertArgs, global: &GlobalOpts) -> Result<()> {
         provider::validate_role_alias(alias)?;
     }
 
-    let token = super::open_token(global)?;
-    let key = token.find_key(&args.key_label)?;
+    let (token, key) = Labels::of(global, args.key_label.as_deref())?.open(global)?;
     let cert_point =
         point_of(&cert.public_key()?).context("the certificate's key is not an EC P-256 key")?;
     if cert_point != key.point {
@@ -75,8 +75,9 @@ pub(crate) fn run(args: InstallCertArgs, global: &GlobalOpts) -> Result<()> {
     let mut config = DeviceConfig::load(&dir)?;
     let before = config.clone();
     config.thing = Some(thing.clone());
-    config.token_label = Some(global.token_label.clone());
-    config.key_label = Some(key.label.clone());
+    // Only labels chosen on the command line: the others follow the zkiot configuration.
+    config.token_label = global.token_label.clone();
+    config.key_label = args.key_label.clone();
     config.certificate = Some(PathBuf::from(CERT_FILE));
     config.ca = Some(PathBuf::from(CA_FILE));
     if args.endpoint.is_some() {

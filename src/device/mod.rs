@@ -6,6 +6,8 @@
 //!
 //! The commands (`zkiot device …`) are parsed in `cli.rs` and each runs in its own file:
 //! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]) and `selftest`. Under them:
+//! - [`labels::Labels`]: which token and which key, by label (from the command line, then
+//!   `device.toml`, then the zkiot configuration the module reads).
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
 //! - [`csr::build_csr`] / [`csr::check_csr`]: a CSR signed by the token.
 //! - [`config::DeviceConfig`], [`config::device_dir`]: the device folder and `device.toml`.
@@ -20,6 +22,7 @@ pub mod http;
 pub mod id;
 mod install;
 pub mod iot_api;
+pub mod labels;
 pub mod provider;
 pub mod renewal;
 mod selftest;
@@ -27,15 +30,9 @@ pub mod tls;
 
 use anyhow::Result;
 
-use crate::p11::P11Token;
 use crate::GlobalOpts;
 pub use cli::{DeviceCommand, OutputFormat};
 pub use id::DeviceId;
-
-/// Opens the token the global options name.
-fn open_token(global: &GlobalOpts) -> Result<P11Token> {
-    P11Token::open(&global.module, &global.token_label)
-}
 
 /// Runs one `zkiot device …` command.
 pub fn run(command: DeviceCommand, global: &GlobalOpts) -> Result<()> {

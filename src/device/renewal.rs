@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use openssl::x509::X509;
 
 use super::iot_api::IotApi;
+use super::labels::Labels;
 use super::provider::{self, Credentials, CredentialsRequest};
 use crate::p11::{point_of, P11Token};
 use crate::x509::{check_valid_now, fingerprint, verify_chain};
@@ -31,7 +32,7 @@ pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 30;
 pub struct Renewal<'a> {
     pub global: &'a GlobalOpts,
     pub request: &'a CredentialsRequest,
-    pub key_label: &'a str,
+    pub labels: &'a Labels,
     /// The certificate in use, and its file.
     pub current: &'a X509,
     pub cert_path: &'a Path,
@@ -62,11 +63,8 @@ impl Renewal<'_> {
         let api = IotApi::new(self.iot_api, self.region, credentials, self.request.timeout)?;
         let thing = &self.request.thing;
         let current_id = fingerprint(self.current)?;
-        let token = Arc::new(P11Token::open(
-            &self.global.module,
-            &self.global.token_label,
-        )?);
-        let key = token.find_key(self.key_label)?;
+        let token = Arc::new(P11Token::open(&self.global.module, &self.labels.token)?);
+        let key = token.find_key(&self.labels.key)?;
         let mut best: Option<X509> = None;
         for arn in api.list_thing_principals(thing)? {
             let Some((_, id)) = arn.split_once(":cert/") else {
@@ -107,7 +105,7 @@ impl Renewal<'_> {
         let proven = provider::fetch(
             self.request,
             Arc::clone(&token),
-            self.key_label,
+            &self.labels.key,
             cert.to_der()?,
         )
         .context("the new certificate does not get credentials; keeping the current one")?;
@@ -136,7 +134,7 @@ impl Renewal<'_> {
     fn acceptable(&self, cert: &X509, point: &[u8]) -> Result<()> {
         let cert_point = point_of(&cert.public_key()?).context("its key is not an EC P-256 key")?;
         if cert_point != point {
-            bail!("it is for another key than {:?}", self.key_label);
+            bail!("it is for another key than {:?}", self.labels.key);
         }
         verify_chain(cert, self.ca).context("it does not chain to the installed fleet CA")?;
         check_valid_now(cert, "certificate")?;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use zymkey::{KeyType, Slot, Zymkey, DIGEST_LEN, SIGNATURE_LEN};
 
 use super::cli::SelftestArgs;
+use super::labels::Labels;
 use crate::p11::{public_key_from_point, KeyObject, P11Token};
 use crate::GlobalOpts;
 
@@ -21,8 +22,9 @@ use crate::GlobalOpts;
 const KNOWN_MESSAGE: &[u8] = b"zkiot device selftest v1";
 /// Random bytes asked of the device.
 const RANDOM_LEN: usize = 32;
-/// The slot every model has a factory key in; tested when the library lists no slots.
-const DEFAULT_SLOT: i32 = 0;
+/// The slot every model has a factory key in (the device key); tested when the library lists
+/// no slots.
+const DEFAULT_SLOT: i32 = zkconf::DEVICE_KEY_SLOT as i32;
 /// Slots below this are the factory's; a key store has room beyond them (as the module decides).
 const FIRST_FREE_SLOT: usize = 16;
 
@@ -433,11 +435,18 @@ fn test_module(
 ) -> ModuleReport {
     let mut report = ModuleReport {
         module: global.module.clone(),
-        token_label: global.token_label.clone(),
         ..ModuleReport::default()
     };
+    let labels = match Labels::of(global, None) {
+        Ok(labels) => labels,
+        Err(e) => {
+            run.problems.push(format!("{e:#}"));
+            return report;
+        }
+    };
+    report.token_label = labels.token.clone();
     let Some(token) = run.time("open the PKCS#11 token", || {
-        P11Token::open(&global.module, &global.token_label)
+        P11Token::open(&global.module, &labels.token)
     }) else {
         return report;
     };
@@ -462,7 +471,7 @@ fn test_module(
             )
         });
     }
-    let label = format!("slot{DEFAULT_SLOT}");
+    let label = labels.key;
     let Some(key) = run.time(&format!("find key {label}"), || token.find_key(&label)) else {
         return report;
     };

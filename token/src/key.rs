@@ -48,11 +48,13 @@ impl KeySlot {
         (self.id_number() as u16).to_be_bytes().to_vec()
     }
 
+    /// The label shown when none was given at generation and, for a device
+    /// slot, `[labels]` names none ([`zkconf::default_key_label`]).
     pub(crate) fn default_label(self) -> String {
         if self.foreign {
             format!("foreign{}", self.number)
         } else {
-            format!("slot{}", self.number)
+            zkconf::default_key_label(self.number)
         }
     }
 
@@ -209,7 +211,10 @@ mod tests {
         let s = KeySlot::device(0);
         assert_eq!(s.default_id(), vec![0, 0]);
         assert_eq!(s.default_label(), "slot0");
-        assert_eq!(s.default_label(), zkconf::DEFAULT_KEY_LABEL);
+        assert_eq!(
+            s.default_label(),
+            zkconf::Config::default().key_label(zkconf::DEVICE_KEY_SLOT)
+        );
         let s = KeySlot::device(16);
         assert_eq!(s.default_id(), vec![0, 16]);
         let f = KeySlot {

@@ -10,9 +10,11 @@
 //! 4. nothing: every key has a default.
 //!
 //! The tool logs in to a token that requires it with `$ZKIOT_PIN`, else
-//! the `pin` of this configuration ([`login_pin`]), so both read the PIN
-//! from the same place. The tool also keeps its own files in the folder of
-//! [`data_dir`], where the module keeps its store by default.
+//! the `pin` of this configuration ([`login_pin`]), and looks for the token
+//! and the device key by the labels the module gives them
+//! ([`Config::token_label`], [`Config::key_label`]), so both read the PIN
+//! and the labels from the same place. The tool also keeps its own files in
+//! the folder of [`data_dir`], where the module keeps its store by default.
 //!
 //! ```toml
 //! zklib = "/usr/lib/libzk_app_utils.so"   # ZKIOT_ZKLIB overrides it
@@ -45,8 +47,8 @@ pub const LOG_ENV: &str = "ZKIOT_LOG";
 pub const PIN_ENV: &str = "ZKIOT_PIN";
 /// Default token label.
 pub const DEFAULT_TOKEN_LABEL: &str = "zymkey";
-/// Default label of the device key: the factory key in device slot 0.
-pub const DEFAULT_KEY_LABEL: &str = "slot0";
+/// Device slot of the device key: the factory key in slot 0.
+pub const DEVICE_KEY_SLOT: u32 = 0;
 /// Folder of the module's store when it runs as root.
 pub const SYSTEM_DATA_DIR: &str = "/var/lib/zkiot";
 
@@ -176,6 +178,14 @@ impl Config {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The label of the key in device slot `slot`: its `[labels]` entry,
+    /// else [`default_key_label`].
+    pub fn key_label(&self, slot: u32) -> String {
+        self.slot_label(slot)
+            .map(str::to_string)
+            .unwrap_or_else(|| default_key_label(slot))
+    }
+
     /// The log filter: `ZKIOT_LOG`, else `log_level`, else `warn`.
     pub fn log_filter(&self) -> String {
         std::env::var(LOG_ENV)
@@ -214,6 +224,12 @@ impl Config {
         }
         data_dir()
     }
+}
+
+/// The label of the key in device slot `slot` when `[labels]` names none:
+/// `slot{N}`.
+pub fn default_key_label(slot: u32) -> String {
+    format!("slot{slot}")
 }
 
 /// [`Config::discover`] with the environment and the system file given.
@@ -342,6 +358,9 @@ mod tests {
         assert_eq!(c.slot_label(0), Some("device"));
         assert_eq!(c.slot_label(16), Some("backup"));
         assert_eq!(c.slot_label(1), None);
+        assert_eq!(c.key_label(0), "device");
+        assert_eq!(c.key_label(16), "backup");
+        assert_eq!(c.key_label(1), "slot1");
         assert_eq!(c.pin.as_deref(), Some("1234"));
         assert!(c.expose_non_ecdsa_keys);
         assert_eq!(c.store_path("x").unwrap(), PathBuf::from("/tmp/s.sqlite3"));
@@ -370,6 +389,7 @@ mod tests {
     fn defaults_without_any_file() {
         let c = Config::default();
         assert_eq!(c.token_label(), "zymkey");
+        assert_eq!(c.key_label(DEVICE_KEY_SLOT), "slot0");
         assert!(c.pin.is_none());
         assert!(!c.expose_non_ecdsa_keys);
     }
