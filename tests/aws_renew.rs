@@ -267,6 +267,39 @@ fn on_token(device: &Device) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// [`device_gets_credentials`] with the emulator's trace on: its stderr, and how many times the
+/// process opened the device (`zkOpen`) and signed with it.
+fn device_gets_credentials_traced(provider: &Provider, device: &Device) -> (String, usize, usize) {
+    let trace = device.dir.join("trace");
+    let _ = std::fs::remove_file(&trace);
+    let connect = provider.connect();
+    let mut cmd = std::process::Command::new(zkiot_bin());
+    cmd.args([
+        "device",
+        "credentials",
+        "--connect",
+        &connect,
+        "--no-cache",
+        "--format",
+        "json",
+    ])
+    .stdin(Stdio::null());
+    device.env(&mut cmd);
+    let out = cmd.env("ZKIOT_EMU_TRACE", &trace).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(creds["accessKeyId"].is_string(), "{creds}");
+    let operations = std::fs::read_to_string(&trace).unwrap();
+    let count = |name: &str| {
+        operations
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(name))
+            .count()
+    };
+    (stderr, count("open"), count("sign"))
+}
+
 fn installed(device: &Device) -> X509 {
     X509::from_pem(&std::fs::read(device.device_dir().join("device.crt")).unwrap()).unwrap()
 }
@@ -349,7 +382,7 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
     let stderr = device_gets_credentials(&provider, first);
     assert!(stderr.contains("it is for another key"), "{stderr}");
     assert!(
-        stderr.contains("it does not chain to the installed fleet CA"),
+        stderr.contains("refused: it does not chain to the fleet CA"),
         "{stderr}"
     );
     assert_eq!(
@@ -374,10 +407,17 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
     assert!(out.contains("20 renewed"), "{out}");
     for (thing, device) in &devices {
         let old = installed(device);
-        let stderr = device_gets_credentials(&provider, device);
+        // One zkOpen for the whole call: the token opened for the credentials is the one the
+        // renewal proves the new certificate with (one signature for each handshake).
+        let (stderr, opens, signatures) = device_gets_credentials_traced(&provider, device);
         assert!(
             stderr.contains("switched to certificate"),
             "{thing}: {stderr}"
+        );
+        assert_eq!(
+            (opens, signatures),
+            (1, 2),
+            "{thing}: device opens and signatures"
         );
         let new = installed(device);
         let renewal = operator
@@ -407,8 +447,13 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
         ));
         assert_eq!(recorded, serde_json::json!(cert_id(&new)), "{thing}");
         // The next call changes nothing.
-        let stderr = device_gets_credentials(&provider, device);
+        let (stderr, opens, signatures) = device_gets_credentials_traced(&provider, device);
         assert!(!stderr.contains("switched"), "{thing}: {stderr}");
+        assert_eq!(
+            (opens, signatures),
+            (1, 1),
+            "{thing}: device opens and signatures"
+        );
     }
 
     // Old certificates: deactivated, then (grace 0 s) revoked on the next run.

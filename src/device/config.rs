@@ -36,6 +36,8 @@ pub const CA_FILE: &str = "ca.crt";
 pub const CACHE_FILE: &str = "credentials.json";
 /// The device folder when running as root.
 pub const SYSTEM_DEVICE_DIR: &str = "/etc/zkiot/device";
+/// Renew when the certificate expires within this many days, unless device.toml says otherwise.
+pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 30;
 
 /// What `device.toml` holds. Relative paths are relative to the device folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,10 @@
 //! `zkiot device credentials`: temporary AWS credentials for this device, from the cache while
 //! they stay fresh, else from the credentials provider ([`super::provider`]).
+//!
+//! One pipeline: the settings are resolved once ([`DeviceSettings::resolve`]); the cache may
+//! answer; otherwise the token is opened once, the certificate checked once against its key,
+//! the credentials fetched, and, when the certificate is due for renewal, a renewed one picked
+//! up ([`renewal`]) with the same token; then the credentials are printed.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,13 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::certificate::check_device_certificate;
 use super::cli::{CredentialsArgs, OutputFormat};
-use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
-use super::labels::Labels;
 use super::provider::{self, Credentials, CredentialsRequest};
-use super::{iot_api, renewal};
-use crate::p11::P11Token;
-use crate::x509::{common_name, fingerprint, read_certificate};
+use super::renewal;
+use super::settings::DeviceSettings;
+use crate::x509::{fingerprint, read_certificate};
 use crate::{fsutil, GlobalOpts};
 
 /// Cached credentials are used until this long before they expire.
@@ -52,144 +56,76 @@ fn shell_quote(value: &str) -> String {
 }
 
 pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
-    let dir = config::device_dir(args.dir.as_deref(), global);
-    let config = DeviceConfig::load(&dir)?;
-    let cert_path = args
-        .cert
-        .clone()
-        .or_else(|| {
-            config
-                .certificate
-                .as_ref()
-                .map(|c| DeviceConfig::resolve(&dir, c))
-        })
-        .unwrap_or_else(|| dir.join(CERT_FILE));
-    let cert = read_certificate(&cert_path)
-        .context("no device certificate; run `zkiot device install-cert` first, or pass --cert")?;
-    let endpoint = args.endpoint.or(config.endpoint.clone()).context(
-        "no credentials endpoint: pass --endpoint (or save one with install-cert --endpoint)",
-    )?;
-    let role_alias = args
-        .role_alias
-        .or(config.role_alias.clone())
-        .context("no role alias: pass --role-alias (or save one with install-cert --role-alias)")?;
-    let thing = match args.thing.or(config.thing.clone()) {
-        Some(t) => t,
-        None => common_name(cert.subject_name()).context("the certificate's subject")?,
-    };
-    let ca_bundle = args.ca_bundle.or_else(|| {
-        config
-            .ca_bundle
-            .as_ref()
-            .map(|c| DeviceConfig::resolve(&dir, c))
-    });
-    let labels = Labels::resolve(
-        global
-            .token_label
-            .as_deref()
-            .or(config.token_label.as_deref()),
-        args.key_label.as_deref().or(config.key_label.as_deref()),
-    )?;
-    let request = CredentialsRequest {
-        endpoint,
-        role_alias,
-        thing,
-        connect: args.connect,
-        ca_bundle,
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    };
-    request.host_port()?;
-    let cache_path = args.cache.unwrap_or_else(|| dir.join(CACHE_FILE));
-    let cert_fingerprint = fingerprint(&cert)?;
-
-    let cached = if args.no_cache {
-        None
-    } else {
-        read_cache(&cache_path, &request, &cert_fingerprint)
-    };
-    let fresh = cached.is_none();
-    let credentials = match cached {
-        Some(cached) => {
+    let settings = DeviceSettings::resolve(args, global)?;
+    let cert_fingerprint = fingerprint(&settings.cert)?;
+    let request = &settings.request;
+    if let Some(cache) = &settings.cache {
+        if let Some(cached) = read_cache(cache, request, &cert_fingerprint) {
             if global.verbose {
                 eprintln!(
                     "zkiot: using cached credentials from {} (expire {})",
-                    cache_path.display(),
+                    cache.display(),
                     cached.expiration
                 );
             }
-            cached
+            return emit(&cached, settings.format);
         }
-        None => {
-            let token = Arc::new(P11Token::open(&global.module, &labels.token)?);
-            let fetched = provider::fetch(&request, token, &labels.key, cert.to_der()?)?;
-            if !args.no_cache {
-                if let Err(e) = write_cache(&cache_path, &request, &cert_fingerprint, &fetched) {
-                    eprintln!("zkiot: warning: credentials not cached: {e:#}");
-                }
-            }
-            if global.verbose {
-                eprintln!(
-                    "zkiot: got credentials for thing {} from {} (expire {})",
-                    request.thing, request.endpoint, fetched.expiration
-                );
-            }
-            fetched
-        }
-    };
+    }
+
+    // The token, opened once for everything below.
+    let (token, key) = settings.labels()?.open(global)?;
+    let token = Arc::new(token);
+    check_device_certificate(&settings.cert, &key, None)
+        .with_context(|| format!("the device certificate {}", settings.cert_path.display()))?;
+    let fetched = provider::fetch(request, &token, &key, &settings.cert)?;
+    cache_credentials(&settings, &cert_fingerprint, &fetched);
+    if global.verbose {
+        eprintln!(
+            "zkiot: got credentials for thing {} from {} (expire {})",
+            request.thing, request.endpoint, fetched.expiration
+        );
+    }
 
     // With freshly fetched credentials in hand (so at most once per credentials lifetime), pick
     // up a renewed certificate if one is due.
-    let within_days = config
-        .renew_within_days
-        .unwrap_or(renewal::DEFAULT_RENEW_WITHIN_DAYS);
-    let region = config
-        .region
-        .clone()
-        .or_else(|| iot_api::region_of_credentials_endpoint(&request.endpoint));
-    let iot_api = config.iot_api.clone().or_else(|| {
-        region
-            .as_ref()
-            .map(|r| format!("https://iot.{r}.amazonaws.com"))
-    });
-    let ca_path = config
-        .ca
-        .as_ref()
-        .map(|c| DeviceConfig::resolve(&dir, c))
-        .unwrap_or_else(|| dir.join(CA_FILE));
-    if let (true, Some(region), Some(iot_api)) = (fresh && within_days > 0, region, iot_api) {
-        let switched = read_certificate(&ca_path).and_then(|ca| {
+    if let Some(target) = &settings.renewal {
+        let switched = read_certificate(&target.fleet_ca).and_then(|ca| {
             let renewal = renewal::Renewal {
-                global,
-                request: &request,
-                labels: &labels,
-                current: &cert,
-                cert_path: &cert_path,
+                settings: &settings,
+                target,
                 ca: &ca,
-                iot_api: &iot_api,
-                region: &region,
-                within_days,
+                token: &token,
+                key: &key,
             };
             if renewal.due()? {
-                renewal.pick_up(&credentials)
+                renewal.pick_up(&fetched)
             } else {
                 Ok(None)
             }
         });
         match switched {
             Ok(Some(switched)) => {
-                if !args.no_cache {
-                    let id = fingerprint(&switched.cert)?;
-                    if let Err(e) = write_cache(&cache_path, &request, &id, &switched.credentials) {
-                        eprintln!("zkiot: warning: credentials not cached: {e:#}");
-                    }
-                }
-                return emit(&switched.credentials, args.format);
+                cache_credentials(
+                    &settings,
+                    &fingerprint(&switched.cert)?,
+                    &switched.credentials,
+                );
+                return emit(&switched.credentials, settings.format);
             }
             Ok(None) => {}
             Err(e) => eprintln!("zkiot: warning: certificate renewal: {e:#}"),
         }
     }
-    emit(&credentials, args.format)
+    emit(&fetched, settings.format)
+}
+
+/// Writes the cache, if there is one; a failure is only a warning.
+fn cache_credentials(settings: &DeviceSettings, cert_fingerprint: &str, credentials: &Credentials) {
+    if let Some(cache) = &settings.cache {
+        if let Err(e) = write_cache(cache, &settings.request, cert_fingerprint, credentials) {
+            eprintln!("zkiot: warning: credentials not cached: {e:#}");
+        }
+    }
 }
 
 fn emit(credentials: &Credentials, format: OutputFormat) -> Result<()> {

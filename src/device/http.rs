@@ -29,6 +29,71 @@ impl HttpResponse {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// What an error answer says: the `message` of its JSON body, as AWS sends it, else the
+    /// body as text (empty if none).
+    pub fn error_message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_string())
+    }
+}
+
+/// Where requests go: the scheme, the host and the port of an endpoint as given by the user or
+/// `device.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// TLS, else plain HTTP.
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// A TLS endpoint given as `host`, `host:port` or `https://host[:port]` (port 443 by
+    /// default), like the credentials endpoint. `what` names it in errors.
+    pub fn tls(text: &str, what: &str) -> Result<Self> {
+        if text.starts_with("http://") {
+            bail!("the {what} {text:?} must use TLS (https://)");
+        }
+        Self::parse(
+            text,
+            text.strip_prefix("https://").unwrap_or(text),
+            true,
+            what,
+        )
+    }
+
+    /// A URL, `https://host[:port]` or `http://host[:port]` (port 443 or 80 by default). `what`
+    /// names it in errors.
+    pub fn url(text: &str, what: &str) -> Result<Self> {
+        if let Some(rest) = text.strip_prefix("https://") {
+            Self::parse(text, rest, true, what)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            Self::parse(text, rest, false, what)
+        } else {
+            bail!("the {what} {text:?} must start with https:// or http://");
+        }
+    }
+
+    /// `rest` (`text` without its scheme) as `host[:port][/]`; `[v6]:port` too.
+    fn parse(text: &str, rest: &str, https: bool, what: &str) -> Result<Self> {
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.contains(']') || host.ends_with(']') => (
+                host,
+                port.parse()
+                    .with_context(|| format!("bad port in {what} {text:?}"))?,
+            ),
+            _ => (rest, if https { 443 } else { 80 }),
+        };
+        Ok(Self {
+            https,
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Where to connect and what to ask.
@@ -261,6 +326,57 @@ fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints() {
+        let tls = |text| Endpoint::tls(text, "endpoint").map(|e| (e.host, e.port));
+        assert_eq!(
+            tls("abc.credentials.iot.eu-west-1.amazonaws.com").unwrap(),
+            ("abc.credentials.iot.eu-west-1.amazonaws.com".into(), 443)
+        );
+        assert_eq!(
+            tls("https://localhost:8443/").unwrap(),
+            ("localhost".into(), 8443)
+        );
+        assert_eq!(tls("[::1]:8443").unwrap(), ("[::1]".into(), 8443));
+        assert!(tls("http://localhost:8443")
+            .unwrap_err()
+            .to_string()
+            .contains("must use TLS"));
+        let err = tls("localhost:https").unwrap_err().to_string();
+        assert_eq!(err, "bad port in endpoint \"localhost:https\"");
+
+        let url = |text| Endpoint::url(text, "AWS IoT API endpoint");
+        let e = url("https://iot.eu-west-1.amazonaws.com").unwrap();
+        assert_eq!(
+            (e.https, e.host.as_str(), e.port),
+            (true, "iot.eu-west-1.amazonaws.com", 443)
+        );
+        let e = url("http://127.0.0.1:5000/").unwrap();
+        assert_eq!(
+            (e.https, e.host.as_str(), e.port),
+            (false, "127.0.0.1", 5000)
+        );
+        assert_eq!(url("http://moto").unwrap().port, 80);
+        let err = url("iot.eu-west-1.amazonaws.com").unwrap_err().to_string();
+        assert!(err.contains("must start with https:// or http://"), "{err}");
+    }
+
+    #[test]
+    fn error_answers_say_their_message() {
+        let answer = |body: &[u8]| HttpResponse {
+            status: 403,
+            reason: "Forbidden".into(),
+            headers: Vec::new(),
+            body: body.to_vec(),
+        };
+        assert_eq!(
+            answer(br#"{"message":"Invalid thing name passed"}"#).error_message(),
+            "Invalid thing name passed"
+        );
+        assert_eq!(answer(b" denied \n").error_message(), "denied");
+        assert_eq!(answer(b"").error_message(), "");
+    }
 
     #[test]
     fn parses_length_and_chunked() {

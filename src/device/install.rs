@@ -4,14 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::certificate::check_device_certificate;
 use super::cli::InstallCertArgs;
 use super::config::{self, DeviceConfig, CA_FILE, CERT_FILE};
 use super::labels::Labels;
 use super::{provider, tls};
-use crate::p11::{point_of, CertificateStored};
-use crate::x509::{
-    check_valid_now, common_name, hex, name_to_string, read_certificate, verify_chain,
-};
+use crate::p11::CertificateStored;
+use crate::x509::{common_name, hex, name_to_string, read_certificate};
 use crate::{fsutil, GlobalOpts};
 
 /// Installs `file` with `contents`: unchanged if identical, refused if different without
@@ -41,18 +40,14 @@ pub(crate) fn run(args: InstallCertArgs, global: &GlobalOpts) -> Result<()> {
     }
 
     let (token, key) = Labels::of(global, args.key_label.as_deref())?.open(global)?;
-    let cert_point =
-        point_of(&cert.public_key()?).context("the certificate's key is not an EC P-256 key")?;
-    if cert_point != key.point {
-        bail!(
-            "the certificate {} is for another key than {:?} on token {:?}",
+    check_device_certificate(&cert, &key, Some(&ca_cert)).with_context(|| {
+        format!(
+            "the certificate {} (key {:?} on token {:?})",
             args.cert.display(),
             key.label,
             token.label()
-        );
-    }
-    check_valid_now(&cert, "device certificate")?;
-    verify_chain(&cert, &ca_cert)?;
+        )
+    })?;
 
     // Refuse before changing anything if a different certificate is installed.
     let cert_pem = cert.to_pem()?;

@@ -10,11 +10,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
+use rustls::ClientConfig;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::http::{self, host_header, HttpRequest};
+use super::http::{self, host_header, Endpoint, HttpRequest};
 use super::provider::Credentials;
+use super::tls;
 use crate::x509::hex;
 
 /// The signing name of the AWS IoT control plane.
@@ -23,9 +25,9 @@ const SERVICE: &str = "iot";
 /// An AWS IoT control-plane endpoint, with the credentials to sign for it.
 pub struct IotApi<'a> {
     /// `https://iot.<region>.amazonaws.com`, or `http://HOST:PORT` for a local stand-in.
-    scheme_https: bool,
-    host: String,
-    port: u16,
+    endpoint: Endpoint,
+    /// The TLS client configuration (the system's trust store); `None` for plain HTTP.
+    tls: Option<Arc<ClientConfig>>,
     region: String,
     credentials: &'a Credentials,
     timeout: Duration,
@@ -48,30 +50,33 @@ impl<'a> IotApi<'a> {
         credentials: &'a Credentials,
         timeout: Duration,
     ) -> Result<Self> {
-        let (scheme_https, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
+        let endpoint = Endpoint::url(url, "AWS IoT API endpoint")?;
+        let tls = if endpoint.https {
+            Some(Arc::new(tls::client_config(
+                tls::server_roots(None)?,
+                None,
+            )?))
         } else {
-            bail!("the AWS IoT API endpoint {url:?} must start with https:// or http://");
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) => (
-                host.to_string(),
-                port.parse()
-                    .with_context(|| format!("bad port in AWS IoT API endpoint {url:?}"))?,
-            ),
-            None => (rest.to_string(), if scheme_https { 443 } else { 80 }),
+            None
         };
         Ok(Self {
-            scheme_https,
-            host,
-            port,
+            endpoint,
+            tls,
             region: region.to_string(),
             credentials,
             timeout,
         })
+    }
+
+    /// The same endpoint, signing with other credentials.
+    pub fn with_credentials<'b>(&self, credentials: &'b Credentials) -> IotApi<'b> {
+        IotApi {
+            endpoint: self.endpoint.clone(),
+            tls: self.tls.clone(),
+            region: self.region.clone(),
+            credentials,
+            timeout: self.timeout,
+        }
     }
 
     /// The certificate ARNs (and other principals) attached to `thing`.
@@ -146,7 +151,7 @@ impl<'a> IotApi<'a> {
         body: &[u8],
     ) -> Result<T> {
         let now = OffsetDateTime::now_utc();
-        let host = host_header(&self.host, self.port);
+        let host = host_header(&self.endpoint.host, self.endpoint.port);
         let signed = sign_v4(&SigningInput {
             method,
             host: &host,
@@ -162,19 +167,6 @@ impl<'a> IotApi<'a> {
         } else {
             format!("{path}?{query}")
         };
-        let config = if self.scheme_https {
-            let roots = super::tls::server_roots(None)?;
-            Some(Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-            ))
-        } else {
-            None
-        };
         let headers: Vec<(&str, &str)> = signed
             .headers
             .iter()
@@ -182,11 +174,11 @@ impl<'a> IotApi<'a> {
             .chain(std::iter::once(("Content-Type", "application/json")))
             .collect();
         let response = http::send(
-            config,
+            self.tls.clone(),
             &HttpRequest {
                 method,
-                host: &self.host,
-                port: self.port,
+                host: &self.endpoint.host,
+                port: self.endpoint.port,
                 connect: None,
                 path: &target,
                 headers: &headers,
@@ -196,14 +188,11 @@ impl<'a> IotApi<'a> {
         )
         .with_context(|| format!("{operation}: cannot reach AWS IoT at {host}"))?;
         if response.status != 200 {
-            let message = serde_json::from_slice::<serde_json::Value>(&response.body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
             bail!(
-                "{operation} failed: {} {}: {message}",
+                "{operation} failed: {} {}: {}",
                 response.status,
-                response.reason
+                response.reason,
+                response.error_message()
             );
         }
         let body = if response.body.is_empty() {
@@ -216,9 +205,9 @@ impl<'a> IotApi<'a> {
     }
 }
 
-/// The region of an AWS IoT credentials endpoint, `<prefix>.credentials.iot.<region>.amazonaws.com`.
-pub fn region_of_credentials_endpoint(endpoint: &str) -> Option<String> {
-    let host = endpoint.split(':').next()?;
+/// The region of an AWS IoT credentials endpoint's host,
+/// `<prefix>.credentials.iot.<region>.amazonaws.com`.
+pub fn region_of_credentials_endpoint(host: &str) -> Option<String> {
     let rest = host.split_once(".credentials.iot.")?.1;
     let region = rest.strip_suffix(".amazonaws.com")?;
     (!region.is_empty() && !region.contains('.')).then(|| region.to_string())
@@ -324,7 +313,11 @@ mod tests {
             region_of_credentials_endpoint("c1234.credentials.iot.eu-west-1.amazonaws.com"),
             Some("eu-west-1".into())
         );
-        assert_eq!(region_of_credentials_endpoint("localhost:8443"), None);
+        assert_eq!(region_of_credentials_endpoint("localhost"), None);
+        assert_eq!(
+            region_of_credentials_endpoint("c1.credentials.iot.eu-west-1.amazonaws.com.evil"),
+            None
+        );
         assert_eq!(encode("zk-01:a_b"), "zk-01%3Aa_b");
     }
 }

@@ -14,6 +14,7 @@
 //! - [`provider::fetch`]: credentials from the AWS IoT credentials provider, over mutual TLS
 //!   with the token's key ([`tls`]) and a small HTTP/1.1 client ([`http`]).
 
+pub mod certificate;
 mod cli;
 pub mod config;
 pub mod credentials;
@@ -26,6 +27,7 @@ pub mod labels;
 pub mod provider;
 pub mod renewal;
 mod selftest;
+pub mod settings;
 pub mod tls;
 
 use anyhow::Result;

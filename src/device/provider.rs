@@ -1,17 +1,19 @@
 //! The AWS IoT credentials provider's client: one `GET /role-aliases/<alias>/credentials` over
 //! mutual TLS, presenting the device certificate and signing with the token's key.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::http::{self, HttpRequest};
+use super::http::{self, Endpoint, HttpRequest};
 use super::tls::{self, P11SigningKey};
-use crate::p11::P11Token;
+use crate::p11::{P11Key, P11Token};
 
 /// Temporary credentials, as the credentials provider returns them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,34 +65,42 @@ impl Credentials {
 /// The request: which provider, which alias, which thing, and with which identity.
 #[derive(Debug, Clone)]
 pub struct CredentialsRequest {
-    /// Credentials endpoint host, optionally `host:port` (default port 443).
+    /// Credentials endpoint as given: host, optionally `host:port` (default port 443).
     pub endpoint: String,
+    /// Where that is.
+    pub target: Endpoint,
     pub role_alias: String,
     /// Sent as `x-amzn-iot-thingname`.
     pub thing: String,
     /// Dial this `addr:port` instead of resolving the endpoint.
     pub connect: Option<String>,
     /// PEM trust anchors for the server; `None` = the system's trust store.
-    pub ca_bundle: Option<std::path::PathBuf>,
+    pub ca_bundle: Option<PathBuf>,
     pub timeout: Duration,
 }
 
 impl CredentialsRequest {
-    /// `(host, port)` of the endpoint.
-    pub fn host_port(&self) -> Result<(&str, u16)> {
-        let endpoint = self
-            .endpoint
-            .strip_prefix("https://")
-            .unwrap_or(&self.endpoint)
-            .trim_end_matches('/');
-        match endpoint.rsplit_once(':') {
-            Some((host, port)) if !host.contains(']') || host.ends_with(']') => Ok((
-                host,
-                port.parse()
-                    .with_context(|| format!("bad port in endpoint {:?}", self.endpoint))?,
-            )),
-            _ => Ok((endpoint, 443)),
-        }
+    /// A request, once the endpoint, the role alias and the thing name check out.
+    pub fn new(
+        endpoint: String,
+        role_alias: String,
+        thing: String,
+        connect: Option<String>,
+        ca_bundle: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let target = Endpoint::tls(&endpoint, "endpoint")?;
+        validate_role_alias(&role_alias)?;
+        crate::thing_name::validate_thing_name(&thing)?;
+        Ok(Self {
+            endpoint,
+            target,
+            role_alias,
+            thing,
+            connect,
+            ca_bundle,
+            timeout,
+        })
     }
 }
 
@@ -107,36 +117,28 @@ pub fn validate_role_alias(alias: &str) -> Result<()> {
     Ok(())
 }
 
-/// Asks the credentials provider for credentials over mutual TLS, signing with `key_label` on
-/// `token` and presenting `cert_der`.
+/// Asks the credentials provider for credentials over mutual TLS, presenting `cert` and
+/// signing with `key` on `token` (one device signature). The caller has checked that `cert` is
+/// for `key` ([`super::certificate::check_device_certificate`]).
 pub fn fetch(
     request: &CredentialsRequest,
-    token: Arc<P11Token>,
-    key_label: &str,
-    cert_der: Vec<u8>,
+    token: &Arc<P11Token>,
+    key: &P11Key,
+    cert: &X509,
 ) -> Result<Credentials> {
-    validate_role_alias(&request.role_alias)?;
-    crate::thing_name::validate_thing_name(&request.thing)?;
-    let (host, port) = request.host_port()?;
-    let key = token.find_key(key_label)?;
-    let cert = openssl::x509::X509::from_der(&cert_der)?;
-    let cert_point = crate::p11::point_of(&cert.public_key()?)
-        .context("the device certificate's key is not an EC P-256 key")?;
-    ensure!(
-        cert_point == key.point,
-        "the device certificate is for another key than {key_label:?} on token {:?}",
-        token.label()
-    );
-    crate::x509::check_valid_now(&cert, "device certificate")?;
     let roots = tls::server_roots(request.ca_bundle.as_deref())?;
-    let config = tls::client_config(roots, cert_der, P11SigningKey::new(token, key))?;
+    let identity = (
+        cert.to_der()?,
+        P11SigningKey::new(Arc::clone(token), key.clone()),
+    );
+    let config = tls::client_config(roots, Some(identity))?;
     let path = format!("/role-aliases/{}/credentials", request.role_alias);
     let response = http::send(
         Some(Arc::new(config)),
         &HttpRequest {
             method: "GET",
-            host,
-            port,
+            host: &request.target.host,
+            port: request.target.port,
             connect: request.connect.as_deref(),
             path: &path,
             headers: &[("x-amzn-iot-thingname", &request.thing)],
@@ -151,10 +153,7 @@ pub fn fetch(
 /// The credentials in the provider's answer, or what its error says.
 pub fn credentials_from_answer(response: &http::HttpResponse) -> Result<Credentials> {
     if response.status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
+        let message = response.error_message();
         let error_type = response
             .header("x-amzn-ErrorType")
             .map(|t| format!(" ({t})"))
@@ -186,21 +185,28 @@ mod tests {
 
     #[test]
     fn endpoint_and_role_alias() {
-        let mut r = CredentialsRequest {
-            endpoint: "abc.credentials.iot.eu-west-1.amazonaws.com".into(),
-            role_alias: "a".into(),
-            thing: "t".into(),
-            connect: None,
-            ca_bundle: None,
-            timeout: Duration::from_secs(1),
+        let request = |endpoint: &str, alias: &str, thing: &str| {
+            CredentialsRequest::new(
+                endpoint.into(),
+                alias.into(),
+                thing.into(),
+                None,
+                None,
+                Duration::from_secs(1),
+            )
         };
+        let r = request("abc.credentials.iot.eu-west-1.amazonaws.com", "a", "t").unwrap();
         assert_eq!(
-            r.host_port().unwrap(),
+            (r.target.host.as_str(), r.target.port),
             ("abc.credentials.iot.eu-west-1.amazonaws.com", 443)
         );
-        r.endpoint = "https://localhost:8443/".into();
-        assert_eq!(r.host_port().unwrap(), ("localhost", 8443));
+        let r = request("https://localhost:8443/", "a", "t").unwrap();
+        assert_eq!((r.target.host.as_str(), r.target.port), ("localhost", 8443));
+        assert_eq!(r.endpoint, "https://localhost:8443/");
         assert!(validate_role_alias("zkiot-device").is_ok());
         assert!(validate_role_alias("a/../b").is_err());
+        assert!(request("localhost", "a/../b", "t").is_err());
+        assert!(request("localhost", "a", "").is_err());
+        assert!(request("localhost:x", "a", "t").is_err());
     }
 }

@@ -10,38 +10,34 @@
 //! attribute, which tells the operator that the old certificate may go. Anything that fails
 //! leaves the device as it was, with its old certificate, and is reported as a warning.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use openssl::x509::X509;
 
+use super::certificate::check_device_certificate;
 use super::iot_api::IotApi;
-use super::labels::Labels;
-use super::provider::{self, Credentials, CredentialsRequest};
-use crate::p11::{point_of, P11Token};
-use crate::x509::{check_valid_now, fingerprint, verify_chain};
-use crate::{fsutil, GlobalOpts};
+use super::provider::{self, Credentials};
+use super::settings::{DeviceSettings, RenewalSettings};
+use crate::fsutil;
+use crate::p11::{P11Key, P11Token};
+use crate::x509::fingerprint;
 
 /// The Thing attribute in which the device records the certificate it switched to.
 pub const CURRENT_CERTIFICATE_ATTRIBUTE: &str = "zkiot_certificate";
-/// Renew when the certificate expires within this many days, unless device.toml says otherwise.
-pub const DEFAULT_RENEW_WITHIN_DAYS: u32 = 30;
 
-/// What the device needs to look for, and where to put what it finds.
+/// What the device needs to look for, where to put what it finds, and the token it got its
+/// credentials with.
 pub struct Renewal<'a> {
-    pub global: &'a GlobalOpts,
-    pub request: &'a CredentialsRequest,
-    pub labels: &'a Labels,
-    /// The certificate in use, and its file.
-    pub current: &'a X509,
-    pub cert_path: &'a Path,
+    /// The request, the certificate in use and its file.
+    pub settings: &'a DeviceSettings,
+    /// Where to look, and when.
+    pub target: &'a RenewalSettings,
     /// The fleet CA installed with the certificate.
     pub ca: &'a X509,
-    /// The AWS IoT API endpoint and the region to sign for.
-    pub iot_api: &'a str,
-    pub region: &'a str,
-    pub within_days: u32,
+    /// The open token and its key, which the current certificate is for.
+    pub token: &'a Arc<P11Token>,
+    pub key: &'a P11Key,
 }
 
 /// The certificate switched to, and credentials obtained with it.
@@ -53,18 +49,22 @@ pub struct Switched {
 impl Renewal<'_> {
     /// Whether the current certificate expires within the window.
     pub fn due(&self) -> Result<bool> {
-        let limit = openssl::asn1::Asn1Time::days_from_now(self.within_days)?;
-        Ok(self.current.not_after() <= limit)
+        let limit = openssl::asn1::Asn1Time::days_from_now(self.target.within_days)?;
+        Ok(self.settings.cert.not_after() <= limit)
     }
 
     /// Looks for a newer certificate for this device and switches to it. `None` when there is
     /// none yet.
     pub fn pick_up(&self, credentials: &Credentials) -> Result<Option<Switched>> {
-        let api = IotApi::new(self.iot_api, self.region, credentials, self.request.timeout)?;
-        let thing = &self.request.thing;
-        let current_id = fingerprint(self.current)?;
-        let token = Arc::new(P11Token::open(&self.global.module, &self.labels.token)?);
-        let key = token.find_key(&self.labels.key)?;
+        let request = &self.settings.request;
+        let api = IotApi::new(
+            &self.target.iot_api,
+            &self.target.region,
+            credentials,
+            request.timeout,
+        )?;
+        let thing = &request.thing;
+        let current_id = fingerprint(&self.settings.cert)?;
         let mut best: Option<X509> = None;
         for arn in api.list_thing_principals(thing)? {
             let Some((_, id)) = arn.split_once(":cert/") else {
@@ -81,7 +81,7 @@ impl Renewal<'_> {
                 Ok(cert) => cert,
                 Err(_) => continue,
             };
-            match self.acceptable(&cert, &key.point) {
+            match self.acceptable(&cert) {
                 Ok(()) => {
                     let newer = best.as_ref().map_or(true, |b| {
                         cert.not_after()
@@ -102,21 +102,20 @@ impl Renewal<'_> {
         };
 
         // Prove it before anything changes: the credentials provider must accept it.
-        let proven = provider::fetch(
-            self.request,
-            Arc::clone(&token),
-            &self.labels.key,
-            cert.to_der()?,
-        )
-        .context("the new certificate does not get credentials; keeping the current one")?;
+        let proven = provider::fetch(request, self.token, self.key, &cert)
+            .context("the new certificate does not get credentials; keeping the current one")?;
 
         // Install: the file atomically, then the token's object (added before the old one goes).
-        fsutil::write_atomic(self.cert_path, &cert.to_pem()?, fsutil::PUBLIC_MODE)?;
-        token.store_certificate(&key, &cert)?;
+        fsutil::write_atomic(
+            &self.settings.cert_path,
+            &cert.to_pem()?,
+            fsutil::PUBLIC_MODE,
+        )?;
+        self.token.store_certificate(self.key, &cert)?;
 
         // Tell the operator, with credentials from the new certificate.
         let new_id = fingerprint(&cert)?;
-        IotApi::new(self.iot_api, self.region, &proven, self.request.timeout)?
+        api.with_credentials(&proven)
             .set_thing_attribute(thing, CURRENT_CERTIFICATE_ATTRIBUTE, &new_id)
             .context("switched, but could not record it on the Thing; the next call retries")?;
         eprintln!(
@@ -129,21 +128,18 @@ impl Renewal<'_> {
         }))
     }
 
-    /// A certificate this device may switch to: for the token's key, from the fleet CA, valid
-    /// now, and lasting longer than the current one.
-    fn acceptable(&self, cert: &X509, point: &[u8]) -> Result<()> {
-        let cert_point = point_of(&cert.public_key()?).context("its key is not an EC P-256 key")?;
-        if cert_point != point {
-            bail!("it is for another key than {:?}", self.labels.key);
-        }
-        verify_chain(cert, self.ca).context("it does not chain to the installed fleet CA")?;
-        check_valid_now(cert, "certificate")?;
-        if cert.subject_name().to_der()? != self.current.subject_name().to_der()? {
+    /// A certificate this device may switch to: this device's ([`check_device_certificate`]:
+    /// for the token's key, valid now, from the fleet CA), for the same subject, and lasting
+    /// longer than the current one.
+    fn acceptable(&self, cert: &X509) -> Result<()> {
+        check_device_certificate(cert, self.key, Some(self.ca))?;
+        let current = &self.settings.cert;
+        if cert.subject_name().to_der()? != current.subject_name().to_der()? {
             bail!("its subject differs from the current certificate's");
         }
         let longer = cert
             .not_after()
-            .compare(self.current.not_after())
+            .compare(current.not_after())
             .is_ok_and(|o| o == std::cmp::Ordering::Greater);
         if !longer {
             bail!("it does not last longer than the current certificate");

@@ -1,8 +1,10 @@
-//! Mutual TLS with the token's key: a rustls client whose certificate key signs through PKCS#11.
+//! The device's TLS client configurations, all made by [`client_config`]: for mutual TLS with
+//! the token's key (a client certificate whose key signs through PKCS#11), or without a client
+//! certificate (the AWS IoT API, which the device signs its calls for instead).
 //!
-//! Only `ecdsa_secp256r1_sha256` is offered (the Zymkey's keys are P-256): the handshake
-//! message is hashed here with SHA-256 and the token signs the digest with `CKM_ECDSA`, one
-//! device operation per handshake.
+//! Only `ecdsa_secp256r1_sha256` is offered with the token's key (the Zymkey's keys are P-256):
+//! the handshake message is hashed here with SHA-256 and the token signs the digest with
+//! `CKM_ECDSA`, one device operation per handshake.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -110,17 +112,22 @@ pub fn server_roots(ca_bundle: Option<&Path>) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// A client configuration (TLS 1.2 or 1.3, ring) presenting `cert_der` with the token key.
+/// A client configuration (TLS 1.3 or 1.2, ring) that trusts `roots` and, given a certificate
+/// (DER) and the token key it is for, presents them.
 pub fn client_config(
     roots: RootCertStore,
-    cert_der: Vec<u8>,
-    signing_key: P11SigningKey,
+    client: Option<(Vec<u8>, P11SigningKey)>,
 ) -> Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certified = CertifiedKey::new(vec![CertificateDer::from(cert_der)], Arc::new(signing_key));
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(ClientIdentity(Arc::new(certified))));
-    Ok(config)
+        .with_root_certificates(roots);
+    Ok(match client {
+        Some((cert_der, signing_key)) => {
+            let certified =
+                CertifiedKey::new(vec![CertificateDer::from(cert_der)], Arc::new(signing_key));
+            builder.with_client_cert_resolver(Arc::new(ClientIdentity(Arc::new(certified))))
+        }
+        None => builder.with_no_client_auth(),
+    })
 }

@@ -1,0 +1,119 @@
+//! What `zkiot device credentials` works with, resolved once from its flags, `device.toml` and
+//! the defaults, before anything else happens (ripgrep's `HiArgs`): each value comes from the
+//! flag, else `device.toml`, else its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use openssl::x509::X509;
+
+use super::cli::{CredentialsArgs, OutputFormat};
+use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
+use super::iot_api;
+use super::labels::Labels;
+use super::provider::CredentialsRequest;
+use crate::x509::{common_name, read_certificate};
+use crate::GlobalOpts;
+
+/// The resolved settings of one `device credentials` run.
+pub struct DeviceSettings {
+    /// The device certificate, and its file.
+    pub cert: X509,
+    pub cert_path: PathBuf,
+    /// The credentials call: endpoint, role alias, thing, trust anchors, timeout.
+    pub request: CredentialsRequest,
+    /// The token's and the key's labels when chosen (flag, else `device.toml`); the others are
+    /// the configuration's, read only when the token is opened ([`DeviceSettings::labels`]).
+    pub token_label: Option<String>,
+    pub key_label: Option<String>,
+    /// The credentials cache, `None` with `--no-cache`.
+    pub cache: Option<PathBuf>,
+    pub format: OutputFormat,
+    /// Where to look for a renewed certificate; `None` when renewal is off or no region is
+    /// known.
+    pub renewal: Option<RenewalSettings>,
+}
+
+/// Where and when the device looks for a renewed certificate.
+pub struct RenewalSettings {
+    /// The AWS IoT API endpoint (`https://iot.<region>.amazonaws.com` by default) and the region
+    /// to sign for.
+    pub iot_api: String,
+    pub region: String,
+    /// Renew when the certificate expires within this many days.
+    pub within_days: u32,
+    /// The fleet CA installed with the certificate, which a renewed one must chain to.
+    pub fleet_ca: PathBuf,
+}
+
+impl DeviceSettings {
+    /// Reads `device.toml` and the device certificate, and resolves every setting.
+    pub fn resolve(args: CredentialsArgs, global: &GlobalOpts) -> Result<Self> {
+        let dir = config::device_dir(args.dir.as_deref(), global);
+        let config = DeviceConfig::load(&dir)?;
+        let in_dir = |path: &Option<PathBuf>| path.as_ref().map(|p| DeviceConfig::resolve(&dir, p));
+        let cert_path = args
+            .cert
+            .or_else(|| in_dir(&config.certificate))
+            .unwrap_or_else(|| dir.join(CERT_FILE));
+        let cert = read_certificate(&cert_path).context(
+            "no device certificate; run `zkiot device install-cert` first, or pass --cert",
+        )?;
+        let endpoint = args.endpoint.or(config.endpoint).context(
+            "no credentials endpoint: pass --endpoint (or save one with install-cert --endpoint)",
+        )?;
+        let role_alias = args.role_alias.or(config.role_alias).context(
+            "no role alias: pass --role-alias (or save one with install-cert --role-alias)",
+        )?;
+        let thing = match args.thing.or(config.thing) {
+            Some(t) => t,
+            None => common_name(cert.subject_name()).context("the certificate's subject")?,
+        };
+        let request = CredentialsRequest::new(
+            endpoint,
+            role_alias,
+            thing,
+            args.connect,
+            args.ca_bundle.or_else(|| in_dir(&config.ca_bundle)),
+            Duration::from_secs(args.timeout.max(1)),
+        )?;
+
+        let within_days = config
+            .renew_within_days
+            .unwrap_or(config::DEFAULT_RENEW_WITHIN_DAYS);
+        let region = config
+            .region
+            .or_else(|| iot_api::region_of_credentials_endpoint(&request.target.host));
+        let iot_api = config.iot_api.or_else(|| {
+            region
+                .as_ref()
+                .map(|r| format!("https://iot.{r}.amazonaws.com"))
+        });
+        let renewal = match (within_days, region, iot_api) {
+            (1.., Some(region), Some(iot_api)) => Some(RenewalSettings {
+                iot_api,
+                region,
+                within_days,
+                fleet_ca: in_dir(&config.ca).unwrap_or_else(|| dir.join(CA_FILE)),
+            }),
+            _ => None,
+        };
+
+        Ok(Self {
+            cert,
+            cert_path,
+            request,
+            token_label: global.token_label.clone().or(config.token_label),
+            key_label: args.key_label.or(config.key_label),
+            cache: (!args.no_cache).then(|| args.cache.unwrap_or_else(|| dir.join(CACHE_FILE))),
+            format: args.format,
+            renewal,
+        })
+    }
+
+    /// The token's and the key's labels: those chosen, else the configuration's.
+    pub fn labels(&self) -> Result<Labels> {
+        Labels::resolve(self.token_label.as_deref(), self.key_label.as_deref())
+    }
+}
