@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zkiot::device::{http, provider};
+use zkiot::device::net::{http, provider};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(response) = http::parse_response(data) else {

@@ -1,5 +1,5 @@
 //! `zkiot device credentials`: temporary AWS credentials for this device, from the cache while
-//! they stay fresh, else from the credentials provider ([`super::provider`]).
+//! they stay fresh, else from the credentials provider ([`super::net::provider`]).
 //!
 //! One pipeline: the settings are resolved once ([`DeviceSettings::resolve`]); the cache may
 //! answer; otherwise the token is opened once, the certificate checked once against its key,
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificate::check_device_certificate;
 use super::cli::{CredentialsArgs, OutputFormat};
-use super::provider::{self, Credentials, CredentialsRequest};
+use super::net::provider::{self, Credentials, CredentialsRequest};
 use super::renewal;
 use super::settings::DeviceSettings;
 use crate::x509::{fingerprint, read_certificate};

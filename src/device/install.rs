@@ -8,7 +8,7 @@ use super::certificate::check_device_certificate;
 use super::cli::InstallCertArgs;
 use super::config::{self, DeviceConfig, CA_FILE, CERT_FILE};
 use super::labels::Labels;
-use super::{provider, tls};
+use super::net::{provider, tls};
 use crate::p11::CertificateStored;
 use crate::x509::{common_name, hex, name_to_string, read_certificate};
 use crate::{fsutil, GlobalOpts};

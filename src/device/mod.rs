@@ -11,24 +11,26 @@
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
 //! - [`csr::build_csr`] / [`csr::check_csr`]: a CSR signed by the token.
 //! - [`config::DeviceConfig`], [`config::device_dir`]: the device folder and `device.toml`.
-//! - [`provider::fetch`]: credentials from the AWS IoT credentials provider, over mutual TLS
-//!   with the token's key ([`tls`]) and a small HTTP/1.1 client ([`http`]).
+//! - [`settings::DeviceSettings`]: what `credentials` works with, resolved once from its flags,
+//!   `device.toml` and the defaults.
+//! - [`certificate::check_device_certificate`]: whether a certificate is this device's.
+//! - [`renewal`]: the device's side of certificate renewal.
+//! - [`net`]: the network client: the AWS IoT credentials provider ([`net::provider`]) over
+//!   mutual TLS with the token's key ([`net::tls`]), the AWS IoT API calls of renewal
+//!   ([`net::iot_api`]), and a small HTTP/1.1 client ([`net::http`]).
 
 pub mod certificate;
 mod cli;
 pub mod config;
 pub mod credentials;
 pub mod csr;
-pub mod http;
 pub mod id;
 mod install;
-pub mod iot_api;
 pub mod labels;
-pub mod provider;
+pub mod net;
 pub mod renewal;
 mod selftest;
 pub mod settings;
-pub mod tls;
 
 use anyhow::Result;
 

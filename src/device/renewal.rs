@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use openssl::x509::X509;
 
 use super::certificate::check_device_certificate;
-use super::iot_api::IotApi;
-use super::provider::{self, Credentials};
+use super::net::iot_api::IotApi;
+use super::net::provider::{self, Credentials};
 use super::settings::{DeviceSettings, RenewalSettings};
 use crate::fsutil;
 use crate::p11::{P11Key, P11Token};

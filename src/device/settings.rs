@@ -10,9 +10,9 @@ use openssl::x509::X509;
 
 use super::cli::{CredentialsArgs, OutputFormat};
 use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
-use super::iot_api;
 use super::labels::Labels;
-use super::provider::CredentialsRequest;
+use super::net::iot_api;
+use super::net::provider::CredentialsRequest;
 use crate::x509::{common_name, read_certificate};
 use crate::GlobalOpts;
 

@@ -119,7 +119,7 @@ pub fn validate_role_alias(alias: &str) -> Result<()> {
 
 /// Asks the credentials provider for credentials over mutual TLS, presenting `cert` and
 /// signing with `key` on `token` (one device signature). The caller has checked that `cert` is
-/// for `key` ([`super::certificate::check_device_certificate`]).
+/// for `key` ([`crate::device::certificate::check_device_certificate`]).
 pub fn fetch(
     request: &CredentialsRequest,
     token: &Arc<P11Token>,
