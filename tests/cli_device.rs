@@ -1103,3 +1103,32 @@ fn a_key_label_from_the_configuration_is_used_without_flags() {
     assert_eq!(provider.seen().len(), 2);
     assert_eq!(env.signatures(), 3);
 }
+
+#[test]
+fn credentials_refuse_a_certificate_for_another_key_before_signing() {
+    let env = Env::new();
+    env.provision();
+    let ca = X509::from_pem(&std::fs::read(env.home().join("ca/ca.crt")).unwrap()).unwrap();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(env.home().join("ca/ca.key")).unwrap()).unwrap();
+    let other = make_cert("intruder", &p256(), Some((&ca, &ca_key)), None);
+    let other_path = env.path("other.crt");
+    std::fs::write(&other_path, other.to_pem().unwrap()).unwrap();
+    let signatures = env.signatures();
+    env.refused(
+        &[
+            "device",
+            "credentials",
+            "--endpoint",
+            ENDPOINT,
+            "--role-alias",
+            "zkiot-device",
+            "--connect",
+            "127.0.0.1:9",
+            "--cert",
+            other_path.to_str().unwrap(),
+        ],
+        "(key \"slot0\" on token \"zymkey\"): it is for another key than \"slot0\"",
+    );
+    assert_eq!(env.signatures(), signatures, "no signature for it");
+}

@@ -75,8 +75,14 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
     // The token, opened once for everything below.
     let (token, key) = settings.labels()?.open(global)?;
     let token = Arc::new(token);
-    check_device_certificate(&settings.cert, &key, None)
-        .with_context(|| format!("the device certificate {}", settings.cert_path.display()))?;
+    check_device_certificate(&settings.cert, &key, None).with_context(|| {
+        format!(
+            "the device certificate {} (key {:?} on token {:?})",
+            settings.cert_path.display(),
+            key.label,
+            token.label()
+        )
+    })?;
     let fetched = provider::fetch(request, &token, &key, &settings.cert)?;
     cache_credentials(&settings, &cert_fingerprint, &fetched);
     if global.verbose {
