@@ -48,13 +48,14 @@ impl KeySlot {
         (self.id_number() as u16).to_be_bytes().to_vec()
     }
 
-    /// The label shown when none was given at generation and, for a device
-    /// slot, `[labels]` names none ([`zkconf::default_key_label`]).
-    pub(crate) fn default_label(self) -> String {
+    /// The label shown when none was given at generation: for a device
+    /// slot, the configuration's ([`zkconf::Config::key_label`], which the
+    /// `zkiot` tool looks keys up by too); for a foreign one, `foreignN`.
+    pub(crate) fn label(self, config: &zkconf::Config) -> String {
         if self.foreign {
             format!("foreign{}", self.number)
         } else {
-            zkconf::default_key_label(self.number)
+            config.key_label(self.number)
         }
     }
 
@@ -210,11 +211,9 @@ mod tests {
     fn ids_labels_and_handles_derive_from_the_slot() {
         let s = KeySlot::device(0);
         assert_eq!(s.default_id(), vec![0, 0]);
-        assert_eq!(s.default_label(), "slot0");
-        assert_eq!(
-            s.default_label(),
-            zkconf::Config::default().key_label(zkconf::DEVICE_KEY_SLOT)
-        );
+        assert_eq!(s.label(&zkconf::Config::default()), "slot0");
+        let renamed = zkconf::Config::parse("[labels]\n0 = \"device\"\n", "test").unwrap();
+        assert_eq!(s.label(&renamed), "device");
         let s = KeySlot::device(16);
         assert_eq!(s.default_id(), vec![0, 16]);
         let f = KeySlot {
@@ -222,7 +221,7 @@ mod tests {
             foreign: true,
         };
         assert_eq!(f.default_id(), vec![0x80, 3]);
-        assert_eq!(f.default_label(), "foreign3");
+        assert_eq!(f.label(&zkconf::Config::default()), "foreign3");
         for slot in [s, f, KeySlot::device(0), KeySlot::device(511)] {
             assert_eq!(
                 KeySlot::from_handle(slot.private_handle()),

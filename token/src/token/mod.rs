@@ -213,13 +213,7 @@ impl Token {
         id: Option<Vec<u8>>,
         config: &Config,
     ) -> DeviceKey {
-        let label = label
-            .or_else(|| {
-                (!slot.foreign)
-                    .then(|| config.slot_label(slot.number).map(str::to_string))
-                    .flatten()
-            })
-            .unwrap_or_else(|| slot.default_label());
+        let label = label.unwrap_or_else(|| slot.label(config));
         DeviceKey {
             slot,
             curve,
