@@ -98,15 +98,15 @@ mod tests {
         counters.increment(Operation::Accelerometer);
         counters.increment(Operation::Sign);
         let bytes = std::fs::read(state.path(COUNTERS_FILE)).unwrap();
-        assert_eq!(bytes.len(), HEADER_LEN + 8 * 13);
-        let header = format!("zkemu-counters 1 {old_names} accelerometer\n");
+        assert_eq!(bytes.len(), HEADER_LEN + 8 * 15);
+        let header = format!("zkemu-counters 1 {old_names} accelerometer perimeter binding\n");
         assert!(bytes.starts_with(header.as_bytes()));
         assert!(bytes[header.len()..HEADER_LEN].iter().all(|b| *b == 0));
         let count = |i: usize| {
             let at = HEADER_LEN + 8 * i;
             u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
         };
-        let counts: Vec<u64> = (0..13).map(count).collect();
-        assert_eq!(counts, [1, 2, 3, 5, 5, 6, 7, 8, 9, 10, 11, 12, 1]);
+        let counts: Vec<u64> = (0..15).map(count).collect();
+        assert_eq!(counts, [1, 2, 3, 5, 5, 6, 7, 8, 9, 10, 11, 12, 1, 0, 0]);
     }
 }

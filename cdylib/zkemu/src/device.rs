@@ -4,12 +4,16 @@
 //! line, bumps the counter, sleeps the configured latency (for operations
 //! that reach the secure element) and applies an
 //! injected fault, so all of these see exactly the calls that reach the device.
+//! It also applies an injected perimeter breach first, as the module would
+//! have on its own, whatever the host was doing.
 //! None of this takes the state lock: only changes of state do (key
-//! generation and removal, foreign keys, creating the state).
+//! generation and removal, foreign keys, the perimeter state, creating the
+//! state).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +26,7 @@ use crate::fault;
 use crate::keystore::KeyStore;
 use crate::model::{Keyring, Layout, Profile};
 use crate::operation::{Operation, Target};
+use crate::perimeter::{self, DigitalSetting, Perimeter};
 use crate::state::{Identity, StateDir};
 use crate::trace::Trace;
 
@@ -32,11 +37,13 @@ pub const FIRMWARE_VERSION: &str = concat!("zkemu-", env!("CARGO_PKG_VERSION"));
 const MAX_RANDOM_LEN: usize = 1 << 24;
 
 /// What this process keeps of one state directory, shared by all its
-/// contexts: the key store with its decoded keys, and the mapped counters.
+/// contexts: the key store with its decoded keys, the mapped counters and
+/// the perimeter's shared numbers.
 #[derive(Debug)]
 struct Backing {
     keys: KeyStore,
     counters: Counters,
+    perimeter: Perimeter,
 }
 
 /// The backing of a state directory, made on its first open in this process.
@@ -56,9 +63,12 @@ fn backing(config: &Config) -> Result<Arc<Backing>> {
         return Ok(backing.clone());
     }
     let counters = Counters::open(&state)?;
+    let keys = KeyStore::open(state)?;
+    let perimeter = Perimeter::open(&keys)?;
     let backing = Arc::new(Backing {
-        keys: KeyStore::open(state)?,
+        keys,
         counters,
+        perimeter,
     });
     opened.insert(id, backing.clone());
     Ok(backing)
@@ -73,6 +83,9 @@ pub struct Device {
     layout: Layout,
     config: Config,
     trace: Option<Trace>,
+    /// The perimeter notices this context has seen: its waits return for
+    /// breaches notified after it.
+    perimeter_seen: AtomicU64,
 }
 
 impl Device {
@@ -114,8 +127,13 @@ impl Device {
             layout,
             config,
             trace,
+            perimeter_seen: AtomicU64::new(0),
         };
         device.begin(Operation::Open, Target::None)?;
+        // Breaches before the open are only in the latched timestamps.
+        device
+            .perimeter_seen
+            .store(device.backing.perimeter.notices(), Ordering::Release);
         Ok(device)
     }
 
@@ -135,15 +153,29 @@ impl Device {
         if !self.config.latency.is_zero() && operation.reaches_secure_element() {
             std::thread::sleep(self.config.latency);
         }
+        self.backing
+            .perimeter
+            .take_injected_breach(&self.backing.keys, self.profile)?;
         if fault::take(self.backing.keys.dir(), operation)? {
             return Err(Errno::IO);
         }
         Ok(())
     }
 
+    /// Fails with `EIO` once a self-destruct destroyed the keys: what every
+    /// key operation (random numbers included) answers from then on.
+    fn keys_intact(&self) -> Result<()> {
+        if self.backing.perimeter.destroyed() {
+            Err(Errno::IO)
+        } else {
+            Ok(())
+        }
+    }
+
     /// `zkGetRandBytes`.
     pub fn random(&self, len: i32) -> Result<Vec<u8>> {
         self.begin(Operation::Random, Target::None)?;
+        self.keys_intact()?;
         let len = usize::try_from(len).map_err(|_| Errno::INVAL)?;
         if len > MAX_RANDOM_LEN {
             return Err(Errno::INVAL);
@@ -156,6 +188,7 @@ impl Device {
     /// `zkGenECDSASigFromDigest`: raw r‖s.
     pub fn sign(&self, slot: i32, digest: &[u8; DIGEST_LEN]) -> Result<[u8; SIGNATURE_LEN]> {
         self.begin(Operation::Sign, Target::Device(slot))?;
+        self.keys_intact()?;
         self.layout.check_slot(Keyring::Device, slot)?;
         self.backing.keys.private_key(slot)?.sign_digest(digest)
     }
@@ -167,6 +200,7 @@ impl Device {
         digest: &[u8; DIGEST_LEN],
     ) -> Result<([u8; SIGNATURE_LEN], u8)> {
         self.begin(Operation::Sign, Target::Device(slot))?;
+        self.keys_intact()?;
         self.layout.check_slot(Keyring::Device, slot)?;
         let pair = self.backing.keys.private_key(slot)?;
         let rs = pair.sign_digest(digest)?;
@@ -182,6 +216,7 @@ impl Device {
         signature: &[u8],
     ) -> Result<bool> {
         self.begin(Operation::Verify, target(keyring, slot))?;
+        self.keys_intact()?;
         self.layout.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
@@ -198,6 +233,7 @@ impl Device {
     /// `zkExportPubKey`, `zkGetECDSAPubKey`: raw X‖Y, or 32 bytes for Ed25519/X25519.
     pub fn public_key(&self, keyring: Keyring, slot: i32) -> Result<Vec<u8>> {
         self.begin(Operation::ExportPubKey, target(keyring, slot))?;
+        self.keys_intact()?;
         self.layout.check_slot(keyring, slot)?;
         match keyring {
             Keyring::Device => {
@@ -214,6 +250,7 @@ impl Device {
     /// `zkGetAllocSlotsList`: the keyring's size and its allocated slots.
     pub fn allocated_slots(&self, keyring: Keyring) -> Result<(i32, Vec<i32>)> {
         self.begin(Operation::SlotList, Target::None)?;
+        self.keys_intact()?;
         let capacity = self.layout.capacity(keyring)?;
         Ok((capacity, self.backing.keys.slots(keyring)?))
     }
@@ -221,6 +258,7 @@ impl Device {
     /// `zkGenKeyPair`: the new slot.
     pub fn generate_key(&self, key_type: i32) -> Result<i32> {
         self.begin(Operation::GenKey, Target::None)?;
+        self.keys_intact()?;
         let range = self.layout.allocatable_slots(Keyring::Device)?;
         let key = crypto::generate(KeyType::from_c(key_type)?)?;
         self.backing.keys.add_private_key(range, &key)
@@ -229,6 +267,7 @@ impl Device {
     /// `zkRemoveKey`. Factory keys are `EPERM`.
     pub fn remove_key(&self, keyring: Keyring, slot: i32) -> Result<()> {
         self.begin(Operation::RemoveKey, target(keyring, slot))?;
+        self.keys_intact()?;
         if !self.layout.can_generate_keys() {
             return Err(Errno::OPNOTSUPP);
         }
@@ -242,6 +281,7 @@ impl Device {
     /// `zkStoreForeignPubKey`: the new foreign slot.
     pub fn store_foreign_key(&self, key_type: i32, raw: &[u8]) -> Result<i32> {
         self.begin(Operation::StoreForeign, Target::None)?;
+        self.keys_intact()?;
         let range = self.layout.allocatable_slots(Keyring::Foreign)?;
         let key = crypto::public_key_from_raw(KeyType::from_c(key_type)?, raw)?;
         self.backing.keys.add_foreign_key(range, &key)
@@ -305,6 +345,59 @@ impl Device {
         self.begin(Operation::Accelerometer, Target::None)?;
         self.accelerometer()?;
         Ok(accelerometer::AT_REST)
+    }
+
+    fn state(&self) -> &StateDir {
+        self.backing.keys.dir()
+    }
+
+    /// `zkSetPerimeterEventAction`.
+    pub fn set_perimeter_event_action(&self, channel: i32, flags: u32) -> Result<()> {
+        self.begin(Operation::Perimeter, Target::None)?;
+        perimeter::set_action(self.state(), self.profile, channel, flags)
+    }
+
+    /// `zkGetPerimeterDetectInfo`: each channel's first breach, 0 for none.
+    pub fn perimeter_detect_info(&self) -> Result<Vec<u32>> {
+        self.begin(Operation::Perimeter, Target::None)?;
+        perimeter::first_breaches(self.state(), self.profile)
+    }
+
+    /// `zkClearPerimeterDetectEvents`.
+    pub fn clear_perimeter_events(&self) -> Result<()> {
+        self.begin(Operation::Perimeter, Target::None)?;
+        perimeter::clear(self.state())
+    }
+
+    /// `zkWaitForPerimeterEvent`.
+    pub fn wait_for_perimeter_event(&self, timeout_ms: u32) -> Result<()> {
+        self.begin(Operation::Perimeter, Target::None)?;
+        self.backing.perimeter.wait(
+            &self.backing.keys,
+            self.profile,
+            &self.perimeter_seen,
+            Duration::from_millis(timeout_ms.into()),
+        )
+    }
+
+    /// `zkSetDigitalPerimeterDetectLPPeriod`, `…LPMaxBits`, `…Delays`:
+    /// checked, accepted, not kept.
+    pub fn set_digital_perimeter(&self, setting: DigitalSetting) -> Result<()> {
+        self.begin(Operation::Perimeter, Target::None)?;
+        perimeter::check_digital_setting(self.profile, setting)
+    }
+
+    /// `zkLockBinding`: production mode, for good.
+    pub fn lock_binding(&self) -> Result<()> {
+        self.begin(Operation::Binding, Target::None)?;
+        perimeter::lock_binding(self.state(), self.profile)
+    }
+
+    /// `zkGetCurrentBindingInfo`: whether the binding is locked, and whether
+    /// the device is bound to its host.
+    pub fn binding_info(&self) -> Result<(bool, bool)> {
+        self.begin(Operation::Binding, Target::None)?;
+        perimeter::binding_info(self.state(), self.profile)
     }
 }
 

@@ -16,11 +16,14 @@ impl Errno {
     pub const OPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     /// The key store or the foreign keyring is full.
     pub const NOSPC: Errno = Errno(libc::ENOSPC);
-    /// Factory keys cannot be removed.
+    /// Factory keys cannot be removed; a channel's action was already set
+    /// once since the binding was locked.
     pub const PERM: Errno = Errno(libc::EPERM);
-    /// `zkWaitForTap` saw no tap within its timeout.
+    /// `zkWaitForTap` saw no tap, or `zkWaitForPerimeterEvent` no event,
+    /// within its timeout.
     pub const TIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
-    /// The state directory could not be read or written, or an injected fault.
+    /// The state directory could not be read or written, an injected fault,
+    /// or a key operation on a device whose keys a self-destruct destroyed.
     pub const IO: Errno = Errno(libc::EIO);
     /// An output buffer could not be allocated.
     pub const NOMEM: Errno = Errno(libc::ENOMEM);

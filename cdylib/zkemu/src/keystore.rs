@@ -219,6 +219,24 @@ impl KeyStore {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Deletes every key file, of both keyrings: what a self-destruct
+    /// leaves of the key store. Done under `lock`; an empty store stays empty.
+    pub fn destroy_all(&self, lock: &StateLock) -> Result<()> {
+        for keyring in [Keyring::Device, Keyring::Foreign] {
+            let dir = self.keyring_dir(keyring);
+            for entry in fs::read_dir(&dir)? {
+                match fs::remove_file(entry?.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            state::sync_dir(&dir)?;
+        }
+        self.changed(lock);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +269,31 @@ mod tests {
         assert!(back.key.public_eq(&new_key) && !back.key.public_eq(&key));
         assert_eq!(store.private_key(3).err(), Some(Errno::NOENT));
         assert!(store.slots(Keyring::Foreign).unwrap().is_empty());
+    }
+
+    #[test]
+    fn destroying_empties_both_keyrings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (here, there) = (store(&dir), store(&dir));
+        let key = crypto::generate(KeyType::NistP256).unwrap();
+        let lock = here.dir().lock().unwrap();
+        here.put_private_key(&lock, 0, &key).unwrap();
+        drop(lock);
+        assert_eq!(here.add_private_key(16..17, &key), Ok(16));
+        let public = PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap();
+        assert_eq!(here.add_foreign_key(0..1, &public), Ok(0));
+        assert!(there.private_key(0).is_ok());
+
+        let lock = here.dir().lock().unwrap();
+        here.destroy_all(&lock).unwrap();
+        here.destroy_all(&lock).unwrap();
+        drop(lock);
+        for keyring in [Keyring::Device, Keyring::Foreign] {
+            assert!(here.slots(keyring).unwrap().is_empty());
+        }
+        // A key another process had decoded is gone there too.
+        assert_eq!(there.private_key(0).err(), Some(Errno::NOENT));
+        assert_eq!(there.foreign_key(0).err(), Some(Errno::NOENT));
     }
 
     #[test]

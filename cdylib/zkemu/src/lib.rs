@@ -69,6 +69,42 @@
 //! (at once, or as soon as it appears while the call waits). The ZYMKEY5
 //! profiles fail all three with `-EOPNOTSUPP`.
 //!
+//! # Perimeter and production mode
+//! Every profile has two perimeter channels, 0 and 1 (D). `perimeter.rs`
+//! says which behaviour is documented and which assumed; in short:
+//! - `zkSetPerimeterEventAction(ctx, channel, flags)`: channel 0 or 1,
+//!   flags `ZK_PERIMETER_EVENT_ACTION_NOTIFY` (1) and `…_SELF_DESTRUCT` (2),
+//!   OR-able; anything else `-EINVAL`. Actions are none on a new device.
+//! - A breach latches the channel's first-breach time (epoch seconds) in
+//!   `tamper.json`, whatever its action; a latched channel is disarmed
+//!   until `zkClearPerimeterDetectEvents` clears every channel and rearms
+//!   them (A). `zkGetPerimeterDetectInfo` hands out one `uint32_t` per
+//!   channel (0: none) in a malloc'd array.
+//! - `zkWaitForPerimeterEvent(ctx, timeout_ms)` returns 0 for a breach on a
+//!   channel set to notify that came after the context was opened and after
+//!   its previous wait returned, `-ETIMEDOUT` when the timeout passed first;
+//!   0 does not wait. Every context sees each such breach once (A).
+//! - Production mode is the binding locked: `zkLockBinding` (HSM6, HSM60 D;
+//!   ZYMKEY5, ZYMKEY5-PREPROD A; the ZYMKEY5-EDU refuses it with
+//!   `-EOPNOTSUPP`, A) or, on a ZYMKEY4i, which has no `zkLockBinding`, the
+//!   file `lock-tab-cut` (its cut lock tab, D). It is recorded in
+//!   `tamper.json` and never undone. `zkGetCurrentBindingInfo` tells it
+//!   (every profile but the ZYMKEY4i, A; "bound" is always true).
+//! - In production mode a breach on a self-destruct channel destroys every
+//!   key file of both keyrings at once (D), and every key operation fails
+//!   with `-EIO` from then on (A); in developer mode it is only latched (D).
+//!   There, each channel's action can be set once after the lock, then
+//!   `-EPERM` (A from "one time after locked").
+//! - `zkSetDigitalPerimeterDetectLPPeriod`, `…LPMaxBits`, `…Delays`: HSM6
+//!   and HSM60 only (D; else `-EOPNOTSUPP`), negative values or a minimum
+//!   delay above the maximum `-EINVAL` (A), nothing kept.
+//!
+//! A test makes a breach by writing channel numbers (`1`, or `0 1`) into
+//! `$ZKIOT_EMU_DIR/perimeter-next` in one write: the next device operation
+//! of any process (or a waiting `zkWaitForPerimeterEvent`) applies it, with
+//! the file's modification time as the breach's, and removes the file. An
+//! empty file, or one naming no channel of the model, is left alone.
+//!
 //! # Sources
 //! Zymbit-Docs/docs @6574282b (2026-07-10): [ZD-ZK5]
 //! `content/hardware/modules/zymkey5/index.md`; [ZD-PB-ZK5] and
@@ -78,6 +114,11 @@
 //! ZYMKEY4i and HSM6 datasheets under `content/reference/product-briefs/`.
 //! \[HDR\] Zymbit's current `zk_app_utils.h`. \[ZKU\] the `zku` 1.0.33 Python
 //! package (`zymkey/__init__.py`). \[hw\]: only a real device can settle it.
+//! [ZD tutorials/…], [ZD troubleshooting/…], [ZD hardware/…] are the pages
+//! `content/tutorials/…`, `content/troubleshooting/…/index.md`,
+//! `content/hardware/…/index.md` of the same snapshot; the perimeter facts
+//! are gathered, with their sources, in the project's research note
+//! `zymkey-tamper-2026-12.md`.
 //!
 //! # State directory
 //! ```text
@@ -91,23 +132,29 @@
 //! lock               flock'd around every change of state
 //! fail-next          optional, see below
 //! tap-next           optional, see Accelerometer
+//! tamper.json        {"actions","first_breach","binding_locked","set_since_lock",
+//!                    "destroyed"}: the perimeter and binding state; absent on a new device
+//! perimeter-signals  shared numbers: breaches notified so far, keys destroyed (0/1)
+//! perimeter-next     optional breach injection, see Perimeter and production mode
+//! lock-tab-cut       optional: a ZYMKEY4i's lock tab is cut (production mode)
 //! ```
 //! Key files are replaced atomically (temporary file, fsync, rename), so
 //! several processes can share one directory; keys survive across processes.
 //! Each process decodes a key once and keeps it until `key-generation` says
 //! that some process changed the key files. Only changes of state (creating
-//! the state, key generation and removal, foreign keys, a consumed fault) take
-//! the lock; signing, counting and tracing take none.
+//! the state, key generation and removal, foreign keys, a consumed fault, the
+//! perimeter state) take the lock; signing, counting and tracing take none.
 //!
 //! # Counters
 //! `counters` is a file mapped into every process and changed with atomic
 //! adds: a header line `zkemu-counters 1 open close random sign verify
 //! export_pubkey slot_list gen_key remove_key store_foreign info time
-//! accelerometer`, NUL padding to byte 256, then one 64-bit native-endian
+//! accelerometer perimeter binding`, NUL padding to byte 256, then one 64-bit native-endian
 //! count per name, in the header's order. `sign` counts both signing
 //! functions, `verify` device and foreign, `export_pubkey` `zkExportPubKey`
 //! and `zkGetECDSAPubKey`, `info` the model, serial and firmware strings,
-//! `accelerometer` the tap and accelerometer calls. Names are only added at
+//! `accelerometer` the tap and accelerometer calls, `perimeter` the seven
+//! perimeter calls, `binding` `zkLockBinding` and `zkGetCurrentBindingInfo`. Names are only added at
 //! the end: a file with fewer names is extended in place, its counts kept. Every call that reaches the device
 //! counts, failed ones included; calls refused at the boundary (NULL pointer,
 //! unknown context) do not. The file must not be truncated while a process
@@ -122,12 +169,17 @@
 //! - `EINVAL`: NULL pointer, negative length, unknown or closed context, bad
 //!   key type, signature not 64 bytes, malformed public key, ECDSA with an
 //!   Ed25519/X25519 key, a slot number outside the keyring (`< 0` or `>=` its
-//!   size), a tap sensitivity axis or percentage out of range.
+//!   size), a tap sensitivity axis or percentage out of range, a perimeter
+//!   channel other than 0 or 1, an undefined action flag, a negative digital
+//!   perimeter setting.
 //! - `ENOENT`: a slot inside the keyring's range that holds no key.
 //! - `EOPNOTSUPP`: the model lacks the feature (see Models).
-//! - `ETIMEDOUT`: `zkWaitForTap` saw no tap within its timeout.
-//! - `EPERM`: removing a factory key. `ENOSPC`: keyring full.
-//! - `EIO`: the state directory cannot be used, or an injected fault.
+//! - `ETIMEDOUT`: `zkWaitForTap` saw no tap, `zkWaitForPerimeterEvent` no
+//!   event, within its timeout.
+//! - `EPERM`: removing a factory key; a second action for a channel since
+//!   the binding was locked. `ENOSPC`: keyring full.
+//! - `EIO`: the state directory cannot be used, an injected fault, or a key
+//!   operation after a self-destruct.
 //! - `ENOMEM`: an output buffer could not be allocated. `EFAULT`: internal error.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -145,6 +197,7 @@ mod handles;
 mod keystore;
 mod model;
 mod operation;
+mod perimeter;
 mod shared;
 mod state;
 mod trace;
@@ -156,6 +209,7 @@ use device::Device;
 use edge::{buffer_out, call, give, give_string, give_with_len, required, value_out, with_device};
 use errno::Result;
 use model::Keyring;
+use perimeter::DigitalSetting;
 
 /// `zkCTX`: an opaque device context.
 pub type ZkCtx = *mut c_void;
@@ -485,6 +539,127 @@ pub unsafe extern "C" fn zkGetAccelerometerData(
     with_device(ctx, |device| {
         let (x, y, z) = (required(x)?, required(y)?, required(z)?);
         [*x, *y, *z] = device.accelerometer_data()?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkSetPerimeterEventAction(
+    ctx: ZkCtx,
+    channel: c_int,
+    action_flags: u32,
+) -> c_int {
+    with_device(ctx, |device| {
+        device
+            .set_perimeter_event_action(channel, action_flags)
+            .map(|()| 0)
+    })
+}
+
+/// # Safety
+/// `timestamps_sec` and `num_timestamps` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetPerimeterDetectInfo(
+    ctx: ZkCtx,
+    timestamps_sec: *mut *mut u32,
+    num_timestamps: *mut c_int,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (list, count) = unsafe { (buffer_out(timestamps_sec), value_out(num_timestamps)) };
+    with_device(ctx, |device| {
+        let (list, count) = (required(list)?, required(count)?);
+        let first_breaches = device.perimeter_detect_info()?;
+        give(list, &first_breaches)?;
+        *count = c_int::try_from(first_breaches.len()).map_err(|_| errno::Errno::IO)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkClearPerimeterDetectEvents(ctx: ZkCtx) -> c_int {
+    with_device(ctx, |device| device.clear_perimeter_events().map(|()| 0))
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkWaitForPerimeterEvent(ctx: ZkCtx, timeout_ms: u32) -> c_int {
+    with_device(ctx, |device| {
+        device.wait_for_perimeter_event(timeout_ms).map(|()| 0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkSetDigitalPerimeterDetectLPPeriod(
+    ctx: ZkCtx,
+    lp_period: c_int,
+) -> c_int {
+    with_device(ctx, |device| {
+        device
+            .set_digital_perimeter(DigitalSetting::LowPowerPeriod(lp_period))
+            .map(|()| 0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkSetDigitalPerimeterDetectLPMaxBits(
+    ctx: ZkCtx,
+    max_num_bits: c_int,
+) -> c_int {
+    with_device(ctx, |device| {
+        device
+            .set_digital_perimeter(DigitalSetting::LowPowerMaxBits(max_num_bits))
+            .map(|()| 0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkSetDigitalPerimeterDetectDelays(
+    ctx: ZkCtx,
+    min_delay_ns: c_int,
+    max_delay_ns: c_int,
+) -> c_int {
+    with_device(ctx, |device| {
+        device
+            .set_digital_perimeter(DigitalSetting::Delays {
+                min_ns: min_delay_ns,
+                max_ns: max_delay_ns,
+            })
+            .map(|()| 0)
+    })
+}
+
+/// # Safety
+/// None: plain values.
+#[no_mangle]
+pub unsafe extern "C" fn zkLockBinding(ctx: ZkCtx) -> c_int {
+    with_device(ctx, |device| device.lock_binding().map(|()| 0))
+}
+
+/// # Safety
+/// `binding_is_locked` and `is_bound` are each NULL or valid for writing
+/// one `bool`, and not the same.
+#[no_mangle]
+pub unsafe extern "C" fn zkGetCurrentBindingInfo(
+    ctx: ZkCtx,
+    binding_is_locked: *mut bool,
+    is_bound: *mut bool,
+) -> c_int {
+    // SAFETY: by the contract above.
+    let (locked_out, bound_out) = unsafe { (value_out(binding_is_locked), value_out(is_bound)) };
+    with_device(ctx, |device| {
+        let (locked_out, bound_out) = (required(locked_out)?, required(bound_out)?);
+        (*locked_out, *bound_out) = device.binding_info()?;
         Ok(0)
     })
 }

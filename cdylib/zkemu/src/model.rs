@@ -163,6 +163,50 @@ impl Profile {
         )
     }
 
+    /// The perimeter-breach circuits (channels) of the model: two on every
+    /// profile. Documented: "2 perimeter loops" on the ZYMKEY4i [DS-ZK4] and
+    /// the HSM6 [DS-HSM6], "2 x perimeter breach detection circuits" on the
+    /// ZYMKEY5 [ZD-PB-ZK5], PERIM_0 to PERIM_2 (one transmitter, two
+    /// receivers) on the HSM60 [ZD hardware/modules/hsm60]; the channel of
+    /// `zkSetPerimeterEventAction` is "0 or 1" \[HDR\].
+    pub fn perimeter_channels(self) -> usize {
+        2
+    }
+
+    /// Whether the digital ("enhanced") perimeter settings work
+    /// (`zkSetDigitalPerimeterDetectLPPeriod`, `…LPMaxBits`, `…Delays`).
+    /// Documented: "Supported Devices: HSM60, HSM64, HSM6, Secure Compute
+    /// Module" [ZD api/c_api.md]; the ZYMKEY4i has two "standard" loops
+    /// [DS-ZK4]. Assumed: the ZYMKEY5 has none (it is in no list of supported
+    /// devices, and its brief names no enhanced perimeter [ZD-PB-ZK5]).
+    pub fn has_digital_perimeter(self) -> bool {
+        matches!(self, Profile::Hsm6 | Profile::Hsm60)
+    }
+
+    /// Whether `zkLockBinding` puts the device in production mode. Documented:
+    /// HSM6 and HSM60 lock by `zkLockBinding`, "only valid for HSM series";
+    /// a ZYMKEY4i by cutting its lock tab [ZD tutorials/production-mode].
+    /// Assumed: the ZYMKEY5's "software API command" is `zkLockBinding`
+    /// (production and pre-production alike); the EDU, which "cannot
+    /// bind-lock into a destructive state" [ZD-ZK5], refuses it.
+    pub fn can_lock_binding(self) -> bool {
+        !matches!(self, Profile::Zymkey4i | Profile::Zymkey5Edu)
+    }
+
+    /// Whether `zkGetCurrentBindingInfo` answers. Assumed: every model but
+    /// the ZYMKEY4i (the binding calls are labelled "model >= HSM6" \[ZKU\]).
+    pub fn reports_binding(self) -> bool {
+        self != Profile::Zymkey4i
+    }
+
+    /// Whether production mode comes from cutting the lock tab, which the
+    /// emulator stands for with the file `lock-tab-cut` (documented: the
+    /// ZYMKEY4i's self-destruct "works only after the Lock Tab has been cut"
+    /// [ZD troubleshooting/zymkey4]).
+    pub fn has_lock_tab(self) -> bool {
+        self == Profile::Zymkey4i
+    }
+
     /// The factory slot count of a state created without `ZKIOT_EMU_FACTORY_SLOTS`.
     pub fn default_factory_slots(self) -> i32 {
         if self.has_key_store() {
@@ -348,6 +392,28 @@ mod tests {
                 "{profile}"
             );
         }
+    }
+
+    #[test]
+    fn perimeter_and_binding() {
+        let names = |f: fn(Profile) -> bool| -> Vec<&str> {
+            Profile::ALL
+                .into_iter()
+                .filter(|p| f(*p))
+                .map(Profile::name)
+                .collect()
+        };
+        assert!(Profile::ALL.iter().all(|p| p.perimeter_channels() == 2));
+        assert_eq!(names(Profile::has_digital_perimeter), ["HSM6", "HSM60"]);
+        assert_eq!(
+            names(Profile::can_lock_binding),
+            ["HSM6", "ZYMKEY5", "ZYMKEY5-PREPROD", "HSM60"]
+        );
+        assert_eq!(
+            names(Profile::reports_binding),
+            ["HSM6", "ZYMKEY5", "ZYMKEY5-PREPROD", "ZYMKEY5-EDU", "HSM60"]
+        );
+        assert_eq!(names(Profile::has_lock_tab), ["ZYMKEY4i"]);
     }
 
     #[test]

@@ -31,13 +31,19 @@ pub enum Operation {
     Time,
     /// `zkSetTapSensitivity`, `zkWaitForTap`, `zkGetAccelerometerData`.
     Accelerometer,
+    /// `zkSetPerimeterEventAction`, `zkGetPerimeterDetectInfo`,
+    /// `zkClearPerimeterDetectEvents`, `zkWaitForPerimeterEvent` and the
+    /// three `zkSetDigitalPerimeterDetect…` settings.
+    Perimeter,
+    /// `zkLockBinding`, `zkGetCurrentBindingInfo`.
+    Binding,
 }
 
 impl Operation {
     /// Every operation, in the order of the counters file. New operations
     /// go last: a counters file made with fewer names is then extended with
     /// its counts in place (see [`crate::counters`]).
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Open,
         Operation::Close,
         Operation::Random,
@@ -51,6 +57,8 @@ impl Operation {
         Operation::Info,
         Operation::Time,
         Operation::Accelerometer,
+        Operation::Perimeter,
+        Operation::Binding,
     ];
 
     /// Whether the operation is a round trip to the secure element, which
@@ -80,6 +88,8 @@ impl Operation {
             Operation::Info => "info",
             Operation::Time => "time",
             Operation::Accelerometer => "accelerometer",
+            Operation::Perimeter => "perimeter",
+            Operation::Binding => "binding",
         }
     }
 }

@@ -274,9 +274,11 @@ fn state_directory_layout_and_permissions() {
             "foreign",
             "key-generation",
             "keys",
-            "lock"
+            "lock",
+            "perimeter-signals"
         ]
     );
+    assert_eq!(mode(&state.join("perimeter-signals")), 0o600);
     let keys: Vec<_> = std::fs::read_dir(state.join("keys"))
         .unwrap()
         .map(|e| e.unwrap().path())
