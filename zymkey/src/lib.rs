@@ -6,9 +6,14 @@
 //! nothing documents a context as thread-safe, and the device signs one
 //! request at a time anyway. After a failure the context is closed and the
 //! next call opens a fresh one; after `fork()` the child opens its own.
+//!
+//! Beside the keys, the perimeter-breach circuits and the binding (production
+//! mode) are in [`perimeter`]: [`PerimeterAction`], [`PerimeterEvents`],
+//! [`BindingInfo`] and the `Zymkey` methods that set, read, clear and wait.
 
 mod error;
 mod library;
+pub mod perimeter;
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +23,7 @@ pub use library::{
     library_path, Library, DEFAULT_LIBRARY_PATH, LIBRARY_PATH_ENV, OPTIONAL_SYMBOLS,
     STATE_FINGERPRINT_SYMBOL,
 };
+pub use perimeter::{BindingInfo, PerimeterAction, PerimeterEvents};
 
 use library::Ctx;
 

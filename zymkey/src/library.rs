@@ -1,8 +1,8 @@
 //! The raw symbol table of `libzk_app_utils`, resolved once at load time.
 //!
-//! Core functions are required (every Zymbit library has them); the key-store
-//! functions of newer libraries are optional and reported as unsupported when
-//! absent.
+//! Core functions are required (every Zymbit library has them); the key-store,
+//! perimeter and binding functions are optional and reported as unsupported
+//! when absent.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
@@ -29,14 +29,24 @@ pub(crate) type StoreForeignFn = unsafe extern "C" fn(Ctx, c_int, *mut u8, c_int
 pub(crate) type StringFn = unsafe extern "C" fn(Ctx, *mut *mut c_char) -> c_int;
 pub(crate) type TimeFn = unsafe extern "C" fn(Ctx, *mut u32, bool) -> c_int;
 pub(crate) type StateFingerprintFn = unsafe extern "C" fn(*mut *mut c_char) -> c_int;
+pub(crate) type SetPerimeterActionFn = unsafe extern "C" fn(Ctx, c_int, u32) -> c_int;
+pub(crate) type PerimeterInfoFn = unsafe extern "C" fn(Ctx, *mut *mut u32, *mut c_int) -> c_int;
+pub(crate) type CtxFn = unsafe extern "C" fn(Ctx) -> c_int;
+pub(crate) type WaitFn = unsafe extern "C" fn(Ctx, u32) -> c_int;
+pub(crate) type IntSettingFn = unsafe extern "C" fn(Ctx, c_int) -> c_int;
+pub(crate) type DelaysFn = unsafe extern "C" fn(Ctx, c_int, c_int) -> c_int;
+pub(crate) type BindingInfoFn = unsafe extern "C" fn(Ctx, *mut bool, *mut bool) -> c_int;
 
 /// The emulator's own extension (no Zymbit library has it): a string that
 /// names the emulated device its next `zkOpen` reaches, read without a
 /// device operation. See [`crate::Zymkey::device_fingerprint`].
 pub const STATE_FINGERPRINT_SYMBOL: &str = "zkemu_state_fingerprint";
 
-/// The key-store functions of newer libraries (HSM6, SCM), in the order of
-/// [`Library::optional_symbols`]; absent ones are unsupported.
+/// The functions a library may lack, in the order of
+/// [`Library::optional_symbols`]; absent ones are unsupported. The key-store
+/// functions came with the HSM6; the perimeter functions are in Zymbit's
+/// oldest published header, but the module cannot use them on a library
+/// without them; the digital perimeter and binding functions came later.
 pub const OPTIONAL_SYMBOLS: &[&str] = &[
     "zkExportPubKey",
     "zkGetAllocSlotsList",
@@ -44,6 +54,15 @@ pub const OPTIONAL_SYMBOLS: &[&str] = &[
     "zkRemoveKey",
     "zkStoreForeignPubKey",
     "zkVerifyECDSASigFromDigestWithForeignKeySlot",
+    "zkSetPerimeterEventAction",
+    "zkGetPerimeterDetectInfo",
+    "zkClearPerimeterDetectEvents",
+    "zkWaitForPerimeterEvent",
+    "zkSetDigitalPerimeterDetectLPPeriod",
+    "zkSetDigitalPerimeterDetectLPMaxBits",
+    "zkSetDigitalPerimeterDetectDelays",
+    "zkLockBinding",
+    "zkGetCurrentBindingInfo",
 ];
 
 /// Where Zymbit installs its library.
@@ -84,6 +103,15 @@ pub struct Library {
     pub(crate) store_foreign: Option<StoreForeignFn>,
     pub(crate) verify_foreign: Option<VerifyFn>,
     pub(crate) state_fingerprint: Option<StateFingerprintFn>,
+    pub(crate) set_perimeter_action: Option<SetPerimeterActionFn>,
+    pub(crate) perimeter_info: Option<PerimeterInfoFn>,
+    pub(crate) clear_perimeter: Option<CtxFn>,
+    pub(crate) wait_perimeter: Option<WaitFn>,
+    pub(crate) digital_lp_period: Option<IntSettingFn>,
+    pub(crate) digital_lp_max_bits: Option<IntSettingFn>,
+    pub(crate) digital_delays: Option<DelaysFn>,
+    pub(crate) lock_binding: Option<CtxFn>,
+    pub(crate) binding_info: Option<BindingInfoFn>,
     // Keeps the code mapped for as long as the function pointers above live.
     _handle: libloading::Library,
 }
@@ -141,6 +169,15 @@ impl Library {
                 store_foreign: lookup(&handle, "zkStoreForeignPubKey"),
                 verify_foreign: lookup(&handle, "zkVerifyECDSASigFromDigestWithForeignKeySlot"),
                 state_fingerprint: lookup(&handle, STATE_FINGERPRINT_SYMBOL),
+                set_perimeter_action: lookup(&handle, "zkSetPerimeterEventAction"),
+                perimeter_info: lookup(&handle, "zkGetPerimeterDetectInfo"),
+                clear_perimeter: lookup(&handle, "zkClearPerimeterDetectEvents"),
+                wait_perimeter: lookup(&handle, "zkWaitForPerimeterEvent"),
+                digital_lp_period: lookup(&handle, "zkSetDigitalPerimeterDetectLPPeriod"),
+                digital_lp_max_bits: lookup(&handle, "zkSetDigitalPerimeterDetectLPMaxBits"),
+                digital_delays: lookup(&handle, "zkSetDigitalPerimeterDetectDelays"),
+                lock_binding: lookup(&handle, "zkLockBinding"),
+                binding_info: lookup(&handle, "zkGetCurrentBindingInfo"),
                 _handle: handle,
             })
         }
@@ -153,13 +190,22 @@ impl Library {
 
     /// Each of [`OPTIONAL_SYMBOLS`] and whether this library has it.
     pub fn optional_symbols(&self) -> Vec<(&'static str, bool)> {
-        let present = [
+        let present: [bool; OPTIONAL_SYMBOLS.len()] = [
             self.export_pub_key.is_some(),
             self.slot_list.is_some(),
             self.gen_key_pair.is_some(),
             self.remove_key.is_some(),
             self.store_foreign.is_some(),
             self.verify_foreign.is_some(),
+            self.set_perimeter_action.is_some(),
+            self.perimeter_info.is_some(),
+            self.clear_perimeter.is_some(),
+            self.wait_perimeter.is_some(),
+            self.digital_lp_period.is_some(),
+            self.digital_lp_max_bits.is_some(),
+            self.digital_delays.is_some(),
+            self.lock_binding.is_some(),
+            self.binding_info.is_some(),
         ];
         OPTIONAL_SYMBOLS.iter().copied().zip(present).collect()
     }
