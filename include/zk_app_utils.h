@@ -10,9 +10,10 @@
  *  - every function returns int: 0 on success, < 0 (a negative errno) on failure;
  *  - functions that allocate a slot return the slot number (>= 0);
  *  - zkVerify* return 1 for a valid signature, 0 for an invalid one, < 0 on error;
- *  - zkWaitForTap returns -ETIMEDOUT when no tap came within its timeout;
- *  - every uint8_t**, int** and char** output is malloc'd by the library and the
- *    caller releases it with free();
+ *  - zkWaitForTap and zkWaitForPerimeterEvent return -ETIMEDOUT when nothing
+ *    came within their timeout;
+ *  - every uint8_t**, uint32_t**, int** and char** output is malloc'd by the
+ *    library and the caller releases it with free();
  *  - digests are 32 bytes (no length argument); signatures are raw r||s (64 bytes);
  *    public keys are raw X||Y (64 bytes for the NIST P-256 and secp256k1 curves),
  *    with no 0x04 prefix.
@@ -95,6 +96,32 @@ int zkSetTapSensitivity(zkCTX ctx, int axis, float pct);
 int zkWaitForTap(zkCTX ctx, uint32_t timeout_ms);
 int zkGetAccelerometerData(zkCTX ctx, zkAccelAxisDataType *x, zkAccelAxisDataType *y,
                            zkAccelAxisDataType *z);
+
+/* Perimeter-breach (tamper) circuits: channel 0 or 1 (circuit 1 is channel 0).
+ * A breach latches the channel's first-breach time until the events are
+ * cleared, which also rearms the channels. NOTIFY tells the host
+ * (zkWaitForPerimeterEvent); SELF_DESTRUCT destroys every key of the device,
+ * in production mode only, and there for good. The flags are OR-able. */
+#define ZK_PERIMETER_EVENT_ACTION_NOTIFY        (1 << 0)
+#define ZK_PERIMETER_EVENT_ACTION_SELF_DESTRUCT (1 << 1)
+int zkSetPerimeterEventAction(zkCTX ctx, int channel, uint32_t action_flags);
+/* *timestamps_sec receives one entry per channel (*num_timestamps of them):
+ * the epoch seconds of its first breach, 0 for none. */
+int zkGetPerimeterDetectInfo(zkCTX ctx, uint32_t **timestamps_sec, int *num_timestamps);
+int zkClearPerimeterDetectEvents(zkCTX ctx);
+/* Blocks for up to timeout_ms (0: does not block) for a breach on a channel
+ * set to NOTIFY: 0 for one, -ETIMEDOUT for none. */
+int zkWaitForPerimeterEvent(zkCTX ctx, uint32_t timeout_ms);
+/* The digital perimeter (HSM6, HSM60, SCM): low-power period in microseconds,
+ * maximum number of bits, minimum and maximum delays in nanoseconds. */
+int zkSetDigitalPerimeterDetectLPPeriod(zkCTX ctx, int lp_period);
+int zkSetDigitalPerimeterDetectLPMaxBits(zkCTX ctx, int max_num_bits);
+int zkSetDigitalPerimeterDetectDelays(zkCTX ctx, int min_delay_ns, int max_delay_ns);
+
+/* Binding: zkLockBinding puts the device in production mode, for good (HSM
+ * series; a ZYMKEY4i is locked by cutting its lock tab). */
+int zkLockBinding(zkCTX ctx);
+int zkGetCurrentBindingInfo(zkCTX ctx, bool *binding_is_locked, bool *is_bound);
 
 /* The emulator's own extension; Zymbit's library has no such function.
  * Names the emulated device the next zkOpen reaches (its state directory and,

@@ -95,6 +95,25 @@ int main(void)
     rc = zkGetTime(ctx, &now, false);
     CHECK(rc == 0 && now > 1600000000u, "zkGetTime: rc %d, %u", rc, (unsigned)now);
 
+    /* The perimeter: two channels, no breach on a new device, a library-
+     * allocated array of their first-breach times. */
+    rc = zkSetPerimeterEventAction(ctx, 1, ZK_PERIMETER_EVENT_ACTION_NOTIFY |
+                                               ZK_PERIMETER_EVENT_ACTION_SELF_DESTRUCT);
+    CHECK(rc == 0, "zkSetPerimeterEventAction returned %d", rc);
+    rc = zkSetPerimeterEventAction(ctx, 2, ZK_PERIMETER_EVENT_ACTION_NOTIFY);
+    CHECK(rc == -EINVAL, "zkSetPerimeterEventAction on channel 2 returned %d", rc);
+    uint32_t *breaches = NULL;
+    int channels = -1;
+    rc = zkGetPerimeterDetectInfo(ctx, &breaches, &channels);
+    CHECK(rc == 0 && breaches != NULL && channels == 2 && breaches[0] == 0 && breaches[1] == 0,
+          "zkGetPerimeterDetectInfo: rc %d, %d channels", rc, channels);
+    rc = zkWaitForPerimeterEvent(ctx, 0);
+    CHECK(rc == -ETIMEDOUT, "zkWaitForPerimeterEvent(0) with no breach returned %d", rc);
+    rc = zkClearPerimeterDetectEvents(ctx);
+    CHECK(rc == 0, "zkClearPerimeterDetectEvents returned %d", rc);
+    rc = zkSetPerimeterEventAction(ctx, 1, 0);
+    CHECK(rc == 0, "zkSetPerimeterEventAction(none) returned %d", rc);
+
     /* Failures are negative errno values and leave no buffer to free. */
     uint8_t *none = NULL;
     int none_sz = -1;
@@ -115,6 +134,7 @@ int main(void)
     free(sig2);
     free(random);
     free(slots);
+    free(breaches);
 
     rc = zkClose(ctx);
     CHECK(rc == 0, "zkClose returned %d", rc);

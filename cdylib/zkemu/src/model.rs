@@ -76,8 +76,8 @@ pub enum Profile {
     ///
     /// Documented: "The EDU version (pre-production) will also identify as an
     /// HSM6"; it differs only in that it cannot bind-lock into a destructive
-    /// state [ZD-ZK5], which the emulator does not model (it has no binding
-    /// calls). The rest as [`Profile::Zymkey5`], with its assumptions.
+    /// state [ZD-ZK5]: here `zkLockBinding` fails (assumed), so a breach never
+    /// destroys its keys. The rest as [`Profile::Zymkey5`], with its assumptions.
     Zymkey5Edu,
     /// HSM60 (CM4/CM5 interposer).
     ///

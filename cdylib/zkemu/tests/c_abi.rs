@@ -86,6 +86,7 @@ fn c_program_uses_the_abi() {
         assert_eq!(counters["sign"], 3, "{counters:?}");
         assert_eq!(counters["verify"], 4, "{counters:?}");
         assert_eq!(counters["close"], 1, "{counters:?}");
+        assert_eq!(counters["perimeter"], 6, "{counters:?}");
     }
 }
 
