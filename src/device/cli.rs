@@ -37,6 +37,53 @@ pub enum DeviceCommand {
     /// difference from what the module expects, when anything is off: attach its output
     /// (or --json) to a bug report.
     Selftest(SelftestArgs),
+    /// Show the Zymkey's tamper (perimeter-breach) channels and their latched breaches; set what
+    /// a breach does.
+    ///
+    /// A Zymkey has two perimeter circuits, channels 0 and 1. It latches the time of each
+    /// channel's first breach, even with the host off while its battery lasts, until the events
+    /// are cleared (--clear, once they are reported). A channel's action says what a breach
+    /// does: notify (the host is told; software on the host, an attacker with root included, can
+    /// ignore it), self-destruct (the Zymkey destroys every key it holds, at once, host on or
+    /// off), both, or none.
+    ///
+    /// SELF-DESTRUCT IN PRODUCTION MODE IS PERMANENT FOR THE DEVICE: once the binding is locked,
+    /// a self-destruct action cannot be turned off, and after a breach the Zymkey has no keys,
+    /// for good; every certificate bound to its keys (its AWS IoT identity) stops working. In
+    /// developer mode a breach is only latched and notified. After the lock, Zymbit allows each
+    /// channel's action to be set once.
+    ///
+    /// The device cannot report its actions: the action shown is the one zkiot last set on this
+    /// Zymkey (recorded in tamper.toml in the device folder). --set asks for confirmation (type
+    /// the Zymkey's serial number for self-destruct, else yes); --yes skips it, for scripts.
+    /// --json prints the report for machines.
+    Tamper(TamperArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TamperArgs {
+    /// Zymbit library (default: $ZKIOT_ZKLIB, else `zklib` in the configuration file, else
+    /// /usr/lib/libzk_app_utils.so: the one the module loads).
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// Set a channel's action: CHANNEL is 0, 1 or all; ACTION is none, notify, self-destruct or
+    /// notify+self-destruct. Repeat for each channel. Self-destruct in production mode is
+    /// permanent.
+    #[arg(long = "set", value_name = "CHANNEL=ACTION")]
+    pub set: Vec<String>,
+    /// Set the actions without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Clear the latched breaches after reporting them, which arms every channel again.
+    #[arg(long)]
+    pub clear: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Device folder, where tamper.toml records the actions set (default: /etc/zkiot/device as
+    /// root, else $ZKIOT_HOME/device).
+    #[arg(long, env = "ZKIOT_DEVICE_DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

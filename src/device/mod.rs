@@ -5,7 +5,8 @@
 //! `--no-default-features`.
 //!
 //! The commands (`zkiot device …`) are parsed in `cli.rs` and each runs in its own file:
-//! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]) and `selftest`. Under them:
+//! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]), `selftest` and
+//! `tamper` (the Zymkey's perimeter channels, through Zymbit's library). Under them:
 //! - [`labels::Labels`]: which token and which key, by label (from the command line, then
 //!   `device.toml`, then the zkiot configuration the module reads).
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
@@ -31,6 +32,7 @@ pub mod net;
 pub mod renewal;
 mod selftest;
 pub mod settings;
+mod tamper;
 
 use anyhow::Result;
 
@@ -46,5 +48,6 @@ pub fn run(command: DeviceCommand, global: &GlobalOpts) -> Result<()> {
         DeviceCommand::InstallCert(args) => install::run(args, global),
         DeviceCommand::Credentials(args) => credentials::run(args, global),
         DeviceCommand::Selftest(args) => selftest::run(args, global),
+        DeviceCommand::Tamper(args) => tamper::run(args, global),
     }
 }

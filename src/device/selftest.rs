@@ -123,7 +123,7 @@ pub fn run(args: SelftestArgs, global: &GlobalOpts) -> Result<()> {
 
 /// The library the module would load (as the token chooses it): `$ZKIOT_ZKLIB`, else `zklib`
 /// in the configuration, else Zymbit's path.
-fn configured_library() -> PathBuf {
+pub(super) fn configured_library() -> PathBuf {
     let configured = zkconf::Config::discover(None).ok().and_then(|c| c.zklib);
     zymkey::library_path(configured.as_deref())
 }
