@@ -413,6 +413,213 @@ impl P11Token {
             .expect("the module stays loaded until the token is dropped");
         Ok(pkcs11.get_mechanism_list(slot)?)
     }
+
+    /// Loads `module` and opens the one token whose information `wanted` matches, logging in
+    /// with the PIN `pin` gives when the token asks for one. For tokens other than the device's
+    /// (a CA's), whose PIN is not `ZKIOT_PIN`; `pin` is called only when a PIN is needed.
+    pub fn open_matching(
+        module: &Path,
+        wanted: &TokenMatch,
+        pin: &dyn Fn() -> Result<AuthPin>,
+    ) -> Result<Self> {
+        ensure!(
+            module.exists(),
+            "PKCS#11 module {} not found",
+            module.display()
+        );
+        let pkcs11 = Pkcs11::new(module)
+            .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("PKCS#11 module {} failed to initialize", module.display())
+                })
+            }
+        }
+        let mut seen = Vec::new();
+        let mut found = Vec::new();
+        for slot in pkcs11
+            .get_slots_with_token()
+            .context("cannot list the module's slots")?
+        {
+            let info = pkcs11
+                .get_token_info(slot)
+                .context("cannot read token information")?;
+            if !info.token_initialized() {
+                continue;
+            }
+            if wanted.matches(&info) {
+                found.push((slot, info));
+            } else {
+                seen.push(format!("{:?}", info.label().trim_end()));
+            }
+        }
+        let (slot, info) = match found.len() {
+            1 => found.remove(0),
+            0 => bail!(
+                "no token {wanted} in PKCS#11 module {} (found: {})",
+                module.display(),
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ),
+            n => bail!(
+                "{n} tokens {wanted} in PKCS#11 module {}; name one by its serial number too",
+                module.display()
+            ),
+        };
+        let label = info.label().trim_end().to_string();
+        let session = pkcs11
+            .open_rw_session(slot)
+            .with_context(|| format!("cannot open a read-write session on token {label:?}"))?;
+        if info.login_required() {
+            match session.login(UserType::User, Some(&pin()?)) {
+                Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => {
+                    bail!("token {label:?} refused the PIN")
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot log in to token {label:?}"))
+                }
+            }
+        }
+        Ok(Self {
+            session: Mutex::new(Some(session)),
+            pkcs11: Some(pkcs11),
+            module: module.to_path_buf(),
+            label,
+            serial_number: info.serial_number().trim().to_string(),
+            model: info.model().trim().to_string(),
+            manufacturer: info.manufacturer_id().trim().to_string(),
+        })
+    }
+
+    /// The one P-256 private key with this `CKA_LABEL` and/or `CKA_ID`; `None` if the token has
+    /// none, an error if it has several or the key is not P-256.
+    pub fn find_private_key(
+        &self,
+        label: Option<&str>,
+        id: Option<&[u8]>,
+    ) -> Result<Option<P11Key>> {
+        ensure!(
+            label.is_some() || id.is_some(),
+            "a key is named by its label, its id, or both"
+        );
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(label) = label {
+            template.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        if let Some(id) = id {
+            template.push(Attribute::Id(id.to_vec()));
+        }
+        let handles = self
+            .session()
+            .find_objects(&template)
+            .context("cannot search the token's keys")?;
+        match handles.as_slice() {
+            [] => Ok(None),
+            [one] => self.key_of_handle(*one, None).map(Some),
+            more => bail!(
+                "{} private keys on token {:?} match; a key's label or id must name it alone",
+                more.len(),
+                self.label
+            ),
+        }
+    }
+
+    /// Generates a P-256 key pair on the token: the private key sensitive, not extractable, for
+    /// signing only. One device or HSM operation; the private key never leaves the token.
+    pub fn generate_p256_key(&self, label: &str, id: Option<&[u8]>) -> Result<P11Key> {
+        let mut public = vec![
+            Attribute::Token(true),
+            Attribute::Verify(true),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let mut private = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        if let Some(id) = id {
+            public.push(Attribute::Id(id.to_vec()));
+            private.push(Attribute::Id(id.to_vec()));
+        }
+        let (public_handle, private_handle) = self
+            .session()
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .with_context(|| format!("token {:?} could not generate a P-256 key", self.label))?;
+        self.key_of_handle(private_handle, Some(public_handle))
+    }
+
+    /// A private key's label, id and public point (from the key, else from `public`, else from
+    /// the public key with its `CKA_ID`); refuses a key that is not P-256.
+    fn key_of_handle(&self, handle: ObjectHandle, public: Option<ObjectHandle>) -> Result<P11Key> {
+        let session = self.session();
+        let mut label = String::new();
+        let mut id = Vec::new();
+        let mut params = None;
+        let mut point = None;
+        let wanted = [
+            AttributeType::Label,
+            AttributeType::Id,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+        ];
+        for attr in session
+            .get_attributes(handle, &wanted)
+            .context("cannot read the key's attributes")?
+        {
+            match attr {
+                Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+                Attribute::Id(v) => id = v,
+                Attribute::EcParams(v) => params = Some(v),
+                Attribute::EcPoint(v) => point = Some(v),
+                _ => {}
+            }
+        }
+        ensure!(
+            params.as_deref() == Some(P256_PARAMS),
+            "key {label:?} on token {:?} is not a P-256 key",
+            self.label
+        );
+        if point.is_none() {
+            if let Some(public) = public {
+                point = session
+                    .get_attributes(public, &[AttributeType::EcPoint])?
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::EcPoint(v) => Some(v),
+                        _ => None,
+                    });
+            }
+        }
+        drop(session);
+        let point = match point {
+            Some(p) => p,
+            None => self.public_key_point_der(&id).with_context(|| {
+                format!(
+                    "key {label:?} shows no public key (no CKA_EC_POINT): store its public key \
+                     on the token too, with the same CKA_ID"
+                )
+            })?,
+        };
+        let point = decode_ec_point(&point)
+            .with_context(|| format!("key {label:?} has a malformed CKA_EC_POINT"))?;
+        Ok(P11Key {
+            handle,
+            label,
+            id,
+            point,
+        })
+    }
 }
 
 /// A private key as the token shows it.
@@ -518,4 +725,46 @@ fn serial_number_der(cert: &X509) -> Result<Vec<u8>> {
     use x509_cert::der::Encode;
     let int = x509_cert::der::asn1::Int::new(&content)?;
     Ok(int.to_der()?)
+}
+
+/// Which token [`P11Token::open_matching`] opens: every field given must equal the token's
+/// (padding removed), as in an RFC 7512 URI's `token`, `manufacturer`, `serial` and `model`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenMatch {
+    pub label: Option<String>,
+    pub manufacturer: Option<String>,
+    pub serial: Option<String>,
+    pub model: Option<String>,
+}
+
+impl TokenMatch {
+    fn matches(&self, info: &cryptoki::slot::TokenInfo) -> bool {
+        let same = |wanted: &Option<String>, actual: &str| match wanted {
+            None => true,
+            Some(w) => w == actual.trim(),
+        };
+        same(&self.label, info.label())
+            && same(&self.manufacturer, info.manufacturer_id())
+            && same(&self.serial, info.serial_number())
+            && same(&self.model, info.model())
+    }
+}
+
+impl std::fmt::Display for TokenMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("label", &self.label),
+            ("manufacturer", &self.manufacturer),
+            ("serial", &self.serial),
+            ("model", &self.model),
+        ]
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v:?}")))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("at all")
+        } else {
+            write!(f, "with {}", parts.join(", "))
+        }
+    }
 }
