@@ -77,7 +77,7 @@ struct Shared {
 
 pub(crate) async fn provision(args: &ProvisionArgs, global: &GlobalOpts) -> Result<()> {
     let jobs = read_csr_dir(&args.csr_dir)?;
-    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+    let ca = CertificateAuthority::open(global)?;
     let aws = Aws::connect(&args.aws).await?;
     let prereqs = RegistrationPrerequisites::check(&aws, global).await?;
     let record_path = args

@@ -80,7 +80,7 @@ struct Ours {
 }
 
 pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
-    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+    let ca = CertificateAuthority::open(global)?;
     let aws = Aws::connect(&args.aws).await?;
     let prereqs = RegistrationPrerequisites::check(&aws, global).await?;
     let record_path = args

@@ -69,15 +69,7 @@ impl RegistrationPrerequisites {
 /// The CA certificate alone: registering devices needs no CA key. If the key is there, it must
 /// match (a mismatched pair means the folder is not what the operator thinks).
 fn load_ca_certificate(global: &GlobalOpts) -> Result<X509> {
-    if global.ca_key_path().exists() {
-        let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
-        return Ok(ca.certificate().clone());
-    }
-    let path = global.ca_cert_path();
-    let cert = X509::from_pem(&fsutil::read(&path)?)
-        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-    check_valid_now(&cert, "CA certificate")?;
-    Ok(cert)
+    CertificateAuthority::certificate_only(global)
 }
 
 /// Checks what AWS would: the device certificate chains to our CA (signature, validity,

@@ -1,14 +1,23 @@
-//! The operator's certificate authority: a P-256 key and a self-signed CA certificate that
-//! issue the device certificates AWS IoT registers.
+//! The operator's certificate authority: a CA certificate (`ca/ca.crt`) and a key that issue
+//! the device certificates AWS IoT registers. The key is a file, a P-256 key in a PKCS#11 token,
+//! or an AWS Private CA ([`location`] says which, from `ca/ca.toml`); every command that needs
+//! the CA gets it from [`CertificateAuthority::open`], and every CA signature goes through
+//! [`CertificateAuthority`], so a token's key signs in the token and a Private CA issues itself.
 //!
-//! [`CertificateAuthority::load`] refuses a CA that cannot sign safely (key not matching the
+//! [`CertificateAuthority::open`] refuses a CA that cannot sign safely (key not matching the
 //! certificate, not a CA, not yet valid or expired); [`CertificateAuthority::sign_csr`] refuses a
 //! CSR whose self-signature does not verify or whose subject is not a thing name.
 
 mod cli;
 mod init;
+pub mod location;
+pub mod pkcs11_uri;
+#[cfg(feature = "aws")]
+mod private_ca;
 mod sign;
+mod status;
 mod subject;
+mod token;
 
 use std::path::Path;
 
@@ -31,8 +40,11 @@ use crate::x509::{
     verify_chain,
 };
 use crate::{fsutil, GlobalOpts};
+use location::KeyLocation;
+use token::TokenKey;
 
 pub use cli::CaCommand;
+pub use location::CA_PIN_ENV;
 pub use subject::parse_subject;
 
 /// Default subject of a new CA certificate.
@@ -67,10 +79,33 @@ impl Default for SignOptions {
     }
 }
 
-/// A CA certificate with its private key, checked to belong together.
+/// A CA certificate with what signs for it, checked to belong together.
 pub struct CertificateAuthority {
     cert: X509,
-    key: PKey<Private>,
+    key: CaKey,
+}
+
+/// What makes the CA's signatures.
+enum CaKey {
+    /// A key file's key, in this process.
+    File(PKey<Private>),
+    /// A key in a PKCS#11 token: each signature is one `C_Sign` there.
+    Token(Box<TokenKey>),
+    /// AWS Private CA: it issues the certificates itself.
+    #[cfg(feature = "aws")]
+    PrivateCa(private_ca::PrivateCa),
+}
+
+impl CaKey {
+    /// The public key of a key the CA holds (none for a Private CA, which AWS holds).
+    fn public_key(&self) -> Result<Option<PKey<Public>>> {
+        match self {
+            Self::File(key) => Ok(Some(PKey::public_key_from_der(&key.public_key_to_der()?)?)),
+            Self::Token(token) => token.public_key().map(Some),
+            #[cfg(feature = "aws")]
+            Self::PrivateCa(_) => Ok(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -85,16 +120,23 @@ impl CertificateAuthority {
     /// Makes a new CA: a P-256 key and a self-signed certificate with `subject`
     /// (`/CN=…/O=…`), valid for `days`.
     pub fn create(subject: &str, days: u32) -> Result<Self> {
+        Self::self_signed(subject, days, CaKey::File(generate_p256_key()?))
+    }
+
+    /// A self-signed CA certificate for `key`, signed by it.
+    fn self_signed(subject: &str, days: u32, key: CaKey) -> Result<Self> {
         ensure!(days > 0, "the CA validity must be at least one day");
         let name = parse_subject(subject)?;
-        let key = generate_p256_key()?;
+        let public_key = key
+            .public_key()?
+            .context("a Private CA makes its own certificate")?;
 
         let mut builder = X509Builder::new()?;
         builder.set_version(2)?;
         builder.set_serial_number(random_serial()?.as_ref())?;
         builder.set_subject_name(&name)?;
         builder.set_issuer_name(&name)?;
-        builder.set_pubkey(&key)?;
+        builder.set_pubkey(&public_key)?;
         let (not_before, not_after) = validity(days, None)?;
         builder.set_not_before(&not_before)?;
         builder.set_not_after(&not_after)?;
@@ -108,9 +150,8 @@ impl CertificateAuthority {
         )?;
         let ski = SubjectKeyIdentifier::new().build(&builder.x509v3_context(None, None))?;
         builder.append_extension(ski)?;
-        builder.sign(&key, MessageDigest::sha256())?;
-        let cert = builder.build();
-        Self::from_parts(cert, key)
+        let cert = sign_with(&key, builder)?;
+        Self::checked(cert, key)
     }
 
     /// Loads the CA from PEM files, and checks that the key matches the certificate and that the
@@ -128,17 +169,67 @@ impl CertificateAuthority {
 
     /// Pairs a certificate and key after the checks of [`CertificateAuthority::load`].
     pub fn from_parts(cert: X509, key: PKey<Private>) -> Result<Self> {
-        if !cert.public_key()?.public_eq(&key) {
-            bail!("the CA private key does not match the CA certificate");
+        Self::checked(cert, CaKey::File(key))
+    }
+
+    /// The checks of [`CertificateAuthority::load`], for any kind of key.
+    fn checked(cert: X509, key: CaKey) -> Result<Self> {
+        if let Some(public_key) = key.public_key()? {
+            if !cert.public_key()?.public_eq(&public_key) {
+                bail!("the CA private key does not match the CA certificate");
+            }
         }
         check_is_ca(&cert)?;
         check_valid_now(&cert, "CA certificate")?;
         Ok(Self { cert, key })
     }
 
+    /// The operator's CA, wherever its key lives (`ca/ca.toml`, else the key file): the one
+    /// place every command that signs gets it from.
+    pub fn open(global: &GlobalOpts) -> Result<Self> {
+        let location = KeyLocation::read(global)?;
+        let cert_path = global.ca_cert_path();
+        let key = match &location {
+            KeyLocation::File(key_path) => return Self::load(&cert_path, key_path),
+            KeyLocation::Token { uri, module } => {
+                CaKey::Token(Box::new(TokenKey::open(uri, module)?))
+            }
+            #[cfg(feature = "aws")]
+            KeyLocation::PrivateCa(arn) => CaKey::PrivateCa(private_ca::PrivateCa::connect(arn)?),
+            #[cfg(not(feature = "aws"))]
+            KeyLocation::PrivateCa(_) => {
+                bail!("the CA is an AWS Private CA, and this zkiot is built without AWS support")
+            }
+        };
+        let cert = X509::from_pem(&fsutil::read(&cert_path)?)
+            .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+        Self::checked(cert, key)
+            .with_context(|| format!("unusable CA {} / {}", cert_path.display(), location.short()))
+    }
+
+    /// The CA certificate alone, checked to be valid now, for what needs no CA signature
+    /// (registering a device, SNI_ONLY registration). A key file, when the CA has one, must
+    /// match it (a mismatched pair means the folder is not what the operator thinks); a token
+    /// or a Private CA is not opened.
+    pub fn certificate_only(global: &GlobalOpts) -> Result<X509> {
+        let cert_path = global.ca_cert_path();
+        if let KeyLocation::File(key_path) = KeyLocation::read(global)? {
+            if key_path.exists() {
+                return Ok(Self::load(&cert_path, &key_path)?.cert);
+            }
+        }
+        let cert = X509::from_pem(&fsutil::read(&cert_path)?)
+            .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+        check_valid_now(&cert, "CA certificate")?;
+        Ok(cert)
+    }
+
     /// Writes the key (0600) and the certificate as PEM; refuses to replace either unless
     /// `force`.
     pub fn save(&self, cert_path: &Path, key_path: &Path, force: bool) -> Result<()> {
+        let CaKey::File(key) = &self.key else {
+            bail!("only a key file's CA is saved with its key");
+        };
         for path in [cert_path, key_path] {
             if path.exists() && !force {
                 bail!(
@@ -152,7 +243,7 @@ impl CertificateAuthority {
         }
         fsutil::write_atomic(
             key_path,
-            &self.key.private_key_to_pem_pkcs8()?,
+            &key.private_key_to_pem_pkcs8()?,
             fsutil::SECRET_MODE,
         )?;
         fsutil::write_atomic(cert_path, &self.cert.to_pem()?, fsutil::PUBLIC_MODE)
@@ -196,6 +287,28 @@ impl CertificateAuthority {
             );
         }
 
+        #[cfg(feature = "aws")]
+        if let CaKey::PrivateCa(pca) = &self.key {
+            let request = format!("{:?} {:?}", opts.days, opts.not_after);
+            let cert = pca.issue(
+                &csr.to_pem()?,
+                end_of_validity(opts.days, opts.not_after)?,
+                &self.cert,
+                &[csr.to_der()?, request.into_bytes()].concat(),
+            )?;
+            ensure!(
+                cert.public_key()?.public_eq(&public_key),
+                "the Private CA issued a certificate for another key than the CSR's"
+            );
+            ensure!(
+                common_name(cert.subject_name()).ok().as_deref() == Some(cn.as_str()),
+                "the Private CA issued a certificate whose CN is not the CSR's {cn:?}"
+            );
+            verify_chain(&cert, &self.cert)
+                .context("the certificate the Private CA issued does not verify")?;
+            return Ok(cert);
+        }
+
         self.issue_device_certificate(csr.subject_name(), &public_key, &not_before, &not_after)
     }
 
@@ -204,6 +317,14 @@ impl CertificateAuthority {
     /// is the CA's subject), valid as `opts` says. The device key never leaves the device: the
     /// public key is taken from the certificate AWS IoT holds.
     pub fn renew(&self, current: &X509, opts: &SignOptions) -> Result<X509> {
+        #[cfg(feature = "aws")]
+        if let CaKey::PrivateCa(pca) = &self.key {
+            bail!(
+                "AWS Private CA {} issues certificates for CSRs only, and the device's key is on \
+                 the device: have it make a new CSR (`zkiot device csr`) and provision that",
+                pca.arn()
+            );
+        }
         let ca_key = self.cert.public_key()?;
         ensure!(
             current.verify(&ca_key).unwrap_or(false)
@@ -254,6 +375,18 @@ impl CertificateAuthority {
         let mut name = openssl::x509::X509NameBuilder::new()?;
         name.append_entry_by_nid(Nid::COMMONNAME, registration_code)?;
         let name = name.build();
+        #[cfg(feature = "aws")]
+        if let CaKey::PrivateCa(pca) = &self.key {
+            // The Private CA issues it for a CSR of the throwaway key.
+            let mut req = openssl::x509::X509ReqBuilder::new()?;
+            req.set_subject_name(&name)?;
+            req.set_pubkey(&key)?;
+            req.sign(&key, MessageDigest::sha256())?;
+            let csr = req.build();
+            let end = end_of_validity(VERIFICATION_DAYS, None)?;
+            let ca_end = unix_time(self.cert.not_after())?;
+            return pca.issue(&csr.to_pem()?, end.min(ca_end), &self.cert, &csr.to_der()?);
+        }
         let (not_before, not_after) = validity(VERIFICATION_DAYS, None)?;
         let not_after = if not_after > self.cert.not_after() {
             Asn1Time::from_str(&self.cert.not_after().to_string()).unwrap_or(not_after)
@@ -289,8 +422,33 @@ impl CertificateAuthority {
             .keyid(true)
             .build(&builder.x509v3_context(Some(&self.cert), None))?;
         builder.append_extension(aki)?;
-        builder.sign(&self.key, MessageDigest::sha256())?;
-        Ok(builder.build())
+        sign_with(&self.key, builder)
+    }
+
+    /// Where the key lives, in one line (for `ca status`).
+    fn key_description(&self, location: &KeyLocation) -> String {
+        match &self.key {
+            CaKey::File(_) => location.short(),
+            CaKey::Token(token) => token.describe(),
+            #[cfg(feature = "aws")]
+            CaKey::PrivateCa(pca) => format!("AWS Private CA {}", pca.arn()),
+        }
+    }
+}
+
+/// Signs the certificate `builder` holds with the CA's key, where the key is.
+fn sign_with(key: &CaKey, mut builder: X509Builder) -> Result<X509> {
+    match key {
+        CaKey::File(key) => {
+            builder.sign(key, MessageDigest::sha256())?;
+            Ok(builder.build())
+        }
+        CaKey::Token(token) => token.sign(builder),
+        #[cfg(feature = "aws")]
+        CaKey::PrivateCa(pca) => bail!(
+            "AWS Private CA {} signs only the certificates it issues itself",
+            pca.arn()
+        ),
     }
 }
 
@@ -299,6 +457,7 @@ pub fn run(command: CaCommand, global: &GlobalOpts) -> Result<()> {
     match command {
         CaCommand::Init(args) => init::init(args, global),
         CaCommand::Sign(args) => sign::sign(args, global),
+        CaCommand::Status => status::status(global),
     }
 }
 
@@ -380,6 +539,23 @@ fn random_serial() -> Result<Asn1Integer> {
 
 fn validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<(Asn1Time, Asn1Time)> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let end = end_of_validity(days, not_after)?;
+    Ok((
+        Asn1Time::from_unix(now - BACKDATE_SECONDS)?,
+        Asn1Time::from_unix(end)?,
+    ))
+}
+
+/// An ASN.1 time as Unix time.
+#[cfg(feature = "aws")]
+fn unix_time(t: &Asn1TimeRef) -> Result<i64> {
+    let since_epoch = Asn1Time::from_unix(0)?.diff(t)?;
+    Ok(i64::from(since_epoch.days) * 86_400 + i64::from(since_epoch.secs))
+}
+
+/// The end of validity, in Unix time: `not_after`, else `days` from now.
+fn end_of_validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<i64> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let end = match not_after {
         Some(t) => t.unix_timestamp(),
         None => {
@@ -388,10 +564,7 @@ fn validity(days: u32, not_after: Option<time::OffsetDateTime>) -> Result<(Asn1T
         }
     };
     ensure!(end > now, "the end of validity is in the past");
-    Ok((
-        Asn1Time::from_unix(now - BACKDATE_SECONDS)?,
-        Asn1Time::from_unix(end)?,
-    ))
+    Ok(end)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::{fsutil, GlobalOpts};
 
 pub(crate) fn sign(args: SignArgs, global: &GlobalOpts) -> Result<()> {
     let csr_bytes = fsutil::read(&args.csr)?;
-    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+    let ca = CertificateAuthority::open(global)?;
     let csr = parse_csr(&csr_bytes).with_context(|| format!("{}", args.csr.display()))?;
     // Read the CN only to pick the default folder; sign_csr checks it properly.
     let thing = csr_common_name(&csr).ok();
