@@ -13,8 +13,14 @@ use super::state::{
 #[derive(Debug, Subcommand)]
 pub enum AwsCommand {
     /// Register the CA with AWS IoT (active, auto-registration on), proving possession of its
-    /// key with a verification certificate whose CN is AWS's registration code.
+    /// key with a verification certificate whose CN is AWS's registration code, signed wherever
+    /// the CA key lives (file, token, Private CA).
     RegisterCa {
+        /// Register in SNI_ONLY mode: no verification certificate (so no CA signature), and the
+        /// same CA may be registered by several AWS accounts in a region, as AWS recommends for
+        /// shared CAs. Devices must send SNI (the credentials provider requires it anyway).
+        #[arg(long)]
+        sni_only: bool,
         #[command(flatten)]
         aws: AwsOpts,
     },

@@ -40,9 +40,9 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
     let runtime = client::runtime()?;
     runtime.block_on(async move {
         match cmd {
-            AwsCommand::RegisterCa { aws } => {
+            AwsCommand::RegisterCa { sni_only, aws } => {
                 let aws = Aws::connect(&aws).await?;
-                register_ca::register_ca(&aws, global).await
+                register_ca::register_ca(&aws, global, sni_only).await
             }
             AwsCommand::Setup(args) => {
                 let settings = setup::Settings::from_args(&args)?;

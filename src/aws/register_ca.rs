@@ -1,7 +1,7 @@
 //! `zkiot aws register-ca`.
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_iot::types::CaCertificateStatus;
+use aws_sdk_iot::types::{CaCertificateStatus, CertificateMode};
 use openssl::x509::X509;
 
 use super::client::{is_not_found, service_code, Aws};
@@ -77,11 +77,14 @@ pub(crate) async fn find_registered_ca(
     Ok(None)
 }
 
-pub(crate) async fn register_ca(aws: &Aws, global: &GlobalOpts) -> Result<()> {
-    let ca = CertificateAuthority::load(&global.ca_cert_path(), &global.ca_key_path())?;
+/// Registers the CA: in DEFAULT mode with a verification certificate the CA signs (in its
+/// token, or issued by its Private CA, wherever its key is), or with `sni_only` in SNI_ONLY mode,
+/// which needs no verification certificate and so no CA signature at all.
+pub(crate) async fn register_ca(aws: &Aws, global: &GlobalOpts, sni_only: bool) -> Result<()> {
+    let ca_cert = CertificateAuthority::certificate_only(global)?;
     let mut state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
 
-    if let Some(found) = find_registered_ca(aws, &state, ca.certificate()).await? {
+    if let Some(found) = find_registered_ca(aws, &state, &ca_cert).await? {
         let status = found
             .status
             .as_ref()
@@ -106,6 +109,82 @@ pub(crate) async fn register_ca(aws: &Aws, global: &GlobalOpts) -> Result<()> {
         return Ok(());
     }
 
+    let (verification_pem, code) = if sni_only {
+        (None, None)
+    } else {
+        let (pem, code) = verification_certificate(aws, global, &ca_cert).await?;
+        (Some(pem), Some(code))
+    };
+
+    let ca_pem = String::from_utf8(ca_cert.to_pem()?)?;
+    let mut request = aws
+        .iot
+        .register_ca_certificate()
+        .ca_certificate(&ca_pem)
+        .set_as_active(true)
+        .allow_auto_registration(true);
+    request = match verification_pem {
+        Some(pem) => request.verification_certificate(String::from_utf8(pem)?),
+        None => request.certificate_mode(CertificateMode::SniOnly),
+    };
+    let registered = request.send().await;
+    let (id, arn) = match registered {
+        Ok(out) => (
+            out.certificate_id()
+                .context("RegisterCACertificate returned no certificate id")?
+                .to_string(),
+            out.certificate_arn().map(str::to_string),
+        ),
+        // Registered between our look-up and now (another operator, a retried run).
+        Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {
+            match find_registered_ca(aws, &state, &ca_cert).await? {
+                Some(found) => (found.id, found.arn),
+                None => return Err(aws.error("RegisterCACertificate", e)),
+            }
+        }
+        Err(e) => return Err(aws.error("RegisterCACertificate", e)),
+    };
+    let derived = fingerprint(&ca_cert)?;
+    if id != derived {
+        bail!(
+            "AWS IoT gave the CA certificate id {id}, expected the SHA-256 of its DER ({derived})"
+        );
+    }
+    state.ca_certificate_id = Some(id.clone());
+    state.ca_certificate_arn = arn;
+    state.save(&global.home)?;
+    match code {
+        Some(code) => {
+            println!(
+                "registered CA {id} with {} (ACTIVE, auto-registration on)",
+                aws.endpoint_name()
+            );
+            println!(
+                "verification certificate (CN = registration code {code}): {}",
+                global.home.join(VERIFICATION_CERT).display()
+            );
+        }
+        None => println!(
+            "registered CA {id} with {} (ACTIVE, SNI_ONLY: no verification certificate; devices \
+             must send SNI, as the credentials provider requires anyway; auto-registration on)",
+            aws.endpoint_name()
+        ),
+    }
+    println!("next: zkiot aws setup");
+    Ok(())
+}
+
+/// A verification certificate for AWS's registration code, signed by the CA wherever its key
+/// is, checked and kept in the operator's folder; its PEM and the code.
+async fn verification_certificate(
+    aws: &Aws,
+    global: &GlobalOpts,
+    ca_cert: &X509,
+) -> Result<(Vec<u8>, String)> {
+    let ca = CertificateAuthority::open(global)?;
+    if ca.certificate().to_der()? != ca_cert.to_der()? {
+        bail!("the CA changed while it was being registered; run the command again");
+    }
     let code = aws
         .iot
         .get_registration_code()
@@ -122,7 +201,7 @@ pub(crate) async fn register_ca(aws: &Aws, global: &GlobalOpts) -> Result<()> {
     if cn != code {
         bail!("the verification certificate's CN is {cn:?}, not the registration code");
     }
-    if !verification.verify(&*ca.certificate().public_key()?)? {
+    if !verification.verify(&*ca_cert.public_key()?)? {
         bail!("the verification certificate does not verify under the CA");
     }
     let verification_pem = verification.to_pem()?;
@@ -131,50 +210,5 @@ pub(crate) async fn register_ca(aws: &Aws, global: &GlobalOpts) -> Result<()> {
         &verification_pem,
         fsutil::PUBLIC_MODE,
     )?;
-
-    let ca_pem = String::from_utf8(ca.certificate().to_pem()?)?;
-    let registered = aws
-        .iot
-        .register_ca_certificate()
-        .ca_certificate(&ca_pem)
-        .verification_certificate(String::from_utf8(verification_pem)?)
-        .set_as_active(true)
-        .allow_auto_registration(true)
-        .send()
-        .await;
-    let (id, arn) = match registered {
-        Ok(out) => (
-            out.certificate_id()
-                .context("RegisterCACertificate returned no certificate id")?
-                .to_string(),
-            out.certificate_arn().map(str::to_string),
-        ),
-        // Registered between our look-up and now (another operator, a retried run).
-        Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => {
-            match find_registered_ca(aws, &state, ca.certificate()).await? {
-                Some(found) => (found.id, found.arn),
-                None => return Err(aws.error("RegisterCACertificate", e)),
-            }
-        }
-        Err(e) => return Err(aws.error("RegisterCACertificate", e)),
-    };
-    let derived = fingerprint(ca.certificate())?;
-    if id != derived {
-        bail!(
-            "AWS IoT gave the CA certificate id {id}, expected the SHA-256 of its DER ({derived})"
-        );
-    }
-    state.ca_certificate_id = Some(id.clone());
-    state.ca_certificate_arn = arn;
-    state.save(&global.home)?;
-    println!(
-        "registered CA {id} with {} (ACTIVE, auto-registration on)",
-        aws.endpoint_name()
-    );
-    println!(
-        "verification certificate (CN = registration code {code}): {}",
-        global.home.join(VERIFICATION_CERT).display()
-    );
-    println!("next: zkiot aws setup");
-    Ok(())
+    Ok((verification_pem, code))
 }
