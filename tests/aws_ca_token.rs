@@ -559,3 +559,90 @@ fn register_ca_sni_only_sends_no_verification_certificate_and_needs_no_pin() {
         "{injected:?}"
     );
 }
+
+/// The operator's own Zymkey holds the CA key through this project's module: an HSM6 (emulated)
+/// generates it; a ZYMKEY4i, which cannot generate keys, refuses and holds it in a factory slot.
+#[test]
+fn a_zymkey_holds_the_ca_key_through_the_module() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = built_library("libzkpkcs11.so");
+    let module = module.to_str().unwrap();
+    let run = |model: &str, home: &Path, args: &[&str]| -> Output {
+        let state = tmp.path().join(model);
+        std::fs::create_dir_all(state.join("emu")).unwrap();
+        let conf = state.join("zkiot.toml");
+        std::fs::write(
+            &conf,
+            format!("store = \"{}\"\n", state.join("store.sqlite3").display()),
+        )
+        .unwrap();
+        Command::new(zkiot_bin())
+            .args(args)
+            .env("ZKIOT_HOME", home)
+            .env("ZKIOT_ZKLIB", built_library("libzkemu.so"))
+            .env("ZKIOT_EMU_DIR", state.join("emu"))
+            .env("ZKIOT_EMU_MODEL", model)
+            .env("ZKIOT_CONF", &conf)
+            .env_remove("ZKIOT_CA_PIN")
+            .env_remove("ZKIOT_PIN")
+            .env_remove("ZKIOT_EMU_TRACE")
+            .output()
+            .unwrap()
+    };
+    let ok = |out: Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let device_csr = tmp.path().join("zk-dev.csr");
+    std::fs::write(&device_csr, csr("zk-dev", &p256()).to_pem().unwrap()).unwrap();
+    let sign = ["ca", "sign", "--csr", device_csr.to_str().unwrap()];
+
+    let home = tmp.path().join("hsm6-operator");
+    let init = [
+        "ca",
+        "init",
+        "--module",
+        module,
+        "--key",
+        "pkcs11:token=zymkey;object=fleet-ca",
+    ];
+    let out = ok(run("HSM6", &home, &init));
+    assert!(out.contains("Generated a P-256 key in the token"), "{out}");
+    assert!(out.contains("model HSM6"), "{out}");
+    ok(run("HSM6", &home, &sign));
+    let ca = read_cert(&home.join("ca/ca.crt"));
+    let cert = read_cert(&home.join("devices/zk-dev/device.crt"));
+    assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+    assert_eq!(private_key_files(&home), Vec::<PathBuf>::new());
+
+    let home = tmp.path().join("zymkey4i-operator");
+    let out = run("ZYMKEY4i", &home, &init);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .filter(|l| l.starts_with("zkiot: error:"))
+        .collect::<Vec<_>>();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(error[0].contains("object=slot1"), "{stderr}");
+    assert!(!home.join("ca/ca.crt").exists());
+    let slot1 = [
+        "ca",
+        "init",
+        "--module",
+        module,
+        "--key",
+        "pkcs11:token=zymkey;object=slot1",
+    ];
+    let out = ok(run("ZYMKEY4i", &home, &slot1));
+    assert!(out.contains("with the key already in the token"), "{out}");
+    ok(run("ZYMKEY4i", &home, &sign));
+    let ca = read_cert(&home.join("ca/ca.crt"));
+    let cert = read_cert(&home.join("devices/zk-dev/device.crt"));
+    assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+}

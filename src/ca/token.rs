@@ -171,7 +171,15 @@ impl EmptyToken {
         })?;
         let key = self
             .token
-            .generate_p256_key(label, self.uri.id.as_deref())?;
+            .generate_p256_key(label, self.uri.id.as_deref())
+            .with_context(|| {
+                format!(
+                    "token {:?} has no key labelled {label:?} and could not make one (a token \
+                     without key generation, such as a ZYMKEY4i, can hold the CA in a key it \
+                     has: name it, e.g. object=slot1)",
+                    self.token.label()
+                )
+            })?;
         Ok(TokenKey::new(self.token, key, &self.uri, &self.module))
     }
 
