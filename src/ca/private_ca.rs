@@ -150,7 +150,7 @@ impl PrivateCa {
 
     /// Issues a certificate for `csr_pem` ending at `not_after` (Unix time), signed as suits
     /// `ca_cert`'s key, with the client-authentication end-entity template; waits until it is
-    /// ready. `request` identifies the request, so a retried one within the hour gets the same
+    /// ready. `request` identifies the request, so a retried one within five minutes gets the same
     /// certificate (IssueCertificate's idempotency token).
     pub fn issue(
         &self,
