@@ -4,7 +4,8 @@
 //! the PKCS#11 module (`libzkpkcs11.so`), so the same code runs against the real device and the
 //! emulator. The parts:
 //!
-//! - [`ca`]: the operator's certificate authority (`zkiot ca init`, `zkiot ca sign`).
+//! - [`ca`]: the operator's certificate authority (`zkiot ca init`, `zkiot ca sign`, `zkiot ca
+//!   status`): its key a file, in a PKCS#11 token, or AWS Private CA.
 //! - [`device`]: the device's identity, CSR, certificate installation and temporary AWS
 //!   credentials (`zkiot device …`). Builds without the AWS SDK, for the Raspberry Pi.
 //! - `aws` (cargo feature `aws`): registration with AWS IoT, one device or a fleet

@@ -19,7 +19,7 @@ use zkiot::GlobalOpts;
     max_term_width = 100
 )]
 struct Cli {
-    /// The operator's folder: ca/ca.key, ca/ca.crt, devices/<thing>/…
+    /// The operator's folder: ca/ca.crt (with ca/ca.key or ca/ca.toml), devices/<thing>/…
     /// [default: ${XDG_DATA_HOME:-$HOME/.local/share}/zkiot]
     #[arg(
         long,
@@ -29,7 +29,7 @@ struct Cli {
         help_heading = "Global options"
     )]
     home: Option<PathBuf>,
-    /// PKCS#11 module for the device commands
+    /// PKCS#11 module for the device commands, and for the CA's token in `ca init --key`
     /// [default: /usr/local/lib/zkiot/libzkpkcs11.so if installed, else p11-kit-proxy]
     #[arg(
         long,
