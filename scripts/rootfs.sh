@@ -6,7 +6,7 @@
 #   scripts/rootfs.sh unpack NAME DIR     a fresh copy of NAME in DIR (builds it first if needed)
 #   scripts/rootfs.sh sysroot NAME        print the folder of an unpacked copy kept in the cache,
 #                                         for cross-linking (headers and libraries of NAME)
-#   scripts/rootfs.sh host-tools          install mmdebstrap, qemu-user-static; enable binfmt
+#   scripts/rootfs.sh host-tools          install mmdebstrap, arch-test, qemu-user-static; enable binfmt
 #   scripts/rootfs.sh list                the names
 #
 # NAME is bookworm-arm64 (Raspberry Pi OS 12's base, run under qemu-user) or
@@ -43,7 +43,9 @@ describe() {
 
 host_tools() {
     local missing=() pkg
-    for pkg in mmdebstrap qemu-user-static binfmt-support; do
+    # arch-test is only recommended by mmdebstrap, which needs it for a foreign
+    # architecture (arm64 on amd64).
+    for pkg in mmdebstrap arch-test qemu-user-static binfmt-support; do
         [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] ||
             missing+=("$pkg")
     done
