@@ -85,17 +85,7 @@ impl P11Token {
                 module.display()
             );
         }
-        let pkcs11 = Pkcs11::new(module)
-            .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => {}
-            Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("PKCS#11 module {} failed to initialize", module.display())
-                })
-            }
-        }
+        let pkcs11 = load_module(module)?;
         let slots = pkcs11
             .get_slots_with_token()
             .context("cannot list the module's slots")?;
@@ -139,22 +129,27 @@ impl P11Token {
                     zkconf::SYSTEM_CONFIG
                 )
             })?;
-            match session.login(UserType::User, Some(&AuthPin::from(pin))) {
-                Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot log in to token {label:?}"))
-                }
-            }
+            log_in(&session, label, &AuthPin::from(pin))?;
         }
-        Ok(Self {
+        Ok(Self::opened(pkcs11, session, module, &info))
+    }
+
+    /// The token of an open session.
+    fn opened(
+        pkcs11: Pkcs11,
+        session: Session,
+        module: &Path,
+        info: &cryptoki::slot::TokenInfo,
+    ) -> Self {
+        Self {
             session: Mutex::new(Some(session)),
             pkcs11: Some(pkcs11),
             module: module.to_path_buf(),
-            label: label.to_string(),
+            label: info.label().trim_end().to_string(),
             serial_number: info.serial_number().trim().to_string(),
             model: info.model().trim().to_string(),
             manufacturer: info.manufacturer_id().trim().to_string(),
-        })
+        }
     }
 
     /// The token's `serialNumber` (padding removed).
@@ -427,17 +422,7 @@ impl P11Token {
             "PKCS#11 module {} not found",
             module.display()
         );
-        let pkcs11 = Pkcs11::new(module)
-            .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("PKCS#11 module {} failed to initialize", module.display())
-                })
-            }
-        }
+        let pkcs11 = load_module(module)?;
         let mut seen = Vec::new();
         let mut found = Vec::new();
         for slot in pkcs11
@@ -477,25 +462,9 @@ impl P11Token {
             .open_rw_session(slot)
             .with_context(|| format!("cannot open a read-write session on token {label:?}"))?;
         if info.login_required() {
-            match session.login(UserType::User, Some(&pin()?)) {
-                Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => {
-                    bail!("token {label:?} refused the PIN")
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot log in to token {label:?}"))
-                }
-            }
+            log_in(&session, &label, &pin()?)?;
         }
-        Ok(Self {
-            session: Mutex::new(Some(session)),
-            pkcs11: Some(pkcs11),
-            module: module.to_path_buf(),
-            label,
-            serial_number: info.serial_number().trim().to_string(),
-            model: info.model().trim().to_string(),
-            manufacturer: info.manufacturer_id().trim().to_string(),
-        })
+        Ok(Self::opened(pkcs11, session, module, &info))
     }
 
     /// The one P-256 private key with this `CKA_LABEL` and/or `CKA_ID`; `None` if the token has
@@ -644,6 +613,30 @@ impl KeyObject {
             (Some(KeyType::EC_MONTGOMERY), _) => "X25519".into(),
             (t, _) => format!("unknown ({t:?})"),
         }
+    }
+}
+
+/// Loads and initialises a PKCS#11 module (one already initialised in this process is used).
+fn load_module(module: &Path) -> Result<Pkcs11> {
+    let pkcs11 = Pkcs11::new(module)
+        .with_context(|| format!("cannot load PKCS#11 module {}", module.display()))?;
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            Ok(pkcs11)
+        }
+        Err(e) => Err(e)
+            .with_context(|| format!("PKCS#11 module {} failed to initialize", module.display())),
+    }
+}
+
+/// Logs the session's user in with `pin` (a session logged in already is fine).
+fn log_in(session: &Session, label: &str, pin: &AuthPin) -> Result<()> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => {
+            bail!("token {label:?} refused the PIN")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot log in to token {label:?}")),
     }
 }
 

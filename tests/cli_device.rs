@@ -924,7 +924,7 @@ fn a_token_pin_from_the_shared_configuration_is_used() {
     assert!(!wrong.status.success());
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        stderr.contains("zkiot: error: cannot log in to token \"zymkey\""),
+        stderr.contains("zkiot: error: token \"zymkey\" refused the PIN"),
         "{stderr}"
     );
 }
