@@ -476,41 +476,24 @@ fn searches_and_attribute_reads_do_not_touch_the_device() {
     });
 }
 
+/// A certificate for the key of a `CKA_EC_POINT` value, signed by another key, and its subject.
 fn test_certificate(ec_point: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::{BigNum, BigNumContext};
-    use openssl::ec::{EcGroup, EcKey, EcPoint};
-    use openssl::hash::MessageDigest;
     use openssl::nid::Nid;
     use openssl::pkey::PKey;
-    use openssl::x509::{X509NameBuilder, X509};
 
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let mut ctx = BigNumContext::new().unwrap();
-    let device_point = EcPoint::from_bytes(&group, &ec_point[2..], &mut ctx).unwrap();
-    let device_key =
-        PKey::from_ec_key(EcKey::from_public_key(&group, &device_point).unwrap()).unwrap();
-    let issuer_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "zkiot test device")
-        .unwrap();
-    let name = name.build();
-    let mut builder = X509::builder().unwrap();
-    builder.set_version(2).unwrap();
-    let serial = BigNum::from_u32(4242).unwrap().to_asn1_integer().unwrap();
-    builder.set_serial_number(&serial).unwrap();
-    builder.set_subject_name(&name).unwrap();
-    builder.set_issuer_name(&name).unwrap();
-    builder.set_pubkey(&device_key).unwrap();
-    builder
-        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    builder
-        .set_not_after(&Asn1Time::days_from_now(365).unwrap())
-        .unwrap();
-    builder.sign(&issuer_key, MessageDigest::sha256()).unwrap();
-    let certificate = builder.build();
-    (certificate.to_der().unwrap(), name.to_der().unwrap())
+    let device_key = PKey::from_ec_key(testkit::ecdsa::public_key(
+        Nid::X9_62_PRIME256V1,
+        &ec_point[3..],
+    ))
+    .unwrap();
+    let certificate = testkit::x509::Cert::new("zkiot test device")
+        .serial(4242)
+        .days(0, 365)
+        .sign(&device_key, &testkit::x509::p256());
+    (
+        certificate.to_der().unwrap(),
+        certificate.subject_name().to_der().unwrap(),
+    )
 }
 
 fn certificate_template(der: &[u8], subject: &[u8]) -> Vec<Attribute> {
@@ -885,8 +868,6 @@ const SECP256K1_PARAMS: [u8; 7] = [0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
 /// secp256k1 key, if shown, carries its own curve.
 #[test]
 fn hsm6_key_kinds() {
-    use openssl::bn::BigNumContext;
-    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
     use openssl::nid::Nid;
 
     Scenario::hsm6().run(|t| {
@@ -900,13 +881,8 @@ fn hsm6_key_kinds() {
         let k1 = device
             .generate_key(zymkey::KeyType::Secp256k1)
             .expect("secp256k1 key") as u16;
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let foreign_key = EcKey::generate(&group).unwrap();
-        let mut bn_ctx = BigNumContext::new().unwrap();
-        let uncompressed = foreign_key
-            .public_key()
-            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut bn_ctx)
-            .unwrap();
+        let foreign_key = testkit::x509::ec_key(Nid::X9_62_PRIME256V1);
+        let uncompressed = testkit::ecdsa::uncompressed_point(&foreign_key);
         let foreign = device
             .store_foreign_public_key(zymkey::KeyType::NistP256, &uncompressed[1..])
             .expect("store a foreign public key") as u16;
@@ -967,17 +943,9 @@ fn hsm6_key_kinds() {
             let signature = session
                 .sign(&cryptoki::mechanism::Mechanism::Ecdsa, private, &digest)
                 .expect("sign");
-            let k1_group = EcGroup::from_curve_name(Nid::SECP256K1).unwrap();
-            let k1_point =
-                openssl::ec::EcPoint::from_bytes(&k1_group, &point[2..], &mut bn_ctx).unwrap();
-            let k1_key = EcKey::from_public_key(&k1_group, &k1_point).unwrap();
-            let sig = openssl::ecdsa::EcdsaSig::from_private_components(
-                openssl::bn::BigNum::from_slice(&signature[..32]).unwrap(),
-                openssl::bn::BigNum::from_slice(&signature[32..]).unwrap(),
-            )
-            .unwrap();
+            let k1_key = testkit::ecdsa::public_key(Nid::SECP256K1, &point[3..]);
             assert!(
-                sig.verify(&digest, &k1_key).unwrap(),
+                testkit::ecdsa::verifies_under(&k1_key, &digest, &signature),
                 "secp256k1 signature verifies"
             );
         }

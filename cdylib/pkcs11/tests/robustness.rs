@@ -581,7 +581,7 @@ fn zymkey_library_that_is_not_a_library() {
 #[test]
 fn zymkey_library_without_the_zymkey_symbols() {
     // A real shared library that exports nothing of Zymbit's: the module under test itself.
-    let module = common::built().module;
+    let module = testkit::built::module();
     check_unusable_zymkey_library(module.to_str().unwrap());
 }
 

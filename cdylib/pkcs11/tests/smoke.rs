@@ -6,24 +6,9 @@
 //! libp11 does after fork. One test function, so one process initialises
 //! the module at a time.
 
-use std::path::PathBuf;
-
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-
-fn built(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/smoke-… → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p zkemu -p zkpkcs11` first",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn find_and_sign_like_libp11() {
@@ -35,13 +20,13 @@ fn find_and_sign_like_libp11() {
         format!("store = {:?}\n", dir.path().join("store.sqlite3")),
     )
     .unwrap();
-    std::env::set_var("ZKIOT_ZKLIB", built("libzkemu.so"));
+    std::env::set_var("ZKIOT_ZKLIB", testkit::built::emulator());
     std::env::set_var("ZKIOT_EMU_DIR", dir.path().join("emu"));
     std::env::set_var("ZKIOT_EMU_TRACE", &trace);
     std::env::set_var("ZKIOT_CONF", &conf);
     std::env::remove_var("ZKIOT_EMU_MODEL");
 
-    let p11 = Pkcs11::new(built("libzkpkcs11.so")).unwrap();
+    let p11 = Pkcs11::new(testkit::built::module()).unwrap();
     p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
     let slot = p11.get_slots_with_token().unwrap()[0];
@@ -74,20 +59,7 @@ fn find_and_sign_like_libp11() {
     let signature = session.sign(&Mechanism::Ecdsa, keys[0], &digest).unwrap();
     assert_eq!(signature.len(), 64);
 
-    use openssl::bn::{BigNum, BigNumContext};
-    use openssl::ec::{EcGroup, EcKey, EcPoint};
-    use openssl::ecdsa::EcdsaSig;
-    use openssl::nid::Nid;
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let mut ctx = BigNumContext::new().unwrap();
-    let point = EcPoint::from_bytes(&group, &point[2..], &mut ctx).unwrap();
-    let key = EcKey::from_public_key(&group, &point).unwrap();
-    let sig = EcdsaSig::from_private_components(
-        BigNum::from_slice(&signature[..32]).unwrap(),
-        BigNum::from_slice(&signature[32..]).unwrap(),
-    )
-    .unwrap();
-    assert!(sig.verify(&digest, &key).unwrap());
+    assert!(testkit::ecdsa::verifies(&point, &digest, &signature));
 
     let device_calls = std::fs::read_to_string(&trace).unwrap();
     assert_eq!(
@@ -97,7 +69,7 @@ fn find_and_sign_like_libp11() {
     drop(session);
     p11.finalize().unwrap();
 
-    fork_while_threads_sign(&built("libzkpkcs11.so"));
+    fork_while_threads_sign(&testkit::built::module());
 }
 
 /// The module's function list, through the C ABI (the test process already

@@ -63,7 +63,7 @@ fn sign_counting_failures() {
 }
 
 /// Runs `role` in every worker at once; returns their outputs.
-fn run_workers(scratch: &Scratch, role: &str, trace: &Path) -> Vec<std::process::Output> {
+fn run_workers(scratch: &Scratch, role: &str, trace: &Path) -> Vec<common::Output> {
     let state = scratch.state();
     let go = scratch.file(&format!("go-{role}"));
     let children: Vec<_> = (0..WORKERS)

@@ -8,19 +8,23 @@ use std::ptr;
 use cryptoki_sys::*;
 
 /// Calls a function of the list: `call!(raw, C_Sign(session, data, len, out, &mut out_len))`.
+///
+/// The arguments are evaluated inside the `unsafe` block: they are raw pointers and lengths
+/// made for the call, which is the point of this caller.
+#[macro_export]
 macro_rules! call {
     ($raw:expr, $function:ident($($arg:expr),* $(,)?)) => {{
         let function = $raw.f.$function.expect(concat!(stringify!($function), " in the function list"));
         // SAFETY: the arguments follow the PKCS#11 prototype; this is the module's C ABI,
         // which must answer any of them (NULL or not) without crashing.
-        #[allow(unused_unsafe)]
+        #[allow(unused_unsafe, clippy::macro_metavars_in_unsafe)]
         unsafe { function($($arg),*) }
     }};
 }
-#[allow(unused_imports)]
-pub(crate) use call;
+pub use crate::call;
 
 /// Fails with the names of both return values when `got` is not `expected`.
+#[macro_export]
 macro_rules! assert_rv {
     ($got:expr, $expected:expr $(, $($context:tt)+)?) => {{
         let got: cryptoki_sys::CK_RV = $got;
@@ -29,13 +33,12 @@ macro_rules! assert_rv {
             got == expected,
             "{}: got {}, expected {}",
             { let _context = String::from(stringify!($got)); $( let _context = format!($($context)+); )? _context },
-            $crate::common::raw::rv_name(got),
-            $crate::common::raw::rv_name(expected),
+            $crate::raw::rv_name(got),
+            $crate::raw::rv_name(expected),
         );
     }};
 }
-#[allow(unused_imports)]
-pub(crate) use assert_rv;
+pub use crate::assert_rv;
 
 /// `CKR_BUFFER_TOO_SMALL (0x150)`-style name of a return value.
 pub fn rv_name(rv: CK_RV) -> String {
@@ -51,6 +54,12 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// The function list of a module linked into this program (the fuzz targets link it, so
+    /// that its code is instrumented).
+    pub fn from_list(f: &'static CK_FUNCTION_LIST) -> Raw {
+        Raw { f }
+    }
+
     /// Loads the module (or finds it already loaded: the same library, the same state) and
     /// takes its function list. The library stays loaded for the rest of the process.
     pub fn load(path: &Path) -> Raw {
