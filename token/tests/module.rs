@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cryptoki_sys::*;
-use openssl::bn::BigNumContext;
-use openssl::ec::{EcGroup, EcKey, PointConversionForm};
-use openssl::ecdsa::EcdsaSig;
+use openssl::ec::EcKey;
 use openssl::nid::Nid;
 use openssl::pkey::Private;
+use testkit::ecdsa::{sign_raw, uncompressed_point};
+use testkit::x509::ec_key;
 use zktoken::ulong_bytes;
 use zktoken::Device;
 use zktoken::{Config, Error, Module, TemplateEntry};
@@ -75,7 +75,7 @@ impl SoftDevice {
             d.keys
                 .lock()
                 .unwrap()
-                .insert(slot, new_key(Nid::X9_62_PRIME256V1));
+                .insert(slot, ec_key(Nid::X9_62_PRIME256V1));
         }
         Arc::new(d)
     }
@@ -93,16 +93,9 @@ impl SoftDevice {
     }
 }
 
-fn new_key(nid: Nid) -> EcKey<Private> {
-    EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap()
-}
-
+/// The raw X‖Y of a key, as the device gives it.
 fn raw_point(key: &EcKey<Private>) -> Vec<u8> {
-    let mut ctx = BigNumContext::new().unwrap();
-    key.public_key()
-        .to_bytes(key.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
-        .unwrap()[1..]
-        .to_vec()
+    uncompressed_point(key)[1..].to_vec()
 }
 
 fn device_error(function: &'static str) -> zymkey::Error {
@@ -138,11 +131,7 @@ impl Device for SoftDevice {
         let key = keys
             .get(&slot)
             .ok_or(device_error("zkGenECDSASigFromDigest"))?;
-        let sig = EcdsaSig::sign(digest, key).unwrap();
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(&sig.r().to_vec_padded(32).unwrap());
-        out[32..].copy_from_slice(&sig.s().to_vec_padded(32).unwrap());
-        Ok(out)
+        Ok(sign_raw(key, digest))
     }
     fn public_key(&self, slot: Slot) -> zymkey::Result<Vec<u8>> {
         self.public_keys.fetch_add(1, Ordering::SeqCst);
@@ -199,7 +188,7 @@ impl Device for SoftDevice {
         };
         let mut keys = self.keys.lock().unwrap();
         let slot = (16..).find(|s| !keys.contains_key(s)).unwrap();
-        keys.insert(slot, new_key(nid));
+        keys.insert(slot, ec_key(nid));
         drop(keys);
         if self.die_after_generating.swap(false, Ordering::SeqCst) {
             panic!("the process dies before the device's answer is recorded");
@@ -334,16 +323,11 @@ fn ecdsa_pads_and_truncates_its_input() {
         let digest = zktoken::testing::ecdsa_digest(&input).unwrap();
         assert!(verify(&dev.point(0), &digest, &sig), "input of {len} bytes");
         // OpenSSL's own rule for long digests agrees (leftmost bits).
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let mut ctx = BigNumContext::new().unwrap();
-        let mut p = vec![4u8];
-        p.extend(dev.point(0));
-        let point = openssl::ec::EcPoint::from_bytes(&group, &p, &mut ctx).unwrap();
-        let pubkey = EcKey::from_public_key(&group, &point).unwrap();
-        let r = openssl::bn::BigNum::from_slice(&sig[..32]).unwrap();
-        let s_ = openssl::bn::BigNum::from_slice(&sig[32..]).unwrap();
-        let der = EcdsaSig::from_private_components(r, s_).unwrap();
-        assert!(der.verify(&input, &pubkey).unwrap(), "openssl, {len} bytes");
+        let pubkey = testkit::ecdsa::public_key(Nid::X9_62_PRIME256V1, &dev.point(0));
+        assert!(
+            testkit::ecdsa::verifies_under(&pubkey, &input, &sig),
+            "openssl, {len} bytes"
+        );
     }
 }
 
@@ -477,7 +461,7 @@ fn a_stale_cached_public_key_is_refreshed_by_the_first_signature() {
     dev.keys
         .lock()
         .unwrap()
-        .insert(3, new_key(Nid::X9_62_PRIME256V1));
+        .insert(3, ec_key(Nid::X9_62_PRIME256V1));
     let m = module(&dev, config(dir.path(), ""));
     let s = m.open_session(0, RO).unwrap();
     let slot = zktoken::KeySlot::device(3);
@@ -673,24 +657,10 @@ fn no_pin_means_any_login_works() {
 }
 
 fn certificate_der() -> Vec<u8> {
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    let key = PKey::from_ec_key(new_key(Nid::X9_62_PRIME256V1)).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "device-01").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    b.build().to_der().unwrap()
+    testkit::x509::Cert::new("device-01")
+        .build(&testkit::x509::p256())
+        .to_der()
+        .unwrap()
 }
 
 #[test]
@@ -982,7 +952,7 @@ fn keys_of_other_tools_are_never_taken_for_a_dead_generation() {
     dev.keys
         .lock()
         .unwrap()
-        .insert(17, new_key(Nid::X9_62_PRIME256V1));
+        .insert(17, ec_key(Nid::X9_62_PRIME256V1));
     let next = module(&dev, config(dir.path(), ""));
     let s = next.open_session(0, RO).unwrap();
     assert!(find(&next, s, &[(CKA_ID, b"asked".to_vec())]).is_empty());
@@ -1059,7 +1029,7 @@ fn a_dead_removal_spares_another_key_in_its_slot() {
     dev.keys
         .lock()
         .unwrap()
-        .insert(16, new_key(Nid::X9_62_PRIME256V1));
+        .insert(16, ec_key(Nid::X9_62_PRIME256V1));
     let next = module(&dev, config(dir.path(), ""));
     let s = next.open_session(0, RO).unwrap();
     assert!(dev.keys.lock().unwrap().contains_key(&16), "not removed");
@@ -1191,7 +1161,7 @@ fn threads_share_the_module() {
 fn foreign_public_keys_verify_and_can_be_removed() {
     let dir = tempfile::tempdir().unwrap();
     let dev = SoftDevice::new("HSM6", 12);
-    let peer = new_key(Nid::X9_62_PRIME256V1);
+    let peer = ec_key(Nid::X9_62_PRIME256V1);
     dev.foreign.lock().unwrap().insert(
         3,
         EcKey::from_private_components(peer.group(), peer.private_key(), peer.public_key())
@@ -1208,9 +1178,7 @@ fn foreign_public_keys_verify_and_can_be_removed() {
         ulong_bytes(CKO_PUBLIC_KEY)
     );
     let digest = openssl::sha::sha256(b"peer message");
-    let sig = EcdsaSig::sign(&digest, &peer).unwrap();
-    let mut raw = sig.r().to_vec_padded(32).unwrap();
-    raw.extend(sig.s().to_vec_padded(32).unwrap());
+    let raw = sign_raw(&peer, &digest);
     m.verify_init(s, CKM_ECDSA, false, handle).unwrap();
     m.verify(s, &digest, &raw).unwrap();
     assert_eq!(
