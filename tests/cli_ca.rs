@@ -4,14 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
-use openssl::x509::extension::{BasicConstraints, KeyUsage};
-use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509ReqBuilder, X509};
+use openssl::x509::{X509Req, X509};
+use testkit::x509::{csr, p256, Cert};
 
 struct Home {
     _tmp: tempfile::TempDir,
@@ -56,21 +50,6 @@ impl Home {
         assert!(stderr.starts_with("zkiot: error: "), "{stderr}");
         assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     }
-}
-
-fn p256_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn csr_for(key: &PKey<Private>, cn: &str) -> X509Req {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let mut req = X509ReqBuilder::new().unwrap();
-    req.set_subject_name(&name.build()).unwrap();
-    req.set_pubkey(key).unwrap();
-    req.sign(key, MessageDigest::sha256()).unwrap();
-    req.build()
 }
 
 fn write(path: &Path, bytes: &[u8]) {
@@ -151,9 +130,9 @@ fn ca_init_refuses_half_a_ca() {
 fn ca_sign_issues_a_client_certificate_for_the_csr_key() {
     let h = Home::new();
     h.ok(&["ca", "init"]);
-    let key = p256_key();
+    let key = p256();
     let csr_path = h.home.join("dev.csr");
-    write(&csr_path, &csr_for(&key, "thing-01").to_pem().unwrap());
+    write(&csr_path, &csr("thing-01", &key).to_pem().unwrap());
 
     let out = h.ok(&[
         "ca",
@@ -198,7 +177,7 @@ fn ca_sign_issues_a_client_certificate_for_the_csr_key() {
 
     // A CSR for another key does not silently replace it.
     let other = h.home.join("other.csr");
-    write(&other, &csr_for(&p256_key(), "thing-01").to_pem().unwrap());
+    write(&other, &csr("thing-01", &p256()).to_pem().unwrap());
     h.refused(&["ca", "sign", "--csr", other.to_str().unwrap()], "--force");
     assert_eq!(std::fs::read(&cert_path).unwrap(), before);
 }
@@ -207,7 +186,7 @@ fn ca_sign_issues_a_client_certificate_for_the_csr_key() {
 fn ca_sign_refuses_a_csr_with_a_bad_signature() {
     let h = Home::new();
     h.ok(&["ca", "init"]);
-    let mut der = csr_for(&p256_key(), "thing-02").to_der().unwrap();
+    let mut der = csr("thing-02", &p256()).to_der().unwrap();
     let last = der.len() - 1;
     der[last] ^= 0x01; // inside the signature's s
     let csr_path = h.home.join("bad.csr");
@@ -235,10 +214,10 @@ fn ca_sign_refuses_a_csr_with_a_bad_signature() {
 fn ca_sign_refuses_the_wrong_or_an_invalid_cn() {
     let h = Home::new();
     h.ok(&["ca", "init"]);
-    let key = p256_key();
+    let key = p256();
     let csr_path = h.home.join("dev.csr");
     let out = h.home.join("dev.crt");
-    write(&csr_path, &csr_for(&key, "thing-03").to_pem().unwrap());
+    write(&csr_path, &csr("thing-03", &key).to_pem().unwrap());
     h.refused(
         &[
             "ca",
@@ -254,10 +233,7 @@ fn ca_sign_refuses_the_wrong_or_an_invalid_cn() {
     );
     assert!(!out.exists());
 
-    write(
-        &csr_path,
-        &csr_for(&key, "not a thing/name").to_pem().unwrap(),
-    );
+    write(&csr_path, &csr("not a thing/name", &key).to_pem().unwrap());
     h.refused(
         &[
             "ca",
@@ -278,13 +254,10 @@ fn ca_sign_refuses_a_ca_key_that_does_not_match() {
     h.ok(&["ca", "init"]);
     write(
         &h.path("ca/ca.key"),
-        &p256_key().private_key_to_pem_pkcs8().unwrap(),
+        &p256().private_key_to_pem_pkcs8().unwrap(),
     );
     let csr_path = h.home.join("dev.csr");
-    write(
-        &csr_path,
-        &csr_for(&p256_key(), "thing-05").to_pem().unwrap(),
-    );
+    write(&csr_path, &csr("thing-05", &p256()).to_pem().unwrap());
     let out = h.home.join("dev.crt");
     h.refused(
         &[
@@ -304,43 +277,21 @@ fn ca_sign_refuses_a_ca_key_that_does_not_match() {
 fn ca_sign_refuses_an_expired_ca() {
     let h = Home::new();
     // An expired CA, made with OpenSSL directly.
-    let key = p256_key();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, "Expired CA")
-        .unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 20 * 86_400).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now - 86_400).unwrap())
-        .unwrap();
-    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-        .unwrap();
-    b.append_extension(KeyUsage::new().key_cert_sign().build().unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let key = p256();
+    let cert = Cert::new("Expired CA")
+        .serial(7)
+        .days(-20, 19)
+        .ca()
+        .build(&key);
     std::fs::create_dir_all(h.path("ca")).unwrap();
-    write(&h.path("ca/ca.crt"), &b.build().to_pem().unwrap());
+    write(&h.path("ca/ca.crt"), &cert.to_pem().unwrap());
     write(
         &h.path("ca/ca.key"),
         &key.private_key_to_pem_pkcs8().unwrap(),
     );
 
     let csr_path = h.home.join("dev.csr");
-    write(
-        &csr_path,
-        &csr_for(&p256_key(), "thing-06").to_pem().unwrap(),
-    );
+    write(&csr_path, &csr("thing-06", &p256()).to_pem().unwrap());
     let out = h.home.join("dev.crt");
     h.refused(
         &[

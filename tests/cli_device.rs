@@ -12,14 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
-use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
-use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509ReqBuilder, X509};
+use openssl::pkey::PKey;
+use openssl::x509::{X509Req, X509};
+use testkit::x509::{csr, p256, rand_u32, Cert};
 
 const TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 const ENDPOINT: &str = "c0ffee.credentials.iot.eu-west-1.amazonaws.test";
@@ -423,17 +419,9 @@ fn install_cert_writes_files_and_a_certificate_object() {
 fn install_cert_refuses_a_certificate_for_another_key() {
     let env = Env::new();
     env.ok(&["ca", "init"]);
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, "intruder")
-        .unwrap();
-    let mut req = X509ReqBuilder::new().unwrap();
-    req.set_subject_name(&name.build()).unwrap();
-    req.set_pubkey(&key).unwrap();
-    req.sign(&key, MessageDigest::sha256()).unwrap();
+    let req = csr("intruder", &p256());
     let csr = env.path("other.csr");
-    std::fs::write(&csr, req.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&csr, req.to_pem().unwrap()).unwrap();
     let cert = env.path("other.crt");
     env.ok(&[
         "ca",
@@ -476,62 +464,6 @@ struct Provider {
     root_pem: PathBuf,
 }
 
-fn p256() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn make_cert(
-    cn: &str,
-    key: &PKey<Private>,
-    issuer: Option<(&X509, &PKey<Private>)>,
-    san: Option<&str>,
-) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(
-        &BigNum::from_u32(rand_u32())
-            .unwrap()
-            .to_asn1_integer()
-            .unwrap(),
-    )
-    .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map(|(c, _)| c.subject_name()).unwrap_or(&name))
-        .unwrap();
-    b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-        .unwrap();
-    if issuer.is_none() {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-    }
-    if let Some(dns) = san {
-        let ext = SubjectAlternativeName::new()
-            .dns(dns)
-            .build(&b.x509v3_context(issuer.map(|(c, _)| c.as_ref()), None))
-            .unwrap();
-        b.append_extension(ext).unwrap();
-    }
-    b.sign(
-        issuer.map(|(_, k)| k).unwrap_or(key),
-        MessageDigest::sha256(),
-    )
-    .unwrap();
-    b.build()
-}
-
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    openssl::rand::rand_bytes(&mut b).unwrap();
-    u32::from_be_bytes(b) >> 1
-}
-
 impl Provider {
     fn start(
         env: &Env,
@@ -543,14 +475,16 @@ impl Provider {
     ) -> Self {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let root_key = p256();
-        let root = make_cert("Stand-in Amazon Root", &root_key, None, None);
+        let root = Cert::new("Stand-in Amazon Root")
+            .days(0, 2)
+            .ca()
+            .build(&root_key);
         let server_key = p256();
-        let server = make_cert(
-            ENDPOINT,
-            &server_key,
-            Some((&root, &root_key)),
-            Some(ENDPOINT),
-        );
+        let server = Cert::new(ENDPOINT)
+            .days(0, 2)
+            .dns(ENDPOINT)
+            .issued_by(&root, &root_key)
+            .build(&server_key);
         let root_pem = env.path(&format!("provider-root-{}.pem", rand_u32()));
         std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
 
@@ -1122,7 +1056,10 @@ fn credentials_refuse_a_certificate_for_another_key_before_signing() {
     let ca = X509::from_pem(&std::fs::read(env.home().join("ca/ca.crt")).unwrap()).unwrap();
     let ca_key =
         PKey::private_key_from_pem(&std::fs::read(env.home().join("ca/ca.key")).unwrap()).unwrap();
-    let other = make_cert("intruder", &p256(), Some((&ca, &ca_key)), None);
+    let other = Cert::new("intruder")
+        .days(0, 2)
+        .issued_by(&ca, &ca_key)
+        .build(&p256());
     let other_path = env.path("other.crt");
     std::fs::write(&other_path, other.to_pem().unwrap()).unwrap();
     let signatures = env.signatures();

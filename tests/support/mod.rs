@@ -13,17 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-};
-use openssl::x509::{X509Builder, X509NameBuilder, X509Req, X509ReqBuilder, X509};
+use openssl::x509::X509;
 use serde_json::Value;
+pub use testkit::x509::{csr, issue, p256, rand_u32};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -62,13 +56,7 @@ pub fn zkiot_bin() -> PathBuf {
 
 /// A library built beside the `zkiot` binary.
 pub fn built_library(name: &str) -> PathBuf {
-    let path = zkiot_bin().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first (same CARGO_TARGET_DIR)",
-        path.display()
-    );
-    path
+    testkit::built::library(name)
 }
 
 /// A loopback port free at the time of asking.
@@ -222,96 +210,6 @@ impl Drop for Moto {
     }
 }
 
-/// A P-256 key.
-pub fn p256() -> PKey<Private> {
-    PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn name(cn: &str) -> openssl::x509::X509Name {
-    let mut n = X509NameBuilder::new().unwrap();
-    n.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    n.build()
-}
-
-/// A certificate for `key`, named `cn`, issued by `issuer` (self-signed when `None`).
-pub fn issue(
-    cn: &str,
-    key: &PKey<Private>,
-    issuer: Option<(&X509, &PKey<Private>)>,
-    ca: bool,
-    dns: Option<&str>,
-    days: (i64, u32),
-) -> X509 {
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial = BigNum::from_u32(rand_u32())
-        .unwrap()
-        .to_asn1_integer()
-        .unwrap();
-    b.set_serial_number(&serial).unwrap();
-    b.set_subject_name(&name(cn)).unwrap();
-    match issuer {
-        Some((cert, _)) => b.set_issuer_name(cert.subject_name()).unwrap(),
-        None => b.set_issuer_name(&name(cn)).unwrap(),
-    }
-    b.set_pubkey(key).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now + days.0 * 86400 - 300).unwrap())
-        .unwrap();
-    b.set_not_after(
-        &Asn1Time::from_unix(now + days.0 * 86400 + i64::from(days.1) * 86400).unwrap(),
-    )
-    .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    } else {
-        b.append_extension(BasicConstraints::new().critical().build().unwrap())
-            .unwrap();
-        let mut eku = ExtendedKeyUsage::new();
-        if dns.is_some() {
-            eku.server_auth();
-        } else {
-            eku.client_auth();
-        }
-        b.append_extension(eku.build().unwrap()).unwrap();
-    }
-    if let Some(dns) = dns {
-        let san = SubjectAlternativeName::new()
-            .dns(dns)
-            .build(&b.x509v3_context(issuer.map(|i| &**i.0), None))
-            .unwrap();
-        b.append_extension(san).unwrap();
-    }
-    let signer = issuer.map(|i| i.1).unwrap_or(key);
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    b.build()
-}
-
-/// A CSR for `key` with CN = `cn`.
-pub fn csr(cn: &str, key: &PKey<Private>) -> X509Req {
-    let mut b = X509ReqBuilder::new().unwrap();
-    b.set_subject_name(&name(cn)).unwrap();
-    b.set_pubkey(key).unwrap();
-    b.sign(key, MessageDigest::sha256()).unwrap();
-    b.build()
-}
-
 /// Writes `<dir>/<thing>.csr` for each name, each with a new P-256 key; returns the keys.
 pub fn write_csrs(
     dir: &Path,
@@ -346,12 +244,6 @@ pub fn read_record(path: &Path) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-pub fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    openssl::rand::rand_bytes(&mut b).unwrap();
-    u32::from_be_bytes(b) >> 1
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
