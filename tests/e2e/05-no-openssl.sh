@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# (p) The module never calls into OpenSSL: it links neither libssl nor libcrypto and
+# The module never calls into OpenSSL: it links neither libssl nor libcrypto and
 # imports no OpenSSL function, so no PKCS#11 call can re-enter OpenSSL's provider layer
 # (or load OpenSSL's configuration, which may load pkcs11-provider and, through it,
 # this module again) while OpenSSL is calling the module through pkcs11-provider.

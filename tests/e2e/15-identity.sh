@@ -6,9 +6,9 @@
 # - A golden SD image: the store folder and device cache of one emulated device copied to
 #   another, as a cloned image carries them.
 # In each case the token shows the device's own serial number, its first CSR verifies,
-# and the device IDs differ. The emulator tells its devices apart by state directory
-# (zkemu_state_fingerprint); on hardware, the module does so by the boot id, which the
-# Rust tests of the token cover (token/tests/module.rs).
+# the device IDs differ, and no device shows another's certificate. The emulator tells
+# its devices apart by state directory (zkemu_state_fingerprint); on hardware, the module
+# does so by the boot id, which the Rust tests of the token cover (token/tests/module.rs).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# (b) curl mutual TLS with the token key against openssl s_server, TLS 1.3 and 1.2,
-# one device signature per handshake.
+# curl mutual TLS with the token key against openssl s_server (-Verify 1
+# -verify_return_error), TLS 1.3 and 1.2, and openssl s_client: the server shows the
+# client certificate and that it verified, at one device signature per handshake.
+# Six handshakes from parallel processes; a device error during a handshake (libp11
+# signs again and the handshake completes); the server refuses a client without a
+# certificate or with one from another CA.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

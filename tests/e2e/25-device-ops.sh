@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# (b2) Device operations per process, from the emulator's trace, on ZYMKEY4i and HSM6:
+# Device operations per process, from the emulator's trace, on ZYMKEY4i and HSM6:
 # once the first process has filled the caches, listing the token and its objects
 # (pkcs11-tool -L, -O) makes none, and a process that signs once (a curl mutual-TLS
 # request, openssl pkeyutl) makes two: open and sign. Keys generated or removed

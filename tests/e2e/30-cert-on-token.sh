@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# (c) The device certificate stored on the token as a certificate object, then used
-# by curl straight from the token: --cert 'pkcs11:…;type=cert'.
+# The device certificate stored on the token as a certificate object (written
+# with pkcs11-tool and read back), then used by curl straight from the token:
+# --cert 'pkcs11:…;type=cert'.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

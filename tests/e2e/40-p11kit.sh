@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# (d) The install step registers the module with p11-kit; then libp11's default
-# module (p11-kit-proxy) reaches the token, and curl and openssl work with no
-# PKCS11_MODULE_PATH and no module configuration in the environment; a PIN in the
-# system configuration it writes guards the token, and zkiot logs in with it.
+# The install step (install-module.sh --emulator) registers the module with p11-kit
+# (p11-kit list-modules shows it); then libp11's default module (p11-kit-proxy)
+# reaches the token, and curl and openssl work with no PKCS11_MODULE_PATH and no
+# module configuration in the environment; a PIN in the system configuration it
+# writes guards the token, and zkiot logs in with it. Uninstalling removes it all.
+# Root only.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# (e) pkcs11-tool (OpenSC): listing, CKM_ECDSA signatures over digests of every
-# common size verified by openssl, random, --test, --test-fork, --test-threads;
-# which PKCS#11 entry point each consumer here takes (the 3.0 interface or
-# C_GetFunctionList's 2.40 list), and that both work.
+# pkcs11-tool (OpenSC): -L -O -M; --sign -m ECDSA over digests of 20, 28, 32, 48
+# and 64 bytes, verified by openssl pkeyutl; a device error (CKR_DEVICE_ERROR, then
+# the next signature works); --generate-random; --test, by its "No errors" line (it
+# exits 0 when its tests fail; a failed device call is seen to fail the check);
+# --test-fork; --use-locking --test-threads. Which PKCS#11 entry point each consumer
+# here takes (the 3.0 interface or C_GetFunctionList's 2.40 list), and that both work:
+# -I reports Cryptoki 3.0 and --list-interfaces lists "PKCS 11" 3.0 then 2.40 (OpenSC
+# loads through C_GetInterface, as pkcs11-spy's log shows); python-pkcs11 sees 2.40
+# through C_GetFunctionList's list and signs.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

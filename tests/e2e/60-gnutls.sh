@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# (f) GnuTLS consumers: p11tool lists and test-signs, gnutls-cli does mutual TLS with
-# the token key.
+# GnuTLS consumers: p11tool lists (--list-all), test-signs (--test-sign) and
+# exports the public key (--export-pubkey), gnutls-cli does mutual TLS with the
+# token key.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# (g) python-pkcs11 signs with CKM_ECDSA and CKM_ECDSA_SHA256 (single and multi-part);
-# openssl verifies every signature. Data objects of 100 KB and 1 MiB written through
-# python-pkcs11 read back whole; one of 1 MiB + 1 byte is refused.
+# python-pkcs11 signs with CKM_ECDSA and CKM_ECDSA_SHA256 (single and multi-part);
+# openssl verifies every signature. In one process, object searches and attribute
+# reads cost no device operation and a signature (with its length query) exactly one
+# (the first also opens the device). Data objects of 100 KB and 1 MiB written through
+# python-pkcs11 read back whole, by it and by pkcs11-tool --read-object, each in
+# another process; one of 1 MiB + 1 byte is refused (CKR_ATTRIBUTE_VALUE_INVALID).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# (m) MQTT through the AWS IoT Device SDK v2 for Python (awsiotsdk/awscrt, which loads the
+# MQTT through the AWS IoT Device SDK v2 for Python (awsiotsdk/awscrt, which loads the
 # module itself): a device publishes and subscribes over MQTT 3.1.1 and MQTT 5 with
-# mtls_with_pkcs11 (token label, key label, the certificate our CA issued, from a file) to
-# Debian's mosquitto (TLS on 127.0.0.1, require_certificate, our CA), and receives its own
-# message back; one device signature per connection; on ZYMKEY4i and HSM6. A missing token,
-# an unknown key label, a wrong module path and a certificate for another key fail cleanly.
+# mtls_with_pkcs11 (token label, key label, the certificate `zkiot ca sign` issued, from
+# a file) to Debian's mosquitto (TLS on 127.0.0.1, require_certificate, our CA, each
+# device on its own topics things/<CN>/..., as the IoT policy allows), and receives its
+# own message back; one device signature per connection; on ZYMKEY4i and HSM6, and with
+# a PIN. A wrong token or key label, a missing Zymkey library, a wrong module path, a
+# wrong PIN, a certificate for another key, a message to another device's topic and a
+# TLS 1.3-only broker each fail with exit 1 and one error line.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

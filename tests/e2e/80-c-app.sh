@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# (h) An existing-style C application: built against p11-kit's pkcs11.h, dlopen()s
-# the module, finds the key by label, signs a SHA-256 digest with CKM_ECDSA.
+# An existing-style C application (tests/c/p11_app.c): built against p11-kit's
+# pkcs11.h, dlopen()s the module, finds the key by label, signs a SHA-256 digest
+# with CKM_ECDSA; openssl verifies the signature.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# (i) Hostile arguments: every function of the function list, with NULL pointers,
-# garbage handles, huge lengths and counts, in every state, each call in a forked
-# child with a time limit (tests/c/p11_sweep.c). The module must answer each one:
-# no crash, no hang, no CKR_GENERAL_ERROR. Both models, with and without a PIN.
-# With our module the sweep covers the PKCS#11 3.0 interface too: C_GetInterfaceList,
-# C_GetInterface, the 3.0 list's C_GetInfo and every function 3.0 adds.
+# Hostile arguments: every function of the function list, with NULL pointers,
+# garbage handles, (CK_ULONG)-1 lengths and counts, and PIN and attribute lengths of
+# 4 GiB, in every state (not initialised, public and logged-in session, signing,
+# searching, finalised), each call in a forked child with a time limit
+# (tests/c/p11_sweep.c). The module must answer each one: no crash, no hang, no
+# CKR_GENERAL_ERROR. Both models, with and without a PIN. With our module the sweep
+# covers the PKCS#11 3.0 interface too: C_GetInterfaceList, C_GetInterface, the 3.0
+# list's C_GetInfo and every function 3.0 adds.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# (j) Soak: several processes, each with several threads signing (every signature
+# Soak: several processes, each with several threads signing (every signature
 # checked with C_Verify), while other processes create, find and destroy token
 # certificates. No call may fail, and the emulator's counters must show exactly
 # one device signature per signature returned (tests/c/p11_stress.c).

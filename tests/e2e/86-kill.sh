@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# (k) kill -9 while certificates are being imported: after every kill the object
+# kill -9 while certificates are being imported: after every kill the object
 # store passes SQLite's integrity check and every certificate on the token is whole
 # (its CKA_VALUE is exactly the DER imported), and the token keeps working.
 # Then kill -9 while HSM6 key pairs are being generated, and while they are being

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# (l) The consumers' tests under AddressSanitizer and LeakSanitizer: the module and
+# The consumers' tests under AddressSanitizer and LeakSanitizer: the module and
 # the emulator built with -Zsanitizer=address (nightly toolchain), loaded by
-# pkcs11-tool --test, python-pkcs11 and the C program with gcc's ASan runtime
-# first in the process: no memory error, and no leak with a frame of the module
-# or the emulator in its stack (the consumers' own leaks are counted apart).
+# pkcs11-tool --test and --test-fork, python-pkcs11 and the C program (built with
+# -fsanitize=address) with gcc's ASan runtime first in the process: no memory error,
+# and no leak with a frame of the module or the emulator in its stack (the
+# consumers' own leaks, from pkcs11-tool and CPython at exit, are counted apart).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# (j) The guide's shell scripts (scripts/guide/) end to end, as a user without zkiot runs them:
+# The guide's shell scripts (scripts/guide/) end to end, as a user without zkiot runs them:
 # openssl with the libp11 engine on the token, the aws CLI against a moto server, and curl
 # against the local credentials provider (tests/credprov/server.py). The credentials the
-# provider returns must work against moto.
+# provider returns must work against moto. sign_csr.sh and device_csr.sh refuse a CSR with
+# a flipped signature bit ("bad CSR signature"); provision_device.sh refuses a certificate
+# of another CA before it creates anything.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/token-demo.sh, the device half of the guide with stock tools, runs to the end on
-# the emulator: a CSR signed in the token, the certificate on the token, mutual TLS with curl.
+# the emulator: a CSR signed in the token (one device signature), the certificate on the
+# token, mutual TLS with curl (one device signature), and the server shows the certificate.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command, scripts/demo.sh, runs the whole guide to the end: the operator's
 # steps against moto, the device's through the token, and temporary AWS credentials from the
-# local credentials provider that then work against moto.
+# local credentials provider that then work against moto; the silenced device is refused.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 e2e_init
