@@ -20,23 +20,6 @@ use testkit::x509::{csr, p256, rand_u32, Cert};
 const TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 const ENDPOINT: &str = "c0ffee.credentials.iot.eu-west-1.amazonaws.test";
 
-fn build_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_zkiot"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn built_library(name: &str) -> PathBuf {
-    let path = build_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first (with the same CARGO_TARGET_DIR)",
-        path.display()
-    );
-    path
-}
-
 /// What [`Env::provision_reporting`] did.
 struct Provisioned {
     thing: String,
@@ -77,13 +60,13 @@ impl Env {
     }
 
     fn module(&self) -> PathBuf {
-        built_library("libzkpkcs11.so")
+        testkit::built::module()
     }
 
     fn apply(&self, cmd: &mut Command) {
         cmd.env("ZKIOT_HOME", self.home())
             .env("ZKIOT_PKCS11_MODULE", self.module())
-            .env("ZKIOT_ZKLIB", built_library("libzkemu.so"))
+            .env("ZKIOT_ZKLIB", testkit::built::emulator())
             .env("ZKIOT_EMU_DIR", self.path("emu"))
             .env("ZKIOT_CONF", self.path("zkiot.toml"))
             .env("ZKIOT_EMU_TRACE", self.path("trace"))
@@ -138,7 +121,7 @@ impl Env {
         let _serial = TOKEN_VIEW.lock().unwrap_or_else(|p| p.into_inner());
         let pkcs11 = Pkcs11::new(self.module()).unwrap();
         // The module reads its configuration from the environment.
-        std::env::set_var("ZKIOT_ZKLIB", built_library("libzkemu.so"));
+        std::env::set_var("ZKIOT_ZKLIB", testkit::built::emulator());
         std::env::set_var("ZKIOT_EMU_DIR", self.path("emu"));
         std::env::set_var("ZKIOT_CONF", self.path("zkiot.toml"));
         std::env::remove_var("ZKIOT_EMU_TRACE");

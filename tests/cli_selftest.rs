@@ -6,19 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn built_library(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_zkiot"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first (with the same CARGO_TARGET_DIR)",
-        path.display()
-    );
-    path
-}
-
 /// A fresh emulated Zymkey of `model`, its trace, and a token store of its own.
 struct Device {
     tmp: tempfile::TempDir,
@@ -48,7 +35,7 @@ impl Device {
         let model = std::fs::read_to_string(self.tmp.path().join("model")).unwrap();
         Command::new(env!("CARGO_BIN_EXE_zkiot"))
             .args(["--module"])
-            .arg(built_library("libzkpkcs11.so"))
+            .arg(testkit::built::module())
             .args(["device", "selftest"])
             .args(extra)
             .env("ZKIOT_ZKLIB", zklib)
@@ -72,7 +59,7 @@ fn text(out: &Output) -> String {
 
 fn passes_on(model: &str, slots: &[i32]) {
     let device = Device::new(model);
-    let emulator = built_library("libzkemu.so");
+    let emulator = testkit::built::emulator();
     let out = device.selftest(&[], &emulator);
     let report = text(&out);
     assert!(out.status.success(), "{model}: {report}");
@@ -144,9 +131,9 @@ impl Device {
         let model = std::fs::read_to_string(self.tmp.path().join("model")).unwrap();
         Command::new("pkcs11-tool")
             .arg("--module")
-            .arg(built_library("libzkpkcs11.so"))
+            .arg(testkit::built::module())
             .args(args)
-            .env("ZKIOT_ZKLIB", built_library("libzkemu.so"))
+            .env("ZKIOT_ZKLIB", testkit::built::emulator())
             .env("ZKIOT_EMU_DIR", self.emu_dir())
             .env("ZKIOT_EMU_MODEL", model)
             .env("ZKIOT_CONF", self.tmp.path().join("zkiot.toml"))
@@ -166,7 +153,7 @@ fn reports_curves_pools_ed25519_and_what_the_module_concluded() {
         "wallet",
     ]);
     assert!(made.status.success(), "{}", text(&made));
-    let out = device.selftest(&["--json", "--ed25519"], &built_library("libzkemu.so"));
+    let out = device.selftest(&["--json", "--ed25519"], &testkit::built::emulator());
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &json["device"];
@@ -200,7 +187,7 @@ fn reports_curves_pools_ed25519_and_what_the_module_concluded() {
         shown.contains(&serde_json::json!([0, "P-256"])),
         "{shown:?}"
     );
-    let text_report = text(&device.selftest(&[], &built_library("libzkemu.so")));
+    let text_report = text(&device.selftest(&[], &testkit::built::emulator()));
     assert!(
         text_report.contains("pool      key store 512 slots; foreign keyring 128 slots (0 in use)"),
         "{text_report}"
@@ -211,7 +198,7 @@ fn reports_curves_pools_ed25519_and_what_the_module_concluded() {
     );
 
     let device = Device::new("ZYMKEY4i");
-    let out = device.selftest(&["--json", "--ed25519"], &built_library("libzkemu.so"));
+    let out = device.selftest(&["--json", "--ed25519"], &testkit::built::emulator());
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["device"]["key_slots"], 3);
@@ -226,7 +213,7 @@ fn reports_curves_pools_ed25519_and_what_the_module_concluded() {
 fn fails_on_a_device_fault() {
     let device = Device::new("ZYMKEY4i");
     std::fs::write(device.emu_dir().join("fail-next"), "sign\n").unwrap();
-    let out = device.selftest(&[], &built_library("libzkemu.so"));
+    let out = device.selftest(&[], &testkit::built::emulator());
     let report = text(&out);
     assert!(!out.status.success(), "{report}");
     assert!(

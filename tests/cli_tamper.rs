@@ -10,16 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
 fn emulator() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_zkiot"))
-        .parent()
-        .unwrap()
-        .join("libzkemu.so");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p zkemu` first (with the same CARGO_TARGET_DIR)",
-        path.display()
-    );
-    path
+    testkit::built::emulator()
 }
 
 /// A fresh emulated Zymkey of `model`, its trace and a device folder.
