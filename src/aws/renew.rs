@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::{self, Progress};
 use super::cli::RenewArgs;
 use super::record::{now, Record};
-use super::silence::{set_certificate_status, StatusChange};
+use super::silence::{issued_before, set_certificate_status, StatusChange};
 use super::thing::{describe_certificate, list_thing_principals, list_things};
 use super::{register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
@@ -224,13 +224,7 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
     };
     let device_switched = recorded_current.as_deref() == Some(current.id.as_str());
     for old in &ours {
-        let older = old
-            .cert
-            .not_before()
-            .compare(current.cert.not_before())
-            .map(|o| o == std::cmp::Ordering::Less)
-            .unwrap_or(false);
-        if old.id == current.id || !older {
+        if old.id == current.id || !issued_before(&old.cert, &current.cert) {
             continue;
         }
         if !device_switched {

@@ -4,11 +4,13 @@
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_iot::types::CertificateStatus;
+use openssl::x509::X509;
 
 use super::batch;
 use super::cli::TargetArgs;
 use super::client::{is_not_found, Aws};
 use super::thing::{describe_certificate, list_thing_principals};
+use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
 use crate::thing_name::validate_thing_name;
 
 /// `silence`, `unsilence`, `revoke`.
@@ -150,34 +152,106 @@ struct ThingOutcome {
     changed: bool,
 }
 
+/// One certificate attached to a Thing, as AWS IoT holds it.
+struct Attached {
+    id: String,
+    status: String,
+    cert: Option<X509>,
+}
+
+/// Whether `a` was issued before `b`: by start of validity, then by end (a renewal issued in
+/// the same second as the certificate it renews lasts longer).
+pub(crate) fn issued_before(a: &X509, b: &X509) -> bool {
+    use std::cmp::Ordering;
+    match a.not_before().compare(b.not_before()) {
+        Ok(Ordering::Less) => true,
+        Ok(Ordering::Equal) => a
+            .not_after()
+            .compare(b.not_after())
+            .is_ok_and(|o| o == Ordering::Less),
+        _ => false,
+    }
+}
+
 async fn change_thing(aws: &Aws, thing: &str, change: StatusChange) -> Result<ThingOutcome> {
-    match aws.iot.describe_thing().thing_name(thing).send().await {
-        Ok(_) => {}
+    let described = match aws.iot.describe_thing().thing_name(thing).send().await {
+        Ok(out) => out,
         Err(e) if is_not_found(&e) => bail!("thing {thing} does not exist in AWS IoT"),
         Err(e) => return Err(aws.error("DescribeThing", e)),
+    };
+    let recorded_current = described
+        .attributes()
+        .and_then(|a| a.get(CURRENT_CERTIFICATE_ATTRIBUTE))
+        .cloned();
+    let mut attached = Vec::new();
+    for arn in list_thing_principals(aws, thing).await? {
+        let Some((_, id)) = arn.split_once(":cert/") else {
+            continue;
+        };
+        let found = describe_certificate(aws, id)
+            .await?
+            .with_context(|| format!("certificate {id} is not registered"))?;
+        attached.push(Attached {
+            id: id.to_string(),
+            status: found.status,
+            cert: found.der.as_deref().and_then(|d| X509::from_der(d).ok()),
+        });
     }
-    let certificates: Vec<String> = list_thing_principals(aws, thing)
-        .await?
-        .into_iter()
-        .filter(|p| p.contains(":cert/"))
-        .collect();
-    if certificates.is_empty() {
+    if attached.is_empty() {
         bail!("thing {thing} has no certificate attached");
     }
     let mut outcome = ThingOutcome {
         lines: Vec::new(),
         changed: false,
     };
-    for arn in certificates {
-        let id = arn.rsplit('/').next().unwrap_or_default();
-        let (status, changed) = set_certificate_status(aws, id, change).await?;
+    let revoked = CertificateStatus::Revoked.as_str();
+    // Unsilencing brings back the certificate the device uses, never one that renewal retired
+    // (older than the certificate the device recorded switching to) nor a revoked one, which
+    // AWS never lets back; only a Thing left with nothing else to bring back is an error.
+    let mut left = Vec::new();
+    if change == StatusChange::Unsilence {
+        let current = recorded_current
+            .as_deref()
+            .and_then(|id| attached.iter().find(|c| c.id == id))
+            .and_then(|c| c.cert.clone());
+        attached.retain(|c| {
+            let retired = match (&current, &c.cert) {
+                (Some(current), Some(cert)) => issued_before(cert, current),
+                _ => false,
+            };
+            if retired {
+                left.push(format!(
+                    "{thing}: certificate {} is {}, retired by renewal; left as it is",
+                    c.id, c.status
+                ));
+            }
+            !retired
+        });
+        if attached.iter().any(|c| c.status != revoked) {
+            attached.retain(|c| {
+                if c.status == revoked {
+                    left.push(format!(
+                        "{thing}: certificate {} is REVOKED, retired; left as it is",
+                        c.id
+                    ));
+                }
+                c.status != revoked
+            });
+        }
+    }
+    for c in &attached {
+        let (status, changed) = set_certificate_status(aws, &c.id, change).await?;
         outcome.changed |= changed;
         outcome.lines.push(if changed {
-            format!("{thing}: certificate {id} is now {status}")
+            format!("{thing}: certificate {} is now {status}", c.id)
         } else {
-            format!("{thing}: certificate {id} is already {status}; nothing to do")
+            format!(
+                "{thing}: certificate {} is already {status}; nothing to do",
+                c.id
+            )
         });
     }
+    outcome.lines.extend(left);
     Ok(outcome)
 }
 
