@@ -463,14 +463,20 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
     for (_, device) in &devices {
         device_gets_credentials(&provider, device);
     }
+    let before = certificates(&moto);
     let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
-    assert!(out.contains("20 revoked"), "{out}");
+    assert!(out.contains("20 revoked, 20 detached"), "{out}");
+    // Each Thing keeps its current certificate; the old one, REVOKED, is detached from it.
     let held = certificates(&moto);
     for thing in &things {
         let rows = &held[thing];
-        assert_eq!(rows.len(), 2, "{thing}: {rows:?}");
-        assert_eq!(rows[0].1, "REVOKED", "{thing}: {rows:?}");
-        assert_eq!(rows[1].1, "ACTIVE", "{thing}: {rows:?}");
+        assert_eq!(rows.len(), 1, "{thing}: {rows:?}");
+        assert_eq!(rows[0].1, "ACTIVE", "{thing}: {rows:?}");
+        let old = &before[thing][0].0;
+        let status = moto.py(&format!(
+            "result = iot.describe_certificate(certificateId='{old}')['certificateDescription']['status']"
+        ));
+        assert_eq!(status, "REVOKED", "{thing}");
     }
     for (_, device) in &devices {
         device_gets_credentials(&provider, device);

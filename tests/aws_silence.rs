@@ -13,6 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use openssl::pkey::PKey;
 use openssl::x509::X509;
 use support::*;
 
@@ -130,6 +131,14 @@ impl Renewed {
             .join("renewal.crt")
     }
 
+    fn device_crt(&self, thing: &str) -> PathBuf {
+        self.operator
+            .home
+            .join("devices")
+            .join(thing)
+            .join("device.crt")
+    }
+
     fn renew(&self) -> String {
         self.operator
             .ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"])
@@ -207,4 +216,123 @@ fn renewed_devices_are_silenced_and_unsilenced() {
         &["aws", "unsilence", "--thing", first],
         "is REVOKED, which is final; the device needs a new certificate",
     );
+}
+
+#[test]
+fn retired_certificates_are_detached_and_device_crt_follows_the_switch() {
+    let r = Renewed::new();
+    // The retired certificates are revoked, then detached from their Things.
+    let out = r.renew();
+    assert!(out.contains("3 revoked"), "{out}");
+    let held = attached(&r.moto);
+    for thing in r.devices.keys() {
+        let current = cert_id(&read_cert(&r.renewal(thing)));
+        assert_eq!(
+            held[thing],
+            [(current.clone(), "ACTIVE".to_string())],
+            "{thing}"
+        );
+        // The operator's copy of the device's certificate is the one it uses now.
+        assert_eq!(
+            cert_id(&read_cert(&r.device_crt(thing))),
+            current,
+            "{thing}"
+        );
+    }
+
+    // With nothing due, a run reads one certificate per device again, as before renewal.
+    let before = described_certificates(&r.moto);
+    let out = r.renew();
+    assert!(out.contains("0 renewed"), "{out}");
+    assert_eq!(
+        described_certificates(&r.moto) - before,
+        r.devices.len(),
+        "{out}"
+    );
+
+    // register-device --group on a renewed device finds its current certificate.
+    let thing = r.devices.keys().next().unwrap();
+    let out = r.operator.ok(&[
+        "aws",
+        "register-device",
+        "--thing",
+        thing,
+        "--group",
+        "more",
+    ]);
+    assert!(out.contains("group more, added to it"), "{out}");
+    assert!(out.contains("ACTIVE"), "{out}");
+    assert!(!out.contains("REVOKED"), "{out}");
+
+    // Silence and unsilence the group: nothing revoked is in the way.
+    r.operator.ok(&["aws", "silence", "--group", GROUP]);
+    assert_eq!(r.statuses(), r.all(403));
+    r.operator.ok(&["aws", "unsilence", "--group", GROUP]);
+    assert_eq!(r.statuses(), r.all(200));
+}
+
+/// How many DescribeCertificate calls moto has answered so far (from its request log).
+fn described_certificates(moto: &Moto) -> usize {
+    std::fs::read_to_string(&moto.log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"GET /certificates/"))
+        .count()
+}
+
+#[test]
+fn a_stranded_device_is_told_apart_from_a_waiting_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+
+    // Waiting: its certificate lasts 20 more days.
+    let csr_dir = tmp.path().join("csrs");
+    write_csrs(&csr_dir, ["waiting-0".to_string()]);
+    operator.ok(&[
+        "fleet",
+        "provision",
+        "--csr-dir",
+        csr_dir.to_str().unwrap(),
+        "--days",
+        "20",
+    ]);
+    // Stranded: its certificate, from our CA, expired 10 days ago.
+    let ca = operator.ca_cert();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(operator.home.join("ca/ca.key")).unwrap())
+            .unwrap();
+    let expired = issue(
+        "stranded-0",
+        &p256(),
+        Some((&ca, &ca_key)),
+        false,
+        None,
+        (-30, 20),
+    );
+    moto.py(&format!(
+        "c = iot.register_certificate(certificatePem='''{}''', caCertificatePem='''{}''', status='ACTIVE')\n\
+         iot.create_thing(thingName='stranded-0')\n\
+         iot.attach_thing_principal(thingName='stranded-0', principal=c['certificateArn'])\n\
+         iot.attach_policy(policyName='zkiot-device-policy', target=c['certificateArn'])",
+        String::from_utf8(expired.to_pem().unwrap()).unwrap(),
+        String::from_utf8(ca.to_pem().unwrap()).unwrap()
+    ));
+
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(out.contains("2 renewed"), "{out}");
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(
+        out.contains("0 renewed, 1 waiting for the device to switch, 1 stranded"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("stranded-0:"))
+        .unwrap_or_else(|| panic!("no line for stranded-0: {out}"));
+    assert!(line.contains("expired"), "{line}");
+    assert!(line.contains("devices/stranded-0/renewal.crt"), "{line}");
+    assert!(line.contains("zkiot device install-cert"), "{line}");
+    assert!(!out.contains("waiting-0:"), "{out}");
 }

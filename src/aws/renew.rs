@@ -11,7 +11,12 @@
 //!    public key and subject and registered like a new device's. It is written to
 //!    `devices/<thing>/renewal.crt` before it is registered, so a run cut short reuses it.
 //! 3. Once the device uses a newer certificate than some of ours, those are deactivated; once
-//!    inactive for `--grace`, revoked.
+//!    inactive for `--grace`, revoked and detached from the Thing (so no later run, `status` or
+//!    `silence` reads them again). The operator's `devices/<thing>/device.crt` then becomes the
+//!    certificate the device uses.
+//! 4. A device that has not switched while the certificates it may hold have all expired is
+//!    *stranded*: it can no longer reach AWS to pick up its renewal, and says so on every run
+//!    until its new certificate is delivered to it by hand.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{self, Progress};
 use super::cli::RenewArgs;
+use super::client::is_not_found;
 use super::record::{now, Record};
 use super::silence::{issued_before, set_certificate_status, StatusChange};
-use super::thing::{describe_certificate, list_thing_principals, list_things};
+use super::thing::{describe_certificate, list_thing_principals, list_things, DEVICE_CERT_FILE};
 use super::{register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
@@ -41,7 +47,8 @@ const RENEWAL_FILE: &str = "renewal.crt";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RenewEntry {
     pub thing: String,
-    /// `renewed` (new certificate registered), `deactivated` or `revoked` (an old one).
+    /// `renewed` (new certificate registered), `deactivated`, `revoked` or `detached` (an
+    /// old one, from its Thing).
     pub step: String,
     pub certificate_id: String,
     /// Seconds since the Unix epoch.
@@ -54,8 +61,11 @@ struct Outcome {
     renewed: bool,
     deactivated: usize,
     revoked: usize,
+    detached: usize,
     /// Our certificate expiring soon while a renewal waits for the device to switch.
     waiting: bool,
+    /// Every certificate the device may hold has expired before it switched.
+    stranded: bool,
 }
 
 struct Shared {
@@ -75,6 +85,7 @@ struct Shared {
 /// One of our certificates on a Thing.
 struct Ours {
     id: String,
+    arn: String,
     status: String,
     cert: X509,
 }
@@ -127,10 +138,12 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
     let outcomes = || tally.done.values();
     let renewed = outcomes().filter(|o| o.renewed).count();
     let waiting = outcomes().filter(|o| o.waiting).count();
+    let stranded = outcomes().filter(|o| o.stranded).count();
     let deactivated: usize = outcomes().map(|o| o.deactivated).sum();
     let revoked: usize = outcomes().map(|o| o.revoked).sum();
+    let detached: usize = outcomes().map(|o| o.detached).sum();
     println!(
-        "fleet renew: {} things in {:.1} s: {renewed} renewed, {waiting} waiting for the device to switch, {deactivated} old certificates deactivated, {revoked} revoked, {} failed{}",
+        "fleet renew: {} things in {:.1} s: {renewed} renewed, {waiting} waiting for the device to switch, {stranded} stranded, {deactivated} old certificates deactivated, {revoked} revoked, {detached} detached, {} failed{}",
         tally.total(),
         tally.elapsed.as_secs_f64(),
         tally.failed.len(),
@@ -176,6 +189,7 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
         if issued_by_us {
             ours.push(Ours {
                 id,
+                arn,
                 status: found.status,
                 cert,
             });
@@ -192,10 +206,6 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
             .compare(b.cert.not_after())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let current = recorded_current
-        .as_deref()
-        .and_then(|id| ours.iter().find(|c| c.id == id))
-        .or(newest_active);
 
     // 2. Renew when the newest active certificate expires soon.
     if let Some(newest) = newest_active {
@@ -218,20 +228,59 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
         }
     }
 
-    // 3. Retire what is older than the certificate the device uses.
-    let Some(current) = current else {
-        return Ok(outcome);
+    // 3. Retire what is older than the certificate the device recorded switching to; the
+    // operator's copy of the device's certificate follows it.
+    let recorded = recorded_current
+        .as_deref()
+        .and_then(|id| ours.iter().find(|c| c.id == id));
+    let older: Vec<&Ours> = match recorded {
+        Some(current) => {
+            keep_device_certificate(shared, thing, &current.cert, DEVICE_CERT_FILE, out)?;
+            ours.iter()
+                .filter(|c| c.id != current.id && issued_before(&c.cert, &current.cert))
+                .collect()
+        }
+        None => Vec::new(),
     };
-    let device_switched = recorded_current.as_deref() == Some(current.id.as_str());
-    for old in &ours {
-        if old.id == current.id || !issued_before(&old.cert, &current.cert) {
-            continue;
-        }
-        if !device_switched {
-            // The device has not said it switched: it keeps what it has.
+
+    // A newer certificate the device has not switched to yet: it keeps what it has (the one
+    // it recorded, else one of those older than the newest). Waiting, or stranded once every
+    // certificate it may hold has expired.
+    if let Some(newest) = newest_active {
+        let held: Vec<&Ours> = match recorded {
+            Some(current) if issued_before(&current.cert, &newest.cert) => vec![current],
+            Some(_) => Vec::new(),
+            None => ours
+                .iter()
+                .filter(|c| c.id != newest.id && issued_before(&c.cert, &newest.cert))
+                .collect(),
+        };
+        let expired = |c: &Ours| seconds_until(c.cert.not_after()).is_ok_and(|s| s < 0);
+        if !held.is_empty() && held.iter().all(|c| expired(c)) {
+            outcome.stranded = true;
+            let last = held
+                .iter()
+                .max_by(|a, b| {
+                    a.cert
+                        .not_after()
+                        .compare(b.cert.not_after())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+                .map(|c| (c.id.clone(), c.cert.not_after().to_string()))
+                .unwrap_or_default();
+            keep_device_certificate(shared, thing, &newest.cert, RENEWAL_FILE, out)?;
+            out.println(&format!(
+                "{thing}: stranded: its certificate {} expired ({}) before the device switched to \
+                 {}, so it can no longer reach AWS IoT to pick that one up; deliver \
+                 devices/{thing}/{RENEWAL_FILE} to the device by hand (`zkiot device install-cert \
+                 --cert {RENEWAL_FILE} ...`: same key, no new CSR needed)",
+                last.0, last.1, newest.id,
+            ));
+        } else if !held.is_empty() {
             outcome.waiting = true;
-            continue;
         }
+    }
+    for old in older {
         if old.status == active {
             let (_, changed) = set_certificate_status(aws, &old.id, StatusChange::Silence).await?;
             if changed {
@@ -257,6 +306,8 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
                         })?;
                         outcome.revoked += 1;
                     }
+                    detach(shared, thing, old).await?;
+                    outcome.detached += 1;
                 }
                 Some(_) => {}
                 // Deactivated by someone else: the grace period starts now.
@@ -267,12 +318,66 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
                     time: now(),
                 })?,
             }
+        } else if old.status == CertificateStatus::Revoked.as_str() {
+            // Revoked by an earlier run (or by hand) and left attached: retire it for good.
+            detach(shared, thing, old).await?;
+            outcome.detached += 1;
         }
     }
-    if device_switched {
-        outcome.waiting = false;
-    }
     Ok(outcome)
+}
+
+/// Detaches a retired certificate from its Thing (it stays registered, REVOKED, so AWS IoT
+/// still refuses it), so later runs no longer read it.
+async fn detach(shared: &Shared, thing: &str, old: &Ours) -> Result<()> {
+    let aws = &shared.aws;
+    match aws
+        .iot
+        .detach_thing_principal()
+        .thing_name(thing)
+        .principal(&old.arn)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        // Detached meanwhile.
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(aws.error("DetachThingPrincipal", e)),
+    }
+    shared.record.append(&RenewEntry {
+        thing: thing.to_string(),
+        step: "detached".into(),
+        certificate_id: old.id.clone(),
+        time: now(),
+    })
+}
+
+/// Makes `devices/<thing>/<file>` hold `cert` (written atomically when it does not); returns
+/// its path.
+fn keep_device_certificate(
+    shared: &Shared,
+    thing: &str,
+    cert: &X509,
+    file: &str,
+    out: &Progress,
+) -> Result<PathBuf> {
+    let path = shared.devices_dir.join(thing).join(file);
+    let held = path
+        .exists()
+        .then(|| fsutil::read(&path).ok())
+        .flatten()
+        .and_then(|pem| X509::from_pem(&pem).ok())
+        .and_then(|c| c.to_der().ok());
+    if held.as_deref() != Some(cert.to_der()?.as_slice()) {
+        fsutil::write_atomic(&path, &cert.to_pem()?, fsutil::PUBLIC_MODE)?;
+        if shared.verbose {
+            out.println(&format!(
+                "{thing}: {} is now the certificate the device uses",
+                path.display()
+            ));
+        }
+    }
+    Ok(path)
 }
 
 /// The renewal certificate for `current`: the one a cut-short run already issued, if it is for
