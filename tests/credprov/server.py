@@ -30,12 +30,32 @@ handshake.
 
 With --iot-port-file it also serves the AWS IoT API to devices (plain HTTP on 127.0.0.1), the
 way AWS would judge their calls with the temporary credentials issued above: moto checks no
-permission at all, so this gate does. A request must carry credentials this provider issued
-(access key and session token) and a valid Signature Version 4 for the service "iot"; its action
-(ListThingPrincipals, DescribeCertificate, UpdateThing; anything else is refused) must be
-allowed on its resource by the role's IAM policies, with ${credentials-iot:ThingName} and
-${credentials-iot:AwsCertificateId} set from the credentials request; then it is forwarded to
-moto and moto's answer returned.
+permission at all, so this gate does. It records, for every credential it issued, the
+certificate it was issued to, the Thing named, and when it was issued and expires. A request
+must carry credentials this provider issued (access key and session token), not expired, and a
+valid Signature Version 4 for the service "iot"; its action (DescribeThing,
+ListThingPrincipals, DescribeCertificate, UpdateThing; anything else is refused) is then judged
+against the role's IAM policies as they are at that moment (inline and attached managed, read
+from moto on every call), with IAM's evaluation logic: an applicable Deny wins, else an
+applicable Allow, else an implicit deny. A statement applies when its action, resource and
+Condition all match, the request context being:
+
+    credentials-iot:AwsCertificateId   the certificate the credentials were issued to
+    credentials-iot:ThingName          the Thing named in the credentials request, if any
+    aws:TokenIssueTime, aws:CurrentTime, aws:EpochTime, aws:PrincipalArn
+
+and the same names as ${...} variables in Resource. Condition operators evaluated: String*
+(Equals, NotEquals, EqualsIgnoreCase, Like, NotLike), Arn* (Equals, Like, NotEquals, NotLike),
+Bool, Null, Date* and Numeric* (Equals, NotEquals, LessThan[Equals], GreaterThan[Equals]), each
+with IfExists; a missing key matches no positive operator and every negated one. Any other
+operator (ForAnyValue:, ForAllValues:, ...) is refused with a 500 naming it, never guessed.
+Allowed requests are forwarded to moto and moto's answer returned.
+
+What AWS documents and what this infers: IAM evaluates a role session's permissions on every
+request, and "it might take a few minutes for policy updates to take effect"; this gate applies
+a change at once, so delays measured here are the least AWS can do. The credentials provider
+"provides credentials-iot:AwsCertificateId as a context variable" (documented as a policy
+variable); that it can key a Condition, as here, is an inference (see README, Silencing).
 
 With --fault-file, faults are injected for tests of the client: while that file holds
 {"mode": M, "count": N} with N > 0, the next credentials requests (after the handshake) each
@@ -147,9 +167,93 @@ def resource_matches(patterns, resource):
     return any(fnmatch.fnmatchcase(resource, p) for p in as_list(patterns))
 
 
-def statement_applies(stmt, action, resource):
-    """Whether an IoT policy statement covers (action, resource). Statements with conditions
-    are treated as not applying to an Allow (they cannot be evaluated here)."""
+class Unsupported(Exception):
+    """A policy uses something this stand-in cannot evaluate: refused, never guessed."""
+
+
+def _keyed(context):
+    return {k.lower(): v for k, v in (context or {}).items()}
+
+
+def _parse_date(text):
+    text = str(text)
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return datetime.datetime.fromtimestamp(float(text), datetime.timezone.utc)
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _compare(kind, op, actual, wanted):
+    """One value test of a positive (not negated) operator."""
+    if kind == "String":
+        if op == "Equals":
+            return actual == wanted
+        if op == "EqualsIgnoreCase":
+            return actual.lower() == wanted.lower()
+        if op == "Like":
+            return fnmatch.fnmatchcase(actual, wanted)
+    elif kind == "Arn":
+        if op in ("Equals", "Like"):
+            return fnmatch.fnmatchcase(actual, wanted)
+    elif kind in ("Date", "Numeric"):
+        parse = _parse_date if kind == "Date" else float
+        a, w = parse(actual), parse(wanted)
+        return {
+            "Equals": a == w,
+            "LessThan": a < w,
+            "LessThanEquals": a <= w,
+            "GreaterThan": a > w,
+            "GreaterThanEquals": a >= w,
+        }.get(op)
+    elif kind == "Bool" and op == "":
+        return str(actual).lower() == str(wanted).lower()
+    return None
+
+
+OPERATOR = re.compile(r"^(String|Arn|Date|Numeric|Bool)(Not)?([A-Za-z]*?)(IfExists)?$")
+
+
+def condition_holds(operator, block, context):
+    """Whether one operator block of a Condition holds: every key in it (AND), any value (OR)."""
+    keyed = _keyed(context)
+    if operator in ("Null",):
+        return all(
+            (key.lower() not in keyed) == (str(v).lower() == "true")
+            for key, values in block.items()
+            for v in as_list(values)
+        )
+    match = OPERATOR.match(operator)
+    if not match or ":" in operator:
+        raise Unsupported(f"condition operator {operator}")
+    kind, negated, op, if_exists = match.groups()
+    for key, values in block.items():
+        actual = keyed.get(key.lower())
+        if actual is None:
+            if if_exists or negated:
+                continue
+            return False
+        actuals = as_list(actual)
+        results = []
+        for a in actuals:
+            for w in as_list(values):
+                r = _compare(kind, op, str(a), str(w))
+                if r is None:
+                    raise Unsupported(f"condition operator {operator}")
+                results.append(r)
+        hit = any(results)
+        if hit == bool(negated):
+            return False
+    return True
+
+
+def conditions_hold(stmt, context):
+    return all(
+        condition_holds(operator, block, context)
+        for operator, block in (stmt.get("Condition") or {}).items()
+    )
+
+
+def statement_applies(stmt, action, resource, context=None):
+    """Whether a policy statement covers (action, resource) in this request context."""
     if "Action" in stmt:
         if not action_matches(stmt["Action"], action):
             return False
@@ -159,23 +263,32 @@ def statement_applies(stmt, action, resource):
     else:
         return False
     if "Resource" in stmt:
-        return resource_matches(stmt["Resource"], resource)
-    if "NotResource" in stmt:
-        return not resource_matches(stmt["NotResource"], resource)
-    return False
+        if not resource_matches(stmt["Resource"], resource):
+            return False
+    elif "NotResource" in stmt:
+        if resource_matches(stmt["NotResource"], resource):
+            return False
+    else:
+        return False
+    return conditions_hold(stmt, context)
 
 
-def policies_allow(documents, action, resource):
+def decide(documents, action, resource, context=None):
+    """IAM's evaluation: "deny" (an applicable Deny), "allow", or "implicit" (nothing allows)."""
     allowed = False
     for document in documents:
         for stmt in statements(document):
-            if not statement_applies(stmt, action, resource):
+            if not statement_applies(stmt, action, resource, context):
                 continue
             if stmt.get("Effect") == "Deny":
-                return False  # an explicit deny wins, conditions or not
-            if stmt.get("Effect") == "Allow" and "Condition" not in stmt:
+                return "deny"
+            if stmt.get("Effect") == "Allow":
                 allowed = True
-    return allowed
+    return "allow" if allowed else "implicit"
+
+
+def policies_allow(documents, action, resource, context=None):
+    return decide(documents, action, resource, context) == "allow"
 
 
 def trusts_credentials_provider(trust):
@@ -227,7 +340,8 @@ class Provider:
             if thing not in things:
                 raise Refusal(403, "Invalid thing name passed", "AccessDeniedException")
 
-        # 5. The certificate's policies allow this alias.
+        # 5. The certificate's policies allow this alias (conditions on keys this request
+        # does not carry hold for no Allow and no Deny).
         alias_arn = f"arn:aws:iot:{self.region}:{account}:rolealias/{alias}"
         documents = []
         for attached in self.moto.iot.list_attached_policies(target=cert_arn).get("policies", []):
@@ -281,6 +395,8 @@ class Provider:
         assumed = self.moto.sts.assume_role(
             RoleArn=role_arn, RoleSessionName=cert_id[:64], DurationSeconds=duration
         )["Credentials"]
+        issued_at = datetime.datetime.now(datetime.timezone.utc)
+        expiration = issued_at + datetime.timedelta(seconds=duration)
         with self.issued_lock:
             self.issued[assumed["AccessKeyId"]] = {
                 "secret": assumed["SecretAccessKey"],
@@ -289,10 +405,11 @@ class Provider:
                 "account": account,
                 "thing": thing,
                 "cert_id": cert_id,
+                "issued_at": issued_at,
+                "expiration": expiration,
             }
-        expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
-            seconds=duration
-        )
+        log.info("issued credentials %s… to certificate %s (thing %s) until %s",
+                 assumed["AccessKeyId"][:8], cert_id, thing, expiration.isoformat())
         return {
             "credentials": {
                 "accessKeyId": assumed["AccessKeyId"],
@@ -443,6 +560,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 
 IOT_ROUTES = [
+    ("GET", re.compile(r"^/things/([^/?]+)$"), "iot:DescribeThing", "thing"),
     ("GET", re.compile(r"^/things/([^/?]+)/principals$"), "iot:ListThingPrincipals", "thing"),
     ("GET", re.compile(r"^/certificates/([^/?]+)$"), "iot:DescribeCertificate", "cert"),
     ("PATCH", re.compile(r"^/things/([^/?]+)$"), "iot:UpdateThing", "thing"),
@@ -515,6 +633,9 @@ class IotGate(BaseHTTPRequestHandler):
         invalid = {"message": "The security token included in the request is invalid."}
         if issued is None or self.headers.get("X-Amz-Security-Token") != issued["token"]:
             return self.answer(403, invalid, "UnrecognizedClientException")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if now >= issued["expiration"]:
+            return self.answer(403, {"message": "The security token included in the request is expired"}, "ExpiredTokenException")
         if service != "iot" or region != provider.region:
             return self.answer(403, {"message": "Credential should be scoped to a valid region and service iot"}, "InvalidSignatureException")
         # Recompute the signature the way AWS does (botocore's SigV4 implementation).
@@ -545,14 +666,27 @@ class IotGate(BaseHTTPRequestHandler):
             return self.answer(403, {"message": f"{self.command} {path} is not served to devices here"}, "AccessDeniedException")
         name = urllib.parse.unquote(route.group(1))
         resource = f"arn:aws:iot:{provider.region}:{issued['account']}:{kind}/{name}"
-        variables = {"credentials-iot:AwsCertificateId": issued["cert_id"]}
+        session = f"arn:aws:sts::{issued['account']}:assumed-role/{issued['role_name']}/{issued['cert_id'][:64]}"
+        variables = {
+            "credentials-iot:AwsCertificateId": issued["cert_id"],
+            "aws:TokenIssueTime": issued["issued_at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "aws:CurrentTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "aws:EpochTime": str(int(now.timestamp())),
+            "aws:PrincipalArn": f"arn:aws:iam::{issued['account']}:role/{issued['role_name']}",
+        }
         if issued["thing"] is not None:
             variables["credentials-iot:ThingName"] = issued["thing"]
-        documents = substitute(role_policy_documents(provider.moto.iam, issued["role_name"]), variables)
-        if not policies_allow(documents, action.lower(), resource):
+        try:
+            documents = substitute(role_policy_documents(provider.moto.iam, issued["role_name"]), variables)
+            decision = decide(documents, action.lower(), resource, variables)
+        except Unsupported as e:
+            return self.answer(500, {"message": f"the test stand-in cannot evaluate {e}"}, "InternalFailureException")
+        if decision != "allow":
+            why = " with an explicit deny in an identity-based policy" if decision == "deny" else ""
+            log.info("iot gate: %s on %s by certificate %s: %s", action, resource, issued["cert_id"], decision)
             return self.answer(
                 403,
-                {"message": f"User: arn:aws:sts::{issued['account']}:assumed-role/{issued['role_name']}/{issued['cert_id'][:64]} is not authorized to perform: {action} on resource: {resource}"},
+                {"message": f"User: {session} is not authorized to perform: {action} on resource: {resource}{why}"},
                 "AccessDeniedException",
             )
         forward = urllib.request.Request(

@@ -435,6 +435,8 @@ impl Drop for Provider {
 pub struct Operator {
     pub home: PathBuf,
     pub endpoint_url: String,
+    /// Where `silence` and `revoke` close MQTT connections (a [`Broker`]'s data API).
+    pub iot_data_url: Option<String>,
     aws_config: PathBuf,
 }
 
@@ -447,6 +449,7 @@ impl Operator {
         Self {
             home,
             endpoint_url: moto.url(),
+            iot_data_url: None,
             aws_config,
         }
     }
@@ -465,7 +468,11 @@ impl Operator {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("ZKIOT_IOT_DATA_ENDPOINT")
             .stdin(Stdio::null());
+        if let Some(url) = &self.iot_data_url {
+            cmd.env("ZKIOT_IOT_DATA_ENDPOINT", url);
+        }
         cmd
     }
 
@@ -720,6 +727,176 @@ impl FaultProxy {
 }
 
 impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host name the local AWS IoT broker's certificate is for.
+pub const BROKER_HOST: &str = "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com";
+
+/// The local stand-in for AWS IoT Core's MQTT endpoint and iot-data DeleteConnection
+/// (`tests/iotcore/broker.py`, over a mosquitto it starts). Killed when dropped.
+pub struct Broker {
+    child: Child,
+    pub mqtt_port: u16,
+    /// The iot-data endpoint (plain HTTP on loopback): `zkiot --iot-data-endpoint`.
+    pub data_url: String,
+    /// The stand-in for Amazon's root that the broker's certificate chains to.
+    pub root_pem: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Broker {
+    pub fn start(moto: &Moto, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let root_key = p256();
+        let root = issue(
+            "Test stand-in for Amazon Root CA (MQTT)",
+            &root_key,
+            None,
+            true,
+            None,
+            (0, 30),
+        );
+        let key = p256();
+        let cert = issue(
+            BROKER_HOST,
+            &key,
+            Some((&root, &root_key)),
+            false,
+            Some(BROKER_HOST),
+            (0, 30),
+        );
+        let root_pem = dir.join("broker-root.pem");
+        std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("broker.crt"), cert.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.join("broker.key"),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let mqtt_port_file = dir.join("mqtt.port");
+        let data_port_file = dir.join("data.port");
+        let log = dir.join("broker.log");
+        let child = Command::new(venv().join("bin/python"))
+            .arg(repo().join("tests/iotcore/broker.py"))
+            .args(["--moto-url", &moto.url()])
+            .arg("--cert")
+            .arg(dir.join("broker.crt"))
+            .arg("--key")
+            .arg(dir.join("broker.key"))
+            .arg("--mqtt-port-file")
+            .arg(&mqtt_port_file)
+            .arg("--data-port-file")
+            .arg(&data_port_file)
+            .arg("--log-file")
+            .arg(&log)
+            .arg("--work-dir")
+            .arg(dir.join("mosquitto"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("broker.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        // Killed by Drop if it does not start.
+        let mut broker = Self {
+            child,
+            mqtt_port: 0,
+            data_url: String::new(),
+            root_pem,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+        };
+        loop {
+            if let (Some(mqtt_port), Some(data_port)) =
+                (read(&mqtt_port_file), read(&data_port_file))
+            {
+                broker.mqtt_port = mqtt_port;
+                broker.data_url = format!("http://127.0.0.1:{data_port}");
+                return broker;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the MQTT broker did not start: {}",
+                std::fs::read_to_string(dir.join("broker.stderr")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tests/python/fleet_devices.py`: devices with keys in files that hold credentials and MQTT
+/// sessions, driven one JSON command at a time. Killed when dropped.
+pub struct Fleet {
+    child: Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Fleet {
+    /// `devices`: (thing, certificate file, key file).
+    pub fn start(
+        dir: &Path,
+        provider: &Provider,
+        alias: &str,
+        broker: &Broker,
+        devices: &[(String, PathBuf, PathBuf)],
+    ) -> Self {
+        let config = serde_json::json!({
+            "region": REGION,
+            "provider": {"connect": provider.connect(), "host": provider.host,
+                         "ca": provider.root_pem, "alias": alias},
+            "gate": format!("http://127.0.0.1:{}", provider.iot_port),
+            "broker": {"port": broker.mqtt_port, "host": BROKER_HOST, "ca": broker.root_pem},
+            "devices": devices.iter().map(|(thing, cert, key)| {
+                serde_json::json!({"thing": thing, "cert": cert, "key": key})
+            }).collect::<Vec<_>>(),
+        });
+        let path = dir.join("fleet.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut child = Command::new(venv().join("bin/python"))
+            .arg(repo().join("tests/python/fleet_devices.py"))
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("fleet.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = std::io::BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            input,
+            output,
+        }
+    }
+
+    /// Sends one command, returns its answer.
+    pub fn ask(&mut self, command: Value) -> Value {
+        use std::io::BufRead;
+        writeln!(self.input, "{command}").unwrap();
+        self.input.flush().unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("fleet_devices.py: {e}: {line:?}"))
+    }
+}
+
+impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
