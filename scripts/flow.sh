@@ -9,9 +9,10 @@
 #   device:   zkiot device install-cert → device credentials
 #   then:     aws sts get-caller-identity with those credentials, and through an AWS CLI
 #             profile whose credential_process is `zkiot device credentials`
-#   finally: aws silence (the provider refuses the device at once) → aws unsilence
+#   finally: aws silence (certificate, MQTT connection, credentials already issued) → aws unsilence
 #
-# moto and the credentials provider run on free loopback ports and are stopped at the end.
+# moto, the credentials provider and the AWS IoT broker stand-in (tests/iotcore/) run on free
+# loopback ports and are stopped at the end.
 # Everything the run writes goes to $ZKIOT_FLOW_DIR (default ./flow), recreated each time.
 # Needs the test venv (scripts/install-deps.sh; $ZKIOT_VENV overrides ./.venv).
 # Uses CARGO_TARGET_DIR when set, else ./target.
@@ -142,6 +143,26 @@ for _ in $(seq 1 300); do [ -s "$WORK/endpoint/port" ] && break; sleep 0.1; done
 PROVIDER=127.0.0.1:$(cat "$WORK/endpoint/port")
 echo "   https://$ENDPOINT served on $PROVIDER (log $WORK/credentials-provider.log)"
 
+step "Start the local AWS IoT broker (MQTT over mosquitto, and iot-data DeleteConnection)"
+# silence closes the device's MQTT connection through iot-data DeleteConnection, which moto
+# does not implement: this stand-in serves it (tests/iotcore/), with the same test root.
+BROKER_HOST=local-ats.iot.$REGION.amazonaws.com
+openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/endpoint/broker.key"
+openssl req -new -key "$WORK/endpoint/broker.key" -subj "/CN=$BROKER_HOST" -out "$WORK/endpoint/broker.csr"
+printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$BROKER_HOST" >"$WORK/endpoint/broker.ext"
+openssl x509 -req -in "$WORK/endpoint/broker.csr" -CA "$WORK/endpoint/root.pem" \
+    -CAkey "$WORK/endpoint/root.key" -CAcreateserial -days 2 -sha256 \
+    -extfile "$WORK/endpoint/broker.ext" -out "$WORK/endpoint/broker.crt" 2>/dev/null
+"$VENV/bin/python" tests/iotcore/broker.py --moto-url "$AWS_ENDPOINT_URL" --region "$REGION" \
+    --cert "$WORK/endpoint/broker.crt" --key "$WORK/endpoint/broker.key" \
+    --mqtt-port-file "$WORK/endpoint/mqtt-port" --data-port-file "$WORK/endpoint/data-port" \
+    --work-dir "$WORK/mosquitto" --log-file "$WORK/broker.log" >/dev/null 2>"$WORK/broker.stderr" &
+pids+=($!)
+for _ in $(seq 1 300); do [ -s "$WORK/endpoint/mqtt-port" ] && break; sleep 0.1; done
+[ -s "$WORK/endpoint/mqtt-port" ] || die "the broker did not start: $(cat "$WORK/broker.stderr")"
+export ZKIOT_IOT_DATA_ENDPOINT=http://127.0.0.1:$(cat "$WORK/endpoint/data-port")
+echo "   mqtts://$BROKER_HOST on 127.0.0.1:$(cat "$WORK/endpoint/mqtt-port"), iot-data on $ZKIOT_IOT_DATA_ENDPOINT (log $WORK/broker.log)"
+
 step "Device: its ID, and a CSR signed inside the (emulated) Zymkey"
 show device "$ZKIOT" device id
 show device "$ZKIOT" device csr
@@ -187,14 +208,14 @@ indent <"$WORK/device/aws-config"
 show device env AWS_CONFIG_FILE="$WORK/device/aws-config" AWS_SHARED_CREDENTIALS_FILE="$WORK/device/aws-config" \
     "$VENV/bin/aws" sts get-caller-identity --profile device --endpoint-url "http://127.0.0.1:$MOTO_PORT"
 
-step "Operator: silence the device; the credentials provider refuses it at once"
+step "Operator: silence the device: its certificate, MQTT connection and credentials already issued are cut"
 show "$ZKIOT" aws silence --thing "$THING"
 printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
 if device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache >/dev/null 2>"$WORK/device/refused.stderr"; then
     die "the provider gave credentials to a silenced device"
 fi
 grep -v '^zkemu:' "$WORK/device/refused.stderr" | indent
-echo "   (credentials issued before stay valid until they expire, as in AWS)"
+echo "   (credentials issued before are refused by the role's Deny, zkiot-silenced, as the report above says)"
 show "$ZKIOT" aws unsilence --thing "$THING"
 printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
 device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache 2>/dev/null \

@@ -77,6 +77,8 @@ fn batch_commands_stop_starting_things_once_aws_is_unreachable() {
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start(tmp.path());
     let mut operator = Operator::new(tmp.path(), &moto);
+    let broker = Broker::start(&moto, &tmp.path().join("broker"));
+    operator.iot_data_url = Some(broker.data_url.clone());
     operator.set_up();
     let csr_dir = tmp.path().join("csrs");
     write_csrs(&csr_dir, things());

@@ -90,9 +90,11 @@ fn assert_credentials(answer: (u16, serde_json::Value, String)) {
 fn provider_checks_in_aws_order() {
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start(tmp.path());
-    let operator = Operator::new(tmp.path(), &moto);
+    let mut operator = Operator::new(tmp.path(), &moto);
     operator.set_up();
     let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let broker = Broker::start(&moto, &tmp.path().join("broker"));
+    operator.iot_data_url = Some(broker.data_url.clone());
     let a = file_device(&operator, tmp.path(), "dev-a");
     let b = file_device(&operator, tmp.path(), "dev-b");
     let arn = |d: &FileDevice| format!("arn:aws:iot:{REGION}:{ACCOUNT}:cert/{}", cert_id(&d.x509));

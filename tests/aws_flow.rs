@@ -35,7 +35,7 @@ fn refused_with(out: &std::process::Output, needle: &str) {
 fn the_guide_end_to_end_with_emulated_devices() {
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start(tmp.path());
-    let operator = Operator::new(tmp.path(), &moto);
+    let mut operator = Operator::new(tmp.path(), &moto);
 
     // ---- Operator, once: CA, registration, role/alias/policy.
     operator.ok(&["ca", "init"]);
@@ -121,7 +121,7 @@ fn the_guide_end_to_end_with_emulated_devices() {
     );
     assert_eq!(stmt["Action"], "sts:AssumeRole");
     assert_eq!(docs["alias_role"], docs["role_arn"]);
-    assert_eq!(docs["duration"], 3600);
+    assert_eq!(docs["duration"], 900);
     assert!(docs["max"].as_i64().unwrap() >= 3600);
     let alias_arn = format!("arn:aws:iot:{REGION}:{ACCOUNT}:rolealias/{ALIAS}");
     assert_eq!(docs["alias_arn"], alias_arn.as_str());
@@ -131,6 +131,8 @@ fn the_guide_end_to_end_with_emulated_devices() {
     assert_eq!(policy["Resource"], alias_arn.as_str());
 
     let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let broker = Broker::start(&moto, &tmp.path().join("broker"));
+    operator.iot_data_url = Some(broker.data_url.clone());
 
     // ---- Two devices: CSR on the token, signed by the CA, installed, registered.
     let mut devices = Vec::new();

@@ -1,7 +1,9 @@
 //! Silencing many devices at once: `aws register-device --group`, then `aws silence`,
-//! `unsilence` and `revoke` by `--group` and `--things-file`, against moto and the local
-//! credentials provider. Devices use keys in files and curl, so only the status changes are
-//! under test.
+//! `unsilence` and `revoke` by `--group` and `--things-file`, against moto, the local
+//! credentials provider (and its IAM gate) and the local AWS IoT broker. Twenty devices with
+//! keys in files each hold fresh credentials, used against the AWS IoT API, and an open MQTT
+//! session; silencing a group of ten refuses their credentials already issued and closes their
+//! sessions within 5 s, and leaves the other ten alone.
 
 #![cfg(feature = "aws")]
 
@@ -9,7 +11,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use openssl::x509::X509;
+use serde_json::{json, Value};
 use support::*;
 
 const ENDPOINT: &str = "g7h8i9.credentials.iot.us-east-1.amazonaws.com";
@@ -47,6 +52,68 @@ fn expect(devices: &BTreeMap<String, FileDevice>, refused: &[String]) -> BTreeMa
         .collect()
 }
 
+/// What each device's credentials already issued and MQTT session do now.
+type Uses = BTreeMap<String, (String, String)>;
+
+fn probe(fleet: &mut Fleet) -> Uses {
+    let answer = fleet.ask(json!({"cmd": "probe"}));
+    answer
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(thing, r)| {
+            let text = |v: &Value| v.as_str().unwrap().to_string();
+            (thing.clone(), (text(&r["credentials"]), text(&r["mqtt"])))
+        })
+        .collect()
+}
+
+/// Every device "ok" on both, but those of `cut`: their credentials refused by an explicit
+/// deny and their session closed.
+fn uses(devices: &BTreeMap<String, FileDevice>, cut: &[String]) -> Uses {
+    devices
+        .keys()
+        .map(|t| {
+            let pair = if cut.contains(t) {
+                ("AccessDeniedException", "closed")
+            } else {
+                ("ok", "ok")
+            };
+            (t.clone(), (pair.0.to_string(), pair.1.to_string()))
+        })
+        .collect()
+}
+
+/// Probes until the devices use what `wanted` says, for at most 5 s; returns how long it took.
+fn within_five_seconds(fleet: &mut Fleet, wanted: &Uses) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = probe(fleet);
+        if &now == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not cut within 5 s: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The certificate ids in the role's deny list.
+fn denied(moto: &Moto) -> Vec<String> {
+    let value = moto.py(
+        "import json, urllib.parse\n\
+         try:\n\
+         \x20   d = iam.get_role_policy(RoleName='zkiot-device', PolicyName='zkiot-silenced')['PolicyDocument']\n\
+         \x20   d = json.loads(urllib.parse.unquote(d)) if isinstance(d, str) else d\n\
+         \x20   result = sorted(i for s in d['Statement'] for i in s['Condition']['StringEquals']['credentials-iot:AwsCertificateId'])\n\
+         except iam.exceptions.NoSuchEntityException:\n\
+         \x20   result = []",
+    );
+    serde_json::from_value(value).unwrap()
+}
+
 fn certificate_statuses(moto: &Moto) -> BTreeMap<String, String> {
     let value = moto.py(
         "result = {}\n\
@@ -61,9 +128,29 @@ fn certificate_statuses(moto: &Moto) -> BTreeMap<String, String> {
 fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
     let tmp = tempfile::tempdir().unwrap();
     let moto = Moto::start(tmp.path());
-    let operator = Operator::new(tmp.path(), &moto);
+    let mut operator = Operator::new(tmp.path(), &moto);
     operator.set_up();
+    // Devices may read their own Thing with their credentials.
+    let permissions = tmp.path().join("permissions.json");
+    std::fs::write(
+        &permissions,
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Action": "iot:DescribeThing",
+            "Resource": "arn:aws:iot:*:*:thing/${credentials-iot:ThingName}"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = operator.ok(&[
+        "aws",
+        "setup",
+        "--permissions-policy",
+        permissions.to_str().unwrap(),
+    ]);
+    assert!(out.contains("silencing window"), "{out}");
+    assert!(out.contains("900 s (15 min)"), "{out}");
     let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let broker = Broker::start(&moto, &tmp.path().join("broker"));
+    operator.iot_data_url = Some(broker.data_url.clone());
 
     // Twenty devices, provisioned as a fleet; keys stay in files here.
     let csr_dir = tmp.path().join("csrs");
@@ -83,6 +170,21 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
         .collect();
     let group: Vec<String> = devices.keys().step_by(2).cloned().collect();
     assert_eq!(group.len(), 10);
+
+    // Each device: fresh credentials, used once, and an open MQTT session.
+    let listed: Vec<(String, PathBuf, PathBuf)> = devices
+        .iter()
+        .map(|(t, d)| (t.clone(), d.cert.clone(), d.key.clone()))
+        .collect();
+    let mut fleet = Fleet::start(tmp.path(), &provider, ALIAS, &broker, &listed);
+    let all = |answer: Value, wanted: Value| {
+        let map = answer.as_object().unwrap();
+        assert_eq!(map.len(), 20);
+        assert!(map.values().all(|v| *v == wanted), "{answer}");
+    };
+    all(fleet.ask(json!({"cmd": "credentials"})), json!(200));
+    all(fleet.ask(json!({"cmd": "connect"})), json!("connected"));
+    assert_eq!(probe(&mut fleet), uses(&devices, &[]));
 
     // register-device --group: creates the group once, adds each member once.
     for (i, thing) in group.iter().enumerate() {
@@ -109,7 +211,9 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
     assert_eq!(members, serde_json::json!(group));
     assert_eq!(statuses(&provider, &devices), expect(&devices, &[]));
 
-    // Silence the group: its ten are refused at once, the other ten still get credentials.
+    // Silence the group: its ten lose their credentials already issued and their MQTT
+    // sessions within 5 s, and new credentials and connections are refused; the other ten
+    // are unaffected.
     let out = operator.ok(&["aws", "silence", "--group", GROUP]);
     assert!(
         out.contains(&format!(
@@ -118,7 +222,30 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
         "{out}"
     );
     assert_eq!(out.matches("is now INACTIVE").count(), 10, "{out}");
+    let reports: Vec<&str> = out.lines().filter(|l| l.contains(": cut: ")).collect();
+    assert_eq!(reports.len(), 10, "{out}");
+    for line in &reports {
+        assert!(line.contains("certificate INACTIVE, MQTT connection closed, credentials already issued denied (role zkiot-device, policy zkiot-silenced); worst case left: IAM applying the Deny"), "{line}");
+    }
+    let took = within_five_seconds(&mut fleet, &uses(&devices, &group));
+    eprintln!("silence: cut off in {took:?} after the command returned");
+    let ids: Vec<String> = group
+        .iter()
+        .map(|t| cert_id(&X509::from_pem(&std::fs::read(&devices[t].cert).unwrap()).unwrap()))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(denied(&moto), sorted);
     assert_eq!(statuses(&provider, &devices), expect(&devices, &group));
+    let reconnect = fleet.ask(json!({"cmd": "connect", "things": group}));
+    assert!(
+        reconnect
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v.as_str().unwrap().starts_with("refused")),
+        "{reconnect}"
+    );
     // Again: nothing changes.
     let out = operator.ok(&["aws", "silence", "--group", GROUP, "--concurrency", "3"]);
     assert!(
@@ -139,7 +266,24 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
         out.contains("10 things: 10 changed, 0 already done, 0 failed"),
         "{out}"
     );
+    assert_eq!(
+        out.matches(": back: certificate ACTIVE").count(),
+        10,
+        "{out}"
+    );
     assert_eq!(statuses(&provider, &devices), expect(&devices, &[]));
+    // Unsilenced: their credentials work again and they reconnect.
+    assert!(denied(&moto).is_empty());
+    let again = fleet.ask(json!({"cmd": "connect", "things": group}));
+    assert!(
+        again
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == "connected"),
+        "{again}"
+    );
+    assert_eq!(probe(&mut fleet), uses(&devices, &[]));
 
     // Revoke the group: confirmation first, then final.
     operator.refused(&["aws", "revoke", "--group", GROUP], "--yes");
@@ -148,7 +292,27 @@ fn a_group_of_ten_out_of_twenty_is_silenced_unsilenced_and_revoked() {
         out.contains("10 things: 10 changed, 0 already done, 0 failed"),
         "{out}"
     );
+    assert_eq!(
+        out.matches(
+            "certificate REVOKED, MQTT connection closed, credentials already issued denied"
+        )
+        .count(),
+        10,
+        "{out}"
+    );
+    let took = within_five_seconds(&mut fleet, &uses(&devices, &group));
+    eprintln!("revoke: cut off in {took:?} after the command returned");
+    assert_eq!(denied(&moto), sorted);
     assert_eq!(statuses(&provider, &devices), expect(&devices, &group));
+    let reconnect = fleet.ask(json!({"cmd": "connect", "things": group}));
+    assert!(
+        reconnect
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v.as_str().unwrap().starts_with("refused")),
+        "{reconnect}"
+    );
     let out = operator.run(&["aws", "unsilence", "--group", GROUP]);
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);

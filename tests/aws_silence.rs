@@ -73,6 +73,7 @@ struct Renewed {
     moto: Moto,
     operator: Operator,
     provider: Provider,
+    _broker: Broker,
     devices: BTreeMap<String, FileDevice>,
 }
 
@@ -80,9 +81,11 @@ impl Renewed {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let moto = Moto::start(tmp.path());
-        let operator = Operator::new(tmp.path(), &moto);
+        let mut operator = Operator::new(tmp.path(), &moto);
         operator.set_up();
         let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+        let broker = Broker::start(&moto, &tmp.path().join("broker"));
+        operator.iot_data_url = Some(broker.data_url.clone());
         let csr_dir = tmp.path().join("csrs");
         let key_dir = tmp.path().join("keys");
         std::fs::create_dir_all(&key_dir).unwrap();
@@ -112,6 +115,7 @@ impl Renewed {
             moto,
             operator,
             provider,
+            _broker: broker,
             devices,
         };
         for thing in renewed.devices.keys() {

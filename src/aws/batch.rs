@@ -64,6 +64,8 @@ pub(crate) struct Tally<T> {
     pub failed: BTreeMap<String, String>,
     /// Things not started because AWS had become unreachable.
     pub not_attempted: usize,
+    /// Whether a Thing failed because AWS could not be reached (no further call is worth it).
+    pub unreachable: bool,
     pub elapsed: Duration,
 }
 
@@ -118,6 +120,7 @@ where
         done: BTreeMap::new(),
         failed: BTreeMap::new(),
         not_attempted: 0,
+        unreachable: false,
         elapsed: Duration::ZERO,
     };
     let mut unreachable = false;
@@ -149,6 +152,7 @@ where
         }
     }
     tally.not_attempted = waiting.count();
+    tally.unreachable = unreachable;
     tally.elapsed = started.elapsed();
     progress.0.finish_and_clear();
     for (thing, error) in &tally.failed {

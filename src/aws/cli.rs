@@ -30,13 +30,18 @@ pub enum AwsCommand {
     /// Register one device certificate (signed by our CA), create its Thing, attach both and
     /// the IoT policy.
     RegisterDevice(RegisterDeviceArgs),
-    /// Deactivate the certificates of one device, a Thing group or a list (reversible with
-    /// `unsilence`): the credentials provider refuses them at once.
+    /// Cut one device, a Thing group or a list off everything (reversible with `unsilence`):
+    /// their certificates are deactivated (no new credentials, no new MQTT connection), their
+    /// MQTT connections closed (iot-data DeleteConnection, client id = Thing name), and the
+    /// credentials already issued to them refused by a Deny in the devices' role (inline policy
+    /// zkiot-silenced, keyed by credentials-iot:AwsCertificateId). Prints, per device, what was
+    /// cut and the worst case left.
     Silence(TargetArgs),
-    /// Reactivate silenced certificates. A revoked certificate stays revoked.
+    /// Reactivate silenced certificates and take them off the deny list. A revoked certificate
+    /// stays revoked; one that renewal retired stays retired.
     Unsilence(TargetArgs),
-    /// Revoke the certificates of one device, a Thing group or a list. Final: AWS never lets a
-    /// revoked certificate back.
+    /// Revoke the certificates of one device, a Thing group or a list, and cut them off as
+    /// `silence` does. Final: AWS never lets a revoked certificate back.
     Revoke {
         #[command(flatten)]
         target: TargetArgs,
@@ -66,7 +71,9 @@ pub struct SetupArgs {
     /// IoT policy attached to every device certificate.
     #[arg(long, default_value = DEFAULT_POLICY_NAME)]
     pub policy_name: String,
-    /// Lifetime of the temporary credentials, in seconds (900–43200).
+    /// Lifetime of the temporary credentials, in seconds (900–43200): also the longest a
+    /// silenced device's credentials already issued can last where the role's Deny does not
+    /// apply.
     #[arg(long, default_value_t = DEFAULT_CREDENTIAL_DURATION)]
     pub duration: i32,
     /// IAM policy (JSON file) granting the role what devices may do. Without it the role gets
@@ -124,6 +131,11 @@ pub struct TargetArgs {
     /// Things changed at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// The AWS IoT data plane endpoint that closes devices' MQTT connections (DeleteConnection)
+    /// [default: the endpoint override if one is in force, else the account's iot:Data-ATS
+    /// endpoint from DescribeEndpoint].
+    #[arg(long, value_name = "URL", env = "ZKIOT_IOT_DATA_ENDPOINT")]
+    pub iot_data_endpoint: Option<String>,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -38,6 +38,9 @@ pub struct Aws {
     /// How many times the SDK tries a call before giving up (its standard retry mode retries
     /// throttling, 5xx answers, timeouts and dropped connections, with backoff).
     pub max_attempts: u32,
+    /// The configuration the clients were made from, for clients made later (iot-data).
+    conf: aws_config::SdkConfig,
+    retries: RetryPartition,
 }
 
 impl Aws {
@@ -95,13 +98,44 @@ impl Aws {
             ),
             sts: aws_sdk_sts::Client::from_conf(
                 aws_sdk_sts::config::Builder::from(&conf)
-                    .retry_partition(retries)
+                    .retry_partition(retries.clone())
                     .build(),
             ),
             region,
             endpoint_url,
             max_attempts,
+            conf,
+            retries,
         })
+    }
+
+    /// A client of the AWS IoT data plane (iot-data), whose endpoint is the account's own:
+    /// `explicit` when given (`--iot-data-endpoint`), else the endpoint override in force
+    /// (as for every other service), else what DescribeEndpoint gives for `iot:Data-ATS`.
+    pub async fn iot_data(&self, explicit: Option<&str>) -> Result<aws_sdk_iotdataplane::Client> {
+        let url = match (explicit, &self.endpoint_url) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => {
+                let address = self
+                    .iot
+                    .describe_endpoint()
+                    .endpoint_type("iot:Data-ATS")
+                    .send()
+                    .await
+                    .map_err(|e| self.error("DescribeEndpoint", e))?
+                    .endpoint_address()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("DescribeEndpoint returned no iot:Data-ATS address"))?;
+                format!("https://{address}")
+            }
+        };
+        Ok(aws_sdk_iotdataplane::Client::from_conf(
+            aws_sdk_iotdataplane::config::Builder::from(&self.conf)
+                .endpoint_url(url)
+                .retry_partition(self.retries.clone())
+                .build(),
+        ))
     }
 
     /// Human name of the endpoint, for messages.

@@ -12,6 +12,7 @@
 mod batch;
 mod cli;
 mod client;
+pub mod deny;
 mod fleet;
 pub mod policy;
 mod record;
@@ -60,14 +61,14 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
                 )
                 .await
             }
-            AwsCommand::Silence(t) => change_status(&t, StatusChange::Silence).await,
-            AwsCommand::Unsilence(t) => change_status(&t, StatusChange::Unsilence).await,
+            AwsCommand::Silence(t) => change_status(&t, StatusChange::Silence, global).await,
+            AwsCommand::Unsilence(t) => change_status(&t, StatusChange::Unsilence, global).await,
             AwsCommand::Revoke { target, yes } => {
                 let targets = silence::Targets::from_args(&target)?;
                 if !yes {
                     confirm_revoke(&targets)?;
                 }
-                change_status(&target, StatusChange::Revoke).await
+                change_status(&target, StatusChange::Revoke, global).await
             }
             AwsCommand::Status { thing, aws } => {
                 let aws = Aws::connect(&aws).await?;
@@ -77,10 +78,14 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
     })
 }
 
-async fn change_status(target: &cli::TargetArgs, change: StatusChange) -> Result<()> {
+async fn change_status(
+    target: &cli::TargetArgs,
+    change: StatusChange,
+    global: &crate::GlobalOpts,
+) -> Result<()> {
     let targets = silence::Targets::from_args(target)?;
     let aws = Aws::connect(&target.aws).await?;
-    silence::change_status(&aws, &targets, change, target.concurrency).await
+    silence::change_status(&aws, global, &targets, change, target).await
 }
 
 /// Asks on the terminal; refuses outright when there is no terminal to ask on.

@@ -176,6 +176,14 @@ pub async fn setup(aws: &Aws, global: &GlobalOpts, settings: &Settings) -> Resul
     println!("credentials endpoint: {endpoint}");
     println!("role alias: {} ({alias_arn})", settings.role_alias);
     println!(
+        "silencing window: credentials issued to a device before `zkiot aws silence` are \
+         refused by the role's Deny ({}) once IAM applies it (\"a few minutes\" per AWS), and \
+         expire at most {} s ({} min) after they were issued in any case",
+        super::deny::DENY_POLICY_NAME,
+        settings.duration,
+        settings.duration / 60
+    );
+    println!(
         "next: on each device, `zkiot device csr`, then here `zkiot ca sign` and \
          `zkiot aws register-device --thing <name>`"
     );

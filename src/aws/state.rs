@@ -15,8 +15,10 @@ use crate::fsutil;
 pub const DEFAULT_ROLE_NAME: &str = "zkiot-device";
 pub const DEFAULT_ROLE_ALIAS: &str = "zkiot-device-alias";
 pub const DEFAULT_POLICY_NAME: &str = "zkiot-device-policy";
-/// Lifetime of the devices' temporary credentials, in seconds, unless told otherwise.
-pub const DEFAULT_CREDENTIAL_DURATION: i32 = 3600;
+/// Lifetime of the devices' temporary credentials, in seconds, unless told otherwise: AWS's
+/// least, so that credentials issued to a device before it was silenced stop within 15 minutes
+/// even where the role's Deny (see `deny.rs`) does not apply.
+pub const DEFAULT_CREDENTIAL_DURATION: i32 = 900;
 
 /// File name of the state, in the operator's folder.
 pub const STATE_FILE: &str = "aws.json";

@@ -330,6 +330,8 @@ pub(crate) struct FoundCertificate {
     pub arn: String,
     pub status: String,
     pub der: Option<Vec<u8>>,
+    /// When its status last changed (seconds since the epoch), if AWS IoT says.
+    pub last_modified: Option<i64>,
 }
 
 pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<FoundCertificate>> {
@@ -357,6 +359,7 @@ pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<F
                     .certificate_pem()
                     .and_then(|p| X509::from_pem(p.as_bytes()).ok())
                     .and_then(|c| c.to_der().ok()),
+                last_modified: desc.last_modified_date().map(|t| t.secs()),
             }))
         }
         Err(e) if is_not_found(&e) => Ok(None),
