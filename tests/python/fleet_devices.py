@@ -264,6 +264,7 @@ class Fleet:
             "exit": run.returncode,
             "stderr": run.stderr[-2000:],
             "command_seconds": round(returned - started, 3),
+            "returned_at": returned,
             "watched_seconds": seconds,
             "things": {
                 t: {
