@@ -340,3 +340,74 @@ fn a_stranded_device_is_told_apart_from_a_waiting_one() {
     assert!(line.contains("zkiot device install-cert"), "{line}");
     assert!(!out.contains("waiting-0:"), "{out}");
 }
+
+#[test]
+fn the_deny_list_is_pruned_and_says_what_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let broker = Broker::start(&moto, &tmp.path().join("broker"));
+    operator.iot_data_url = Some(broker.data_url.clone());
+    let csr_dir = tmp.path().join("csrs");
+    write_csrs(&csr_dir, (0..3).map(|i| format!("full-{i}")));
+    operator.ok(&["fleet", "provision", "--csr-dir", csr_dir.to_str().unwrap()]);
+    // An entry from a silencing two hours ago (the role's longest session is 3600 s), and
+    // another inline policy that leaves room for one certificate id (IAM: 10,240 characters
+    // of inline policy per role, whitespace not counted).
+    moto.py(
+        "import json, time\n\
+         iot.create_thing_group(thingGroupName='full')\n\
+         for i in range(3):\n\
+         \x20   iot.add_thing_to_thing_group(thingGroupName='full', thingName='full-%d' % i)\n\
+         old = {'Version': '2012-10-17', 'Statement': [{'Sid': 'Silenced%d' % (time.time() - 7300),\n\
+         \x20   'Effect': 'Deny', 'Action': '*', 'Resource': '*',\n\
+         \x20   'Condition': {'StringEquals': {'credentials-iot:AwsCertificateId': ['f' * 64]}}}]}\n\
+         iam.put_role_policy(RoleName='zkiot-device', PolicyName='zkiot-silenced', PolicyDocument=json.dumps(old))\n\
+         filler = {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 'iot:DescribeThing',\n\
+         \x20   'Resource': 'arn:aws:iot:*:*:thing/' + 'x' * 9838}]}\n\
+         iam.put_role_policy(RoleName='zkiot-device', PolicyName='filler', PolicyDocument=json.dumps(filler, separators=(',', ':')))",
+    );
+    let out = operator.run(&["aws", "silence", "--group", "full"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout
+            .matches("credentials already issued denied (role zkiot-device")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("credentials already issued NOT denied: the role's inline policies are full")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("worst case left: credentials already issued stay valid until they expire, at most 900 s after issue")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("1 entries older than the role's longest session (3600 s) pruned, 1 listed"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: 2 certificates did not fit the deny list of role zkiot-device"),
+        "{stderr}"
+    );
+    let listed = moto.py(
+        "import json, urllib.parse\n\
+         d = iam.get_role_policy(RoleName='zkiot-device', PolicyName='zkiot-silenced')['PolicyDocument']\n\
+         d = json.loads(urllib.parse.unquote(d)) if isinstance(d, str) else d\n\
+         result = [i for s in d['Statement'] for i in s['Condition']['StringEquals']['credentials-iot:AwsCertificateId']]",
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_ne!(listed[0], "f".repeat(64));
+}
