@@ -8,7 +8,7 @@
 #   --role-name NAME           IAM role the devices' credentials act as (default: credential_helper)
 #   --role-alias ALIAS         role alias the devices name (default: deviceRoleAlias)
 #   --policy-name NAME         IoT policy for the device certificates (default: credentialHelper)
-#   --duration SECONDS         lifetime of the credentials, 900-43200 (default: 3600)
+#   --duration SECONDS         lifetime of the credentials, 900-43200 (default: 900, as zkiot aws setup)
 #   --permissions-policy FILE  IAM policy (JSON) granting the role what devices may do; without
 #                              it the credentials only prove identity (sts:GetCallerIdentity)
 #   --endpoint-url URL         AWS API endpoint, e.g. a local moto (default: $AWS_ENDPOINT_URL)
@@ -28,7 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 role_name=credential_helper
 role_alias=deviceRoleAlias
 policy_name=credentialHelper
-duration=3600
+duration=900
 permissions_policy=""
 endpoint=${AWS_ENDPOINT_URL:-}
 region=""
