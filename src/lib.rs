@@ -12,13 +12,14 @@
 //!   (`zkiot aws …`, `zkiot fleet …`).
 //! - [`p11`]: the PKCS#11 client ([`p11::P11Token`]) that the device side signs with, through
 //!   any module.
-//! - [`x509`], [`thing_name`], [`fsutil`], [`global`]: what the parts share.
+//! - [`x509`], [`thing_name`], [`fsutil`], [`global`], [`duration`]: what the parts share.
 //!
 //! Each command folder has the same layout: `cli.rs` holds the clap types, `mod.rs` hands each
 //! command to the file that runs it.
 
 pub mod ca;
 pub mod device;
+pub mod duration;
 pub mod fsutil;
 pub mod global;
 pub mod p11;

@@ -180,32 +180,7 @@ pub struct RenewArgs {
     pub aws: AwsOpts,
 }
 
-/// `30d`, `12h`, `90m`, `45s` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?}: use a number with s, m, h or d (e.g. 30d)"
-            ))
-        }
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: use a number with s, m, h or d (e.g. 30d)"))?;
-    number
-        .checked_mul(factor)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
+pub use crate::duration::parse_duration;
 
 /// Options of `zkiot fleet provision`.
 #[derive(Debug, Args)]
