@@ -29,6 +29,12 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
 /// Writes `contents` to `path` atomically with `mode`: a reader sees the old file or the whole
 /// new one, never a part. The parent folder is created if missing.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    write_atomic_owned(path, contents, mode, None)
+}
+
+/// Like [`write_atomic`], the file belonging to the group `gid` (when given) before it appears
+/// under its name, so that a file readable by one group is never readable by another.
+pub fn write_atomic_owned(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -52,6 +58,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
+        if gid.is_some() {
+            std::os::unix::fs::fchown(&file, None, gid)
+                .with_context(|| format!("cannot give {} to group {gid:?}", tmp.display()))?;
+        }
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;

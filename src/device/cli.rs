@@ -58,6 +58,19 @@ pub enum DeviceCommand {
     /// the Zymkey's serial number for self-destruct, else yes); --yes skips it, for scripts.
     /// --json prints the report for machines.
     Tamper(TamperArgs),
+    /// Run the device agent: renew the certificate, serve credentials to the device's apps.
+    ///
+    /// Renewal: the certificate's expiry is read from its file (no device operation); from a
+    /// share of its lifetime (--renew-at, default 2/3, plus a jitter of up to 1/20 of the
+    /// lifetime) the agent gets credentials and picks up the certificate the operator renewed
+    /// (`zkiot fleet renew`), proves it with a credentials call, switches to it and runs
+    /// --on-switch. Failures are retried with backoff (1 minute, doubling, at most --poll); the
+    /// device keeps its certificate until a new one is proven. Local credentials: the AWS SDKs'
+    /// container-credentials endpoint on 127.0.0.1 (AWS_CONTAINER_CREDENTIALS_FULL_URI), with
+    /// the token in a file only the token group can read (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE);
+    /// credentials are kept in memory and fetched again before they expire, so an app's
+    /// request while they are valid costs no device operation. --once does one renewal pass.
+    Agent(AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -167,8 +180,10 @@ pub struct InstallCertArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct CredentialsArgs {
+/// Where the device gets its credentials: what `device credentials`, `device agent` and `device
+/// check` share. Each value defaults to what `install-cert` saved in device.toml.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
     /// Credentials endpoint host (HOST or HOST:PORT); default from device.toml.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -185,15 +200,6 @@ pub struct CredentialsArgs {
     /// Connect to ADDR:PORT instead of resolving the endpoint (SNI and checks still use the endpoint name).
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "process")]
-    pub format: OutputFormat,
-    /// Credentials cache (default: credentials.json in the device folder, 0600).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    /// Neither read nor write the cache.
-    #[arg(long)]
-    pub no_cache: bool,
     /// Device certificate (default from device.toml, else device.crt in the device folder).
     #[arg(long)]
     pub cert: Option<PathBuf>,
@@ -207,6 +213,59 @@ pub struct CredentialsArgs {
     /// Network timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "process")]
+    pub format: OutputFormat,
+    /// Credentials cache (default: credentials.json in the device folder, 0600).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Neither read nor write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// One pass, then exit: renew if due (no device operation when not), serve nothing. For a
+    /// timer or cron.
+    #[arg(long)]
+    pub once: bool,
+    /// Share of the certificate's lifetime after which it is renewed: `2/3`, `0.75` or `80%`
+    /// [default: renew_at in device.toml, else 2/3]. Each certificate adds its own jitter of up
+    /// to 1/20 of its lifetime, so a fleet provisioned at once does not renew at once.
+    #[arg(long, value_name = "SHARE", value_parser = super::agent::schedule::parse_share)]
+    pub renew_at: Option<f64>,
+    /// How often to look again once renewal is due and the operator has not yet issued the new
+    /// certificate (`6h`, `30m`, ...) [default: renew_poll in device.toml, else 6h].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+    pub poll: Option<std::time::Duration>,
+    /// Command run (with `sh -c`) after the device switched to a new certificate, so that
+    /// clients reading the certificate once (the AWS IoT Device SDK) take it [default: on_switch
+    /// in device.toml]. It gets ZKIOT_CERT (the certificate file), ZKIOT_CERTIFICATE_ID and
+    /// ZKIOT_THING in its environment.
+    #[arg(long, value_name = "COMMAND")]
+    pub on_switch: Option<String>,
+    /// Where the local credentials endpoint listens, on the loopback interface only
+    /// [default: listen in device.toml, else 127.0.0.1:9911]; `off` serves none.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The file that holds the local endpoint's authorization token [default: token_file in
+    /// device.toml, else /run/zkiot/credentials-token as root, else credentials-token in the
+    /// device folder]. A new token is written at each start.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The group that may read the token file (mode 0640) [default: token_group in device.toml,
+    /// else zkiot-credentials if that group exists, else none: mode 0600].
+    #[arg(long, value_name = "GROUP")]
+    pub token_group: Option<String>,
 }
 
 /// Output formats of `zkiot device credentials`.

@@ -17,6 +17,17 @@
 //! iot_api = "https://iot.eu-west-1.amazonaws.com"   # optional: where renewal looks
 //! renew_within_days = 30                            # optional
 //! ```
+//!
+//! and, for `zkiot device agent`, optionally (written by hand, never by install-cert):
+//!
+//! ```toml
+//! renew_at = "2/3"                     # share of the lifetime after which to renew
+//! renew_poll = "6h"                    # how often to look again while renewal waits
+//! on_switch = "systemctl try-restart sensor.service"   # run after a switch
+//! listen = "127.0.0.1:9911"            # the local credentials endpoint, or "off"
+//! token_file = "/run/zkiot/credentials-token"
+//! token_group = "zkiot-credentials"    # may read the token file
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +82,24 @@ pub struct DeviceConfig {
     /// (default 30; 0 turns renewal off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renew_within_days: Option<u32>,
+    /// The agent renews after this share of the certificate's lifetime (`2/3`, `0.75`, `80%`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<String>,
+    /// How often the agent looks again while renewal waits for the operator (`6h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_poll: Option<String>,
+    /// Command run with `sh -c` after the device switched to a new certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_switch: Option<String>,
+    /// The agent's local credentials endpoint (`127.0.0.1:9911`), or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The file with the local endpoint's authorization token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The group that may read the token file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_group: Option<String>,
 }
 
 impl DeviceConfig {

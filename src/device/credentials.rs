@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::certificate::check_device_certificate;
 use super::cli::{CredentialsArgs, OutputFormat};
+use super::config::CACHE_FILE;
 use super::net::provider::{self, Credentials, CredentialsRequest};
-use super::renewal;
 use super::settings::DeviceSettings;
+use super::{hook, renewal};
 use crate::x509::{fingerprint, read_certificate};
 use crate::{fsutil, GlobalOpts};
 
@@ -56,10 +57,13 @@ fn shell_quote(value: &str) -> String {
 }
 
 pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
-    let settings = DeviceSettings::resolve(args, global)?;
+    let settings = DeviceSettings::resolve(&args.connection, global)?;
+    let cache =
+        (!args.no_cache).then(|| args.cache.unwrap_or_else(|| settings.dir.join(CACHE_FILE)));
+    let format = args.format;
     let cert_fingerprint = fingerprint(&settings.cert)?;
     let request = &settings.request;
-    if let Some(cache) = &settings.cache {
+    if let Some(cache) = &cache {
         if let Some(cached) = read_cache(cache, request, &cert_fingerprint) {
             if global.verbose {
                 eprintln!(
@@ -68,7 +72,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
                     cached.expiration
                 );
             }
-            return emit(&cached, settings.format);
+            return emit(&cached, format);
         }
     }
 
@@ -84,7 +88,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
         )
     })?;
     let fetched = provider::fetch(request, &token, &key, &settings.cert)?;
-    cache_credentials(&settings, &cert_fingerprint, &fetched);
+    cache_credentials(cache.as_deref(), request, &cert_fingerprint, &fetched);
     if global.verbose {
         eprintln!(
             "zkiot: got credentials for thing {} from {} (expire {})",
@@ -112,23 +116,30 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
         match switched {
             Ok(Some(switched)) => {
                 cache_credentials(
-                    &settings,
+                    cache.as_deref(),
+                    request,
                     &fingerprint(&switched.cert)?,
                     &switched.credentials,
                 );
-                return emit(&switched.credentials, settings.format);
+                hook::after_switch(settings.config.on_switch.as_deref(), &settings, &switched);
+                return emit(&switched.credentials, format);
             }
             Ok(None) => {}
             Err(e) => eprintln!("zkiot: warning: certificate renewal: {e:#}"),
         }
     }
-    emit(&fetched, settings.format)
+    emit(&fetched, format)
 }
 
 /// Writes the cache, if there is one; a failure is only a warning.
-fn cache_credentials(settings: &DeviceSettings, cert_fingerprint: &str, credentials: &Credentials) {
-    if let Some(cache) = &settings.cache {
-        if let Err(e) = write_cache(cache, &settings.request, cert_fingerprint, credentials) {
+fn cache_credentials(
+    cache: Option<&Path>,
+    request: &CredentialsRequest,
+    cert_fingerprint: &str,
+    credentials: &Credentials,
+) {
+    if let Some(cache) = cache {
+        if let Err(e) = write_cache(cache, request, cert_fingerprint, credentials) {
             eprintln!("zkiot: warning: credentials not cached: {e:#}");
         }
     }

@@ -5,26 +5,30 @@
 //! `--no-default-features`.
 //!
 //! The commands (`zkiot device …`) are parsed in `cli.rs` and each runs in its own file:
-//! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]), `selftest` and
-//! `tamper` (the Zymkey's perimeter channels, through Zymbit's library). Under them:
+//! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]), `selftest`,
+//! `tamper` (the Zymkey's perimeter channels, through Zymbit's library) and `agent`
+//! ([`agent`]: renewal and local credentials, long-running). Under them:
 //! - [`labels::Labels`]: which token and which key, by label (from the command line, then
 //!   `device.toml`, then the zkiot configuration the module reads).
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
 //! - [`csr::build_csr`] / [`csr::check_csr`]: a CSR signed by the token.
 //! - [`config::DeviceConfig`], [`config::device_dir`]: the device folder and `device.toml`.
-//! - [`settings::DeviceSettings`]: what `credentials` works with, resolved once from its flags,
-//!   `device.toml` and the defaults.
+//! - [`settings::DeviceSettings`]: what `credentials` and the agent work with, resolved once
+//!   from their flags, `device.toml` and the defaults.
 //! - [`certificate::check_device_certificate`]: whether a certificate is this device's.
-//! - [`renewal`]: the device's side of certificate renewal.
+//! - [`renewal`]: the device's side of certificate renewal; [`hook`]: the command run after a
+//!   switch.
 //! - [`net`]: the network client: the AWS IoT credentials provider ([`net::provider`]) over
 //!   mutual TLS with the token's key ([`net::tls`]), the AWS IoT API calls of renewal
 //!   ([`net::iot_api`]), and a small HTTP/1.1 client ([`net::http`]).
 
+pub mod agent;
 pub mod certificate;
-mod cli;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod csr;
+pub mod hook;
 pub mod id;
 mod install;
 pub mod labels;
@@ -49,5 +53,6 @@ pub fn run(command: DeviceCommand, global: &GlobalOpts) -> Result<()> {
         DeviceCommand::Credentials(args) => credentials::run(args, global),
         DeviceCommand::Selftest(args) => selftest::run(args, global),
         DeviceCommand::Tamper(args) => tamper::run(args, global),
+        DeviceCommand::Agent(args) => agent::run(args, global),
     }
 }

@@ -1,6 +1,6 @@
-//! What `zkiot device credentials` works with, resolved once from its flags, `device.toml` and
-//! the defaults, before anything else happens (ripgrep's `HiArgs`): each value comes from the
-//! flag, else `device.toml`, else its default.
+//! What `zkiot device credentials`, `device agent` and `device check` work with, resolved once
+//! from their flags, `device.toml` and the defaults, before anything else happens (ripgrep's
+//! `HiArgs`): each value comes from the flag, else `device.toml`, else its default.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,16 +8,19 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use openssl::x509::X509;
 
-use super::cli::{CredentialsArgs, OutputFormat};
-use super::config::{self, DeviceConfig, CACHE_FILE, CA_FILE, CERT_FILE};
+use super::cli::ConnectionArgs;
+use super::config::{self, DeviceConfig, CA_FILE, CERT_FILE};
 use super::labels::Labels;
 use super::net::iot_api;
 use super::net::provider::CredentialsRequest;
 use crate::x509::{common_name, read_certificate};
 use crate::GlobalOpts;
 
-/// The resolved settings of one `device credentials` run.
+/// The resolved settings of one `device credentials` run (or one pass of the agent).
 pub struct DeviceSettings {
+    /// The device folder and its `device.toml`.
+    pub dir: PathBuf,
+    pub config: DeviceConfig,
     /// The device certificate, and its file.
     pub cert: X509,
     pub cert_path: PathBuf,
@@ -27,9 +30,6 @@ pub struct DeviceSettings {
     /// the configuration's, read only when the token is opened ([`DeviceSettings::labels`]).
     pub token_label: Option<String>,
     pub key_label: Option<String>,
-    /// The credentials cache, `None` with `--no-cache`.
-    pub cache: Option<PathBuf>,
-    pub format: OutputFormat,
     /// Where to look for a renewed certificate; `None` when renewal is off or no region is
     /// known.
     pub renewal: Option<RenewalSettings>,
@@ -49,24 +49,29 @@ pub struct RenewalSettings {
 
 impl DeviceSettings {
     /// Reads `device.toml` and the device certificate, and resolves every setting.
-    pub fn resolve(args: CredentialsArgs, global: &GlobalOpts) -> Result<Self> {
+    pub fn resolve(args: &ConnectionArgs, global: &GlobalOpts) -> Result<Self> {
         let dir = config::device_dir(args.dir.as_deref(), global);
         let config = DeviceConfig::load(&dir)?;
         let in_dir = |path: &Option<PathBuf>| path.as_ref().map(|p| DeviceConfig::resolve(&dir, p));
         let cert_path = args
             .cert
+            .clone()
             .or_else(|| in_dir(&config.certificate))
             .unwrap_or_else(|| dir.join(CERT_FILE));
         let cert = read_certificate(&cert_path).context(
             "no device certificate; run `zkiot device install-cert` first, or pass --cert",
         )?;
-        let endpoint = args.endpoint.or(config.endpoint).context(
+        let endpoint = args.endpoint.clone().or(config.endpoint.clone()).context(
             "no credentials endpoint: pass --endpoint (or save one with install-cert --endpoint)",
         )?;
-        let role_alias = args.role_alias.or(config.role_alias).context(
-            "no role alias: pass --role-alias (or save one with install-cert --role-alias)",
-        )?;
-        let thing = match args.thing.or(config.thing) {
+        let role_alias = args
+            .role_alias
+            .clone()
+            .or(config.role_alias.clone())
+            .context(
+                "no role alias: pass --role-alias (or save one with install-cert --role-alias)",
+            )?;
+        let thing = match args.thing.clone().or(config.thing.clone()) {
             Some(t) => t,
             None => common_name(cert.subject_name()).context("the certificate's subject")?,
         };
@@ -74,8 +79,8 @@ impl DeviceSettings {
             endpoint,
             role_alias,
             thing,
-            args.connect,
-            args.ca_bundle.or_else(|| in_dir(&config.ca_bundle)),
+            args.connect.clone(),
+            args.ca_bundle.clone().or_else(|| in_dir(&config.ca_bundle)),
             Duration::from_secs(args.timeout.max(1)),
         )?;
 
@@ -84,8 +89,9 @@ impl DeviceSettings {
             .unwrap_or(config::DEFAULT_RENEW_WITHIN_DAYS);
         let region = config
             .region
+            .clone()
             .or_else(|| iot_api::region_of_credentials_endpoint(&request.target.host));
-        let iot_api = config.iot_api.or_else(|| {
+        let iot_api = config.iot_api.clone().or_else(|| {
             region
                 .as_ref()
                 .map(|r| format!("https://iot.{r}.amazonaws.com"))
@@ -104,11 +110,11 @@ impl DeviceSettings {
             cert,
             cert_path,
             request,
-            token_label: global.token_label.clone().or(config.token_label),
-            key_label: args.key_label.or(config.key_label),
-            cache: (!args.no_cache).then(|| args.cache.unwrap_or_else(|| dir.join(CACHE_FILE))),
-            format: args.format,
+            token_label: global.token_label.clone().or(config.token_label.clone()),
+            key_label: args.key_label.clone().or(config.key_label.clone()),
             renewal,
+            dir,
+            config,
         })
     }
 

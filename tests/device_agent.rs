@@ -1,0 +1,521 @@
+//! `zkiot device agent` against moto and the local credentials provider, with emulated Zymkeys:
+//! twenty devices whose certificates expire in 10 days renew by running only `device agent
+//! --once` (the operator having run `fleet renew`), with the on-switch hook run once per switch
+//! and no device operation in a pass that is not due; and the local credentials endpoint
+//! serves boto3 and the aws CLI with no device operation while its credentials are valid, and
+//! refuses a missing or wrong token and any address off the loopback interface.
+
+#![cfg(feature = "aws")]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509Req, X509};
+use serde_json::Value;
+use support::*;
+
+const ENDPOINT: &str = "ag3nt.credentials.iot.us-east-1.amazonaws.com";
+const ALIAS: &str = "zkiot-device-alias";
+
+/// A certificate from the operator's CA for the CSR's key and subject, valid from
+/// `days_before` days ago to `days_after` days from now (as `zkiot ca sign` makes them, but
+/// issued long ago).
+fn backdated_certificate(
+    operator: &Operator,
+    csr_pem: &[u8],
+    days_before: i64,
+    days_after: i64,
+) -> X509 {
+    let ca = operator.ca_cert();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(operator.home.join("ca/ca.key")).unwrap())
+            .unwrap();
+    let csr = X509Req::from_pem(csr_pem).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand_u32())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(csr.subject_name()).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&csr.public_key().unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now - days_before * 86_400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + days_after * 86_400).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+        .unwrap();
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(ski).unwrap();
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(aki).unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    b.build()
+}
+
+/// A device with an emulated Zymkey and a certificate registered in AWS IoT, valid from
+/// `days_before` days ago to `days_after` days from now, installed with the provider's
+/// endpoint and the IoT API gate as its renewal endpoint.
+fn device(
+    operator: &Operator,
+    provider: &Provider,
+    dir: &Path,
+    thing: &str,
+    (days_before, days_after): (i64, i64),
+) -> Device {
+    let device = Device::new(&dir.join(thing));
+    let cert = backdated_certificate(operator, &device.csr(thing), days_before, days_after);
+    let record = operator.home.join("devices").join(thing);
+    std::fs::create_dir_all(&record).unwrap();
+    std::fs::write(record.join("device.crt"), cert.to_pem().unwrap()).unwrap();
+    operator.ok(&["aws", "register-device", "--thing", thing]);
+    device.ok(&[
+        "device",
+        "install-cert",
+        "--cert",
+        record.join("device.crt").to_str().unwrap(),
+        "--ca",
+        operator.home.join("ca/ca.crt").to_str().unwrap(),
+        "--endpoint",
+        &provider.host,
+        "--role-alias",
+        ALIAS,
+        "--ca-bundle",
+        provider.root_pem.to_str().unwrap(),
+        "--iot-api",
+        &format!("http://127.0.0.1:{}", provider.iot_port),
+    ]);
+    device
+}
+
+/// The agent's command line for `device`, against `provider`, with the emulator's trace in
+/// `trace`.
+fn agent_command(device: &Device, provider: &Provider, trace: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(zkiot_bin());
+    cmd.args(["device", "agent", "--connect", &provider.connect()])
+        .args(extra)
+        .stdin(Stdio::null());
+    device.env(&mut cmd);
+    cmd.env("ZKIOT_EMU_TRACE", trace);
+    cmd
+}
+
+/// `device agent --once`: its output (which must be a success), and the device operations it
+/// made, by name.
+fn agent_once(device: &Device, provider: &Provider, extra: &[&str]) -> (Output, Vec<String>) {
+    let trace = device.dir.join("agent-trace");
+    let _ = std::fs::remove_file(&trace);
+    let mut args = vec!["--once"];
+    args.extend_from_slice(extra);
+    let out = agent_command(device, provider, &trace, &args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "agent --once failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, operations(&trace))
+}
+
+/// The device operations in an emulator trace, by name (none if it does not exist).
+fn operations(trace: &Path) -> Vec<String> {
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+fn installed(device: &Device) -> X509 {
+    X509::from_pem(&std::fs::read(device.device_dir().join("device.crt")).unwrap()).unwrap()
+}
+
+#[test]
+fn twenty_devices_renew_with_the_agent_alone() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    operator.ok(&["aws", "setup", "--renewal"]);
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let dir = tmp.path().join("devices");
+    let things: Vec<String> = (0..20).map(|i| format!("zk-agent-{i:02}")).collect();
+    // Issued 355 days ago, 10 days left: past 2/3 of their lifetime.
+    let devices: Vec<Device> = things
+        .iter()
+        .map(|t| device(&operator, &provider, &dir, t, (355, 10)))
+        .collect();
+    // One more whose certificate has most of its life ahead.
+    let fresh = device(&operator, &provider, &dir, "zk-agent-fresh", (1, 364));
+    eprintln!("set-up: {:.1} s", started.elapsed().as_secs_f64());
+
+    // Not due: the pass reads the certificate file and nothing else (no device operation).
+    let (out, ops) = agent_once(&fresh, &provider, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("renewal from"), "{stdout}");
+    assert!(ops.is_empty(), "device operations when not due: {ops:?}");
+
+    // Due, but the operator has not renewed yet: the device keeps its certificate.
+    let first = &devices[0];
+    let before = installed(first);
+    let (out, _) = agent_once(first, &provider, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no renewed certificate yet"), "{stdout}");
+    assert_eq!(installed(first).to_der().unwrap(), before.to_der().unwrap());
+
+    // The operator renews every certificate within 30 days (not the fresh one).
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(out.contains("20 renewed"), "{out}");
+
+    // Each device runs only the agent, once, and switches; the hook hears of it.
+    let renew_started = Instant::now();
+    for (thing, device) in things.iter().zip(&devices) {
+        let old = installed(device);
+        let hook_file = device.dir.join("switched");
+        let hook = format!(
+            "echo \"$ZKIOT_THING $ZKIOT_CERTIFICATE_ID $ZKIOT_CERT\" >> '{}'",
+            hook_file.display()
+        );
+        let (out, ops) = agent_once(device, &provider, &["--on-switch", &hook]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("switched to certificate"),
+            "{thing}: {stdout}"
+        );
+        // One credentials call with the old certificate, one to prove the new one.
+        assert_eq!(
+            ops.iter().filter(|o| *o == "sign").count(),
+            2,
+            "{thing}: {ops:?}"
+        );
+        let new = installed(device);
+        assert!(new
+            .public_key()
+            .unwrap()
+            .public_eq(&old.public_key().unwrap()));
+        let left = Asn1Time::days_from_now(0)
+            .unwrap()
+            .diff(new.not_after())
+            .unwrap()
+            .days;
+        assert!(left >= 364, "{thing}: {left} days");
+        let renewal = operator
+            .home
+            .join("devices")
+            .join(thing)
+            .join("renewal.crt");
+        assert_eq!(
+            new.to_der().unwrap(),
+            X509::from_pem(&std::fs::read(renewal).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap(),
+            "{thing}"
+        );
+        let recorded = moto.py(&format!(
+            "result = iot.describe_thing(thingName='{thing}')['attributes'].get('zkiot_certificate')"
+        ));
+        assert_eq!(recorded, serde_json::json!(cert_id(&new)), "{thing}");
+        let heard = std::fs::read_to_string(&hook_file).unwrap();
+        assert_eq!(
+            heard,
+            format!(
+                "{thing} {} {}\n",
+                cert_id(&new),
+                device.device_dir().join("device.crt").display()
+            )
+        );
+
+        // The next pass: not due, no device operation, no hook.
+        let (out, ops) = agent_once(device, &provider, &["--on-switch", &hook]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("renewal from"), "{thing}: {stdout}");
+        assert!(ops.is_empty(), "{thing}: {ops:?}");
+        assert_eq!(std::fs::read_to_string(&hook_file).unwrap(), heard);
+    }
+    eprintln!(
+        "20 devices renewed by the agent in {:.1} s",
+        renew_started.elapsed().as_secs_f64()
+    );
+
+    // The new certificates are on the tokens, and every device gets credentials with them.
+    for device in &devices {
+        let out = device.credentials(&provider, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The operator retires the old certificates now that the devices said they switched.
+    let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
+    assert!(out.contains("20 old certificates deactivated"), "{out}");
+    eprintln!("whole test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A running agent, killed when dropped.
+struct Agent {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// One raw HTTP request to the local endpoint: the status and body.
+fn local_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// The first non-loopback IPv4 address of this host, if it has one.
+fn outside_address() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(String::from)
+}
+
+#[test]
+fn apps_get_credentials_from_the_local_endpoint_without_device_operations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let device = device(
+        &operator,
+        &provider,
+        &tmp.path().join("devices"),
+        "zk-local",
+        (1, 364),
+    );
+
+    // Anything but a loopback address is refused before anything starts.
+    let trace = device.dir.join("agent-trace");
+    for listen in ["0.0.0.0:9911", "[::]:9911", "192.0.2.1:9911"] {
+        let out = agent_command(&device, &provider, &trace, &["--listen", listen])
+            .output()
+            .unwrap();
+        refused_output(&out, &["device", "agent", "--listen", listen], "loopback");
+    }
+
+    let port = free_port();
+    let token_file = device.dir.join("run/credentials-token");
+    let stderr = device.dir.join("agent.stderr");
+    let group = "daemon";
+    let child = agent_command(
+        &device,
+        &provider,
+        &trace,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--token-group",
+            group,
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&stderr).unwrap())
+    .spawn()
+    .unwrap();
+    let agent = Agent { child, stderr };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get_status(port, "/").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not listen: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(agent.log().contains("renewal from"), "{}", agent.log());
+
+    // The token file: 0640, of the token group, 64 hex digits.
+    let meta = std::fs::metadata(&token_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let daemon_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("daemon:x:")
+                .map(|r| r.split(':').next().unwrap().parse::<u32>().unwrap())
+        })
+        .unwrap();
+    assert_eq!(meta.gid(), daemon_gid);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.len(), 64);
+
+    // Refusals: no token, a wrong one, another path; and nothing fetched for them.
+    let (status, _) = local_get(port, "/credentials", None);
+    assert_eq!(status, 401);
+    let (status, _) = local_get(port, "/credentials", Some(&"0".repeat(64)));
+    assert_eq!(status, 403);
+    let (status, _) = local_get(port, "/credentials", Some(&token[1..]));
+    assert_eq!(status, 403);
+    let (status, _) = local_get(port, "/other", Some(&token));
+    assert_eq!(status, 404);
+    assert!(operations(&trace).is_empty(), "{:?}", operations(&trace));
+    // Nothing listens off the loopback interface.
+    if let Some(address) = outside_address() {
+        assert!(
+            TcpStream::connect((address.as_str(), port)).is_err(),
+            "the endpoint answers on {address}"
+        );
+    }
+
+    // The first app's request fetches (one device signature); the rest cost nothing.
+    let (status, body) = local_get(port, "/credentials", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    for field in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
+        assert!(served[field].is_string(), "{served}");
+    }
+    let first = operations(&trace);
+    assert_eq!(
+        first.iter().filter(|o| *o == "sign").count(),
+        1,
+        "{first:?}"
+    );
+    std::fs::remove_file(&trace).unwrap();
+
+    let uri = format!("http://127.0.0.1:{port}/credentials");
+    let app_env = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        ),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
+    ];
+    let empty_config = tmp.path().join("aws-config-empty");
+    for _ in 0..2 {
+        let who = aws_cli(
+            &["sts", "get-caller-identity", "--endpoint-url", &moto.url()],
+            &app_env,
+            Some(&empty_config),
+        );
+        assert!(
+            who.status.success(),
+            "{}",
+            String::from_utf8_lossy(&who.stderr)
+        );
+        let who: Value = serde_json::from_slice(&who.stdout).unwrap();
+        assert!(
+            who["Arn"]
+                .as_str()
+                .unwrap()
+                .contains("assumed-role/zkiot-device/"),
+            "{who}"
+        );
+    }
+    let boto3 = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import boto3, sys\n\
+             s = boto3.session.Session()\n\
+             c = s.get_credentials().get_frozen_credentials()\n\
+             assert c.access_key and c.secret_key and c.token, 'no credentials'\n\
+             who = s.client('sts', endpoint_url=sys.argv[1]).get_caller_identity()\n\
+             print(who['Arn'])",
+            &moto.url(),
+        ])
+        .envs(app_env)
+        .env("AWS_CONFIG_FILE", &empty_config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty_config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    assert!(
+        boto3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boto3.stderr)
+    );
+    assert!(String::from_utf8_lossy(&boto3.stdout).contains("assumed-role/zkiot-device/"));
+    assert!(
+        operations(&trace).is_empty(),
+        "device operations for requests while the credentials were valid: {:?}",
+        operations(&trace)
+    );
+    // The same credentials each time, and none of them in the agent's log.
+    let (_, again) = local_get(port, "/credentials", Some(&token));
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["AccessKeyId"], served["AccessKeyId"]);
+    let log = agent.log();
+    for field in ["SecretAccessKey", "Token"] {
+        assert!(!log.contains(served[field].as_str().unwrap()), "{log}");
+    }
+    assert!(!log.contains(token.trim()), "{log}");
+}
