@@ -519,3 +519,145 @@ fn apps_get_credentials_from_the_local_endpoint_without_device_operations() {
     }
     assert!(!log.contains(token.trim()), "{log}");
 }
+
+/// `device check --json` for `device`: its exit status and the checks by name.
+fn check(device: &Device, extra: &[&str]) -> (bool, std::collections::BTreeMap<String, Value>) {
+    let mut cmd = Command::new(zkiot_bin());
+    cmd.args(["device", "check", "--json"])
+        .args(extra)
+        .stdin(Stdio::null());
+    device.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let by_name = checks
+        .into_iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c))
+        .collect();
+    (out.status.success(), by_name)
+}
+
+fn status_of(checks: &std::collections::BTreeMap<String, Value>, name: &str) -> String {
+    checks[name]["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn device_check_names_each_check_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let dir = tmp.path().join("devices");
+    let healthy = device(&operator, &provider, &dir, "zk-check", (1, 364));
+    let connect = provider.connect();
+
+    let (ok, checks) = check(&healthy, &["--connect", &connect]);
+    let names: Vec<&str> = checks.keys().map(String::as_str).collect();
+    for name in [
+        "zymkey-library",
+        "pkcs11-module",
+        "p11-kit-registration",
+        "token",
+        "device-cache",
+        "device-config",
+        "certificate-key",
+        "certificate-chain",
+        "certificate-lifetime",
+        "certificate-on-token",
+        "clock",
+        "endpoint-credentials",
+        "endpoint-iot-api",
+        "agent-service",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for (name, c) in &checks {
+        let status = c["status"].as_str().unwrap();
+        match name.as_str() {
+            // The test runs from a build, as root: p11-kit reads no registration of it.
+            "p11-kit-registration" => {
+                assert_eq!(status, "fail", "{c}");
+                assert!(
+                    c["hint"].as_str().unwrap().contains("install-module.sh"),
+                    "{c}"
+                );
+            }
+            // No systemd here.
+            "agent-service" => assert!(["skip", "ok", "warn"].contains(&status), "{c}"),
+            _ => assert_eq!(status, "ok", "{name}: {c}"),
+        }
+    }
+    assert!(!ok, "a failed check makes the command fail");
+
+    // Without --connect the stand-in endpoint's name does not resolve: named, with a hint.
+    let (_, checks) = check(&healthy, &[]);
+    assert_eq!(status_of(&checks, "endpoint-credentials"), "fail");
+    assert!(checks["endpoint-credentials"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("describe-endpoint"));
+
+    // A certificate past its renewal time: a warning that points at the agent.
+    let due = device(&operator, &provider, &dir, "zk-check-due", (355, 10));
+    let (_, checks) = check(&due, &["--connect", &connect]);
+    assert_eq!(status_of(&checks, "certificate-lifetime"), "warn");
+    assert!(checks["certificate-lifetime"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("zkiot-agent.service"));
+
+    // Another device's certificate in the device folder: not for this token's key.
+    std::fs::copy(
+        due.device_dir().join("device.crt"),
+        healthy.device_dir().join("device.crt"),
+    )
+    .unwrap();
+    let (_, checks) = check(&healthy, &["--connect", &connect]);
+    assert_eq!(status_of(&checks, "certificate-key"), "fail");
+    assert!(checks["certificate-key"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("another key"));
+    assert_eq!(status_of(&checks, "certificate-on-token"), "warn");
+
+    // The text form: one line per check, a hint under each that did not pass, a summary.
+    let mut cmd = Command::new(zkiot_bin());
+    cmd.args(["device", "check", "--connect", &connect])
+        .stdin(Stdio::null());
+    healthy.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[FAIL] certificate-key:"), "{text}");
+    assert!(text.contains("       hint: "), "{text}");
+    assert!(text.contains("14 checks: "), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checks failed"), "{stderr}");
+
+    // No Zymkey library: named, and what depends on it is skipped.
+    let mut cmd = Command::new(zkiot_bin());
+    cmd.args([
+        "device",
+        "check",
+        "--json",
+        "--library",
+        "/nonexistent/libzk_app_utils.so",
+    ])
+    .stdin(Stdio::null());
+    healthy.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |n: &str| checks.iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(get("zymkey-library")["status"], "fail");
+    assert!(get("zymkey-library")["hint"]
+        .as_str()
+        .unwrap()
+        .contains("ZKIOT_ZKLIB"));
+    assert_eq!(get("clock")["status"], "skip");
+}

@@ -71,6 +71,13 @@ pub enum DeviceCommand {
     /// credentials are kept in memory and fetched again before they expire, so an app's
     /// request while they are valid costs no device operation. --once does one renewal pass.
     Agent(AgentArgs),
+    /// Check the device's set-up, each check named, with a hint when it fails.
+    ///
+    /// The Zymkey library, the PKCS#11 module and its p11-kit registration; the token and its
+    /// device cache against the device; the certificate (for the token's key, from the
+    /// installed CA, time left, on the token); the clock against the Zymkey's; that the
+    /// endpoints resolve; the agent's service. Exits non-zero when any check fails.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +273,22 @@ pub struct AgentArgs {
     /// else zkiot-credentials if that group exists, else none: mode 0600].
     #[arg(long, value_name = "GROUP")]
     pub token_group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Zymbit library to check (default: $ZKIOT_ZKLIB, else `zklib` in the configuration file,
+    /// else /usr/lib/libzk_app_utils.so: the one the module loads).
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Largest difference allowed between this machine's clock and the Zymkey's, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub max_clock_skew: u64,
 }
 
 /// Output formats of `zkiot device credentials`.

@@ -141,7 +141,7 @@ pub fn device_dir(explicit: Option<&Path>, global: &GlobalOpts) -> PathBuf {
     global.home.join("device")
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

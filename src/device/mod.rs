@@ -6,8 +6,8 @@
 //!
 //! The commands (`zkiot device …`) are parsed in `cli.rs` and each runs in its own file:
 //! `id`, `csr`, `install-cert` (`install.rs`), `credentials` ([`credentials`]), `selftest`,
-//! `tamper` (the Zymkey's perimeter channels, through Zymbit's library) and `agent`
-//! ([`agent`]: renewal and local credentials, long-running). Under them:
+//! `tamper` (the Zymkey's perimeter channels, through Zymbit's library), `agent` ([`agent`]:
+//! renewal and local credentials, long-running) and `check` (`check.rs`). Under them:
 //! - [`labels::Labels`]: which token and which key, by label (from the command line, then
 //!   `device.toml`, then the zkiot configuration the module reads).
 //! - [`id::DeviceId`]: the device ID and its short, thing-name form (algorithm in [`id`]).
@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod certificate;
+mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -54,5 +55,6 @@ pub fn run(command: DeviceCommand, global: &GlobalOpts) -> Result<()> {
         DeviceCommand::Selftest(args) => selftest::run(args, global),
         DeviceCommand::Tamper(args) => tamper::run(args, global),
         DeviceCommand::Agent(args) => agent::run(args, global),
+        DeviceCommand::Check(args) => check::run(args, global),
     }
 }
