@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Debian packages of zkiot into target/debian/ (or $CARGO_TARGET_DIR/debian/):
 #
-#   zkiot-device     the PKCS#11 module, registered with p11-kit, and the device build
-#                    of the zkiot tool (no AWS SDK); for a Raspberry Pi with a Zymkey
+#   zkiot-device     the PKCS#11 module, registered with p11-kit, the device build of
+#                    the zkiot tool (no AWS SDK) and the device agent's systemd unit,
+#                    enabled on installation (scripts/debian/); for a Raspberry Pi with
+#                    a Zymkey
 #   zkiot-emulator   the emulator of Zymbit's library and a configuration file
 #                    (/etc/zkiot/zkiot.toml) that points the module at it
 #   zkiot            the operator's flavour: the same module and the full zkiot tool
@@ -189,9 +191,13 @@ stage_module() {
 # zkiot: the Zymkey as a PKCS#11 token
 module: libzkpkcs11.so
 EOF
-    # Purge removes the token's store (certificates and data objects written to the
-    # token); a removal or an upgrade keeps it. The keys themselves live in the Zymkey.
-    install -D -m 0755 /dev/stdin "$root/DEBIAN/postrm" <<'EOF'
+}
+
+# Purge removes the token's store (certificates and data objects written to the token); a
+# removal or an upgrade keeps it. The keys themselves live in the Zymkey. (zkiot-device's
+# maintainer scripts in scripts/debian/ do the same, and look after the agent's unit.)
+operator_postrm() {
+    install -D -m 0755 /dev/stdin "$1/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = purge ]; then
@@ -212,14 +218,23 @@ Check the device with: zkiot device selftest"
 package=zkiot-device root=$work/zkiot-device
 stage_module "$root"
 install_stripped "$work/zkiot.device" "$root/usr/bin/zkiot" 0755
+# The device agent: its unit, enabled by postinst; stopped by prerm; masked on removal and
+# forgotten on purge by postrm (what debhelper's dh_installsystemd does).
+install -D -m 0644 "$REPO/scripts/debian/zkiot-agent.service" \
+    "$root/usr/lib/systemd/system/zkiot-agent.service"
+for script in postinst prerm postrm; do
+    install -D -m 0755 "$REPO/scripts/debian/zkiot-device.$script" "$root/DEBIAN/$script"
+done
 copyright "$root" zkiot-device
 extra_depends="p11-kit-modules"
 write_control "$root" zkiot-device "Zymbit security module as a PKCS#11 token, device tools" \
     "$module_description
 
 The zkiot tool of this package has the device commands (device id, csr,
-install-cert, credentials, selftest); the operator's commands are in the
-package zkiot." \
+install-cert, credentials, agent, check, selftest); the operator's commands
+are in the package zkiot. The unit zkiot-agent.service, enabled here, runs
+the device agent once the device has a certificate: it renews it and serves
+AWS credentials to the device's apps on 127.0.0.1." \
     "Recommends: p11-kit, libengine-pkcs11-openssl | pkcs11-provider" \
     "Conflicts: zkiot" "Replaces: zkiot"
 build_deb "$root" zkiot-device
@@ -250,6 +265,7 @@ build_deb "$root" zkiot-emulator
 if [ $operator = 1 ]; then
     package=zkiot root=$work/zkiot
     stage_module "$root"
+    operator_postrm "$root"
     install_stripped "$work/zkiot.operator" "$root/usr/bin/zkiot" 0755
     copyright "$root" zkiot
     extra_depends="p11-kit-modules"

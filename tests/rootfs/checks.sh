@@ -4,8 +4,10 @@
 # checks with the platform's stock tools, with no module path and no zkiot variable
 # in the environment, that openssl (libp11 engine), curl, pkcs11-tool and GnuTLS
 # find the token through p11-kit; on platforms with pkcs11-provider, the OpenSSL 3
-# provider path too; then that removing keeps the token's store and purging leaves
-# nothing behind. Each signature is counted in the emulator's trace. The emulated model
+# provider path too; that the device package installs and enables the device
+# agent's unit (and, where the root file system has systemd-analyze, that it
+# verifies with no warning); then that removing keeps the token's store and purging
+# leaves nothing behind, the unit's enablement included. Each signature is counted in the emulator's trace. The emulated model
 # is $ZKIOT_ROOTFS_MODEL (ZYMKEY4i by default); one with a key store also generates a key
 # through pkcs11-tool that signs a CSR.
 # shellcheck disable=SC2016 # single-quoted bash -c bodies expand later, on purpose
@@ -95,6 +97,31 @@ check "p11tool --list-all (GnuTLS through p11-kit) shows the certificate" \
     bash -c "p11tool --list-all 'pkcs11:token=$TOKEN_LABEL' | grep -q 'Type: X.509 Certificate'"
 check "pkcs11-tool --test: No errors" pkcs11_tool_test --module "$MODULE"
 check "zkiot device id (the package's device tool)" zkiot device id
+
+# ---------------------------------------------------------------- the device agent's unit
+unit=/usr/lib/systemd/system/zkiot-agent.service
+check "the package installs the agent's unit $unit" test -f "$unit"
+if [ -x /usr/bin/deb-systemd-helper ]; then
+    check "the package enables it (multi-user.target.wants)" \
+        test -L /etc/systemd/system/multi-user.target.wants/zkiot-agent.service
+else
+    skip "enabling the unit: no deb-systemd-helper in this root file system"
+fi
+if command -v systemd-analyze >/dev/null; then
+    unit_verifies() {
+        local out
+        out=$(systemd-analyze verify "$unit" 2>&1) || { echo "$out"; return 1; }
+        # Unknown keys and bad values are only warnings: none may be printed.
+        [ -z "$out" ] || { echo "$out"; return 1; }
+    }
+    check "systemd-analyze verify accepts the unit, with no warning" unit_verifies
+else
+    skip "systemd-analyze verify: not in this root file system"
+fi
+check "zkiot device agent --help (the package's tool has the agent)" \
+    bash -c 'zkiot device agent --help | grep -q -- --once'
+check "zkiot device check runs its checks by name (not every one can pass here)" \
+    bash -c 'zkiot device check --json | grep -q "\"name\": \"zymkey-library\""' 
 check "zkiot device selftest (library from the emulator's conffile, module through p11-kit)" \
     zkiot device selftest
 
@@ -185,8 +212,8 @@ check "dpkg -i again (upgrade in place)" dpkg -i "${debs[@]}"
 check "the token's store survives the upgrade" \
     bash -c "ls /var/lib/zkiot | cmp -s - '$T/store-files'"
 check "dpkg -r zkiot-emulator zkiot-device" dpkg -r zkiot-emulator zkiot-device
-check "after removal: module, module file and tool are gone" \
-    bash -c "[ ! -e '$MODULE' ] && [ ! -e /usr/share/p11-kit/modules/zkiot.module ] && [ ! -e /usr/bin/zkiot ]"
+check "after removal: module, module file, tool and the agent's unit are gone" \
+    bash -c "[ ! -e '$MODULE' ] && [ ! -e /usr/share/p11-kit/modules/zkiot.module ] && [ ! -e /usr/bin/zkiot ] && [ ! -e '$unit' ]"
 check "after removal: p11-kit lists no zkiot module" p11kit_lists_no_zkiot
 check "after removal: the token's store is kept" \
     bash -c "ls /var/lib/zkiot | cmp -s - '$T/store-files'"
@@ -196,6 +223,6 @@ left_behind() {
     system_files >/tmp/files-after
     diff /tmp/files-before /tmp/files-after
 }
-check "after purge: no file of the packages, their configuration or the store is left" left_behind
+check "after purge: no file of the packages, their configuration, the store or the unit's enablement is left" left_behind
 
 e2e_summary
