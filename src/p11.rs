@@ -348,6 +348,72 @@ impl P11Token {
         Ok(outcome)
     }
 
+    /// Whether the token generates key pairs (`CKM_EC_KEY_PAIR_GEN`: the module offers it on a
+    /// device whose slot list shows a key store).
+    pub fn generates_keys(&self) -> Result<bool> {
+        Ok(self
+            .mechanisms()?
+            .contains(&cryptoki::mechanism::MechanismType::ECC_KEY_PAIR_GEN))
+    }
+
+    /// Generates a P-256 key pair on the token with `label` and `id` (the device makes the key;
+    /// its private part never leaves it), and finds it.
+    pub fn generate_key(&self, label: &str, id: &[u8]) -> Result<P11Key> {
+        let common = [
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        let mut public = vec![
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Verify(true),
+        ];
+        public.extend_from_slice(&common);
+        let mut private = vec![
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+        ];
+        private.extend_from_slice(&common);
+        self.session()
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .with_context(|| format!("token {:?} did not generate a key pair", self.label))?;
+        self.find_key(label)
+    }
+
+    /// Whether a private key labelled `label` is on the token.
+    pub fn has_key(&self, label: &str) -> Result<bool> {
+        Ok(!self
+            .session()
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .context("cannot search the token's keys")?
+            .is_empty())
+    }
+
+    /// Removes `key` from the token (and the device: its private key object), with the
+    /// certificates stored for it. A factory key stays (the module refuses to remove one):
+    /// `Ok(false)` then, its certificates removed all the same.
+    pub fn remove_key(&self, key: &P11Key) -> Result<bool> {
+        let session = self.session();
+        for handle in session.find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(key.id.clone()),
+        ])? {
+            session
+                .destroy_object(handle)
+                .context("cannot remove a certificate of the old key from the token")?;
+        }
+        match session.destroy_object(key.handle) {
+            Ok(()) => Ok(true),
+            Err(cryptoki::error::Error::Pkcs11(RvError::ActionProhibited, _)) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove key {:?}", key.label)),
+        }
+    }
+
     /// DER values of the certificates stored with `id`.
     pub fn certificates_with_id(&self, id: &[u8]) -> Result<Vec<Vec<u8>>> {
         let session = self.session();

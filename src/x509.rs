@@ -106,3 +106,35 @@ pub fn check_valid_now(cert: &X509, what: &str) -> Result<()> {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Base64url without padding (RFC 4648 §5): what an AWS IoT Thing attribute may hold.
+pub fn base64url(bytes: &[u8]) -> String {
+    openssl::base64::encode_block(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// Decodes [`base64url`] (padding optional).
+pub fn from_base64url(text: &str) -> Result<Vec<u8>> {
+    let mut standard = text.trim().replace('-', "+").replace('_', "/");
+    while standard.len() % 4 != 0 {
+        standard.push('=');
+    }
+    openssl::base64::decode_block(&standard).map_err(|_| anyhow!("not base64url"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_round_trips() {
+        for bytes in [&b""[..], b"a", b"ab", b"abc", &[0xfb, 0xff, 0xfe, 0x3e]] {
+            let text = base64url(bytes);
+            assert!(!text.contains(['+', '/', '=']), "{text}");
+            assert_eq!(from_base64url(&text).unwrap(), bytes);
+        }
+        assert!(from_base64url("a b").is_err());
+    }
+}

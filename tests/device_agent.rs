@@ -94,21 +94,59 @@ fn device(
     provider: &Provider,
     dir: &Path,
     thing: &str,
+    validity: (i64, i64),
+) -> Device {
+    device_with_key(operator, provider, dir, thing, validity, None)
+}
+
+/// [`device`], on an emulated HSM6 whose device key `key_label` it generated, when given.
+fn device_with_key(
+    operator: &Operator,
+    provider: &Provider,
+    dir: &Path,
+    thing: &str,
     (days_before, days_after): (i64, i64),
+    key_label: Option<&str>,
 ) -> Device {
     let device = Device::new(&dir.join(thing));
-    let cert = backdated_certificate(operator, &device.csr(thing), days_before, days_after);
+    let csr = match key_label {
+        None => device.csr(thing),
+        Some(label) => {
+            // The emulator's state is made on first use: an HSM6, with a generated key.
+            let mut cmd = Command::new("pkcs11-tool");
+            cmd.arg("--module")
+                .arg(built_library("libzkpkcs11.so"))
+                .args([
+                    "--keypairgen",
+                    "--key-type",
+                    "EC:prime256v1",
+                    "--label",
+                    label,
+                ])
+                .args(["--id", "0100"])
+                .stdin(Stdio::null());
+            device.env(&mut cmd);
+            let out = cmd.env("ZKIOT_EMU_MODEL", "HSM6").output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            device.ok(&["device", "csr", "--thing", thing, "--key-label", label]);
+            std::fs::read(device.device_dir().join("device.csr")).unwrap()
+        }
+    };
+    let cert = backdated_certificate(operator, &csr, days_before, days_after);
     let record = operator.home.join("devices").join(thing);
     std::fs::create_dir_all(&record).unwrap();
     std::fs::write(record.join("device.crt"), cert.to_pem().unwrap()).unwrap();
     operator.ok(&["aws", "register-device", "--thing", thing]);
-    device.ok(&[
+    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
+    let ca = operator.home.join("ca/ca.crt");
+    let cert_path = record.join("device.crt");
+    let mut install = vec![
         "device",
         "install-cert",
         "--cert",
-        record.join("device.crt").to_str().unwrap(),
+        cert_path.to_str().unwrap(),
         "--ca",
-        operator.home.join("ca/ca.crt").to_str().unwrap(),
+        ca.to_str().unwrap(),
         "--endpoint",
         &provider.host,
         "--role-alias",
@@ -116,8 +154,12 @@ fn device(
         "--ca-bundle",
         provider.root_pem.to_str().unwrap(),
         "--iot-api",
-        &format!("http://127.0.0.1:{}", provider.iot_port),
-    ]);
+        &iot_api,
+    ];
+    if let Some(label) = key_label {
+        install.extend(["--key-label", label]);
+    }
+    device.ok(&install);
     device
 }
 
@@ -660,4 +702,374 @@ fn device_check_names_each_check_and_what_to_do() {
         .unwrap()
         .contains("ZKIOT_ZKLIB"));
     assert_eq!(get("clock")["status"], "skip");
+}
+
+/// The slots of the keys the emulated Zymkey generated (its key store, from slot 16).
+fn generated_slots(device: &Device) -> Vec<u32> {
+    let mut slots: Vec<u32> = std::fs::read_dir(device.dir.join("emu/keys"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.strip_prefix("slot-")?
+                        .strip_suffix(".pem")?
+                        .parse()
+                        .ok()
+                })
+                .filter(|slot| *slot >= 16)
+                .collect()
+        })
+        .unwrap_or_default();
+    slots.sort();
+    slots
+}
+
+/// The labels of the private keys the device's token shows beside its factory keys.
+fn key_labels(device: &Device) -> Vec<String> {
+    let mut cmd = Command::new("pkcs11-tool");
+    cmd.arg("--module")
+        .arg(built_library("libzkpkcs11.so"))
+        .args(["--list-objects", "--type", "privkey"])
+        .stdin(Stdio::null());
+    device.env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.starts_with("slot"))
+        .collect()
+}
+
+fn device_toml(device: &Device) -> toml::Table {
+    std::fs::read_to_string(device.device_dir().join("device.toml"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn thing_attributes(moto: &Moto, thing: &str) -> Value {
+    moto.py(&format!(
+        "result = iot.describe_thing(thingName='{thing}').get('attributes', {{}})"
+    ))
+}
+
+#[test]
+fn hsm6_devices_renew_with_fresh_keys_and_their_old_keys_are_gone() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    operator.ok(&["aws", "setup", "--renewal"]);
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let dir = tmp.path().join("devices");
+    let things: Vec<String> = (0..5).map(|i| format!("zk-rekey-{i:02}")).collect();
+    let devices: Vec<Device> = things
+        .iter()
+        .map(|t| device_with_key(&operator, &provider, &dir, t, (355, 10), Some("dev0")))
+        .collect();
+
+    // Due: each makes a fresh key and a CSR, vouched for by its current key, posted on its
+    // Thing; nothing else changes yet.
+    for (thing, device) in things.iter().zip(&devices) {
+        let before = installed(device);
+        let (out, ops) = agent_once(device, &provider, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("no renewed certificate yet"),
+            "{thing}: {stdout}"
+        );
+        // Credentials, the CSR, the current key's signature over it.
+        assert_eq!(
+            ops.iter().filter(|o| *o == "sign").count(),
+            3,
+            "{thing}: {ops:?}"
+        );
+        assert_eq!(generated_slots(device).len(), 2, "{thing}");
+        let attributes = thing_attributes(&moto, thing);
+        assert!(
+            attributes["zkiot_csr"].as_str().unwrap().len() < 800,
+            "{attributes}"
+        );
+        assert!(
+            attributes["zkiot_csr_signature"].is_string(),
+            "{attributes}"
+        );
+        assert_eq!(
+            installed(device).to_der().unwrap(),
+            before.to_der().unwrap()
+        );
+        assert_eq!(device_toml(device)["key_label"].as_str(), Some("dev0"));
+        assert!(device.device_dir().join("rekey.json").exists());
+    }
+
+    // A request whose signature is not the device's current key's is refused, named.
+    let first = &things[0];
+    let genuine = thing_attributes(&moto, first);
+    let forged_key = p256();
+    let csr_der = openssl::base64::decode_block(
+        &genuine["zkiot_csr"]
+            .as_str()
+            .unwrap()
+            .replace('-', "+")
+            .replace('_', "/")
+            .chars()
+            .chain(std::iter::repeat('='))
+            .take(genuine["zkiot_csr"].as_str().unwrap().len().div_ceil(4) * 4)
+            .collect::<String>(),
+    )
+    .unwrap();
+    let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &forged_key).unwrap();
+    signer.update(&csr_der).unwrap();
+    let forged = openssl::base64::encode_block(&signer.sign_to_vec().unwrap())
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_");
+    moto.py(&format!(
+        "iot.update_thing(thingName='{first}', attributePayload={{'attributes': {{'zkiot_csr_signature': '{forged}'}}, 'merge': True}})"
+    ));
+    let out = operator.run(&["fleet", "renew", "--within", "30d"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("4 renewed") && text.contains("1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not signed by the key of any ACTIVE certificate"),
+        "{text}"
+    );
+    moto.py(&format!(
+        "iot.update_thing(thingName='{first}', attributePayload={{'attributes': {{'zkiot_csr_signature': '{}'}}, 'merge': True}})",
+        genuine["zkiot_csr_signature"].as_str().unwrap()
+    ));
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(out.contains("1 renewed"), "{out}");
+
+    // Each switches to its fresh key: certificate, token object and key label together; its
+    // old key is gone from the Zymkey once the switch is recorded.
+    for (thing, device) in things.iter().zip(&devices) {
+        let old = installed(device);
+        let hook_file = device.dir.join("switched");
+        let hook = format!(
+            "echo \"$ZKIOT_CERTIFICATE_ID\" >> '{}'",
+            hook_file.display()
+        );
+        let (out, ops) = agent_once(device, &provider, &["--on-switch", &hook]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("switched to certificate"),
+            "{thing}: {stdout}{stderr}"
+        );
+        assert!(
+            stderr.contains("removed the old key \"dev0\""),
+            "{thing}: {stderr}"
+        );
+        // The proof with the new key (the credentials it holds were fetched once).
+        assert!(
+            ops.iter().filter(|o| *o == "sign").count() <= 2,
+            "{thing}: {ops:?}"
+        );
+        let new = installed(device);
+        assert!(!new
+            .public_key()
+            .unwrap()
+            .public_eq(&old.public_key().unwrap()));
+        let issued = operator.home.join("devices").join(thing).join("rekey.crt");
+        assert_eq!(
+            new.to_der().unwrap(),
+            X509::from_pem(&std::fs::read(issued).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap()
+        );
+        let label = device_toml(device)["key_label"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(label.starts_with("zkiot-"), "{label}");
+        assert_eq!(
+            device_toml(device)["certificate"].as_str(),
+            Some("device.crt")
+        );
+        assert_eq!(
+            key_labels(device),
+            std::slice::from_ref(&label),
+            "{thing}: only the fresh key"
+        );
+        assert_eq!(
+            generated_slots(device).len(),
+            1,
+            "{thing}: the old key is gone"
+        );
+        assert!(!device.device_dir().join("rekey.json").exists());
+        let attributes = thing_attributes(&moto, thing);
+        assert_eq!(
+            attributes["zkiot_certificate"],
+            serde_json::json!(cert_id(&new))
+        );
+        assert!(attributes.get("zkiot_csr").is_none(), "{attributes}");
+        assert_eq!(
+            std::fs::read_to_string(&hook_file).unwrap(),
+            format!("{}\n", cert_id(&new))
+        );
+        // The certificate on the token is the new one, for the new key.
+        let out = device.credentials(&provider, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (out, ops) = agent_once(device, &provider, &[]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("renewal from"));
+        assert!(ops.is_empty(), "{ops:?}");
+    }
+    let out = operator.ok(&["fleet", "renew", "--within", "30d", "--grace", "0s"]);
+    assert!(out.contains("5 old certificates deactivated"), "{out}");
+    eprintln!(
+        "fresh keys for 5 devices: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs `agent --once` on `device` (with 20 ms per device operation) and kills it with SIGKILL
+/// `at` after it started: whether it was killed before it ended.
+fn kill_agent(device: &Device, provider: &Provider, at: Duration) -> bool {
+    let trace = device.dir.join("kill-trace");
+    let started = Instant::now();
+    let mut child = agent_command(device, provider, &trace, &["--once"])
+        .env("ZKIOT_EMU_LATENCY_MS", "20")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while started.elapsed() < at {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    true
+}
+
+/// The device's identity works: `device credentials` gets credentials with the key and the
+/// certificate device.toml names.
+fn identity_works(device: &Device, provider: &Provider, when: &str) {
+    let out = device.credentials(provider, &[]);
+    assert!(
+        out.status.success(),
+        "{when}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_agent_killed_at_any_step_of_a_fresh_key_renewal_ends_with_one_working_identity() {
+    let step = Duration::from_millis(
+        std::env::var("ZKIOT_AGENT_KILL_STEP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    );
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    operator.ok(&["aws", "setup", "--renewal"]);
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let thing = "zk-kill";
+    let device = device_with_key(
+        &operator,
+        &provider,
+        &tmp.path().join("devices"),
+        thing,
+        (355, 10),
+        Some("dev0"),
+    );
+
+    // Each phase: `agent --once` killed 0 ms after its start, then `step` later each time,
+    // until a run ends before its kill; after a kill that left the renewal further on, the
+    // sweep starts again at 0, since the next run takes another path from there. So the
+    // kills land in every step; after each, the identity device.toml names must work.
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    let mut killed = 0;
+    let mut sweep = |phase: &str| {
+        let mut at = Duration::ZERO;
+        let mut last = "";
+        while kill_agent(&device, &provider, at) {
+            killed += 1;
+            identity_works(&device, &provider, &format!("{phase}, killed at {at:?}"));
+            let journal = device.device_dir().join("rekey.json").exists();
+            let old_label = device_toml(&device)["key_label"].as_str() == Some("dev0");
+            let state = match (journal, old_label, generated_slots(&device).len()) {
+                (false, true, _) => "not started",
+                (true, true, 1) => "journal written, no key yet",
+                (true, true, _) => "fresh key made, not committed",
+                (true, false, _) => "committed, not finished",
+                (false, false, _) => "done",
+            };
+            *states.entry(format!("{phase}: {state}")).or_default() += 1;
+            at = if state == last {
+                at + step
+            } else {
+                Duration::ZERO
+            };
+            last = state;
+        }
+    };
+    // Making the key, the CSR and the request.
+    sweep("request");
+    let (out, _) = agent_once(&device, &provider, &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no renewed certificate yet"));
+    // However often it was cut short, one fresh key was made.
+    assert_eq!(
+        generated_slots(&device).len(),
+        2,
+        "{:?}",
+        key_labels(&device)
+    );
+    operator.ok(&["fleet", "renew", "--within", "30d"]);
+    // Proving, committing, recording, removing the old key.
+    sweep("switch");
+    let (out, _) = agent_once(&device, &provider, &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("renewal from"));
+    eprintln!("{killed} runs killed; where they stopped: {states:?}");
+    for state in [
+        "request: journal written, no key yet",
+        "request: fresh key made, not committed",
+        "switch: fresh key made, not committed",
+        "switch: committed, not finished",
+    ] {
+        assert!(
+            states.contains_key(state),
+            "no kill left {state:?}: {states:?}"
+        );
+    }
+
+    // One identity: the fresh key, its certificate, recorded; the old key gone.
+    let label = device_toml(&device)["key_label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(label.starts_with("zkiot-"), "{label}");
+    assert_eq!(key_labels(&device), [label]);
+    assert_eq!(generated_slots(&device).len(), 1);
+    assert!(!device.device_dir().join("rekey.json").exists());
+    let new = installed(&device);
+    assert_eq!(
+        thing_attributes(&moto, thing)["zkiot_certificate"],
+        serde_json::json!(cert_id(&new))
+    );
+    identity_works(&device, &provider, "at the end");
+    eprintln!("kill test: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -17,6 +17,7 @@ mod fleet;
 pub mod policy;
 mod record;
 mod register_ca;
+mod rekey;
 mod renew;
 mod setup;
 mod silence;

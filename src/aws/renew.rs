@@ -7,8 +7,10 @@
 //! 1. Our certificates are the Thing's principals that our CA issued. The device's current one
 //!    is the one its `zkiot_certificate` attribute names (the device writes it when it
 //!    switches), else the newest ACTIVE one.
-//! 2. If the newest ACTIVE certificate expires within `--within`, a new one is issued for its
-//!    public key and subject and registered like a new device's. It is written to
+//! 2. If the device posted a CSR for a fresh key, vouched for by its current key (`rekey.rs`),
+//!    that CSR is signed (kept in `devices/<thing>/rekey.crt`). Otherwise, if the newest
+//!    ACTIVE certificate expires within `--within`, a new one is issued for its public key and
+//!    subject. Either is registered like a new device's certificate. It is written to
 //!    `devices/<thing>/renewal.crt` before it is registered, so a run cut short reuses it.
 //! 3. Once the device uses a newer certificate than some of ours, those are deactivated; once
 //!    inactive for `--grace`, revoked and detached from the Thing (so no later run, `status` or
@@ -207,24 +209,44 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
             .unwrap_or(std::cmp::Ordering::Equal)
     });
 
-    // 2. Renew when the newest active certificate expires soon.
-    if let Some(newest) = newest_active {
-        if seconds_until(newest.cert.not_after())? <= shared.within_seconds {
-            let cert = renewal_for(shared, thing, &newest.cert)?;
-            let registered = register_prepared(aws, &shared.prereqs, &cert, thing).await?;
-            shared.record.append(&RenewEntry {
-                thing: thing.to_string(),
-                step: "renewed".into(),
-                certificate_id: registered.certificate_id.clone(),
-                time: now(),
-            })?;
-            outcome.renewed = true;
-            if shared.verbose {
-                out.println(&format!(
-                    "{thing}: certificate {} renewed as {}",
-                    newest.id, registered.certificate_id
-                ));
+    // 2. Renew: for the fresh key the device asked for (rekey.rs), else for the same key when
+    // the newest active certificate expires soon.
+    let active_keys = ours
+        .iter()
+        .filter(|c| c.status == active)
+        .map(|c| c.cert.public_key())
+        .collect::<Result<Vec<_>, _>>()?;
+    let to_issue = match super::rekey::posted(described.attributes(), &active_keys)? {
+        Some(request) if active_keys.iter().any(|k| k.public_eq(&request.key)) => None,
+        Some(request) => Some(super::rekey::certificate(
+            &shared.ca,
+            &shared.sign,
+            &shared.devices_dir.join(thing),
+            thing,
+            &request,
+            shared.within_seconds,
+        )?),
+        None => match newest_active {
+            Some(newest) if seconds_until(newest.cert.not_after())? <= shared.within_seconds => {
+                Some(renewal_for(shared, thing, &newest.cert)?)
             }
+            _ => None,
+        },
+    };
+    if let Some(cert) = to_issue {
+        let registered = register_prepared(aws, &shared.prereqs, &cert, thing).await?;
+        shared.record.append(&RenewEntry {
+            thing: thing.to_string(),
+            step: "renewed".into(),
+            certificate_id: registered.certificate_id.clone(),
+            time: now(),
+        })?;
+        outcome.renewed = true;
+        if shared.verbose {
+            out.println(&format!(
+                "{thing}: renewed as certificate {}",
+                registered.certificate_id
+            ));
         }
     }
 

@@ -27,6 +27,7 @@
 //! listen = "127.0.0.1:9911"            # the local credentials endpoint, or "off"
 //! token_file = "/run/zkiot/credentials-token"
 //! token_group = "zkiot-credentials"    # may read the token file
+//! new_key = false                      # renew for the same key even where the Zymkey makes keys
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,6 +101,9 @@ pub struct DeviceConfig {
     /// The group that may read the token file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_group: Option<String>,
+    /// Whether the agent renews with a fresh key where the Zymkey makes keys (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_key: Option<bool>,
 }
 
 impl DeviceConfig {

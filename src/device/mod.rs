@@ -16,8 +16,8 @@
 //! - [`settings::DeviceSettings`]: what `credentials` and the agent work with, resolved once
 //!   from their flags, `device.toml` and the defaults.
 //! - [`certificate::check_device_certificate`]: whether a certificate is this device's.
-//! - [`renewal`]: the device's side of certificate renewal; [`hook`]: the command run after a
-//!   switch.
+//! - [`renewal`]: the device's side of certificate renewal, for the same key; [`rekey`]: with
+//!   a fresh key where the Zymkey makes keys; [`hook`]: the command run after a switch.
 //! - [`net`]: the network client: the AWS IoT credentials provider ([`net::provider`]) over
 //!   mutual TLS with the token's key ([`net::tls`]), the AWS IoT API calls of renewal
 //!   ([`net::iot_api`]), and a small HTTP/1.1 client ([`net::http`]).
@@ -34,6 +34,7 @@ pub mod id;
 mod install;
 pub mod labels;
 pub mod net;
+pub mod rekey;
 pub mod renewal;
 mod selftest;
 pub mod settings;

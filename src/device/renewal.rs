@@ -35,7 +35,8 @@ pub struct Renewal<'a> {
     pub target: &'a RenewalSettings,
     /// The fleet CA installed with the certificate.
     pub ca: &'a X509,
-    /// The open token and its key, which the current certificate is for.
+    /// The open token, and the key a new certificate must be for: the current certificate's
+    /// (renewal for the same key) or a fresh one ([`super::rekey`]).
     pub token: &'a Arc<P11Token>,
     pub key: &'a P11Key,
 }
@@ -53,17 +54,20 @@ impl Renewal<'_> {
         Ok(self.settings.cert.not_after() <= limit)
     }
 
-    /// Looks for a newer certificate for this device and switches to it. `None` when there is
-    /// none yet.
-    pub fn pick_up(&self, credentials: &Credentials) -> Result<Option<Switched>> {
-        let request = &self.settings.request;
-        let api = IotApi::new(
+    /// The AWS IoT API, signed with `credentials`.
+    pub fn api<'c>(&self, credentials: &'c Credentials) -> Result<IotApi<'c>> {
+        IotApi::new(
             &self.target.iot_api,
             &self.target.region,
             credentials,
-            request.timeout,
-        )?;
-        let thing = &request.thing;
+            self.settings.request.timeout,
+        )
+    }
+
+    /// The newest certificate on the Thing this device may switch to ([`Self::acceptable`]),
+    /// if any. Others are reported and left alone.
+    pub fn find(&self, api: &IotApi<'_>) -> Result<Option<X509>> {
+        let thing = &self.settings.request.thing;
         let current_id = fingerprint(&self.settings.cert)?;
         let mut best: Option<X509> = None;
         for arn in api.list_thing_principals(thing)? {
@@ -97,13 +101,24 @@ impl Renewal<'_> {
                 }
             }
         }
-        let Some(cert) = best else {
+        Ok(best)
+    }
+
+    /// Proves `cert` before anything changes: the credentials provider must accept it (one
+    /// device signature with [`Self::key`]).
+    pub fn prove(&self, cert: &X509) -> Result<Credentials> {
+        provider::fetch(&self.settings.request, self.token, self.key, cert)
+            .context("the new certificate does not get credentials; keeping the current one")
+    }
+
+    /// Looks for a newer certificate for this device and switches to it. `None` when there is
+    /// none yet.
+    pub fn pick_up(&self, credentials: &Credentials) -> Result<Option<Switched>> {
+        let api = self.api(credentials)?;
+        let Some(cert) = self.find(&api)? else {
             return Ok(None);
         };
-
-        // Prove it before anything changes: the credentials provider must accept it.
-        let proven = provider::fetch(request, self.token, self.key, &cert)
-            .context("the new certificate does not get credentials; keeping the current one")?;
+        let proven = self.prove(&cert)?;
 
         // Install: the file atomically, then the token's object (added before the old one goes).
         fsutil::write_atomic(
@@ -116,7 +131,11 @@ impl Renewal<'_> {
         // Tell the operator, with credentials from the new certificate.
         let new_id = fingerprint(&cert)?;
         api.with_credentials(&proven)
-            .set_thing_attribute(thing, CURRENT_CERTIFICATE_ATTRIBUTE, &new_id)
+            .set_thing_attribute(
+                &self.settings.request.thing,
+                CURRENT_CERTIFICATE_ATTRIBUTE,
+                &new_id,
+            )
             .context("switched, but could not record it on the Thing; the next call retries")?;
         eprintln!(
             "zkiot: switched to certificate {new_id} (valid until {})",

@@ -192,7 +192,8 @@ fn pass(source: &Source, options: &Options) -> Result<Pass> {
     let settings: DeviceSettings = source.settings()?;
     let validity = Validity::of(&settings.cert)?;
     let at = validity.renewal_time(options.share, jitter_of(&settings.cert)?);
-    if now_unix() < at {
+    // A fresh-key renewal cut short carries on whether or not renewal is due.
+    if now_unix() < at && !super::rekey::in_progress(&settings.dir) {
         return Ok(Pass::NotDue {
             at,
             expires: validity.not_after,

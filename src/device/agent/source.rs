@@ -18,6 +18,7 @@ use crate::device::certificate::check_device_certificate;
 use crate::device::cli::ConnectionArgs;
 use crate::device::credentials::REFRESH_MARGIN;
 use crate::device::net::provider::{self, Credentials};
+use crate::device::rekey::{self, Rekey};
 use crate::device::renewal::{Renewal, Switched};
 use crate::device::settings::DeviceSettings;
 use crate::p11::{P11Key, P11Token};
@@ -92,8 +93,9 @@ impl Source {
     }
 
     /// One renewal attempt with `settings`: credentials (held, else fetched), then the renewed
-    /// certificate picked up and switched to ([`Renewal::pick_up`]). `None` when the operator
-    /// has issued none yet.
+    /// certificate picked up and switched to: for a fresh key where the Zymkey makes keys
+    /// ([`Rekey::run`]), else for the same key ([`Renewal::pick_up`]). `None` when the
+    /// operator has issued none yet.
     pub fn renew(&self, settings: &DeviceSettings) -> Result<Option<Switched>> {
         let target = settings
             .renewal
@@ -113,14 +115,29 @@ impl Source {
                 fetched
             }
         };
-        let renewal = Renewal {
-            settings,
-            target,
-            ca: &ca,
-            token: &token,
-            key: &key,
+        // A fresh key where the Zymkey makes keys (unless device.toml says new_key = false),
+        // and always to finish one in progress.
+        let fresh_key = rekey::in_progress(&settings.dir)
+            || (settings.config.new_key != Some(false) && token.generates_keys()?);
+        let switched = if fresh_key {
+            Rekey {
+                settings,
+                target,
+                ca: &ca,
+                token: &token,
+                key: &key,
+            }
+            .run(&credentials)?
+        } else {
+            Renewal {
+                settings,
+                target,
+                ca: &ca,
+                token: &token,
+                key: &key,
+            }
+            .pick_up(&credentials)?
         };
-        let switched = renewal.pick_up(&credentials)?;
         if let Some(switched) = &switched {
             *held = Some(Held::new(switched.credentials.clone())?);
         }

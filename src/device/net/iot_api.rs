@@ -129,8 +129,17 @@ impl<'a> IotApi<'a> {
 
     /// Sets one attribute of `thing`, keeping the others.
     pub fn set_thing_attribute(&self, thing: &str, name: &str, value: &str) -> Result<()> {
+        self.set_thing_attributes(thing, &[(name, value)])
+    }
+
+    /// Sets attributes of `thing` in one call, keeping the others; an empty value removes one.
+    pub fn set_thing_attributes(&self, thing: &str, attributes: &[(&str, &str)]) -> Result<()> {
+        let attributes: serde_json::Map<String, serde_json::Value> = attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
         let body = serde_json::json!({
-            "attributePayload": { "attributes": { name: value }, "merge": true }
+            "attributePayload": { "attributes": attributes, "merge": true }
         });
         let _: serde_json::Value = self.call(
             "UpdateThing",
