@@ -6,7 +6,10 @@
 //! - the cost of one use when each use is a process ([`processes`]):
 //!   `openssl pkeyutl -sign` and a `curl` mutual-TLS request, token key against
 //!   key file, at 0 ms and at the device latency, with the device operations
-//!   per process (from the emulator's trace) and peak memory.
+//!   per process (from the emulator's trace) and peak memory;
+//! - the device agent (`zkiot device agent`, [`agent`]) when `--zkiot` names the tool: its
+//!   device operations while idle and while it serves an app's credentials requests from
+//!   what it holds, and its peak memory.
 //!
 //! The emulator's `ZKIOT_EMU_LATENCY_MS` stands in for the device: a Zymkey
 //! takes tens of milliseconds per operation, so at that latency what counts is
@@ -21,6 +24,7 @@
 //! (one device signature per signature, at most two device operations per
 //! signing process), never timings.
 
+mod agent;
 mod inprocess;
 mod processes;
 
@@ -34,12 +38,13 @@ use inprocess::Throughput;
 use processes::{Consumer, Key, PerProcess, Setup};
 
 const USAGE: &str = "\
-usage: zkbench --module PATH --emulator PATH [--softhsm PATH] [--seconds S]
+usage: zkbench --module PATH --emulator PATH [--softhsm PATH] [--zkiot PATH] [--seconds S]
                [--latency-ms MS] [--smoke]
 
   --module      libzkpkcs11.so to measure
   --emulator    libzkemu.so the module loads (ZKIOT_ZKLIB)
   --softhsm     SoftHSM2 module, the software peer (default /usr/lib/softhsm/libsofthsm2.so)
+  --zkiot       the zkiot tool whose device agent to measure (no agent rows without it)
   --seconds     time per row (default 3)
   --latency-ms  emulated device time per operation for the latency rows (default 50)
   --smoke       every row, briefly; fails if a device-operation count is wrong
@@ -53,6 +58,7 @@ pub struct Options {
     pub module: PathBuf,
     pub emulator: PathBuf,
     pub softhsm: PathBuf,
+    pub zkiot: Option<PathBuf>,
     pub seconds: f64,
     pub latency_ms: u64,
     pub smoke: bool,
@@ -71,6 +77,7 @@ fn run() -> Result<()> {
     let mut module = None;
     let mut emulator = None;
     let mut softhsm = PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+    let mut zkiot = None;
     let mut seconds = 3.0;
     let mut latency_ms = 50;
     let mut smoke = false;
@@ -81,6 +88,7 @@ fn run() -> Result<()> {
             "--module" => module = Some(PathBuf::from(value()?)),
             "--emulator" => emulator = Some(PathBuf::from(value()?)),
             "--softhsm" => softhsm = PathBuf::from(value()?),
+            "--zkiot" => zkiot = Some(PathBuf::from(value()?)),
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
             "--latency-ms" => latency_ms = value()?.parse().context("--latency-ms")?,
             "--smoke" => smoke = true,
@@ -95,6 +103,7 @@ fn run() -> Result<()> {
         module: module.context("--module is required")?,
         emulator: emulator.context("--emulator is required")?,
         softhsm,
+        zkiot,
         seconds,
         latency_ms: latency_ms.max(1),
         smoke,
@@ -422,6 +431,61 @@ fn compare(o: &Options) -> Result<()> {
             if key == Key::File {
                 file = Some(m);
             }
+        }
+    }
+
+    // The device agent.
+    if let Some(zkiot) = &o.zkiot {
+        let a = agent::measure(&setup, zkiot, o)?;
+        let ops = |ops: &[String]| {
+            if ops.is_empty() {
+                "none".to_string()
+            } else {
+                ops.join(" ")
+            }
+        };
+        rows.push(Row {
+            case: format!("device agent idle, {} s", a.idle_seconds),
+            value: String::new(),
+            versus: "start, renewal pass, no request".into(),
+            device_ops: ops(&a.idle_ops),
+            peak: format!("{:.1} MiB", a.idle_rss as f64 / MIB),
+        });
+        rows.push(Row {
+            case: "device agent, an app's first request".into(),
+            value: format!("{:.1} ms", a.first.as_secs_f64() * 1000.0),
+            versus: "fetched from the provider".into(),
+            device_ops: ops(&a.first_ops),
+            peak: String::new(),
+        });
+        rows.push(Row {
+            case: format!("device agent, {} requests while valid", a.held_requests),
+            value: format!("{:.2} ms", a.held_median.as_secs_f64() * 1000.0),
+            versus: "median, from memory".into(),
+            device_ops: ops(&a.held_ops),
+            peak: format!("{:.1} MiB", a.peak_rss as f64 / MIB),
+        });
+        targets.push(Target {
+            what: "device agent idle: device operations per hour = 0".into(),
+            measured: format!("{} in {} s", a.idle_ops.len(), a.idle_seconds),
+            met: a.idle_ops.is_empty(),
+        });
+        targets.push(Target {
+            what: "device agent: an app's request while valid: device operations = 0".into(),
+            measured: format!("{} in {}", a.held_ops.len(), a.held_requests),
+            met: a.held_ops.is_empty(),
+        });
+        targets.push(Target {
+            what: "device agent peak RSS <= 10 MiB".into(),
+            measured: format!("{:.1} MiB", a.peak_rss as f64 / MIB),
+            met: a.peak_rss as f64 <= 10.0 * MIB,
+        });
+        if !a.idle_ops.is_empty() || !a.held_ops.is_empty() {
+            smoke_errors.push(format!(
+                "device agent: device operations while idle ({}) or serving held credentials ({})",
+                ops(&a.idle_ops),
+                ops(&a.held_ops)
+            ));
         }
     }
 

@@ -254,13 +254,20 @@ impl Setup {
         )
     }
 
-    fn trace(&self) -> PathBuf {
+    /// The emulator's trace of every token process of the setup.
+    pub fn trace(&self) -> PathBuf {
         self.dir.path().join("token/trace")
+    }
+
+    /// The setup's folder: `ca.crt`, `server.crt`/`.key` (for 127.0.0.1), `token.crt` (the
+    /// token key's certificate from `ca.crt`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// `program` in the setup directory with the environment of `key` alone:
     /// the module, emulator and OpenSSL variables of the caller are cleared.
-    fn command(&self, key: Key, program: &str) -> Command {
+    pub fn command(&self, key: Key, program: &str) -> Command {
         let d = self.dir.path();
         let mut command = Command::new(program);
         command.current_dir(d).stdin(Stdio::null());
