@@ -1073,3 +1073,80 @@ fn an_agent_killed_at_any_step_of_a_fresh_key_renewal_ends_with_one_working_iden
     identity_works(&device, &provider, "at the end");
     eprintln!("kill test: {:.1} s", started.elapsed().as_secs_f64());
 }
+
+#[test]
+fn a_running_agent_renews_in_a_child_process_and_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    operator.ok(&["aws", "setup", "--renewal"]);
+    let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
+    let device = device(
+        &operator,
+        &provider,
+        &tmp.path().join("devices"),
+        "zk-run",
+        (355, 10),
+    );
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(out.contains("1 renewed"), "{out}");
+    let old = installed(&device);
+
+    let port = free_port();
+    let token_file = device.dir.join("credentials-token");
+    let hook_file = device.dir.join("switched");
+    let stderr = device.dir.join("agent.stderr");
+    let trace = device.dir.join("agent-trace");
+    let child = agent_command(
+        &device,
+        &provider,
+        &trace,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--on-switch",
+            &format!("echo \"$ZKIOT_CERTIFICATE_ID\" > '{}'", hook_file.display()),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&stderr).unwrap())
+    .spawn()
+    .unwrap();
+    let agent = Agent { child, stderr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hook_file.exists() {
+        assert!(Instant::now() < deadline, "no switch: {}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = installed(&device);
+    assert_ne!(new.to_der().unwrap(), old.to_der().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&hook_file).unwrap().trim(),
+        cert_id(&new)
+    );
+    let log = agent.log();
+    assert!(log.contains("switched to certificate"), "{log}");
+    // It goes on serving, and its next pass finds nothing due.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log().contains("renewal from") {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let (status, body) = local_get(port, "/credentials", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    // The long-running process never loaded the PKCS#11 module: its children used the token.
+    let pid = agent.child.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        !maps.contains("libzkpkcs11"),
+        "the agent process loaded the module"
+    );
+    assert!(
+        !maps.contains("libzkemu"),
+        "the agent process loaded the device library"
+    );
+}

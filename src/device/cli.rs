@@ -273,6 +273,10 @@ pub struct AgentArgs {
     /// else zkiot-credentials if that group exists, else none: mode 0600].
     #[arg(long, value_name = "GROUP")]
     pub token_group: Option<String>,
+    /// Fetch credentials once and print them as JSON: what the long-running agent runs in a
+    /// child process of its own when an app needs new ones.
+    #[arg(long, hide = true, conflicts_with = "once")]
+    pub fetch_credentials: bool,
 }
 
 #[derive(Debug, Args)]

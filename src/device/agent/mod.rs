@@ -215,6 +215,9 @@ fn pass(source: &Source, options: &Options) -> Result<Pass> {
 
 /// Runs the agent.
 pub(crate) fn run(args: AgentArgs, global: &GlobalOpts) -> Result<()> {
+    if args.fetch_credentials {
+        return source::fetch(&args.connection, global);
+    }
     let options = Options::resolve(&args, global)?;
     let source = Source::new(args.connection.clone(), global.clone());
     if args.once {
@@ -249,6 +252,39 @@ pub(crate) fn run(args: AgentArgs, global: &GlobalOpts) -> Result<()> {
     renew_forever(&source, &options)
 }
 
+/// One renewal pass of the long-running agent: the schedule here (a file read), the rest (the
+/// token, the AWS calls, the hook) in a `zkiot device agent … --once` child, so that this
+/// process never loads the PKCS#11 module.
+fn pass_in_child(source: &Source, options: &Options) -> Result<Pass> {
+    let settings = source.settings()?;
+    let validity = Validity::of(&settings.cert)?;
+    let at = validity.renewal_time(options.share, jitter_of(&settings.cert)?);
+    if now_unix() < at && !super::rekey::in_progress(&settings.dir) {
+        return Ok(Pass::NotDue {
+            at,
+            expires: validity.not_after,
+        });
+    }
+    let before = fingerprint(&settings.cert)?;
+    let status = source::child("--once")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot start a renewal pass")?;
+    if !status.success() {
+        bail!("the renewal pass failed ({status}; its log says why)");
+    }
+    let after = source.settings()?;
+    let id = fingerprint(&after.cert)?;
+    let expires = Validity::of(&after.cert)?.not_after;
+    Ok(if id != before {
+        Pass::Switched { id, expires }
+    } else if super::rekey::in_progress(&after.dir) || now_unix() >= at {
+        Pass::Waiting { expires }
+    } else {
+        Pass::NotDue { at, expires }
+    })
+}
+
 /// The certificate file's modification time, to notice a switch made by another process.
 fn certificate_stamp(source: &Source) -> Option<SystemTime> {
     let settings = source.settings().ok()?;
@@ -266,7 +302,7 @@ fn renew_forever(source: &Source, options: &Options) -> Result<()> {
         let changed = certificate_stamp(source);
         if now >= next || changed != stamp {
             stamp = changed;
-            match pass(source, options) {
+            match pass_in_child(source, options) {
                 Ok(done) => {
                     failures = 0;
                     eprintln!("zkiot agent: {}", done.describe());

@@ -1,17 +1,21 @@
 //! Where the agent's credentials come from, and its renewal attempts: one lock around the
-//! credentials it holds in memory, so that apps' requests and a renewal never fetch twice at
-//! once.
+//! credentials it holds in memory, so that apps' requests never fetch twice at once.
 //!
 //! Credentials are fetched only when asked for and not held fresh: an agent that nobody asks
-//! makes no device operation. Held credentials are handed out until
-//! [`refresh_margin`] before they expire; the next request then fetches new ones (opening the
-//! token, one device signature). A renewal uses the credentials held, if fresh, for its AWS IoT
-//! calls, and holds the credentials the new certificate got.
+//! makes no device operation. Held credentials are handed out until [`refresh_margin`] before
+//! they expire; the next request then fetches new ones ([`Source::credentials`]): in a child
+//! process, `zkiot device agent … --fetch-credentials` ([`fetch`]: opening the token, one device
+//! signature), as the long-running agent's renewal passes run in `zkiot device agent … --once`
+//! children ([`Source::renew`]). So the long-running process never loads the PKCS#11 module:
+//! its memory stays that of a small server, and every use of the token starts from a fresh
+//! module (a module or device library in a bad state dies with its process).
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use time::OffsetDateTime;
 
 use crate::device::certificate::check_device_certificate;
@@ -79,20 +83,29 @@ impl Source {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Credentials for an app: those held while fresh (no device operation), else new ones.
+    /// Credentials for an app: those held while fresh (no device operation), else new ones
+    /// from a child process ([`fetch`]).
     pub fn credentials(&self) -> Result<Credentials> {
         let mut held = self.lock();
         if let Some(h) = held.as_ref().filter(|h| h.fresh()) {
             return Ok(h.credentials.clone());
         }
-        let settings = self.settings()?;
-        let (token, key) = open(&settings, &self.global)?;
-        let fetched = provider::fetch(&settings.request, &token, &key, &settings.cert)?;
+        let out = child("--fetch-credentials")
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot start a process to fetch credentials")?;
+        if !out.status.success() {
+            bail!("fetching credentials failed ({})", out.status);
+        }
+        let fetched: Credentials = serde_json::from_slice(&out.stdout)
+            .context("the process that fetched credentials printed no credentials")?;
+        fetched.expires_at()?;
         *held = Some(Held::new(fetched.clone())?);
         Ok(fetched)
     }
 
-    /// One renewal attempt with `settings`: credentials (held, else fetched), then the renewed
+    /// One renewal attempt with `settings` (in `--once`, the process of one pass): credentials
+    /// (held, else fetched), then the renewed
     /// certificate picked up and switched to: for a fresh key where the Zymkey makes keys
     /// ([`Rekey::run`]), else for the same key ([`Renewal::pick_up`]). `None` when the
     /// operator has issued none yet.
@@ -143,6 +156,29 @@ impl Source {
         }
         Ok(switched)
     }
+}
+
+/// `zkiot device agent` as this process was started, with `flag` added: one task of the
+/// long-running agent, in a process of its own.
+pub fn child(flag: &str) -> Command {
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .args(std::env::args_os().skip(1))
+        .arg(flag)
+        .stdin(Stdio::null());
+    command
+}
+
+/// `--fetch-credentials`: fetches credentials with the token (opening it, one device signature)
+/// and prints them as JSON for the parent agent.
+pub fn fetch(connection: &ConnectionArgs, global: &GlobalOpts) -> Result<()> {
+    let settings = DeviceSettings::resolve(connection, global)?;
+    let (token, key) = open(&settings, global)?;
+    let fetched = provider::fetch(&settings.request, &token, &key, &settings.cert)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&serde_json::to_vec(&fetched)?)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Opens the token, finds the key and checks that the certificate is for it (no device
