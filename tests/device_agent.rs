@@ -622,20 +622,22 @@ fn device_check_names_each_check_and_what_to_do() {
     for (name, c) in &checks {
         let status = c["status"].as_str().unwrap();
         match name.as_str() {
-            // The test runs from a build, as root: p11-kit reads no registration of it.
-            "p11-kit-registration" => {
-                assert_eq!(status, "fail", "{c}");
+            // The test runs from a build: p11-kit has no registration of it unless this
+            // machine has one installed.
+            "p11-kit-registration" if status == "fail" => {
                 assert!(
                     c["hint"].as_str().unwrap().contains("install-module.sh"),
                     "{c}"
                 );
             }
-            // No systemd here.
+            // No systemd here, or no agent running.
             "agent-service" => assert!(["skip", "ok", "warn"].contains(&status), "{c}"),
             _ => assert_eq!(status, "ok", "{name}: {c}"),
         }
     }
-    assert!(!ok, "a failed check makes the command fail");
+    // A failed check, and only that, makes the command fail.
+    let failed = checks.values().any(|c| c["status"] == "fail");
+    assert_eq!(ok, !failed, "{checks:?}");
 
     // Without --connect the stand-in endpoint's name does not resolve: named, with a hint.
     let (_, checks) = check(&healthy, &[]);
