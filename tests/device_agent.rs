@@ -980,7 +980,7 @@ fn an_agent_killed_at_any_step_of_a_fresh_key_renewal_ends_with_one_working_iden
         std::env::var("ZKIOT_AGENT_KILL_STEP_MS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(30),
+            .unwrap_or(15),
     );
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
