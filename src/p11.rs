@@ -745,9 +745,15 @@ pub fn decode_ec_point(value: &[u8]) -> Result<Vec<u8>> {
 
 /// An OpenSSL public key from an uncompressed P-256 point; fails if the point is not on the curve.
 pub fn public_key_from_point(point: &[u8]) -> Result<PKey<Public>> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    public_key_on(Nid::X9_62_PRIME256V1, point).context("not a P-256 point")
+}
+
+/// An OpenSSL public key from an uncompressed point on the curve `curve`; fails if the point is
+/// not on it.
+pub fn public_key_on(curve: Nid, point: &[u8]) -> Result<PKey<Public>> {
+    let group = EcGroup::from_curve_name(curve)?;
     let mut ctx = BigNumContext::new()?;
-    let point = EcPoint::from_bytes(&group, point, &mut ctx).context("not a P-256 point")?;
+    let point = EcPoint::from_bytes(&group, point, &mut ctx)?;
     Ok(PKey::from_ec_key(EcKey::from_public_key(&group, &point)?)?)
 }
 

@@ -126,14 +126,7 @@ fn init_token(uri_text: &str, args: &InitArgs, global: &GlobalOpts) -> Result<()
             let ca = CertificateAuthority::checked(cert, CaKey::Token(Box::new(key)))
                 .context("the existing CA certificate cannot be used")?;
             if recorded {
-                println!(
-                    "CA already exists ({}, key: {}); nothing changed.\n{}",
-                    cert_path.display(),
-                    location.short(),
-                    describe(ca.certificate())?
-                );
-                print_init_next();
-                return Ok(());
+                return already_exists(&cert_path, &location, &ca);
             }
             location.save(global)?;
             (
@@ -244,14 +237,7 @@ fn init_private_ca(arn: &str, force: bool, global: &GlobalOpts) -> Result<()> {
         }
         if config_path(global).exists() && KeyLocation::read(global).ok() == Some(location.clone())
         {
-            println!(
-                "CA already exists ({}, key: {}); nothing changed.\n{}",
-                cert_path.display(),
-                location.short(),
-                describe(ca.certificate())?
-            );
-            print_init_next();
-            return Ok(());
+            return already_exists(&cert_path, &location, &ca);
         }
     }
     if let Some(dir) = cert_path.parent() {
@@ -275,6 +261,22 @@ fn init_private_ca(arn: &str, force: bool, global: &GlobalOpts) -> Result<()> {
             key_path.display()
         );
     }
+    print_init_next();
+    Ok(())
+}
+
+/// Says that `ca init` found the CA it was asked for already in place, and what comes next.
+fn already_exists(
+    cert_path: &std::path::Path,
+    location: &KeyLocation,
+    ca: &CertificateAuthority,
+) -> Result<()> {
+    println!(
+        "CA already exists ({}, key: {}); nothing changed.\n{}",
+        cert_path.display(),
+        location.short(),
+        describe(ca.certificate())?
+    );
     print_init_next();
     Ok(())
 }

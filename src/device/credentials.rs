@@ -77,16 +77,7 @@ pub(crate) fn run(args: CredentialsArgs, global: &GlobalOpts) -> Result<()> {
     }
 
     // The token, opened once for everything below.
-    let (token, key) = settings.labels()?.open(global)?;
-    let token = Arc::new(token);
-    check_device_certificate(&settings.cert, &key, None).with_context(|| {
-        format!(
-            "the device certificate {} (key {:?} on token {:?})",
-            settings.cert_path.display(),
-            key.label,
-            token.label()
-        )
-    })?;
+    let (token, key) = open_device_token(&settings, global)?;
     let fetched = provider::fetch(request, &token, &key, &settings.cert)?;
     cache_credentials(cache.as_deref(), request, &cert_fingerprint, &fetched);
     if global.verbose {
@@ -243,4 +234,22 @@ mod tests {
         c.expiration = soon.format(&Rfc3339).unwrap();
         assert!(!c.fresh_for(REFRESH_MARGIN));
     }
+}
+
+/// Opens the token, finds the device key and checks that the device certificate is for it
+/// (no device operation while the module's device cache holds).
+pub(crate) fn open_device_token(
+    settings: &DeviceSettings,
+    global: &crate::GlobalOpts,
+) -> Result<(Arc<crate::p11::P11Token>, crate::p11::P11Key)> {
+    let (token, key) = settings.labels()?.open(global)?;
+    check_device_certificate(&settings.cert, &key, None).with_context(|| {
+        format!(
+            "the device certificate {} (key {:?} on token {:?})",
+            settings.cert_path.display(),
+            key.label,
+            token.label()
+        )
+    })?;
+    Ok((Arc::new(token), key))
 }

@@ -15,7 +15,7 @@ use zymkey::{KeyType, Slot, Zymkey, DIGEST_LEN, SIGNATURE_LEN};
 
 use super::cli::SelftestArgs;
 use super::labels::Labels;
-use crate::p11::{public_key_from_point, KeyObject, P11Token};
+use crate::p11::{public_key_from_point, public_key_on, KeyObject, P11Token};
 use crate::GlobalOpts;
 
 /// Text whose SHA-256 the self-test signs: a known digest, the same on every device.
@@ -140,6 +140,21 @@ impl Run {
         name: &str,
         call: impl FnOnce() -> std::result::Result<T, E>,
     ) -> Option<T> {
+        match self.timed(name, call) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(format!("{name} failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Times one call, whose failure is a finding, not a problem.
+    fn timed<T, E>(
+        &mut self,
+        name: &str,
+        call: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let started = Instant::now();
         let result = call();
         self.operations.push(Operation {
@@ -147,13 +162,7 @@ impl Run {
             millis: started.elapsed().as_secs_f64() * 1000.0,
             ok: result.is_ok(),
         });
-        match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.problems.push(format!("{name} failed: {e}"));
-                None
-            }
-        }
+        result
     }
 
     fn expect(&mut self, ok: bool, problem: impl FnOnce() -> String) {
@@ -365,13 +374,7 @@ fn ecdsa_key(point: &[u8]) -> Option<(&'static str, PKey<Public>)> {
         ("secp256k1", Nid::SECP256K1),
     ]
     .into_iter()
-    .find_map(|(name, nid)| {
-        let group = openssl::ec::EcGroup::from_curve_name(nid).ok()?;
-        let mut ctx = openssl::bn::BigNumContext::new().ok()?;
-        let point = openssl::ec::EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
-        let key = openssl::ec::EcKey::from_public_key(&group, &point).ok()?;
-        Some((name, PKey::from_ec_key(key).ok()?))
-    })
+    .find_map(|(name, nid)| Some((name, public_key_on(nid, point).ok()?)))
 }
 
 /// Signs the known 32-byte digest with the 32-byte key of `slot` and says whether the result
@@ -379,13 +382,10 @@ fn ecdsa_key(point: &[u8]) -> Option<(&'static str, PKey<Public>)> {
 /// module offers no EdDSA signing either way.
 fn check_ed25519(zymkey: &Zymkey, slot: i32, raw: &[u8], run: &mut Run) -> String {
     let message = known_digest();
-    let started = Instant::now();
-    let signed = zymkey.sign_digest(slot, &message);
-    run.operations.push(Operation {
-        name: format!("zkGenECDSASigFromDigest slot {slot} (32-byte key)"),
-        millis: started.elapsed().as_secs_f64() * 1000.0,
-        ok: signed.is_ok(),
-    });
+    let signed = run.timed(
+        &format!("zkGenECDSASigFromDigest slot {slot} (32-byte key)"),
+        || zymkey.sign_digest(slot, &message),
+    );
     let signature = match signed {
         Ok(signature) => signature,
         Err(e) => return format!("slot {slot}: the device refuses to sign with it ({e})"),

@@ -18,14 +18,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use time::OffsetDateTime;
 
-use crate::device::certificate::check_device_certificate;
 use crate::device::cli::ConnectionArgs;
-use crate::device::credentials::REFRESH_MARGIN;
+use crate::device::credentials::{open_device_token, REFRESH_MARGIN};
 use crate::device::net::provider::{self, Credentials};
 use crate::device::rekey::{self, Rekey};
 use crate::device::renewal::{Renewal, Switched};
 use crate::device::settings::DeviceSettings;
-use crate::p11::{P11Key, P11Token};
 use crate::x509::read_certificate;
 use crate::GlobalOpts;
 
@@ -116,7 +114,7 @@ impl Source {
             .context("renewal is off (renew_within_days = 0 in device.toml, or no region known)")?;
         let ca = read_certificate(&target.fleet_ca).context("the installed fleet CA")?;
         let mut held = self.lock();
-        let (token, key) = open(settings, &self.global)?;
+        let (token, key) = open_device_token(settings, &self.global)?;
         let credentials = match held
             .as_ref()
             .filter(|h| h.credentials.fresh_for(REFRESH_MARGIN))
@@ -173,27 +171,12 @@ pub fn child(flag: &str) -> Command {
 /// and prints them as JSON for the parent agent.
 pub fn fetch(connection: &ConnectionArgs, global: &GlobalOpts) -> Result<()> {
     let settings = DeviceSettings::resolve(connection, global)?;
-    let (token, key) = open(&settings, global)?;
+    let (token, key) = open_device_token(&settings, global)?;
     let fetched = provider::fetch(&settings.request, &token, &key, &settings.cert)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&serde_json::to_vec(&fetched)?)?;
     stdout.flush()?;
     Ok(())
-}
-
-/// Opens the token, finds the key and checks that the certificate is for it (no device
-/// operation while the module's device cache holds).
-fn open(settings: &DeviceSettings, global: &GlobalOpts) -> Result<(Arc<P11Token>, P11Key)> {
-    let (token, key) = settings.labels()?.open(global)?;
-    check_device_certificate(&settings.cert, &key, None).with_context(|| {
-        format!(
-            "the device certificate {} (key {:?} on token {:?})",
-            settings.cert_path.display(),
-            key.label,
-            token.label()
-        )
-    })?;
-    Ok((Arc::new(token), key))
 }
 
 #[cfg(test)]
