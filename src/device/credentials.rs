@@ -195,6 +195,24 @@ fn cache_key(request: &CredentialsRequest, cert_fingerprint: &str) -> CacheKey {
     }
 }
 
+/// Opens the token, finds the device key and checks that the device certificate is for it
+/// (no device operation while the module's device cache holds).
+pub(crate) fn open_device_token(
+    settings: &DeviceSettings,
+    global: &crate::GlobalOpts,
+) -> Result<(Arc<crate::p11::P11Token>, crate::p11::P11Key)> {
+    let (token, key) = settings.labels()?.open(global)?;
+    check_device_certificate(&settings.cert, &key, None).with_context(|| {
+        format!(
+            "the device certificate {} (key {:?} on token {:?})",
+            settings.cert_path.display(),
+            key.label,
+            token.label()
+        )
+    })?;
+    Ok((Arc::new(token), key))
+}
+
 #[cfg(test)]
 mod tests {
     use time::format_description::well_known::Rfc3339;
@@ -234,22 +252,4 @@ mod tests {
         c.expiration = soon.format(&Rfc3339).unwrap();
         assert!(!c.fresh_for(REFRESH_MARGIN));
     }
-}
-
-/// Opens the token, finds the device key and checks that the device certificate is for it
-/// (no device operation while the module's device cache holds).
-pub(crate) fn open_device_token(
-    settings: &DeviceSettings,
-    global: &crate::GlobalOpts,
-) -> Result<(Arc<crate::p11::P11Token>, crate::p11::P11Key)> {
-    let (token, key) = settings.labels()?.open(global)?;
-    check_device_certificate(&settings.cert, &key, None).with_context(|| {
-        format!(
-            "the device certificate {} (key {:?} on token {:?})",
-            settings.cert_path.display(),
-            key.label,
-            token.label()
-        )
-    })?;
-    Ok((Arc::new(token), key))
 }
