@@ -206,19 +206,7 @@ fn the_guide_end_to_end_with_emulated_devices() {
         ],
         Some(&tmp.path().join("aws-config-empty")),
     );
-    assert!(
-        who.status.success(),
-        "{}",
-        String::from_utf8_lossy(&who.stderr)
-    );
-    let who: Value = serde_json::from_slice(&who.stdout).unwrap();
-    assert!(
-        who["Arn"]
-            .as_str()
-            .unwrap()
-            .contains("assumed-role/zkiot-device/"),
-        "{who}"
-    );
+    device_caller_identity(&who);
     credentials_of(&b.credentials(&provider, &[]));
 
     // Wrong thing name: the provider refuses (403).
@@ -287,18 +275,6 @@ fn the_guide_end_to_end_with_emulated_devices() {
         &envs_ref,
         Some(&config),
     );
-    assert!(
-        who.status.success(),
-        "aws with credential_process failed: {}",
-        String::from_utf8_lossy(&who.stderr)
-    );
-    let who: Value = serde_json::from_slice(&who.stdout).unwrap();
+    let who = device_caller_identity(&who);
     assert_eq!(who["Account"], ACCOUNT);
-    assert!(
-        who["Arn"]
-            .as_str()
-            .unwrap()
-            .contains("assumed-role/zkiot-device/"),
-        "{who}"
-    );
 }

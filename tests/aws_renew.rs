@@ -420,17 +420,9 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
             "{thing}: device opens and signatures"
         );
         let new = installed(device);
-        let renewal = operator
-            .home
-            .join("devices")
-            .join(thing)
-            .join("renewal.crt");
         assert_eq!(
             new.to_der().unwrap(),
-            X509::from_pem(&std::fs::read(renewal).unwrap())
-                .unwrap()
-                .to_der()
-                .unwrap()
+            operator.renewal_certificate(thing).to_der().unwrap()
         );
         assert!(new
             .public_key()

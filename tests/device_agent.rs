@@ -277,17 +277,9 @@ fn twenty_devices_renew_with_the_agent_alone() {
             .unwrap()
             .days;
         assert!(left >= 364, "{thing}: {left} days");
-        let renewal = operator
-            .home
-            .join("devices")
-            .join(thing)
-            .join("renewal.crt");
         assert_eq!(
             new.to_der().unwrap(),
-            X509::from_pem(&std::fs::read(renewal).unwrap())
-                .unwrap()
-                .to_der()
-                .unwrap(),
+            operator.renewal_certificate(thing).to_der().unwrap(),
             "{thing}"
         );
         let recorded = moto.py(&format!(
@@ -505,19 +497,7 @@ fn apps_get_credentials_from_the_local_endpoint_without_device_operations() {
             &app_env,
             Some(&empty_config),
         );
-        assert!(
-            who.status.success(),
-            "{}",
-            String::from_utf8_lossy(&who.stderr)
-        );
-        let who: Value = serde_json::from_slice(&who.stdout).unwrap();
-        assert!(
-            who["Arn"]
-                .as_str()
-                .unwrap()
-                .contains("assumed-role/zkiot-device/"),
-            "{who}"
-        );
+        device_caller_identity(&who);
     }
     let boto3 = Command::new(venv().join("bin/python"))
         .args([

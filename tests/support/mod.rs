@@ -441,6 +441,12 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The renewed certificate `fleet renew` left for `thing` (`devices/<thing>/renewal.crt`).
+    pub fn renewal_certificate(&self, thing: &str) -> X509 {
+        let path = self.home.join("devices").join(thing).join("renewal.crt");
+        X509::from_pem(&std::fs::read(path).unwrap()).unwrap()
+    }
+
     pub fn new(dir: &Path, moto: &Moto) -> Self {
         let home = dir.join("operator");
         std::fs::create_dir_all(&home).unwrap();
@@ -638,6 +644,25 @@ impl Device {
         args.extend_from_slice(extra);
         self.run(&args)
     }
+}
+
+/// The answer of `aws sts get-caller-identity`, which must have succeeded as the devices'
+/// role (`zkiot-device`).
+pub fn device_caller_identity(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "aws sts get-caller-identity failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        who["Arn"]
+            .as_str()
+            .unwrap()
+            .contains("assumed-role/zkiot-device/"),
+        "{who}"
+    );
+    who
 }
 
 /// Runs the venv's `aws` CLI.
