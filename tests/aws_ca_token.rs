@@ -309,15 +309,8 @@ fn a_ca_in_softhsm2_signs_everything_and_no_key_file_exists() {
     for (thing, key) in &keys {
         let cert = read_cert(&devices.join(thing).join("device.crt"));
         assert!(cert.verify(&ca.public_key().unwrap()).unwrap(), "{thing}");
-        let (status, body, _) = provider
-            .curl(
-                &devices.join(thing).join("device.crt"),
-                Some(key),
-                ALIAS,
-                Some(thing),
-                None,
-            )
-            .unwrap_or_else(|code| panic!("{thing}: no HTTP answer (curl exit {code})"));
+        let (status, body) =
+            provider.answer(&devices.join(thing).join("device.crt"), key, ALIAS, thing);
         assert_eq!(status, 200, "{thing}: {body}");
     }
 
@@ -337,15 +330,8 @@ fn a_ca_in_softhsm2_signs_everything_and_no_key_file_exists() {
             .unwrap()
             .public_eq(&old.public_key().unwrap()));
         assert!(renewed.not_after() > old.not_after(), "{thing}");
-        let (status, body, _) = provider
-            .curl(
-                &devices.join(thing).join("renewal.crt"),
-                Some(key),
-                ALIAS,
-                Some(thing),
-                None,
-            )
-            .unwrap_or_else(|code| panic!("{thing}: no HTTP answer (curl exit {code})"));
+        let (status, body) =
+            provider.answer(&devices.join(thing).join("renewal.crt"), key, ALIAS, thing);
         assert_eq!(status, 200, "{thing}: {body}");
     }
 

@@ -381,6 +381,15 @@ impl Provider {
     /// Asks for credentials with curl and a key in a file: (HTTP status, body, headers), or the
     /// curl exit code when no HTTP answer came (handshake refused). `sni`: the name to connect
     /// as (`None`: the endpoint host).
+    /// The status and body the provider answers `thing`, with `cert` and its `key`, for the role
+    /// alias `alias`; fails the test when no HTTP answer comes.
+    pub fn answer(&self, cert: &Path, key: &Path, alias: &str, thing: &str) -> (u16, Value) {
+        let (status, body, _) = self
+            .curl(cert, Some(key), alias, Some(thing), None)
+            .unwrap_or_else(|code| panic!("{thing}: no HTTP answer (curl exit {code})"));
+        (status, body)
+    }
+
     pub fn curl(
         &self,
         cert: &Path,
