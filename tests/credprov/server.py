@@ -487,20 +487,57 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_POST
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class ActiveCaTls:
+    """The server side of mutual TLS as AWS IoT's endpoints do it: at each handshake (SNI or
+    not) the client certificate must chain to a CA registered and ACTIVE in moto at that
+    moment. The SNI is kept on the connection as `zkiot_sni`. Call `init_tls` first."""
+
+    def init_tls(self, moto, cert, key):
+        self.tls_moto = moto
+        self.cert = cert
+        self.key = key
+        self.base_context = self.make_context([])
+        self.base_context.sni_callback = self.on_client_hello
+
+    def make_context(self, ca_pems):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_cert_chain(self.cert, self.key)
+        if ca_pems:
+            ctx.load_verify_locations(cadata="\n".join(ca_pems))
+        return ctx
+
+    def on_client_hello(self, sslobj, server_name, _ctx):
+        sslobj.zkiot_sni = server_name
+        try:
+            sslobj.context = self.make_context(self.tls_moto.active_ca_pems())
+        except Exception:
+            log.exception("cannot read the registered CAs from moto")
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    def handshake(self, request, client_address):
+        """The TLS connection, or None (logged) when the handshake is refused."""
+        request.settimeout(30)
+        try:
+            return self.base_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.info("%s: handshake refused: %s", client_address[0], e)
+            return None
+
+
+class Server(ActiveCaTls, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address, provider, cert, key, fault_file=None, hang_seconds=5.0):
         self.provider = provider
-        self.cert = cert
-        self.key = key
         self.fault_file = fault_file
         self.hang_seconds = hang_seconds
         self.fault_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.base_context = self.make_context([])
-        self.base_context.sni_callback = self.on_client_hello
+        self.init_tls(provider.moto, cert, key)
         super().__init__(address, Handler)
 
     def take_fault(self):
@@ -522,33 +559,10 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
             os.replace(tmp, self.fault_file)
             return fault["mode"]
 
-    def make_context(self, ca_pems):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_cert_chain(self.cert, self.key)
-        if ca_pems:
-            ctx.load_verify_locations(cadata="\n".join(ca_pems))
-        return ctx
-
-    def on_client_hello(self, sslobj, server_name, _ctx):
-        """Runs on every handshake, SNI or not: records the SNI and swaps in a context that
-        trusts exactly the CAs registered and ACTIVE at this moment."""
-        sslobj.zkiot_sni = server_name
-        try:
-            sslobj.context = self.make_context(self.provider.moto.active_ca_pems())
-        except Exception:
-            log.exception("cannot read the registered CAs from moto")
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
-        return None
-
     def finish_request(self, request, client_address):
         # Handshake here, in the connection's own thread, so a slow client blocks no one.
-        request.settimeout(30)
-        try:
-            tls = self.base_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.info("%s: handshake refused: %s", client_address[0], e)
+        tls = self.handshake(request, client_address)
+        if tls is None:
             return
         try:
             Handler(tls, client_address, self)

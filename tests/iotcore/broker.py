@@ -233,41 +233,18 @@ class Core:
                 conn.close(reason=f"certificate {status} (sweep)")
 
 
-class MqttFront(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class MqttFront(credprov.ActiveCaTls, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address, core, cert, key):
         self.core = core
-        self.cert = cert
-        self.key = key
-        self.base = self.context([])
-        self.base.sni_callback = self.on_hello
+        self.init_tls(core.moto, cert, key)
         super().__init__(address, socketserver.BaseRequestHandler)
 
-    def context(self, ca_pems):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_cert_chain(self.cert, self.key)
-        if ca_pems:
-            ctx.load_verify_locations(cadata="\n".join(ca_pems))
-        return ctx
-
-    def on_hello(self, sslobj, _name, _ctx):
-        try:
-            sslobj.context = self.context(self.core.moto.active_ca_pems())
-        except Exception:
-            log.exception("cannot read the registered CAs")
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
-        return None
-
     def finish_request(self, request, client_address):
-        request.settimeout(30)
-        try:
-            tls = self.base.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.info("%s: handshake refused: %s", client_address[0], e)
+        tls = self.handshake(request, client_address)
+        if tls is None:
             return
         try:
             self.serve(tls)
