@@ -910,6 +910,21 @@ impl Env {
         ]);
     }
 
+    /// A stand-in provider that answers with credentials valid for an hour, saved in
+    /// device.toml by [`Env::save_provider`].
+    fn saved_provider(&self) -> Provider {
+        let provider = Provider::start(
+            self,
+            &self.home().join("ca/ca.crt"),
+            rustls::ALL_VERSIONS,
+            "200 OK",
+            "",
+            credentials_body(&in_one_hour()),
+        );
+        self.save_provider(&provider);
+        provider
+    }
+
     fn device_toml(&self) -> String {
         std::fs::read_to_string(self.device_dir().join("device.toml")).unwrap()
     }
@@ -934,15 +949,7 @@ fn a_token_label_from_the_configuration_is_used_without_flags() {
     );
     assert_eq!(env.signatures(), 1);
 
-    let provider = Provider::start(
-        &env,
-        &env.home().join("ca/ca.crt"),
-        rustls::ALL_VERSIONS,
-        "200 OK",
-        "",
-        credentials_body(&in_one_hour()),
-    );
-    env.save_provider(&provider);
+    let provider = env.saved_provider();
     // The label came from the configuration, which stays its one owner.
     assert!(
         !env.device_toml().contains("token_label"),
@@ -994,15 +1001,7 @@ fn a_key_label_from_the_configuration_is_used_without_flags() {
     );
     assert_eq!(env.signatures(), 1);
 
-    let provider = Provider::start(
-        &env,
-        &env.home().join("ca/ca.crt"),
-        rustls::ALL_VERSIONS,
-        "200 OK",
-        "",
-        credentials_body(&in_one_hour()),
-    );
-    env.save_provider(&provider);
+    let provider = env.saved_provider();
     assert!(
         !env.device_toml().contains("key_label"),
         "{}",
