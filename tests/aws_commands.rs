@@ -374,7 +374,8 @@ fn operator_commands_retry_transient_faults() {
     assert!(out.contains("nothing to do"), "{out}");
     assert_eq!(moto.inventory(), before);
 
-    // Faults that persist: the command gives up and says why.
+    // Faults that persist: the command gives up and says why (throttling left to the SDK's
+    // three attempts, without the limiter's wait).
     let stuck = FaultProxy::start(
         &moto,
         &tmp.path().join("stuck"),
@@ -382,7 +383,7 @@ fn operator_commands_retry_transient_faults() {
     );
     operator.endpoint_url = stuck.url.clone();
     operator.refused(
-        &["aws", "setup"],
+        &["aws", "setup", "--throttle-wait", "0"],
         "DescribeRoleAlias failed: ThrottlingException: Rate exceeded (gave up after 3 attempts)",
     );
     assert_eq!(stuck.injected().len(), 3);

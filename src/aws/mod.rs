@@ -14,6 +14,7 @@ mod cli;
 mod client;
 pub mod deny;
 mod fleet;
+mod limiter;
 pub mod policy;
 mod record;
 mod register_ca;
