@@ -9,11 +9,14 @@
 //! alias durations); those checks are made here, before any call, so the same commands behave
 //! identically against AWS and against a local stand-in.
 
+mod audit;
 mod batch;
 mod cli;
 mod client;
 pub mod deny;
+mod expiry;
 mod fleet;
+mod inventory;
 mod limiter;
 pub mod policy;
 mod record;
@@ -71,6 +74,10 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
                     confirm_revoke(&targets)?;
                 }
                 change_status(&target, StatusChange::Revoke, global).await
+            }
+            AwsCommand::Audit(args) => {
+                let aws = Aws::connect(&args.aws).await?;
+                audit::audit(&aws, global, &args).await
             }
             AwsCommand::Status { thing, aws } => {
                 let aws = Aws::connect(&aws).await?;
