@@ -117,22 +117,29 @@ fn every_command_twice_gives_the_same_state() {
     let inv = moto.inventory();
     assert_eq!(inv["certs"].as_array().unwrap().len(), 2);
 
-    // status lists what exists.
+    // status lists what exists: the fleet from its pages, one Thing in full.
     let out = operator.ok(&["aws", "status"]);
+    let expires = cert.not_after().to_string();
     for needle in [
         format!("CA: {} ACTIVE", cert_id(&operator.ca_cert())),
         "role alias: arn:aws:iot:us-east-1:123456789012:rolealias/zkiot-device-alias (7200 s)"
             .to_string(),
         "IoT policy: zkiot-device-policy".to_string(),
+        "certificates of our CA: 1 ACTIVE, 1 INACTIVE\n".to_string(),
         "things: 2".to_string(),
-        format!(
-            "twice-1: certificate {} ACTIVE, policies: zkiot-device-policy",
-            cert_id(&cert)
-        ),
-        "INACTIVE".to_string(),
+        "twice-1: expires 20".to_string(),
+        "twice-2: expires 20".to_string(),
     ] {
         assert!(out.contains(&needle), "{needle:?} not in:\n{out}");
     }
+    let out = operator.ok(&["aws", "status", "--thing", "twice-1"]);
+    assert!(
+        out.contains(&format!(
+            "twice-1: certificate {} ACTIVE, policies: zkiot-device-policy, expires {expires}",
+            cert_id(&cert)
+        )),
+        "{out}"
+    );
 }
 
 #[test]

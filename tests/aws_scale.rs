@@ -1,11 +1,16 @@
-//! Fleet commands at AWS's scale, against moto: behind a proxy that throttles every API above
-//! 10 requests a second (AWS's default quota for most certificate APIs), `fleet provision` of
-//! 100 devices keeps to AWS's quotas and comes through without a failure.
+//! Fleet commands at AWS's scale, against moto:
+//! - behind a proxy that throttles every API above 10 requests a second (AWS's default quota
+//!   for most certificate APIs), `fleet provision` of 100 devices keeps to AWS's quotas and
+//!   comes through without a failure;
+//! - a daily `fleet renew` reads the Things a page at a time and looks only at the devices due
+//!   (and at renewals under way); `aws status` reads pages only; a second operator on another
+//!   machine, with the CA alone, sees the same fleet and carries on where the first left off.
 
 #![cfg(feature = "aws")]
 
 mod support;
 
+use openssl::x509::X509;
 use support::*;
 
 #[test]
@@ -55,4 +60,128 @@ fn a_throttled_fleet_run_slows_down_and_fails_nothing() {
         inventory["things"].as_array().unwrap().len(),
         count as usize
     );
+}
+
+/// Requests of each API since the last call, from the proxy's counts.
+fn requests(proxy: &FaultProxy) -> std::collections::BTreeMap<String, u64> {
+    serde_json::from_value(proxy.counts(true)["requests"].clone()).unwrap()
+}
+
+/// The requests made for one Thing or certificate at a time (not pages, not the checks a run
+/// makes once).
+fn per_device(counts: &std::collections::BTreeMap<String, u64>) -> u64 {
+    const PER_DEVICE: &[&str] = &[
+        "DescribeThing",
+        "ListThingPrincipals",
+        "DescribeCertificate",
+        "UpdateCertificate",
+        "RegisterCertificate",
+        "CreateThing",
+        "UpdateThing",
+        "AttachThingPrincipal",
+        "AttachPolicy",
+        "ListAttachedPolicies",
+    ];
+    PER_DEVICE.iter().filter_map(|api| counts.get(*api)).sum()
+}
+
+#[test]
+fn a_daily_renewal_reads_pages_and_looks_only_at_the_devices_due() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    for (dir, days, range) in [("lasting", "365", 0..36), ("due", "20", 36..40)] {
+        let csr_dir = tmp.path().join(dir);
+        write_csrs(&csr_dir, range.map(|i| format!("daily-{i:02}")));
+        operator.ok(&[
+            "fleet",
+            "provision",
+            "--csr-dir",
+            csr_dir.to_str().unwrap(),
+            "--days",
+            days,
+        ]);
+    }
+    let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &[]);
+    operator.endpoint_url = proxy.url.clone();
+
+    // The four due are renewed; the others cost nothing but their share of a page.
+    let out = operator.ok(&["fleet", "renew"]);
+    assert!(
+        out.contains("fleet renew: 40 things in ")
+            && out.contains(", 4 looked at one by one: 4 renewed, 0 waiting"),
+        "{out}"
+    );
+    let counts = requests(&proxy);
+    assert_eq!(counts["ListThings"], 1, "{counts:?}");
+    assert!(per_device(&counts) <= 4 * 12, "{counts:?}");
+    let status = operator.ok(&["aws", "status"]);
+    assert_eq!(
+        status
+            .matches(", renewal waiting for the device to switch")
+            .count(),
+        4,
+        "{status}"
+    );
+    let counts = requests(&proxy);
+    assert_eq!(per_device(&counts), 0, "aws status: {counts:?}");
+
+    // Next day: only the four waiting for their devices are looked at.
+    let out = operator.ok(&["fleet", "renew"]);
+    assert!(
+        out.contains(", 4 looked at one by one: 0 renewed, 4 waiting"),
+        "{out}"
+    );
+    assert!(per_device(&requests(&proxy)) <= 4 * 6);
+
+    // The devices switch, recording it on their Things as a device does.
+    let devices = operator.home.join("devices");
+    for i in 36..40 {
+        let thing = format!("daily-{i:02}");
+        let new = X509::from_pem(&std::fs::read(devices.join(&thing).join("renewal.crt")).unwrap())
+            .unwrap();
+        moto.py(&format!(
+            "iot.update_thing(thingName='{thing}', attributePayload={{'attributes': {{'zkiot_certificate': '{}'}}, 'merge': True}})",
+            cert_id(&new)
+        ));
+    }
+
+    // Another operator on another machine, with the CA and nothing else: it sees the same
+    // fleet, and retires the old certificates.
+    let mut other = Operator::new(&tmp.path().join("other-machine"), &moto);
+    copy_dir(&operator.home.join("ca"), &other.home.join("ca"));
+    other.endpoint_url = proxy.url.clone();
+    let out = other.ok(&["fleet", "renew", "--grace", "0s"]);
+    assert!(
+        out.contains(", 4 looked at one by one: 0 renewed, 0 waiting for the device to switch, 0 stranded, 4 old certificates deactivated"),
+        "{out}"
+    );
+    // The first operator's record knows nothing of that; the Things say since when.
+    let out = operator.ok(&["fleet", "renew", "--grace", "0s"]);
+    assert!(
+        out.contains(", 4 looked at one by one: ") && out.contains(" 4 revoked"),
+        "{out}"
+    );
+    // And then there is nothing left to look at.
+    let out = other.ok(&["fleet", "renew", "--grace", "0s"]);
+    assert!(out.contains(", 0 looked at one by one: 0 renewed"), "{out}");
+    let status = other.ok(&["aws", "status"]);
+    assert!(
+        status.contains("certificates of our CA: 40 ACTIVE, 4 REVOKED\n"),
+        "{status}"
+    );
+    assert_eq!(status.matches(", uses certificate ").count(), 4, "{status}");
+    assert!(
+        !status.contains("renewal") && !status.contains("inactive since"),
+        "{status}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }

@@ -35,7 +35,8 @@ use serde::Serialize;
 
 use super::batch;
 use super::cli::AuditArgs;
-use super::expiry::{day, unix_now, unix_time, ExpiryCache};
+use super::days::{day, unix_now, unix_time};
+use super::expiry::ExpiryCache;
 use super::inventory::{certificate_id, certificates_of_ca, things, CaCertificateEntry};
 use super::register_ca::find_registered_ca;
 use super::state::AwsState;

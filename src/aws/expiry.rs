@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::X509;
 
+use super::days::unix_time;
 use super::thing::describe_certificate;
 use super::Aws;
 use crate::fsutil;
@@ -18,26 +18,6 @@ use crate::x509::fingerprint;
 
 /// The file, under the operator's folder.
 const FILE: &str = "aws/certificate-expiry.json";
-
-/// Seconds since the Unix epoch of an X.509 time.
-pub(crate) fn unix_time(time: &Asn1TimeRef) -> Result<i64> {
-    let diff = Asn1Time::from_unix(0)?.diff(time)?;
-    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
-}
-
-/// Seconds since the Unix epoch, now.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// `2027-01-13` for a Unix time.
-pub(crate) fn day(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
-        .unwrap_or_else(|_| unix.to_string())
-}
 
 /// Certificate id → its notAfter (Unix time).
 pub(crate) struct ExpiryCache {
@@ -150,18 +130,5 @@ impl ExpiryCache {
         let mut text = serde_json::to_vec(&self.known)?;
         text.push(b'\n');
         fsutil::write_atomic(&self.path, &text, fsutil::PUBLIC_MODE)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn days_and_unix_times() {
-        assert_eq!(day(0), "1970-01-01");
-        assert_eq!(day(1_798_761_599), "2026-12-31");
-        let t = Asn1Time::from_unix(1_798_761_599).unwrap();
-        assert_eq!(unix_time(&t).unwrap(), 1_798_761_599);
     }
 }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use anyhow::Result;
 use aws_sdk_iot::types::CertificateStatus;
 
+use super::attributes::{EXPIRES_ATTRIBUTE, RENEWAL_ATTRIBUTE, RETIRING_PREFIX, WAITING};
 use super::Aws;
+use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
 
 /// The largest page ListCertificatesByCA and ListThings give.
 pub(crate) const PAGE_SIZE: i32 = 250;
@@ -57,9 +59,10 @@ pub(crate) async fn certificates_of_ca(
 #[derive(Debug, Clone)]
 pub(crate) struct ThingEntry {
     pub name: String,
+    pub attributes: HashMap<String, String>,
 }
 
-/// Every Thing, in the order AWS IoT lists them.
+/// Every Thing with its attributes, in the order AWS IoT lists them.
 pub(crate) async fn things(aws: &Aws) -> Result<Vec<ThingEntry>> {
     let mut pages = aws
         .iot
@@ -76,6 +79,7 @@ pub(crate) async fn things(aws: &Aws) -> Result<Vec<ThingEntry>> {
         };
         things.push(ThingEntry {
             name: name.to_string(),
+            attributes: item.attributes().cloned().unwrap_or_default(),
         });
     }
     Ok(things)
@@ -84,4 +88,61 @@ pub(crate) async fn things(aws: &Aws) -> Result<Vec<ThingEntry>> {
 /// The certificate id of a principal's ARN, if it is a certificate.
 pub(crate) fn certificate_id(principal_arn: &str) -> Option<&str> {
     principal_arn.split_once(":cert/").map(|(_, id)| id)
+}
+
+/// `aws status` for the whole fleet, from the pages alone: how many of our CA's certificates
+/// have each status, and one line per Thing from its attributes (`zkiot aws status --thing`
+/// reads one Thing's certificates and policies).
+pub(crate) async fn print_fleet(aws: &Aws, ca_id: Option<&str>) -> Result<()> {
+    if let Some(ca_id) = ca_id {
+        let mut by_status = std::collections::BTreeMap::new();
+        for cert in certificates_of_ca(aws, ca_id).await?.values() {
+            *by_status
+                .entry(cert.status.as_str().to_string())
+                .or_insert(0) += 1;
+        }
+        let counts: Vec<String> = by_status
+            .iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
+        println!(
+            "certificates of our CA: {}",
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            }
+        );
+    }
+    let things = things(aws).await?;
+    println!("things: {}", things.len());
+    for thing in &things {
+        println!("{}", thing_line(thing));
+    }
+    Ok(())
+}
+
+/// `name: expires 2027-01-13, uses certificate <id>, renewal waiting for the device`.
+fn thing_line(thing: &ThingEntry) -> String {
+    let a = &thing.attributes;
+    let Some(expires) = a.get(EXPIRES_ATTRIBUTE) else {
+        return format!(
+            "{}: no zkiot record yet (fleet renew writes it; zkiot aws status --thing {} reads the Thing)",
+            thing.name, thing.name
+        );
+    };
+    let mut line = format!("{}: expires {expires}", thing.name);
+    if let Some(current) = a.get(CURRENT_CERTIFICATE_ATTRIBUTE) {
+        line.push_str(&format!(", uses certificate {current}"));
+    }
+    match a.get(RENEWAL_ATTRIBUTE).map(String::as_str) {
+        Some(WAITING) => line.push_str(", renewal waiting for the device to switch"),
+        Some(value) => {
+            if let Some(since) = value.strip_prefix(RETIRING_PREFIX) {
+                line.push_str(&format!(", old certificates inactive since {since}"));
+            }
+        }
+        None => {}
+    }
+    line
 }

@@ -9,10 +9,12 @@
 //! alias durations); those checks are made here, before any call, so the same commands behave
 //! identically against AWS and against a local stand-in.
 
+mod attributes;
 mod audit;
 mod batch;
 mod cli;
 mod client;
+mod days;
 pub mod deny;
 mod expiry;
 mod fleet;

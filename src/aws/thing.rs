@@ -3,10 +3,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
+use aws_sdk_iot::types::{AttributePayload, CaCertificateStatus, CertificateStatus};
 use openssl::x509::X509;
 
+use super::attributes::EXPIRES_ATTRIBUTE;
 use super::client::{is_not_found, service_code, Aws};
+use super::days::{day, day_start, unix_time};
+use super::inventory;
 use super::register_ca::find_registered_ca;
 use super::state::{AwsState, DEFAULT_POLICY_NAME, DEFAULT_ROLE_ALIAS, DEFAULT_ROLE_NAME};
 use crate::ca::CertificateAuthority;
@@ -156,13 +159,37 @@ pub async fn register_prepared(
         }
     };
 
-    // 2. The Thing. (Emulators replace an existing Thing on CreateThing; AWS does not.)
+    // 2. The Thing, with the day its newest certificate expires (see `attributes.rs`).
+    // (Emulators replace an existing Thing on CreateThing; AWS does not.)
+    let expires = day(unix_time(cert.not_after())?);
+    let record_expiry = || {
+        AttributePayload::builder()
+            .attributes(EXPIRES_ATTRIBUTE, expires.clone())
+            .merge(true)
+            .build()
+    };
     match aws.iot.describe_thing().thing_name(thing).send().await {
-        Ok(_) => {}
+        Ok(found) => {
+            let recorded = found
+                .attributes()
+                .and_then(|a| a.get(EXPIRES_ATTRIBUTE))
+                .and_then(|d| day_start(d));
+            if recorded < day_start(&expires) {
+                aws.iot
+                    .update_thing()
+                    .thing_name(thing)
+                    .attribute_payload(record_expiry())
+                    .send()
+                    .await
+                    .map_err(|e| aws.error("UpdateThing", e))?;
+                actions.push("recorded its expiry on the thing".to_string());
+            }
+        }
         Err(e) if is_not_found(&e) => {
             aws.iot
                 .create_thing()
                 .thing_name(thing)
+                .attribute_payload(record_expiry())
                 .send()
                 .await
                 .map_err(|e| aws.error("CreateThing", e))?;
@@ -367,24 +394,6 @@ pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<F
     }
 }
 
-/// Every Thing's name, in the order AWS IoT lists them.
-pub(crate) async fn list_things(aws: &Aws) -> Result<Vec<String>> {
-    let things = aws
-        .iot
-        .list_things()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| aws.error("ListThings", e))?;
-    Ok(things
-        .iter()
-        .filter_map(|t| t.thing_name())
-        .map(str::to_string)
-        .collect())
-}
-
 pub(crate) async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
     aws.iot
         .list_thing_principals()
@@ -422,16 +431,20 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(thing) = thing {
         return thing_status(aws, thing).await;
     }
+    let mut ca_id = None;
     match load_ca_certificate(global) {
         Ok(ca) => match find_registered_ca(aws, &state, &ca).await? {
-            Some(found) => println!(
-                "CA: {} {}",
-                found.id,
-                found
-                    .status
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default()
-            ),
+            Some(found) => {
+                println!(
+                    "CA: {} {}",
+                    found.id,
+                    found
+                        .status
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default()
+                );
+                ca_id = Some(found.id);
+            }
             None => println!("CA: not registered (zkiot aws register-ca)"),
         },
         Err(e) => println!("CA: {e:#}"),
@@ -468,12 +481,7 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(endpoint) = &state.credentials_endpoint {
         println!("credentials endpoint: {endpoint}");
     }
-    let names = list_things(aws).await?;
-    println!("things: {}", names.len());
-    for name in &names {
-        thing_status(aws, name).await?;
-    }
-    Ok(())
+    inventory::print_fleet(aws, ca_id.as_deref()).await
 }
 
 async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
