@@ -201,7 +201,7 @@ pub async fn register_prepared(
 
     // 3. Thing ↔ certificate.
     let attached_to_thing =
-        !thing_is_new && list_thing_principals(aws, thing).await?.contains(&arn);
+        !thing_is_new && !cert_is_new && list_thing_principals(aws, thing).await?.contains(&arn);
     if !attached_to_thing {
         aws.iot
             .attach_thing_principal()
