@@ -185,3 +185,63 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn with_fleet_indexing_a_renewal_searches_instead_of_reading_every_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let provision = |operator: &Operator, dir: &str, days: &str, range: std::ops::Range<u32>| {
+        let csr_dir = tmp.path().join(dir);
+        write_csrs(&csr_dir, range.map(|i| format!("indexed-{i:02}")));
+        operator.ok(&[
+            "fleet",
+            "provision",
+            "--csr-dir",
+            csr_dir.to_str().unwrap(),
+            "--days",
+            days,
+        ]);
+    };
+    provision(&operator, "lasting", "365", 0..18);
+    provision(&operator, "due", "20", 18..20);
+    moto.py(
+        "iot.update_indexing_configuration(thingIndexingConfiguration={'thingIndexingMode': 'REGISTRY'})",
+    );
+    let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &[]);
+    operator.endpoint_url = proxy.url.clone();
+
+    // This machine has not read the whole fleet lately: it does.
+    let out = operator.ok(&["fleet", "renew"]);
+    assert!(out.contains(", 2 looked at one by one: 2 renewed"), "{out}");
+    let counts = requests(&proxy);
+    assert!(
+        counts["ListThings"] >= 1 && !counts.contains_key("SearchIndex"),
+        "{counts:?}"
+    );
+
+    // Three more devices come due: the index finds them, and the two waiting.
+    provision(&operator, "more", "20", 20..23);
+    requests(&proxy);
+    let out = operator.ok(&["fleet", "renew"]);
+    assert!(
+        out.contains("fleet renew: 5 things found through fleet indexing")
+            && out.contains(", 5 looked at one by one: 3 renewed, 2 waiting"),
+        "{out}"
+    );
+    let counts = requests(&proxy);
+    assert!(
+        counts["SearchIndex"] >= 1 && !counts.contains_key("ListThings"),
+        "{counts:?}"
+    );
+
+    // --walk reads every page anyway.
+    let out = operator.ok(&["fleet", "renew", "--walk"]);
+    assert!(out.contains("fleet renew: 23 things in "), "{out}");
+    let counts = requests(&proxy);
+    assert!(
+        counts["ListThings"] >= 1 && !counts.contains_key("SearchIndex"),
+        "{counts:?}"
+    );
+}

@@ -205,6 +205,10 @@ pub struct RenewArgs {
     /// Record of what was done (JSON lines) [default: <home>/fleet/renew.jsonl].
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Read every Thing's page (ListThings) even when the account's fleet indexing could find
+    /// the Things to look at (it is used only within 7 days of such a walk from this machine).
+    #[arg(long)]
+    pub walk: bool,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -18,6 +18,7 @@ mod days;
 pub mod deny;
 mod expiry;
 mod fleet;
+mod index;
 mod inventory;
 mod limiter;
 pub mod policy;

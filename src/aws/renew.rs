@@ -2,8 +2,8 @@
 //! and the old ones retired once each device has switched, so no device is ever without a
 //! valid certificate.
 //!
-//! Which Things to look at comes from the pages of ListThings (250 Things a call) and the
-//! attributes the operator's commands keep on each Thing
+//! Which Things to look at comes from the pages of ListThings (250 Things a call), or from
+//! fleet indexing (`index.rs`), and the attributes the operator's commands keep on each Thing
 //! (`attributes.rs`): one whose newest certificate expires within `--within` (to the day), whose
 //! renewal waits for its device, whose old certificates' grace period may have passed, whose
 //! device posted a CSR for a fresh key, or that has no such record yet. The others cost no call.
@@ -45,10 +45,10 @@ use super::batch::{self, Progress};
 use super::cli::RenewArgs;
 use super::client::is_not_found;
 use super::days::{day, unix_now, unix_time};
-use super::inventory;
 use super::record::{now, Record};
 use super::silence::{issued_before, set_certificate_status, StatusChange};
 use super::thing::{describe_certificate, list_thing_principals, DEVICE_CERT_FILE};
+use super::{index, inventory};
 use super::{register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
@@ -123,7 +123,26 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
     let now = unix_now();
     let within = i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX);
     let grace = i64::try_from(args.grace.as_secs()).unwrap_or(i64::MAX);
-    let listed = inventory::things(&aws).await?;
+    // The Things: through fleet indexing when the account has it and this machine walked the
+    // fleet lately, else every Thing's page.
+    let mut walks = index::WalkRecord::load(&global.home, &aws);
+    let indexed = !args.walk && walks.recent(now) && index::thing_indexing_on(&aws).await?;
+    let listed = if indexed {
+        let found = index::search(&aws, &index::queries(now, within, grace)).await?;
+        println!(
+            "fleet renew: {} things found through fleet indexing (every thing's page read {} ago)",
+            found.len(),
+            walks
+                .last()
+                .map(|t| format!("{} hours", (now - t) / 3600))
+                .unwrap_or_default()
+        );
+        found
+    } else {
+        let listed = inventory::things(&aws).await?;
+        walks.walked(now)?;
+        listed
+    };
     let mut things: Vec<String> = listed
         .iter()
         .filter(|t| look(&t.attributes, now, within, grace).is_some())
