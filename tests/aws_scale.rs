@@ -103,6 +103,11 @@ fn a_daily_renewal_reads_pages_and_looks_only_at_the_devices_due() {
             days,
         ]);
     }
+    // Their Things have the type that lets them hold more than three attributes.
+    let types = moto.py(
+        "result = sorted({t.get('thingTypeName', '') for t in iot.list_things(maxResults=250)['things']})",
+    );
+    assert_eq!(types, serde_json::json!(["zkiot-device"]));
     let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &[]);
     operator.endpoint_url = proxy.url.clone();
 

@@ -14,12 +14,19 @@
 //!   and `zkiot_csr`, `zkiot_csr_signature` (`device::rekey`) while it asks for a fresh key.
 //!
 //! Values are days and words, so fleet indexing can find them by exact match.
+//!
+//! That is up to five attributes, and AWS IoT allows a Thing without a Thing type three: so the
+//! Things zkiot registers get the Thing type [`THING_TYPE`] (50 attributes), made when missing,
+//! and a Thing without a type gets it when its attributes are next written. A Thing of another
+//! type keeps it.
 
 use std::collections::HashMap;
 
 use super::days::{day, day_start};
 use crate::device::rekey::CSR_ATTRIBUTE;
 
+/// The Thing type of the devices' Things.
+pub(crate) const THING_TYPE: &str = "zkiot-device";
 /// The day the newest of our certificates on the Thing expires.
 pub(crate) const EXPIRES_ATTRIBUTE: &str = "zkiot_expires";
 /// Where a renewal stands.

@@ -39,7 +39,7 @@ use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
 use super::attributes::{
-    look, retiring, retiring_since, EXPIRES_ATTRIBUTE, RENEWAL_ATTRIBUTE, WAITING,
+    look, retiring, retiring_since, EXPIRES_ATTRIBUTE, RENEWAL_ATTRIBUTE, THING_TYPE, WAITING,
 };
 use super::batch::{self, Progress};
 use super::cli::RenewArgs;
@@ -433,15 +433,18 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
     } else {
         String::new()
     };
-    record_on_thing(shared, thing, &attributes, newest_expiry, renewal).await?;
+    let untyped = described.thing_type_name().is_none();
+    record_on_thing(shared, thing, &attributes, untyped, newest_expiry, renewal).await?;
     Ok(outcome)
 }
 
-/// Writes the Thing's `zkiot_expires` and `zkiot_renewal` (empty: removed) if they changed.
+/// Writes the Thing's `zkiot_expires` and `zkiot_renewal` (empty: removed) if they changed,
+/// with the Thing type when it has none (see `attributes.rs`).
 async fn record_on_thing(
     shared: &Shared,
     thing: &str,
     attributes: &HashMap<String, String>,
+    untyped: bool,
     expires: Option<i64>,
     renewal: String,
 ) -> Result<()> {
@@ -461,6 +464,7 @@ async fn record_on_thing(
     aws.iot
         .update_thing()
         .thing_name(thing)
+        .set_thing_type_name(untyped.then(|| THING_TYPE.to_string()))
         .attribute_payload(
             AttributePayload::builder()
                 .set_attributes(Some(changes))

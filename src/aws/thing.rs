@@ -3,10 +3,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_iot::types::{AttributePayload, CaCertificateStatus, CertificateStatus};
+use aws_sdk_iot::types::{
+    AttributePayload, CaCertificateStatus, CertificateStatus, ThingTypeProperties,
+};
 use openssl::x509::X509;
 
-use super::attributes::EXPIRES_ATTRIBUTE;
+use super::attributes::{EXPIRES_ATTRIBUTE, THING_TYPE};
 use super::client::{is_not_found, service_code, Aws};
 use super::days::{day, day_start, unix_time};
 use super::inventory;
@@ -61,11 +63,46 @@ impl RegistrationPrerequisites {
             }
             Err(e) => return Err(aws.error("GetPolicy", e)),
         }
+        ensure_thing_type(aws).await?;
         Ok(Self {
             ca_pem: String::from_utf8(ca_cert.to_pem()?)?,
             ca_cert,
             policy_name,
         })
+    }
+}
+
+/// Creates the Thing type the devices' Things get ([`THING_TYPE`]) if it does not exist.
+async fn ensure_thing_type(aws: &Aws) -> Result<()> {
+    match aws
+        .iot
+        .describe_thing_type()
+        .thing_type_name(THING_TYPE)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(aws.error("DescribeThingType", e)),
+    }
+    let properties = ThingTypeProperties::builder()
+        .thing_type_description(
+            "Devices with a Zymbit security module, registered by zkiot; the type lets a Thing \
+             hold more than three attributes",
+        )
+        .build();
+    match aws
+        .iot
+        .create_thing_type()
+        .thing_type_name(THING_TYPE)
+        .thing_type_properties(properties)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Created meanwhile by a concurrent run.
+        Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => Ok(()),
+        Err(e) => Err(aws.error("CreateThingType", e)),
     }
 }
 
@@ -174,21 +211,28 @@ pub async fn register_prepared(
                 .attributes()
                 .and_then(|a| a.get(EXPIRES_ATTRIBUTE))
                 .and_then(|d| day_start(d));
-            if recorded < day_start(&expires) {
+            let untyped = found.thing_type_name().is_none();
+            if recorded < day_start(&expires) || untyped {
                 aws.iot
                     .update_thing()
                     .thing_name(thing)
+                    .set_thing_type_name(untyped.then(|| THING_TYPE.to_string()))
                     .attribute_payload(record_expiry())
                     .send()
                     .await
                     .map_err(|e| aws.error("UpdateThing", e))?;
-                actions.push("recorded its expiry on the thing".to_string());
+                actions.push(if untyped {
+                    format!("gave the thing the type {THING_TYPE} and recorded its expiry")
+                } else {
+                    "recorded its expiry on the thing".to_string()
+                });
             }
         }
         Err(e) if is_not_found(&e) => {
             aws.iot
                 .create_thing()
                 .thing_name(thing)
+                .thing_type_name(THING_TYPE)
                 .attribute_payload(record_expiry())
                 .send()
                 .await
