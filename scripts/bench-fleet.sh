@@ -6,6 +6,7 @@
 #
 # Usage: scripts/bench-fleet.sh [-n "1000 10000"] [--due PERCENT] [--before REF|none]
 #                               [--before-bin FILE] [--profile release|debug] [--keep]
+#        scripts/bench-fleet.sh --report RESULTS.jsonl
 #
 #   -n, --devices "N…"   fleet sizes (default: "1000 10000")
 #   --due PERCENT        share of the devices whose certificate expires within 30 days (default: 1)
@@ -14,6 +15,7 @@
 #   --before-bin FILE    a zkiot binary already built at --before, instead of building it
 #   --profile PROFILE    cargo profile of the zkiot binaries (default: release)
 #   --keep               keep the work folder (its path is printed)
+#   --report FILE        print the table of an earlier run's results.jsonl (kept with --keep)
 #
 # Each version gets its own moto per fleet size, set up and provisioned by that version (not
 # measured; the devices due get 20-day certificates, the others 365 days), then each command runs
@@ -22,7 +24,8 @@
 # zkiot's limiter (`--api-rate '*=off'`: moto has no quotas), so the wall-clock in moto is only the
 # emulator's; the time at AWS's default quotas is computed from the counts: the busiest API's
 # calls divided by its quota (the table in src/aws/limiter.rs, 10 a second for an API it does not
-# name), a lower bound that the limiter makes the actual time on AWS (answer latency aside). The
+# name), after the pages (ListThings, ListCertificatesByCA, SearchIndex: read one after another
+# before the rest): what the limiter makes the time on AWS, answer latency aside. The
 # last lines project the largest fleet's counts to 100,000 devices (pages and devices due both grow
 # with the fleet) against the target: a daily renewal in under 10 minutes.
 #
@@ -44,6 +47,7 @@ before=4360bba
 before_bin=""
 profile=release
 keep=0
+report=""
 while [ $# -gt 0 ]; do
     case $1 in
     -n | --devices) sizes=${2:?$1 needs a value}; shift 2 ;;
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
     --before-bin) before_bin=${2:?--before-bin needs a value}; shift 2 ;;
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
     --keep) keep=1; shift ;;
+    --report) report=${2:?--report needs a file}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
@@ -63,6 +68,93 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, cryptogr
     die "the venv $VENV with moto is missing: run scripts/install-deps.sh (or set ZKIOT_VENV)"
 fi
 PY=$VENV/bin/python
+
+# AWS's default quotas, as the limiter holds them, as JSON on stdout.
+quotas_json() {
+    "$PY" - "$REPO/src/aws/limiter.rs" <<'EOF'
+import json, re, sys
+text = open(sys.argv[1]).read()
+table = text[text.index("pub const AWS_DEFAULT_QUOTAS"):]
+table = table[: table.index("];")]
+quotas = {name: float(rate) for name, rate in re.findall(r'\("(\w+)", ([0-9.]+)\)', table)}
+default = float(re.search(r"pub const DEFAULT_RATE: f64 = ([0-9.]+);", text).group(1))
+print(json.dumps({"quotas": quotas, "default": default}))
+EOF
+}
+
+# ---------------------------------------------------------------- the table
+
+# print_table RESULTS QUOTAS
+print_table() {
+"$PY" - "$1" "$2" "$due_percent" "$profile" <<'EOF'
+import json, sys, datetime, os, platform
+results = [json.loads(l) for l in open(sys.argv[1])]
+table = json.load(open(sys.argv[2]))
+quotas, default = table["quotas"], table["default"]
+due, profile = sys.argv[3], sys.argv[4]
+
+# Listings read a page after another, before the work they lead to.
+PAGES = {"ListThings", "ListCertificatesByCA", "SearchIndex"}
+
+def time_of(api, calls):
+    return calls / quotas.get(api, default)
+
+def at_quotas(requests):
+    """The busiest API after the pages (its name and calls), and the time at AWS's quotas: the
+    pages one after another, then the busiest API."""
+    pages = sum(time_of(api, n) for api, n in requests.items() if api in PAGES)
+    rest = {api: n for api, n in requests.items() if api not in PAGES}
+    worst = max(rest.items(), key=lambda kv: time_of(*kv), default=("-", 0))
+    return worst[0], worst[1], pages + time_of(*worst)
+
+def duration(s):
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+print()
+when = datetime.datetime.fromtimestamp(results[0].get("at", 0) or datetime.datetime.now().timestamp(),
+                                      datetime.timezone.utc)
+print(f"Fleet commands in moto, {due}% of the devices due for renewal ({profile} zkiot, "
+      f"{os.cpu_count()} CPUs, run of {when:%Y-%m-%d %H:%M} UTC)")
+print("at AWS quotas: the pages one after another, then the busiest API's calls / its default quota")
+print()
+print(f"{'devices':>8} {'command':<12} {'version':<7} {'calls':>8} {'per device':>11} "
+      f"{'busiest API after pages (calls)':<34} {'at AWS quotas':>13} {'in moto':>9}")
+for r in results:
+    calls = sum(r["requests"].values())
+    api, api_calls, seconds = at_quotas(r["requests"])
+    print(f"{r['devices']:>8} {r['command']:<12} {r['version']:<7} {calls:>8} "
+          f"{calls / r['devices']:>11.3f} {f'{api} ({api_calls})':<34} {duration(seconds):>13} "
+          f"{duration(r['wall']):>9}")
+
+# Calls a run makes once whatever the fleet (the CA, the policy, the role): not scaled.
+ONCE = {"DescribeCACertificate", "GetPolicy", "GetRole", "DescribeRoleAlias", "DescribeEndpoint",
+        "GetIndexingConfiguration"}
+print()
+print(f"projected to 100,000 devices ({due}% due), from each command's largest run:")
+for label in sorted({(r["command"], r["version"]) for r in results}, key=lambda k: (k[0], k[1] != "before")):
+    r = max((r for r in results if (r["command"], r["version"]) == label), key=lambda r: r["devices"])
+    scale = 100_000 / r["devices"]
+    projected = {api: n if api in ONCE else n * scale for api, n in r["requests"].items()}
+    api, _, seconds = at_quotas(projected)
+    line = (f"  {r['command']:<12} {r['version']:<7} {duration(seconds):>10} "
+            f"(busiest: {api}; from {r['devices']:,} devices)")
+    if r["command"] == "fleet renew" and r["version"] == "after":
+        line += f"   target < 10 min: {'met' if seconds < 600 else 'NOT MET'}"
+    print(line)
+EOF
+}
+
+if [ -n "$report" ]; then
+    quotas=$(mktemp "${TMPDIR:-/tmp}/zkiot-bench-fleet-quotas.XXXXXX")
+    quotas_json >"$quotas"
+    print_table "$report" "$quotas"
+    rm -f "$quotas"
+    exit 0
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zkiot-bench-fleet.XXXXXX")
 pids=()
@@ -98,17 +190,8 @@ cargo build "${build_flags[@]}"
 cp "$CARGO_TARGET_DIR/$profile/zkiot" "$WORK/zkiot-after"
 versions+=(after)
 
-# AWS's default quotas, as the limiter holds them.
 QUOTAS=$WORK/quotas.json
-"$PY" - "$REPO/src/aws/limiter.rs" >"$QUOTAS" <<'EOF'
-import json, re, sys
-text = open(sys.argv[1]).read()
-table = text[text.index("pub const AWS_DEFAULT_QUOTAS"):]
-table = table[: table.index("];")]
-quotas = {name: float(rate) for name, rate in re.findall(r'\("(\w+)", ([0-9.]+)\)', table)}
-default = float(re.search(r"pub const DEFAULT_RATE: f64 = ([0-9.]+);", text).group(1))
-print(json.dumps({"quotas": quotas, "default": default}))
-EOF
+quotas_json >"$QUOTAS"
 
 # AWS credentials and region for moto; no user configuration.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
@@ -196,6 +279,7 @@ measure() {
 import json, sys
 n, version, label, t0, t1, status, counts = sys.argv[1:]
 print(json.dumps({"devices": int(n), "version": version, "command": label, "wall": float(t1) - float(t0),
+                  "at": float(t0),
                   "status": int(status), "requests": json.load(open(counts))["requests"]}))
 EOF
     printf '  %-7s %-6s %-12s %8.1f s in moto (exit %s): %s\n' "$n" "$version" "$label" \
@@ -257,54 +341,4 @@ for n in $sizes; do
     done
 done
 
-# ---------------------------------------------------------------- the table
-
-"$PY" - "$RESULTS" "$QUOTAS" "$due_percent" "$profile" <<'EOF'
-import json, sys, datetime, os, platform
-results = [json.loads(l) for l in open(sys.argv[1])]
-table = json.load(open(sys.argv[2]))
-quotas, default = table["quotas"], table["default"]
-due, profile = sys.argv[3], sys.argv[4]
-
-def at_quotas(requests):
-    """The busiest API (by time at its quota) and that time, in seconds."""
-    worst = max(requests.items(), key=lambda kv: kv[1] / quotas.get(kv[0], default), default=("-", 0))
-    return worst[0], worst[1], worst[1] / quotas.get(worst[0], default)
-
-def duration(s):
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-print()
-print(f"Fleet commands in moto, {due}% of the devices due for renewal ({profile} zkiot, "
-      f"{os.cpu_count()} CPUs, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
-print("at AWS quotas: the busiest API's calls / its default quota (src/aws/limiter.rs)")
-print()
-print(f"{'devices':>8} {'command':<12} {'version':<7} {'calls':>8} {'per device':>11} "
-      f"{'busiest API (calls)':<34} {'at AWS quotas':>13} {'in moto':>9}")
-for r in results:
-    calls = sum(r["requests"].values())
-    api, api_calls, seconds = at_quotas(r["requests"])
-    print(f"{r['devices']:>8} {r['command']:<12} {r['version']:<7} {calls:>8} "
-          f"{calls / r['devices']:>11.3f} {f'{api} ({api_calls})':<34} {duration(seconds):>13} "
-          f"{duration(r['wall']):>9}")
-
-# Calls a run makes once whatever the fleet (the CA, the policy, the role): not scaled.
-ONCE = {"DescribeCACertificate", "GetPolicy", "GetRole", "DescribeRoleAlias", "DescribeEndpoint",
-        "GetIndexingConfiguration"}
-print()
-print(f"projected to 100,000 devices ({due}% due), from each command's largest run:")
-for label in sorted({(r["command"], r["version"]) for r in results}, key=lambda k: (k[0], k[1] != "before")):
-    r = max((r for r in results if (r["command"], r["version"]) == label), key=lambda r: r["devices"])
-    scale = 100_000 / r["devices"]
-    projected = {api: n if api in ONCE else n * scale for api, n in r["requests"].items()}
-    api, _, seconds = at_quotas(projected)
-    line = (f"  {r['command']:<12} {r['version']:<7} {duration(seconds):>10} "
-            f"(busiest: {api}; from {r['devices']:,} devices)")
-    if r["command"] == "fleet renew" and r["version"] == "after":
-        line += f"   target < 10 min: {'met' if seconds < 600 else 'NOT MET'}"
-    print(line)
-EOF
+print_table "$RESULTS" "$QUOTAS"
