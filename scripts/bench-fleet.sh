@@ -132,7 +132,7 @@ for r in results:
 
 # Calls a run makes once whatever the fleet (the CA, the policy, the role): not scaled.
 ONCE = {"DescribeCACertificate", "GetPolicy", "GetRole", "DescribeRoleAlias", "DescribeEndpoint",
-        "GetIndexingConfiguration"}
+        "GetIndexingConfiguration", "DescribeThingType", "CreateThingType"}
 print()
 print(f"projected to 100,000 devices ({due}% due), from each command's largest run:")
 for label in sorted({(r["command"], r["version"]) for r in results}, key=lambda k: (k[0], k[1] != "before")):

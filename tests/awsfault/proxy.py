@@ -81,6 +81,8 @@ IOT_APIS = [
     ("POST", "/thing-groups/{}", "CreateThingGroup"),
     ("GET", "/thing-groups/{}/things", "ListThingsInThingGroup"),
     ("PUT", "/thing-groups/addThingToThingGroup", "AddThingToThingGroup"),
+    ("GET", "/thing-types/{}", "DescribeThingType"),
+    ("POST", "/thing-types/{}", "CreateThingType"),
 ]
 
 
