@@ -4,7 +4,8 @@
 //!   stop starting Things, count those as not attempted (nothing was done to them), report the
 //!   Thing that met the outage as the one failure, and the same command finishes the job once
 //!   AWS is back;
-//! - listing Things across moto's pages (50 a page), retried within a page like any call.
+//! - listing Things across pages (250 a page, as zkiot asks), retried within a page like any
+//!   call.
 
 #![cfg(feature = "aws")]
 
@@ -173,21 +174,17 @@ fn things_are_listed_across_pages() {
     let moto = Moto::start(tmp.path());
     let mut operator = Operator::new(tmp.path(), &moto);
     operator.set_up();
-    let count = 120;
+    let count = 260;
     moto.py(&format!(
         "for i in range({count}):\n\
          \x20   iot.create_thing(thingName='paged-%03d' % i)"
     ));
-    let pages = moto.py("result = iot.list_things()['nextToken'] is not None");
+    let pages = moto.py("result = iot.list_things(maxResults=250)['nextToken'] is not None");
     assert_eq!(pages, serde_json::json!(true), "moto lists one page");
 
     let out = operator.ok(&["aws", "status"]);
     assert!(out.contains(&format!("things: {count}\n")), "{out}");
-    assert_eq!(
-        out.matches(": no certificate attached").count(),
-        count,
-        "{out}"
-    );
+    assert_eq!(out.matches(": no zkiot record yet").count(), count, "{out}");
 
     // A page after the first is throttled twice, then answers: the listing is whole.
     let next_page = "^GET /things\\?[^ ]*nextToken=";
@@ -197,7 +194,9 @@ fn things_are_listed_across_pages() {
         &[(next_page, 2, "throttle")],
     );
     operator.endpoint_url = proxy.url.clone();
-    let out = operator.ok(&["fleet", "renew"]);
+    // These Things carry no record of ours, so each is looked at: without AWS's quotas (moto
+    // has none), that takes no time.
+    let out = operator.ok(&["fleet", "renew", "--api-rate", "*=off"]);
     assert!(
         out.contains(&format!("fleet renew: {count} things in ")),
         "{out}"

@@ -117,22 +117,29 @@ fn every_command_twice_gives_the_same_state() {
     let inv = moto.inventory();
     assert_eq!(inv["certs"].as_array().unwrap().len(), 2);
 
-    // status lists what exists.
+    // status lists what exists: the fleet from its pages, one Thing in full.
     let out = operator.ok(&["aws", "status"]);
+    let expires = cert.not_after().to_string();
     for needle in [
         format!("CA: {} ACTIVE", cert_id(&operator.ca_cert())),
         "role alias: arn:aws:iot:us-east-1:123456789012:rolealias/zkiot-device-alias (7200 s)"
             .to_string(),
         "IoT policy: zkiot-device-policy".to_string(),
+        "certificates of our CA: 1 ACTIVE, 1 INACTIVE\n".to_string(),
         "things: 2".to_string(),
-        format!(
-            "twice-1: certificate {} ACTIVE, policies: zkiot-device-policy",
-            cert_id(&cert)
-        ),
-        "INACTIVE".to_string(),
+        "twice-1: expires 20".to_string(),
+        "twice-2: expires 20".to_string(),
     ] {
         assert!(out.contains(&needle), "{needle:?} not in:\n{out}");
     }
+    let out = operator.ok(&["aws", "status", "--thing", "twice-1"]);
+    assert!(
+        out.contains(&format!(
+            "twice-1: certificate {} ACTIVE, policies: zkiot-device-policy, expires {expires}",
+            cert_id(&cert)
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -374,7 +381,8 @@ fn operator_commands_retry_transient_faults() {
     assert!(out.contains("nothing to do"), "{out}");
     assert_eq!(moto.inventory(), before);
 
-    // Faults that persist: the command gives up and says why.
+    // Faults that persist: the command gives up and says why (throttling left to the SDK's
+    // three attempts, without the limiter's wait).
     let stuck = FaultProxy::start(
         &moto,
         &tmp.path().join("stuck"),
@@ -382,7 +390,7 @@ fn operator_commands_retry_transient_faults() {
     );
     operator.endpoint_url = stuck.url.clone();
     operator.refused(
-        &["aws", "setup"],
+        &["aws", "setup", "--throttle-wait", "0"],
         "DescribeRoleAlias failed: ThrottlingException: Rate exceeded (gave up after 3 attempts)",
     );
     assert_eq!(stuck.injected().len(), 3);

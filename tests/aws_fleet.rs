@@ -335,8 +335,14 @@ fn fleet_retries_transient_faults_and_isolates_persistent_ones() {
     let proxy = FaultProxy::start(&moto, &tmp.path().join("proxy"), &rules);
     operator.endpoint_url = proxy.url.clone();
     let args = provision_args(&csr_dir, &record_path, "3");
+    // Throttling left to the SDK's three attempts (no wait for it in the limiter), so that the
+    // one that persists fails within the test.
     let started = Instant::now();
-    let out = operator.run(&args);
+    let out = operator
+        .command(&args)
+        .env("ZKIOT_THROTTLE_WAIT", "0")
+        .output()
+        .unwrap();
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -49,6 +49,19 @@ pub enum AwsCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Check our CA's fleet for what Device Defender's audit would flag, from what AWS IoT holds;
+    /// exit 1 on any finding.
+    ///
+    /// Findings: our CA or a device certificate expiring within --within (a renewal waiting for
+    /// its device is none), a certificate on several Things, a Thing with several ACTIVE
+    /// certificates (unless they are renewals of one for the same key), a certificate on no
+    /// Thing, an INACTIVE or REVOKED certificate still on a Thing. Devices not seen are not
+    /// checked: the devices send no heartbeats yet.
+    ///
+    /// Reads the certificates and the Things a page at a time and each Thing's principals (one
+    /// call per Thing); each ACTIVE certificate's expiry once, kept in
+    /// aws/certificate-expiry.json.
+    Audit(AuditArgs),
     /// Show what exists in AWS IoT for this operator (or for one Thing).
     Status {
         /// Show this Thing's certificates and policies.
@@ -93,6 +106,22 @@ pub struct SetupArgs {
     /// is never waited for. E.g. 90s, 2m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", env = "ZKIOT_IAM_WAIT")]
     pub iam_wait: std::time::Duration,
+    #[command(flatten)]
+    pub aws: AwsOpts,
+}
+
+/// Options of `zkiot aws audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Report certificates, and the CA, that expire within this long (e.g. 30d, 12h).
+    #[arg(long, value_parser = parse_duration, default_value = "30d")]
+    pub within: std::time::Duration,
+    /// Print the report as one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Things read at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     #[command(flatten)]
     pub aws: AwsOpts,
 }
@@ -176,6 +205,10 @@ pub struct RenewArgs {
     /// Record of what was done (JSON lines) [default: <home>/fleet/renew.jsonl].
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Read every Thing's page (ListThings) even when the account's fleet indexing could find
+    /// the Things to look at (it is used only within 7 days of such a walk from this machine).
+    #[arg(long)]
+    pub walk: bool,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -1,6 +1,7 @@
 //! AWS SDK clients with overridable endpoints, and errors reduced to one readable line.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -9,7 +10,10 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_iot::config::http::HttpResponse;
 use aws_sdk_iot::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_iot::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use clap::Args;
+
+use super::limiter::{Limiter, Rates, TagApi, THROTTLE_WAIT};
 
 /// Region used when neither `--region` nor the AWS configuration chain names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -23,6 +27,33 @@ pub struct AwsOpts {
     /// AWS region [default: $AWS_REGION or the profile's, else us-east-1].
     #[arg(long, global = true)]
     pub region: Option<String>,
+    /// Requests per second each AWS API may take, where it differs from AWS's default quotas
+    /// (e.g. `DescribeCertificate=50,ListThings=20` for raised quotas, `IAM:GetRole=5` for
+    /// another service's API, `*=off` for no limit) [default: AWS's default quotas, 10 for an API
+    /// without one].
+    #[arg(
+        long,
+        value_name = "API=RATE,…",
+        global = true,
+        env = "ZKIOT_API_RATE",
+        value_parser = parse_rates
+    )]
+    pub api_rate: Option<Rates>,
+    /// How long one request is sent again while AWS answers that it is throttled, before the
+    /// SDK's own retries (AWS_MAX_ATTEMPTS) take over; 0 leaves throttling to them alone
+    /// (e.g. 30s, 5m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        global = true,
+        env = "ZKIOT_THROTTLE_WAIT",
+        value_parser = crate::duration::parse_duration
+    )]
+    pub throttle_wait: Option<Duration>,
+}
+
+fn parse_rates(spec: &str) -> Result<Rates, String> {
+    Rates::parse(spec).map_err(|e| format!("{e:#}"))
 }
 
 /// The clients one command needs, and where they point.
@@ -41,6 +72,10 @@ pub struct Aws {
     /// The configuration the clients were made from, for clients made later (iot-data).
     conf: aws_config::SdkConfig,
     retries: RetryPartition,
+    /// The HTTP client every SDK client is built with: through the limiter.
+    http: SharedHttpClient,
+    /// The limiter every request of these clients goes through.
+    pub limiter: Arc<Limiter>,
 }
 
 impl Aws {
@@ -52,10 +87,12 @@ impl Aws {
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .filter(|u| !u.is_empty());
+        // An unanswered request is bounded by the read timeout (from when it is sent), not by an
+        // attempt timeout, which would also count the wait for its API's turn in the limiter.
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(30))
                 .build(),
         );
         if let Some(url) = &opts.endpoint_url {
@@ -85,20 +122,31 @@ impl Aws {
         let retries = RetryPartition::custom("zkiot")
             .token_bucket(TokenBucket::unlimited())
             .build();
+        let limiter = Limiter::new(
+            opts.api_rate.clone().unwrap_or_default(),
+            opts.throttle_wait.unwrap_or(THROTTLE_WAIT),
+        );
+        let http = limiter.client(default_http_client());
         Ok(Self {
             iot: aws_sdk_iot::Client::from_conf(
                 aws_sdk_iot::config::Builder::from(&conf)
                     .retry_partition(retries.clone())
+                    .http_client(http.clone())
+                    .interceptor(TagApi)
                     .build(),
             ),
             iam: aws_sdk_iam::Client::from_conf(
                 aws_sdk_iam::config::Builder::from(&conf)
                     .retry_partition(retries.clone())
+                    .http_client(http.clone())
+                    .interceptor(TagApi)
                     .build(),
             ),
             sts: aws_sdk_sts::Client::from_conf(
                 aws_sdk_sts::config::Builder::from(&conf)
                     .retry_partition(retries.clone())
+                    .http_client(http.clone())
+                    .interceptor(TagApi)
                     .build(),
             ),
             region,
@@ -106,6 +154,8 @@ impl Aws {
             max_attempts,
             conf,
             retries,
+            http,
+            limiter,
         })
     }
 
@@ -134,6 +184,8 @@ impl Aws {
             aws_sdk_iotdataplane::config::Builder::from(&self.conf)
                 .endpoint_url(url)
                 .retry_partition(self.retries.clone())
+                .http_client(self.http.clone())
+                .interceptor(TagApi)
                 .build(),
         ))
     }
@@ -247,6 +299,24 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
     // The outer layers are generic ("dispatch failure", "io error"); keep the specific tail.
     let keep = messages.len().saturating_sub(2);
     messages[keep..].join(": ")
+}
+
+/// The HTTPS client the SDK would build by default (hyper 1 with rustls), to put the limiter in
+/// front of.
+fn default_http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// The multi-threaded runtime the AWS commands run on.

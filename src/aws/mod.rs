@@ -9,11 +9,18 @@
 //! alias durations); those checks are made here, before any call, so the same commands behave
 //! identically against AWS and against a local stand-in.
 
+mod attributes;
+mod audit;
 mod batch;
 mod cli;
 mod client;
+mod days;
 pub mod deny;
+mod expiry;
 mod fleet;
+mod index;
+mod inventory;
+mod limiter;
 pub mod policy;
 mod record;
 mod register_ca;
@@ -70,6 +77,10 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
                     confirm_revoke(&targets)?;
                 }
                 change_status(&target, StatusChange::Revoke, global).await
+            }
+            AwsCommand::Audit(args) => {
+                let aws = Aws::connect(&args.aws).await?;
+                audit::audit(&aws, global, &args).await
             }
             AwsCommand::Status { thing, aws } => {
                 let aws = Aws::connect(&aws).await?;

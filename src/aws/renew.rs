@@ -2,8 +2,15 @@
 //! and the old ones retired once each device has switched, so no device is ever without a
 //! valid certificate.
 //!
-//! Per Thing, from what AWS IoT holds (the record only remembers when a certificate was
-//! deactivated, for the grace period):
+//! Which Things to look at comes from the pages of ListThings (250 Things a call), or from
+//! fleet indexing (`index.rs`), and the attributes the operator's commands keep on each Thing
+//! (`attributes.rs`): one whose newest certificate expires within `--within` (to the day), whose
+//! renewal waits for its device, whose old certificates' grace period may have passed, whose
+//! device posted a CSR for a fresh key, or that has no such record yet. The others cost no call.
+//! So a daily run makes calls for the devices due, not for the fleet.
+//!
+//! Per Thing looked at, from what AWS IoT holds (the record only remembers when a certificate
+//! was deactivated, for the grace period; the Thing's `zkiot_renewal` says the day too):
 //! 1. Our certificates are the Thing's principals that our CA issued. The device's current one
 //!    is the one its `zkiot_certificate` attribute names (the device writes it when it
 //!    switches), else the newest ACTIVE one.
@@ -19,23 +26,29 @@
 //! 4. A device that has not switched while the certificates it may hold have all expired is
 //!    *stranded*: it can no longer reach AWS to pick up its renewal, and says so on every run
 //!    until its new certificate is delivered to it by hand.
+//! 5. The Thing's attributes say where it now stands, when that changed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use aws_sdk_iot::types::CertificateStatus;
+use aws_sdk_iot::types::{AttributePayload, CertificateStatus};
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
+use super::attributes::{
+    look, retiring, retiring_since, EXPIRES_ATTRIBUTE, RENEWAL_ATTRIBUTE, THING_TYPE, WAITING,
+};
 use super::batch::{self, Progress};
 use super::cli::RenewArgs;
 use super::client::is_not_found;
+use super::days::{day, unix_now, unix_time};
 use super::record::{now, Record};
 use super::silence::{issued_before, set_certificate_status, StatusChange};
-use super::thing::{describe_certificate, list_thing_principals, list_things, DEVICE_CERT_FILE};
+use super::thing::{describe_certificate, list_thing_principals, DEVICE_CERT_FILE};
+use super::{index, inventory};
 use super::{register_prepared, Aws, RegistrationPrerequisites};
 use crate::ca::{CertificateAuthority, SignOptions};
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
@@ -107,10 +120,39 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
             .entry(entry.certificate_id.clone())
             .or_insert(entry.time);
     }
-    let mut things = list_things(&aws).await?;
+    let now = unix_now();
+    let within = i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX);
+    let grace = i64::try_from(args.grace.as_secs()).unwrap_or(i64::MAX);
+    // The Things: through fleet indexing when the account has it and this machine walked the
+    // fleet lately, else every Thing's page.
+    let mut walks = index::WalkRecord::load(&global.home, &aws);
+    let indexed = !args.walk && walks.recent(now) && index::thing_indexing_on(&aws).await?;
+    let listed = if indexed {
+        let found = index::search(&aws, &index::queries(now, within, grace)).await?;
+        println!(
+            "fleet renew: {} things found through fleet indexing (every thing's page read {} ago)",
+            found.len(),
+            walks
+                .last()
+                .map(|t| format!("{} hours", (now - t) / 3600))
+                .unwrap_or_default()
+        );
+        found
+    } else {
+        let listed = inventory::things(&aws).await?;
+        walks.walked(now)?;
+        listed
+    };
+    let mut things: Vec<String> = listed
+        .iter()
+        .filter(|t| look(&t.attributes, now, within, grace).is_some())
+        .map(|t| t.name.clone())
+        .collect();
     things.sort();
+    let unchanged = listed.len() - things.len();
     println!(
-        "fleet renew: {} things, renewing certificates that expire within {} days, {} at a time, record {}",
+        "fleet renew: {} things, {} to look at one by one, renewing certificates that expire within {} days, {} at a time, record {}",
+        listed.len(),
         things.len(),
         args.within.as_secs() / 86_400,
         args.concurrency,
@@ -145,9 +187,10 @@ pub(crate) async fn renew(args: &RenewArgs, global: &GlobalOpts) -> Result<()> {
     let revoked: usize = outcomes().map(|o| o.revoked).sum();
     let detached: usize = outcomes().map(|o| o.detached).sum();
     println!(
-        "fleet renew: {} things in {:.1} s: {renewed} renewed, {waiting} waiting for the device to switch, {stranded} stranded, {deactivated} old certificates deactivated, {revoked} revoked, {detached} detached, {} failed{}",
-        tally.total(),
+        "fleet renew: {} things in {:.1} s, {} looked at one by one: {renewed} renewed, {waiting} waiting for the device to switch, {stranded} stranded, {deactivated} old certificates deactivated, {revoked} revoked, {detached} detached, {} failed{}",
+        tally.total() + unchanged,
         tally.elapsed.as_secs_f64(),
+        tally.total(),
         tally.failed.len(),
         tally.not_attempted_note()
     );
@@ -169,10 +212,8 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
         .send()
         .await
         .map_err(|e| aws.error("DescribeThing", e))?;
-    let recorded_current = described
-        .attributes()
-        .and_then(|a| a.get(CURRENT_CERTIFICATE_ATTRIBUTE))
-        .cloned();
+    let attributes = described.attributes().cloned().unwrap_or_default();
+    let recorded_current = attributes.get(CURRENT_CERTIFICATE_ATTRIBUTE).cloned();
 
     let ca_cert = shared.ca.certificate();
     let mut ours = Vec::new();
@@ -233,8 +274,10 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
             _ => None,
         },
     };
+    let mut newest_expiry = None;
     if let Some(cert) = to_issue {
         let registered = register_prepared(aws, &shared.prereqs, &cert, thing).await?;
+        newest_expiry = Some(unix_time(cert.not_after())?);
         shared.record.append(&RenewEntry {
             thing: thing.to_string(),
             step: "renewed".into(),
@@ -248,6 +291,15 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
                 registered.certificate_id
             ));
         }
+    }
+
+    // The newest of our certificates the Thing keeps, for its record.
+    for cert in ours
+        .iter()
+        .filter(|c| c.status != CertificateStatus::Revoked.as_str())
+    {
+        let expires = unix_time(cert.cert.not_after())?;
+        newest_expiry = Some(newest_expiry.map_or(expires, |e: i64| e.max(expires)));
     }
 
     // 3. Retire what is older than the certificate the device recorded switching to; the
@@ -302,6 +354,15 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
             outcome.waiting = true;
         }
     }
+    // Since when the older certificates left INACTIVE by this run have been: the record's time,
+    // else the day the Thing says (another operator's run, or a lost record).
+    let attribute_since = attributes
+        .get(RENEWAL_ATTRIBUTE)
+        .and_then(|v| retiring_since(v))
+        .and_then(|t| u64::try_from(t).ok());
+    let mut inactive_since: Option<u64> = None;
+    let mut keep_inactive =
+        |at: u64| inactive_since = Some(inactive_since.map_or(at, |s| s.min(at)));
     for old in older {
         if old.status == active {
             let (_, changed) = set_certificate_status(aws, &old.id, StatusChange::Silence).await?;
@@ -314,9 +375,11 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
                 })?;
                 outcome.deactivated += 1;
             }
+            keep_inactive(now());
         } else if old.status == CertificateStatus::Inactive.as_str() {
-            match shared.deactivated_at.get(&old.id) {
-                Some(at) if now().saturating_sub(*at) >= shared.grace_seconds => {
+            let recorded = shared.deactivated_at.get(&old.id).copied();
+            match recorded.or(attribute_since) {
+                Some(at) if now().saturating_sub(at) >= shared.grace_seconds => {
                     let (_, changed) =
                         set_certificate_status(aws, &old.id, StatusChange::Revoke).await?;
                     if changed {
@@ -331,14 +394,29 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
                     detach(shared, thing, old).await?;
                     outcome.detached += 1;
                 }
-                Some(_) => {}
+                Some(at) => {
+                    keep_inactive(at);
+                    if recorded.is_none() {
+                        // Known from the Thing: the record learns it.
+                        shared.record.append(&RenewEntry {
+                            thing: thing.to_string(),
+                            step: "deactivated".into(),
+                            certificate_id: old.id.clone(),
+                            time: at,
+                        })?;
+                    }
+                }
                 // Deactivated by someone else: the grace period starts now.
-                None => shared.record.append(&RenewEntry {
-                    thing: thing.to_string(),
-                    step: "deactivated".into(),
-                    certificate_id: old.id.clone(),
-                    time: now(),
-                })?,
+                None => {
+                    let at = now();
+                    keep_inactive(at);
+                    shared.record.append(&RenewEntry {
+                        thing: thing.to_string(),
+                        step: "deactivated".into(),
+                        certificate_id: old.id.clone(),
+                        time: at,
+                    })?
+                }
             }
         } else if old.status == CertificateStatus::Revoked.as_str() {
             // Revoked by an earlier run (or by hand) and left attached: retire it for good.
@@ -346,7 +424,57 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
             outcome.detached += 1;
         }
     }
+
+    // 5. Where the Thing now stands.
+    let renewal = if outcome.renewed || outcome.waiting || outcome.stranded {
+        WAITING.to_string()
+    } else if let Some(since) = inactive_since {
+        retiring(i64::try_from(since).unwrap_or(i64::MAX))
+    } else {
+        String::new()
+    };
+    let untyped = described.thing_type_name().is_none();
+    record_on_thing(shared, thing, &attributes, untyped, newest_expiry, renewal).await?;
     Ok(outcome)
+}
+
+/// Writes the Thing's `zkiot_expires` and `zkiot_renewal` (empty: removed) if they changed,
+/// with the Thing type when it has none (see `attributes.rs`).
+async fn record_on_thing(
+    shared: &Shared,
+    thing: &str,
+    attributes: &HashMap<String, String>,
+    untyped: bool,
+    expires: Option<i64>,
+    renewal: String,
+) -> Result<()> {
+    let mut changes = HashMap::new();
+    if let Some(expires) = expires.map(day) {
+        if attributes.get(EXPIRES_ATTRIBUTE) != Some(&expires) {
+            changes.insert(EXPIRES_ATTRIBUTE.to_string(), expires);
+        }
+    }
+    if attributes.get(RENEWAL_ATTRIBUTE).map_or("", String::as_str) != renewal {
+        changes.insert(RENEWAL_ATTRIBUTE.to_string(), renewal);
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let aws = &shared.aws;
+    aws.iot
+        .update_thing()
+        .thing_name(thing)
+        .set_thing_type_name(untyped.then(|| THING_TYPE.to_string()))
+        .attribute_payload(
+            AttributePayload::builder()
+                .set_attributes(Some(changes))
+                .merge(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws.error("UpdateThing", e))?;
+    Ok(())
 }
 
 /// Detaches a retired certificate from its Thing (it stays registered, REVOKED, so AWS IoT

@@ -3,10 +3,15 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_iot::types::{CaCertificateStatus, CertificateStatus};
+use aws_sdk_iot::types::{
+    AttributePayload, CaCertificateStatus, CertificateStatus, ThingTypeProperties,
+};
 use openssl::x509::X509;
 
+use super::attributes::{EXPIRES_ATTRIBUTE, THING_TYPE};
 use super::client::{is_not_found, service_code, Aws};
+use super::days::{day, day_start, unix_time};
+use super::inventory;
 use super::register_ca::find_registered_ca;
 use super::state::{AwsState, DEFAULT_POLICY_NAME, DEFAULT_ROLE_ALIAS, DEFAULT_ROLE_NAME};
 use crate::ca::CertificateAuthority;
@@ -58,11 +63,46 @@ impl RegistrationPrerequisites {
             }
             Err(e) => return Err(aws.error("GetPolicy", e)),
         }
+        ensure_thing_type(aws).await?;
         Ok(Self {
             ca_pem: String::from_utf8(ca_cert.to_pem()?)?,
             ca_cert,
             policy_name,
         })
+    }
+}
+
+/// Creates the Thing type the devices' Things get ([`THING_TYPE`]) if it does not exist.
+async fn ensure_thing_type(aws: &Aws) -> Result<()> {
+    match aws
+        .iot
+        .describe_thing_type()
+        .thing_type_name(THING_TYPE)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(aws.error("DescribeThingType", e)),
+    }
+    let properties = ThingTypeProperties::builder()
+        .thing_type_description(
+            "Devices with a Zymbit security module, registered by zkiot; the type lets a Thing \
+             hold more than three attributes",
+        )
+        .build();
+    match aws
+        .iot
+        .create_thing_type()
+        .thing_type_name(THING_TYPE)
+        .thing_type_properties(properties)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Created meanwhile by a concurrent run.
+        Err(e) if service_code(&e) == Some("ResourceAlreadyExistsException") => Ok(()),
+        Err(e) => Err(aws.error("CreateThingType", e)),
     }
 }
 
@@ -156,13 +196,44 @@ pub async fn register_prepared(
         }
     };
 
-    // 2. The Thing. (Emulators replace an existing Thing on CreateThing; AWS does not.)
+    // 2. The Thing, with the day its newest certificate expires (see `attributes.rs`).
+    // (Emulators replace an existing Thing on CreateThing; AWS does not.)
+    let expires = day(unix_time(cert.not_after())?);
+    let record_expiry = || {
+        AttributePayload::builder()
+            .attributes(EXPIRES_ATTRIBUTE, expires.clone())
+            .merge(true)
+            .build()
+    };
     match aws.iot.describe_thing().thing_name(thing).send().await {
-        Ok(_) => {}
+        Ok(found) => {
+            let recorded = found
+                .attributes()
+                .and_then(|a| a.get(EXPIRES_ATTRIBUTE))
+                .and_then(|d| day_start(d));
+            let untyped = found.thing_type_name().is_none();
+            if recorded < day_start(&expires) || untyped {
+                aws.iot
+                    .update_thing()
+                    .thing_name(thing)
+                    .set_thing_type_name(untyped.then(|| THING_TYPE.to_string()))
+                    .attribute_payload(record_expiry())
+                    .send()
+                    .await
+                    .map_err(|e| aws.error("UpdateThing", e))?;
+                actions.push(if untyped {
+                    format!("gave the thing the type {THING_TYPE} and recorded its expiry")
+                } else {
+                    "recorded its expiry on the thing".to_string()
+                });
+            }
+        }
         Err(e) if is_not_found(&e) => {
             aws.iot
                 .create_thing()
                 .thing_name(thing)
+                .thing_type_name(THING_TYPE)
+                .attribute_payload(record_expiry())
                 .send()
                 .await
                 .map_err(|e| aws.error("CreateThing", e))?;
@@ -174,7 +245,7 @@ pub async fn register_prepared(
 
     // 3. Thing ↔ certificate.
     let attached_to_thing =
-        !thing_is_new && list_thing_principals(aws, thing).await?.contains(&arn);
+        !thing_is_new && !cert_is_new && list_thing_principals(aws, thing).await?.contains(&arn);
     if !attached_to_thing {
         aws.iot
             .attach_thing_principal()
@@ -367,24 +438,6 @@ pub(crate) async fn describe_certificate(aws: &Aws, id: &str) -> Result<Option<F
     }
 }
 
-/// Every Thing's name, in the order AWS IoT lists them.
-pub(crate) async fn list_things(aws: &Aws) -> Result<Vec<String>> {
-    let things = aws
-        .iot
-        .list_things()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| aws.error("ListThings", e))?;
-    Ok(things
-        .iter()
-        .filter_map(|t| t.thing_name())
-        .map(str::to_string)
-        .collect())
-}
-
 pub(crate) async fn list_thing_principals(aws: &Aws, thing: &str) -> Result<Vec<String>> {
     aws.iot
         .list_thing_principals()
@@ -422,16 +475,20 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(thing) = thing {
         return thing_status(aws, thing).await;
     }
+    let mut ca_id = None;
     match load_ca_certificate(global) {
         Ok(ca) => match find_registered_ca(aws, &state, &ca).await? {
-            Some(found) => println!(
-                "CA: {} {}",
-                found.id,
-                found
-                    .status
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default()
-            ),
+            Some(found) => {
+                println!(
+                    "CA: {} {}",
+                    found.id,
+                    found
+                        .status
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default()
+                );
+                ca_id = Some(found.id);
+            }
             None => println!("CA: not registered (zkiot aws register-ca)"),
         },
         Err(e) => println!("CA: {e:#}"),
@@ -468,12 +525,7 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
     if let Some(endpoint) = &state.credentials_endpoint {
         println!("credentials endpoint: {endpoint}");
     }
-    let names = list_things(aws).await?;
-    println!("things: {}", names.len());
-    for name in &names {
-        thing_status(aws, name).await?;
-    }
-    Ok(())
+    inventory::print_fleet(aws, ca_id.as_deref()).await
 }
 
 async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {

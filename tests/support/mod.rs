@@ -710,6 +710,33 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(moto: &Moto, dir: &Path, rules: &[(&str, u32, &str)]) -> Self {
+        Self::start_with(moto, dir, rules, &[])
+    }
+
+    /// A proxy that throttles every API above `tps` requests a second, as AWS does above an
+    /// account's quota.
+    pub fn throttling_above(moto: &Moto, dir: &Path, tps: u32) -> Self {
+        Self::start_with(moto, dir, &[], &["--throttle-above", &tps.to_string()])
+    }
+
+    /// How many requests each API got (`requests`, faults included) and how many were throttled
+    /// (`throttled`), by API name; `reset` starts the counts again.
+    pub fn counts(&self, reset: bool) -> Value {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET /zkiot-proxy/counts{} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+            if reset { "?reset=1" } else { "" }
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap()
+    }
+
+    fn start_with(moto: &Moto, dir: &Path, rules: &[(&str, u32, &str)], extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let port_file = dir.join("proxy.port");
         let log = dir.join("proxy.log");
@@ -726,6 +753,7 @@ impl FaultProxy {
             };
             cmd.args(["--fail", regex, &count, kind]);
         }
+        cmd.args(extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
