@@ -472,3 +472,73 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
         device_gets_credentials(&provider, device);
     }
 }
+
+/// A renewal cut off after its certificate is registered but before it is attached to the
+/// Thing (AWS goes away at the attach): the Thing already carries the new expiry, and still the
+/// next run looks at it and finishes, instead of taking it for a device renewed long ago.
+#[test]
+fn a_renewal_cut_off_before_the_attach_is_finished_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start(tmp.path());
+    let mut operator = Operator::new(tmp.path(), &moto);
+    operator.set_up();
+    let csr_dir = tmp.path().join("csrs");
+    let public = write_csrs(&csr_dir, ["cut-00", "cut-01"].map(String::from));
+    operator.ok(&[
+        "fleet",
+        "provision",
+        "--csr-dir",
+        csr_dir.to_str().unwrap(),
+        "--days",
+        "20",
+    ]);
+
+    let proxy = FaultProxy::start(
+        &moto,
+        &tmp.path().join("proxy"),
+        &[("PUT /things/cut-01/principals", 1, "down")],
+    );
+    operator.endpoint_url = proxy.url.clone();
+    let out = operator.run(&["fleet", "renew", "--within", "30d", "--concurrency", "1"]);
+    operator.endpoint_url = moto.url();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 renewed"), "{stdout}");
+    // What the cut-off run left: cut-01's renewal registered, not attached, its expiry recorded.
+    let left = moto.py(
+        "result = {'attached': len(iot.list_thing_principals(thingName='cut-01')['principals']),\n\
+         \x20         'registered': len(iot.list_certificates()['certificates']),\n\
+         \x20         'attributes': iot.describe_thing(thingName='cut-01')['attributes']}",
+    );
+    assert_eq!(left["attached"], 1, "{left}");
+    assert_eq!(left["registered"], 4, "{left}");
+
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(
+        out.contains("1 renewed, 1 waiting for the device to switch"),
+        "{out}"
+    );
+    let held = certificates(&moto);
+    for (thing, key) in &public {
+        let rows = &held[thing];
+        assert_eq!(rows.len(), 2, "{thing}: {rows:?}");
+        assert!(rows[1].2 >= 364, "{thing}: {rows:?}");
+        let renewal = X509::from_pem(
+            &std::fs::read(
+                operator
+                    .home
+                    .join("devices")
+                    .join(thing)
+                    .join("renewal.crt"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(renewal.public_key().unwrap().public_eq(key), "{thing}");
+    }
+    let out = operator.ok(&["fleet", "renew", "--within", "30d"]);
+    assert!(
+        out.contains("0 renewed, 2 waiting for the device to switch"),
+        "{out}"
+    );
+}

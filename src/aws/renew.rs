@@ -212,7 +212,8 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
         .send()
         .await
         .map_err(|e| aws.error("DescribeThing", e))?;
-    let attributes = described.attributes().cloned().unwrap_or_default();
+    let mut attributes = described.attributes().cloned().unwrap_or_default();
+    let mut untyped = described.thing_type_name().is_none();
     let recorded_current = attributes.get(CURRENT_CERTIFICATE_ATTRIBUTE).cloned();
 
     let ca_cert = shared.ca.certificate();
@@ -276,6 +277,19 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
     };
     let mut newest_expiry = None;
     if let Some(cert) = to_issue {
+        // The Thing says a renewal waits before the certificate exists in AWS IoT: a run cut
+        // short after registering it (which records the new expiry) still looks at the Thing
+        // next time, instead of taking it for one renewed and switched.
+        let expires = unix_time(cert.not_after())?;
+        record_on_thing(
+            shared,
+            thing,
+            &mut attributes,
+            &mut untyped,
+            Some(expires),
+            WAITING.to_string(),
+        )
+        .await?;
         let registered = register_prepared(aws, &shared.prereqs, &cert, thing).await?;
         newest_expiry = Some(unix_time(cert.not_after())?);
         shared.record.append(&RenewEntry {
@@ -433,18 +447,26 @@ async fn renew_thing(shared: &Shared, thing: &str, out: &Progress) -> Result<Out
     } else {
         String::new()
     };
-    let untyped = described.thing_type_name().is_none();
-    record_on_thing(shared, thing, &attributes, untyped, newest_expiry, renewal).await?;
+    record_on_thing(
+        shared,
+        thing,
+        &mut attributes,
+        &mut untyped,
+        newest_expiry,
+        renewal,
+    )
+    .await?;
     Ok(outcome)
 }
 
-/// Writes the Thing's `zkiot_expires` and `zkiot_renewal` (empty: removed) if they changed,
-/// with the Thing type when it has none (see `attributes.rs`).
+/// Writes the Thing's `zkiot_expires` and `zkiot_renewal` (empty: removed) if they differ from
+/// `attributes`, with the Thing type when it has none (see `attributes.rs`), and keeps
+/// `attributes` and `untyped` up to date with what was written.
 async fn record_on_thing(
     shared: &Shared,
     thing: &str,
-    attributes: &HashMap<String, String>,
-    untyped: bool,
+    attributes: &mut HashMap<String, String>,
+    untyped: &mut bool,
     expires: Option<i64>,
     renewal: String,
 ) -> Result<()> {
@@ -464,16 +486,24 @@ async fn record_on_thing(
     aws.iot
         .update_thing()
         .thing_name(thing)
-        .set_thing_type_name(untyped.then(|| THING_TYPE.to_string()))
+        .set_thing_type_name((*untyped).then(|| THING_TYPE.to_string()))
         .attribute_payload(
             AttributePayload::builder()
-                .set_attributes(Some(changes))
+                .set_attributes(Some(changes.clone()))
                 .merge(true)
                 .build(),
         )
         .send()
         .await
         .map_err(|e| aws.error("UpdateThing", e))?;
+    *untyped = false;
+    for (name, value) in changes {
+        if value.is_empty() {
+            attributes.remove(&name);
+        } else {
+            attributes.insert(name, value);
+        }
+    }
     Ok(())
 }
 
