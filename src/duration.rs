@@ -27,9 +27,27 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// `duration` as [`parse_duration`] reads it, in the largest unit that divides it (`7d`, `90m`).
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    for (unit, factor) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= factor && secs % factor == 0 {
+            return format!("{}{unit}", secs / factor);
+        }
+    }
+    format!("{secs}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_back() {
+        for text in ["7d", "36h", "90m", "45s", "0s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
 
     #[test]
     fn units() {

@@ -261,7 +261,7 @@ fn the_audit_finds_each_planted_problem_and_nothing_else() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("not checked: DEVICE_NOT_SEEN: "),
+        stdout.contains("not checked: DEVICE_NOT_SEEN, PERIMETER_BREACH: "),
         "{stdout}"
     );
     assert_eq!(stderr, "zkiot: error: audit: 6 findings\n");

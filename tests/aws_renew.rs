@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -199,47 +199,6 @@ fn twenty_devices_renewed_for_their_own_keys_and_a_killed_run_resumes() {
     );
 }
 
-/// A device with an emulated Zymkey whose certificate, from `zkiot ca sign --days 20`, is
-/// registered and installed with the IoT API gate as its renewal endpoint.
-fn token_device(
-    operator: &Operator,
-    provider: &Provider,
-    dir: &Path,
-    thing: &str,
-) -> (Device, PathBuf) {
-    let device = Device::new(&dir.join(thing));
-    let csr_path = dir.join(format!("{thing}.csr"));
-    std::fs::write(&csr_path, device.csr(thing)).unwrap();
-    operator.ok(&[
-        "ca",
-        "sign",
-        "--csr",
-        csr_path.to_str().unwrap(),
-        "--days",
-        "20",
-    ]);
-    operator.ok(&["aws", "register-device", "--thing", thing]);
-    let cert = operator.home.join("devices").join(thing).join("device.crt");
-    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
-    device.ok(&[
-        "device",
-        "install-cert",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--ca",
-        operator.home.join("ca/ca.crt").to_str().unwrap(),
-        "--endpoint",
-        &provider.host,
-        "--role-alias",
-        ALIAS,
-        "--ca-bundle",
-        provider.root_pem.to_str().unwrap(),
-        "--iot-api",
-        &iot_api,
-    ]);
-    (device, cert)
-}
-
 /// `device credentials` succeeds with credentials; returns its stderr.
 fn device_gets_credentials(provider: &Provider, device: &Device) -> String {
     let out = device.credentials(provider, &[]);
@@ -313,7 +272,12 @@ fn devices_pick_up_their_renewed_certificates_and_the_old_ones_retire() {
     let things: Vec<String> = (0..20).map(|i| format!("zk-dev-{i:02}")).collect();
     let devices: Vec<(String, Device)> = things
         .iter()
-        .map(|t| (t.clone(), token_device(&operator, &provider, &dir, t).0))
+        .map(|t| {
+            (
+                t.clone(),
+                enrolled_device(&operator, &provider, &dir, t, ALIAS, 20).0,
+            )
+        })
         .collect();
     let (first_thing, first) = &devices[0];
     let first_cert = installed(first);

@@ -55,13 +55,22 @@ pub enum AwsCommand {
     /// Findings: our CA or a device certificate expiring within --within (a renewal waiting for
     /// its device is none), a certificate on several Things, a Thing with several ACTIVE
     /// certificates (unless they are renewals of one for the same key), a certificate on no
-    /// Thing, an INACTIVE or REVOKED certificate still on a Thing. Devices not seen are not
-    /// checked: the devices send no heartbeats yet.
+    /// Thing, an INACTIVE or REVOKED certificate still on a Thing. Devices not seen, and those
+    /// that reported a perimeter breach, are `aws sweep`'s.
     ///
     /// Reads the certificates and the Things a page at a time and each Thing's principals (one
     /// call per Thing); each ACTIVE certificate's expiry once, kept in
     /// aws/certificate-expiry.json.
     Audit(AuditArgs),
+    /// Silence every device that reported a perimeter breach (its Zymkey's tamper sensor), and
+    /// with --stale every device not seen for that long, as `aws silence` does.
+    ///
+    /// Reads the Things a page at a time (ListThings, 250 a call) and the attributes the
+    /// devices' agents write on their own Thing: zkiot_tamper (the breaches their Zymkey
+    /// latched) and zkiot_seen (their last heartbeat). A device that stops reporting is as
+    /// suspect as one that reported a breach: a root attacker can stop the reports, not the
+    /// silence. Ends with a summary; run it from a timer.
+    Sweep(SweepArgs),
     /// Show what exists in AWS IoT for this operator (or for one Thing).
     Status {
         /// Show this Thing's certificates and policies.
@@ -122,6 +131,32 @@ pub struct AuditArgs {
     /// Things read at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    #[command(flatten)]
+    pub aws: AwsOpts,
+}
+
+/// Options of `zkiot aws sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Also silence every device whose last heartbeat is older than this (e.g. 7d, 36h); make
+    /// it a few times the devices' heartbeat (6h by default). Without it, only breaches count.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stale: Option<std::time::Duration>,
+    /// With --stale, also silence our devices that never reported at all (by default they are
+    /// only counted: a device installed before its agent first ran has not reported yet).
+    #[arg(long, requires = "stale")]
+    pub never_seen: bool,
+    /// Say which devices would be silenced, and why, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Things silenced at the same time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// The AWS IoT data plane endpoint that closes devices' MQTT connections (DeleteConnection)
+    /// [default: the endpoint override if one is in force, else the account's iot:Data-ATS
+    /// endpoint from DescribeEndpoint].
+    #[arg(long, value_name = "URL", env = "ZKIOT_IOT_DATA_ENDPOINT")]
+    pub iot_data_endpoint: Option<String>,
     #[command(flatten)]
     pub aws: AwsOpts,
 }

@@ -11,6 +11,7 @@ use aws_sdk_iot::types::CertificateStatus;
 use super::attributes::{EXPIRES_ATTRIBUTE, RENEWAL_ATTRIBUTE, RETIRING_PREFIX, WAITING};
 use super::Aws;
 use crate::device::renewal::CURRENT_CERTIFICATE_ATTRIBUTE;
+use crate::device::report::{SEEN_ATTRIBUTE, TAMPER_ATTRIBUTE};
 
 /// The largest page ListCertificatesByCA and ListThings give.
 pub(crate) const PAGE_SIZE: i32 = 250;
@@ -122,16 +123,17 @@ pub(crate) async fn print_fleet(aws: &Aws, ca_id: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `name: expires 2027-01-13, uses certificate <id>, renewal waiting for the device`.
+/// `name: expires 2027-01-13, uses certificate <id>, renewal waiting for the device to switch,
+/// last seen 2026-12-07T04:00:00Z`, and the perimeter breaches the device reported.
 fn thing_line(thing: &ThingEntry) -> String {
     let a = &thing.attributes;
-    let Some(expires) = a.get(EXPIRES_ATTRIBUTE) else {
-        return format!(
+    let mut line = match a.get(EXPIRES_ATTRIBUTE) {
+        Some(expires) => format!("{}: expires {expires}", thing.name),
+        None => format!(
             "{}: no zkiot record yet (fleet renew writes it; zkiot aws status --thing {} reads the Thing)",
             thing.name, thing.name
-        );
+        ),
     };
-    let mut line = format!("{}: expires {expires}", thing.name);
     if let Some(current) = a.get(CURRENT_CERTIFICATE_ATTRIBUTE) {
         line.push_str(&format!(", uses certificate {current}"));
     }
@@ -144,5 +146,21 @@ fn thing_line(thing: &ThingEntry) -> String {
         }
         None => {}
     }
+    line.push_str(&device_reports(a));
     line
+}
+
+/// What the device itself reported ([`crate::device::report`]): `, last seen …` (or that it
+/// never reported), and the breaches.
+pub(crate) fn device_reports(a: &HashMap<String, String>) -> String {
+    let mut text = match a.get(SEEN_ATTRIBUTE) {
+        Some(seen) => format!(", last seen {seen}"),
+        None => ", never reported".to_string(),
+    };
+    if let Some(tamper) = a.get(TAMPER_ATTRIBUTE).filter(|v| !v.is_empty()) {
+        text.push_str(&format!(
+            ", PERIMETER BREACH reported ({tamper}; `zkiot aws sweep` silences it)"
+        ));
+    }
+    text
 }

@@ -29,6 +29,7 @@ mod renew;
 mod setup;
 mod silence;
 pub mod state;
+mod sweep;
 mod thing;
 
 pub use cli::{AwsCommand, FleetCommand};
@@ -82,6 +83,10 @@ pub fn run(cmd: AwsCommand, global: &crate::GlobalOpts) -> Result<()> {
                 let aws = Aws::connect(&args.aws).await?;
                 audit::audit(&aws, global, &args).await
             }
+            AwsCommand::Sweep(args) => {
+                let aws = Aws::connect(&args.aws).await?;
+                sweep::sweep(&aws, global, &args).await
+            }
             AwsCommand::Status { thing, aws } => {
                 let aws = Aws::connect(&aws).await?;
                 thing::status(&aws, global, thing.as_deref()).await
@@ -113,6 +118,9 @@ fn confirm_revoke(targets: &silence::Targets) -> Result<()> {
                 "the certificates of every thing named in {}",
                 file.display()
             )
+        }
+        silence::Targets::Swept(things) => {
+            format!("the certificates of the {} things swept", things.len())
         }
     };
     if !std::io::stdin().is_terminal() {

@@ -79,6 +79,8 @@ pub(crate) enum Targets {
     Thing(String),
     Group(String),
     File(std::path::PathBuf),
+    /// The Things `aws sweep` found.
+    Swept(Vec<String>),
 }
 
 impl Targets {
@@ -97,6 +99,7 @@ impl Targets {
             Self::Thing(thing) => thing.clone(),
             Self::Group(group) => group.clone(),
             Self::File(file) => file.display().to_string(),
+            Self::Swept(_) => "sweep".to_string(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Targets {
             Self::Thing(thing) => format!("--thing {thing}"),
             Self::Group(group) => format!("--group {group}"),
             Self::File(file) => format!("--things-file {}", file.display()),
+            Self::Swept(_) => "(aws sweep)".to_string(),
         }
     }
 
@@ -123,6 +127,7 @@ impl Targets {
                     .map(String::from)
                     .collect()
             }
+            Self::Swept(things) => things.clone(),
         };
         let mut unique = Vec::with_capacity(names.len());
         for name in names {

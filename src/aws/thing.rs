@@ -530,7 +530,11 @@ pub(crate) async fn status(aws: &Aws, global: &GlobalOpts, thing: Option<&str>) 
 
 async fn thing_status(aws: &Aws, thing: &str) -> Result<()> {
     match aws.iot.describe_thing().thing_name(thing).send().await {
-        Ok(_) => {}
+        Ok(found) => {
+            let attributes = found.attributes().cloned().unwrap_or_default();
+            let reports = inventory::device_reports(&attributes);
+            println!("{thing}: {}", reports.trim_start_matches(", "));
+        }
         Err(e) if is_not_found(&e) => {
             println!("{thing}: no such thing");
             return Ok(());

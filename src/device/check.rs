@@ -498,12 +498,12 @@ fn endpoints(c: &mut Checks, settings: Option<&DeviceSettings>) {
          (`aws iot describe-endpoint --endpoint-type iot:CredentialProvider`)",
     );
     match &settings.renewal {
-        Some(renewal) => match Endpoint::url(&renewal.iot_api, "AWS IoT API endpoint") {
+        Some(renewal) => match Endpoint::url(&renewal.iot.url, "AWS IoT API endpoint") {
             Ok(e) => resolves(
                 c,
                 "endpoint-iot-api",
                 &format!("{}:{}", e.host, e.port),
-                &renewal.iot_api,
+                &renewal.iot.url,
                 "check DNS, and iot_api in device.toml (renewal calls AWS IoT there)",
             ),
             Err(e) => c.fail(

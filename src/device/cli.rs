@@ -273,10 +273,41 @@ pub struct AgentArgs {
     /// else zkiot-credentials if that group exists, else none: mode 0600].
     #[arg(long, value_name = "GROUP")]
     pub token_group: Option<String>,
+    /// How often the agent writes on the device's Thing that it is alive (zkiot_seen), for
+    /// `zkiot aws sweep --stale` (`6h`, `30m`, ...; `off`: never) [default: heartbeat in
+    /// device.toml, else 6h]. Each fetch of credentials and each renewal pass reports too; a
+    /// report needs no device operation while the agent holds fresh credentials.
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_heartbeat)]
+    pub heartbeat: Option<Heartbeat>,
     /// Fetch credentials once and print them as JSON: what the long-running agent runs in a
     /// child process of its own when an app needs new ones.
     #[arg(long, hide = true, conflicts_with = "once")]
     pub fetch_credentials: bool,
+    /// Watch the Zymkey's perimeter and print its latched breaches as JSON lines: what the
+    /// long-running agent runs in a child process of its own.
+    #[arg(long, hide = true, conflicts_with_all = ["once", "fetch_credentials"])]
+    pub watch_tamper: bool,
+}
+
+/// How often the agent reports that the device is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Every(std::time::Duration),
+    Off,
+}
+
+/// `--heartbeat` (and `heartbeat` in device.toml): a duration, or `off`.
+pub fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
+    if text.trim() == "off" {
+        return Ok(Heartbeat::Off);
+    }
+    let every = crate::duration::parse_duration(text)?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?}: a heartbeat needs at least 1s between reports, or off"
+        ));
+    }
+    Ok(Heartbeat::Every(every))
 }
 
 #[derive(Debug, Args)]

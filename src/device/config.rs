@@ -28,6 +28,7 @@
 //! token_file = "/run/zkiot/credentials-token"
 //! token_group = "zkiot-credentials"    # may read the token file
 //! new_key = false                      # renew for the same key even where the Zymkey makes keys
+//! heartbeat = "6h"                     # how often the device reports that it is alive, or "off"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,9 @@ pub struct DeviceConfig {
     /// Whether the agent renews with a fresh key where the Zymkey makes keys (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_key: Option<bool>,
+    /// How often the agent reports that the device is alive (`6h`), or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
 }
 
 impl DeviceConfig {

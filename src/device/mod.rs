@@ -18,6 +18,8 @@
 //! - [`certificate::check_device_certificate`]: whether a certificate is this device's.
 //! - [`renewal`]: the device's side of certificate renewal, for the same key; [`rekey`]: with
 //!   a fresh key where the Zymkey makes keys; [`hook`]: the command run after a switch.
+//! - [`report`]: what the device writes on its own Thing: its heartbeat and the perimeter
+//!   breaches its Zymkey latched.
 //! - [`net`]: the network client: the AWS IoT credentials provider ([`net::provider`]) over
 //!   mutual TLS with the token's key ([`net::tls`]), the AWS IoT API calls of renewal
 //!   ([`net::iot_api`]), and a small HTTP/1.1 client ([`net::http`]).
@@ -36,6 +38,7 @@ pub mod labels;
 pub mod net;
 pub mod rekey;
 pub mod renewal;
+pub mod report;
 mod selftest;
 pub mod settings;
 mod tamper;

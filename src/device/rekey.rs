@@ -35,7 +35,6 @@ use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
 use super::config::{DeviceConfig, CERT_FILE};
-use super::net::iot_api::IotApi;
 use super::net::provider::Credentials;
 use super::renewal::{Renewal, Switched, CURRENT_CERTIFICATE_ATTRIBUTE};
 use super::settings::{DeviceSettings, RenewalSettings};
@@ -243,21 +242,18 @@ impl Rekey<'_> {
         let _ = std::fs::remove_file(&staged);
 
         let new_id = fingerprint(cert)?;
-        IotApi::new(
-            &self.target.iot_api,
-            &self.target.region,
-            credentials,
-            self.settings.request.timeout,
-        )?
-        .set_thing_attributes(
-            &self.settings.request.thing,
-            &[
-                (CURRENT_CERTIFICATE_ATTRIBUTE, &new_id),
-                (CSR_ATTRIBUTE, ""),
-                (CSR_SIGNATURE_ATTRIBUTE, ""),
-            ],
-        )
-        .context("switched, but could not record it on the Thing; the next pass retries")?;
+        self.target
+            .iot
+            .api(credentials, self.settings.request.timeout)?
+            .set_thing_attributes(
+                &self.settings.request.thing,
+                &[
+                    (CURRENT_CERTIFICATE_ATTRIBUTE, &new_id),
+                    (CSR_ATTRIBUTE, ""),
+                    (CSR_SIGNATURE_ATTRIBUTE, ""),
+                ],
+            )
+            .context("switched, but could not record it on the Thing; the next pass retries")?;
 
         // Recorded: the old key may go.
         if journal.old_label != journal.label && self.token.has_key(&journal.old_label)? {

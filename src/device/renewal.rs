@@ -56,12 +56,9 @@ impl Renewal<'_> {
 
     /// The AWS IoT API, signed with `credentials`.
     pub fn api<'c>(&self, credentials: &'c Credentials) -> Result<IotApi<'c>> {
-        IotApi::new(
-            &self.target.iot_api,
-            &self.target.region,
-            credentials,
-            self.settings.request.timeout,
-        )
+        self.target
+            .iot
+            .api(credentials, self.settings.request.timeout)
     }
 
     /// The newest certificate on the Thing this device may switch to ([`Self::acceptable`]),

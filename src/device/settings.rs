@@ -11,8 +11,8 @@ use openssl::x509::X509;
 use super::cli::ConnectionArgs;
 use super::config::{self, DeviceConfig, CA_FILE, CERT_FILE};
 use super::labels::Labels;
-use super::net::iot_api;
-use super::net::provider::CredentialsRequest;
+use super::net::iot_api::{self, IotApi};
+use super::net::provider::{Credentials, CredentialsRequest};
 use crate::x509::{common_name, read_certificate};
 use crate::GlobalOpts;
 
@@ -30,17 +30,32 @@ pub struct DeviceSettings {
     /// the configuration's, read only when the token is opened ([`DeviceSettings::labels`]).
     pub token_label: Option<String>,
     pub key_label: Option<String>,
+    /// The AWS IoT API the device calls about its own Thing (renewal, reports); `None` when no
+    /// region is known.
+    pub iot: Option<IotTarget>,
     /// Where to look for a renewed certificate; `None` when renewal is off or no region is
     /// known.
     pub renewal: Option<RenewalSettings>,
 }
 
+/// The AWS IoT API endpoint (`https://iot.<region>.amazonaws.com` by default) and the region
+/// to sign for.
+#[derive(Debug, Clone)]
+pub struct IotTarget {
+    pub url: String,
+    pub region: String,
+}
+
+impl IotTarget {
+    /// The API, signed with `credentials`, each call bounded by `timeout`.
+    pub fn api<'c>(&self, credentials: &'c Credentials, timeout: Duration) -> Result<IotApi<'c>> {
+        IotApi::new(&self.url, &self.region, credentials, timeout)
+    }
+}
+
 /// Where and when the device looks for a renewed certificate.
 pub struct RenewalSettings {
-    /// The AWS IoT API endpoint (`https://iot.<region>.amazonaws.com` by default) and the region
-    /// to sign for.
-    pub iot_api: String,
-    pub region: String,
+    pub iot: IotTarget,
     /// Renew when the certificate expires within this many days.
     pub within_days: u32,
     /// The fleet CA installed with the certificate, which a renewed one must chain to.
@@ -96,10 +111,13 @@ impl DeviceSettings {
                 .as_ref()
                 .map(|r| format!("https://iot.{r}.amazonaws.com"))
         });
-        let renewal = match (within_days, region, iot_api) {
-            (1.., Some(region), Some(iot_api)) => Some(RenewalSettings {
-                iot_api,
-                region,
+        let iot = match (region, iot_api) {
+            (Some(region), Some(url)) => Some(IotTarget { url, region }),
+            _ => None,
+        };
+        let renewal = match (within_days, &iot) {
+            (1.., Some(iot)) => Some(RenewalSettings {
+                iot: iot.clone(),
                 within_days,
                 fleet_ca: in_dir(&config.ca).unwrap_or_else(|| dir.join(CA_FILE)),
             }),
@@ -112,6 +130,7 @@ impl DeviceSettings {
             request,
             token_label: global.token_label.clone().or(config.token_label.clone()),
             key_label: args.key_label.clone().or(config.key_label.clone()),
+            iot,
             renewal,
             dir,
             config,

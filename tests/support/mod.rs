@@ -655,6 +655,51 @@ impl Device {
     }
 }
 
+/// A device with an emulated Zymkey whose certificate, from `zkiot ca sign --days DAYS`, is
+/// registered and installed with `provider`'s endpoint, the role alias `alias`, and the IoT API
+/// gate as its AWS IoT API (renewal, reports). Returns the device and its certificate file in
+/// the operator's folder.
+pub fn enrolled_device(
+    operator: &Operator,
+    provider: &Provider,
+    dir: &Path,
+    thing: &str,
+    alias: &str,
+    days: u32,
+) -> (Device, PathBuf) {
+    let device = Device::new(&dir.join(thing));
+    let csr_path = dir.join(format!("{thing}.csr"));
+    std::fs::write(&csr_path, device.csr(thing)).unwrap();
+    operator.ok(&[
+        "ca",
+        "sign",
+        "--csr",
+        csr_path.to_str().unwrap(),
+        "--days",
+        &days.to_string(),
+    ]);
+    operator.ok(&["aws", "register-device", "--thing", thing]);
+    let cert = operator.home.join("devices").join(thing).join("device.crt");
+    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
+    device.ok(&[
+        "device",
+        "install-cert",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--ca",
+        operator.home.join("ca/ca.crt").to_str().unwrap(),
+        "--endpoint",
+        &provider.host,
+        "--role-alias",
+        alias,
+        "--ca-bundle",
+        provider.root_pem.to_str().unwrap(),
+        "--iot-api",
+        &iot_api,
+    ]);
+    (device, cert)
+}
+
 /// The answer of `aws sts get-caller-identity`, which must have succeeded as the devices'
 /// role (`zkiot-device`).
 pub fn device_caller_identity(out: &Output) -> Value {

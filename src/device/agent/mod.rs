@@ -12,13 +12,20 @@
 //! - **Local credentials** ([`server`]): the container-credentials endpoint on 127.0.0.1 for the
 //!   device's apps, from the credentials the agent holds in memory ([`source`]).
 //!
+//! - **Reports** ([`reporter`]): a perimeter breach the Zymkey latched, as soon as the watcher
+//!   ([`watch`], a child process) sees it and again until AWS IoT has it, and a heartbeat at
+//!   start, with each fetch of credentials, after each renewal pass and at least every
+//!   `heartbeat` (6 h), on the device's Thing ([`crate::device::report`]).
+//!
 //! Between passes it sleeps, waking at least hourly to see whether the certificate file changed
-//! (`device credentials` may have switched it); an idle agent makes no device operation and
-//! no AWS call.
+//! (`device credentials` may have switched it). Besides the heartbeat and the watcher's wait, an
+//! idle agent makes no device operation and no AWS call.
 
+pub mod reporter;
 pub mod schedule;
 mod server;
 pub mod source;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +35,7 @@ use anyhow::{bail, Context, Result};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::cli::AgentArgs;
+use super::cli::{parse_heartbeat, AgentArgs, Heartbeat};
 use super::config::{self, DeviceConfig, SYSTEM_DEVICE_DIR};
 use super::hook;
 use super::settings::DeviceSettings;
@@ -45,6 +52,8 @@ pub const DEFAULT_TOKEN_GROUP: &str = "zkiot-credentials";
 pub const SYSTEM_TOKEN_FILE: &str = "/run/zkiot/credentials-token";
 /// The longest sleep between two looks at the certificate file.
 const WAKE_AT_LEAST_EVERY: Duration = Duration::from_secs(3600);
+/// How often the device reports that it is alive, unless told otherwise.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(6 * 3600);
 
 /// The agent's settings beyond the credentials call's: flag, else `device.toml`, else default.
 struct Options {
@@ -55,6 +64,7 @@ struct Options {
     token_file: PathBuf,
     /// The token group: its name and id.
     token_group: Option<(String, u32)>,
+    heartbeat: Heartbeat,
 }
 
 impl Options {
@@ -114,7 +124,15 @@ impl Options {
                 group_id(DEFAULT_TOKEN_GROUP)?.map(|gid| (DEFAULT_TOKEN_GROUP.to_string(), gid))
             }
         };
+        let heartbeat = match (args.heartbeat, &config.heartbeat) {
+            (Some(heartbeat), _) => heartbeat,
+            (None, Some(text)) => parse_heartbeat(text)
+                .map_err(anyhow::Error::msg)
+                .context("heartbeat in device.toml")?,
+            (None, None) => Heartbeat::Every(DEFAULT_HEARTBEAT),
+        };
         Ok(Self {
+            heartbeat,
             share,
             poll,
             on_switch: args.on_switch.clone().or(config.on_switch.clone()),
@@ -199,7 +217,17 @@ fn pass(source: &Source, options: &Options) -> Result<Pass> {
             expires: validity.not_after,
         });
     }
-    match source.renew(&settings)? {
+    let renewed = source.renew(&settings);
+    if options.heartbeat != Heartbeat::Off {
+        if let Some(credentials) = source.held_fresh() {
+            if let Err(e) =
+                super::report::send(&settings, &credentials, None, settings.request.timeout)
+            {
+                eprintln!("zkiot agent: warning: no heartbeat: {e:#}");
+            }
+        }
+    }
+    match renewed? {
         Some(switched) => {
             hook::after_switch(options.on_switch.as_deref(), &settings, &switched);
             Ok(Pass::Switched {
@@ -218,6 +246,9 @@ pub(crate) fn run(args: AgentArgs, global: &GlobalOpts) -> Result<()> {
     if args.fetch_credentials {
         return source::fetch(&args.connection, global);
     }
+    if args.watch_tamper {
+        return watch::watch();
+    }
     let options = Options::resolve(&args, global)?;
     let source = Source::new(args.connection.clone(), global.clone());
     if args.once {
@@ -226,7 +257,20 @@ pub(crate) fn run(args: AgentArgs, global: &GlobalOpts) -> Result<()> {
         return Ok(());
     }
     // Refuse a device that is not set up before serving anything.
-    source.settings()?;
+    let settings = source.settings()?;
+    if settings.iot.is_some() {
+        let reports = reporter::start(source.clone(), options.heartbeat);
+        let fetched = reports.clone();
+        source.on_fetch(move || {
+            let _ = fetched.send(reporter::Trigger::Fetched);
+        });
+        watch::start(reports);
+    } else {
+        eprintln!(
+            "zkiot agent: no reports to the device's Thing (no perimeter breach, no heartbeat): \
+             no region is known (set region or iot_api in device.toml)"
+        );
+    }
     if let Some(listen) = options.listen {
         let token = server::new_token()?;
         let gid = options.token_group.as_ref().map(|(_, gid)| *gid);

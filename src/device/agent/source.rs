@@ -25,6 +25,7 @@ use crate::device::rekey::{self, Rekey};
 use crate::device::renewal::{Renewal, Switched};
 use crate::device::settings::DeviceSettings;
 use crate::x509::read_certificate;
+
 use crate::GlobalOpts;
 
 /// How long before they expire held credentials are replaced: a third of their lifetime, at
@@ -56,11 +57,15 @@ impl Held {
     }
 }
 
+type OnFetch = Box<dyn Fn() + Send + Sync>;
+
 /// The agent's credentials: the settings to resolve, and what it holds.
 pub struct Source {
     connection: ConnectionArgs,
     global: GlobalOpts,
     held: Mutex<Option<Held>>,
+    /// Called after each fetch: fresh credentials make a heartbeat free.
+    on_fetch: Mutex<Option<OnFetch>>,
 }
 
 impl Source {
@@ -69,7 +74,21 @@ impl Source {
             connection,
             global,
             held: Mutex::new(None),
+            on_fetch: Mutex::new(None),
         })
+    }
+
+    /// Calls `then` after each fetch from now on.
+    pub fn on_fetch(&self, then: impl Fn() + Send + Sync + 'static) {
+        *self.on_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(then));
+    }
+
+    /// The credentials held, while fresh.
+    pub fn held_fresh(&self) -> Option<Credentials> {
+        self.lock()
+            .as_ref()
+            .filter(|h| h.fresh())
+            .map(|h| h.credentials.clone())
     }
 
     /// The settings as `device.toml` and the certificate file say now.
@@ -99,6 +118,10 @@ impl Source {
             .context("the process that fetched credentials printed no credentials")?;
         fetched.expires_at()?;
         *held = Some(Held::new(fetched.clone())?);
+        drop(held);
+        if let Some(then) = &*self.on_fetch.lock().unwrap_or_else(|p| p.into_inner()) {
+            then();
+        }
         Ok(fetched)
     }
 
