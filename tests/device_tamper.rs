@@ -54,11 +54,41 @@ fn breach(device: &Device, time: SystemTime) {
     std::fs::rename(&staged, device.dir.join("emu").join("perimeter-next")).unwrap();
 }
 
-/// Every Thing's attributes, by name.
+/// Every Thing's attributes, by name: one ListThings page straight from moto over HTTP (moto
+/// checks no signature; the Authorization header names the service), in milliseconds, so the
+/// time a report is seen is close to the time it was made.
 fn attributes(moto: &Moto) -> serde_json::Map<String, Value> {
-    let value = moto.py("result = {t['thingName']: t.get('attributes', {}) \
-         for t in iot.list_things(maxResults=250)['things']}");
-    value.as_object().unwrap().clone()
+    use std::io::{Read, Write};
+    let address = moto.url().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /things?maxResults=250 HTTP/1.0\r\nHost: {address}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20261207/us-east-1/iot/aws4_request, \
+         SignedHeaders=host, Signature=00\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{answer}");
+    let page: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        page.get("nextToken").is_none(),
+        "more than one page: {page}"
+    );
+    page["things"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let attributes = t.get("attributes").cloned();
+            (
+                t["thingName"].as_str().unwrap().to_string(),
+                attributes.unwrap_or_else(|| Value::Object(Default::default())),
+            )
+        })
+        .collect()
 }
 
 /// Waits until `done` holds for the Things' attributes; returns them and how long it took.
@@ -309,4 +339,120 @@ fn a_device_that_stops_reporting_is_swept_as_stale_and_one_that_reports_is_not()
     assert_eq!(after["quiet"], vec!["INACTIVE".to_string()]);
     assert_eq!(after["alive"], vec!["ACTIVE".to_string()]);
     assert_eq!(after["unborn"], vec!["ACTIVE".to_string()]);
+}
+
+/// The benchmark of `scripts/bench-tamper.sh` (not a test: it asserts no time): from a breach
+/// injected on N devices at once to its report on each Thing, per round, against the peer
+/// measured in the same run, one `UpdateThing` of the same attribute through the same gate with
+/// a device's credentials (boto3): what the path to AWS costs at least.
+#[test]
+#[ignore]
+fn bench_breach_to_report() {
+    let n: usize = std::env::var("ZKIOT_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let rounds: usize = std::env::var("ZKIOT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (moto, operator, provider, _broker) = set_up(tmp.path());
+    let dir = tmp.path().join("devices");
+    let things: Vec<String> = (0..n).map(|i| format!("bench-{i:03}")).collect();
+    let devices: Vec<Device> = things
+        .iter()
+        .map(|t| enrolled_device(&operator, &provider, &dir, t, ALIAS, 365).0)
+        .collect();
+    for device in &devices {
+        device.ok(&["device", "tamper", "--set", "all=notify", "--yes"]);
+    }
+    let _agents: Vec<Agent> = devices
+        .iter()
+        .map(|d| start_agent(d, &provider, "6h"))
+        .collect();
+    wait_for(&moto, "every device seen", |t| {
+        t.values().filter(|a| a["zkiot_seen"].is_string()).count() == n
+    });
+
+    let mut delays = Vec::new();
+    for round in 0..rounds {
+        // A breach dated to a second of its own, so each round's report differs.
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000 + round as u64 * 10);
+        let expected = format!(
+            "0@{}",
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + round as i64 * 10)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        );
+        for device in &devices {
+            device.ok(&["device", "tamper", "--clear", "--json"]);
+        }
+        let injected = Instant::now();
+        for device in &devices {
+            breach(device, at);
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        while seen.len() < n {
+            for (thing, a) in attributes(&moto) {
+                if a["zkiot_tamper"] == expected.as_str() {
+                    seen.entry(thing).or_insert_with(|| injected.elapsed());
+                }
+            }
+            assert!(
+                injected.elapsed() < Duration::from_secs(120),
+                "round {round}: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        delays.extend(seen.into_values());
+    }
+    delays.sort();
+
+    let creds: Value = serde_json::from_slice(&devices[0].credentials(&provider, &[]).stdout)
+        .expect("device 0's credentials");
+    let program = format!(
+        "import boto3, time\n\
+         c = boto3.client('iot', region_name='us-east-1', endpoint_url='http://127.0.0.1:{port}',\n\
+         \x20   aws_access_key_id='{key}', aws_secret_access_key='{secret}', aws_session_token='{token}')\n\
+         times = []\n\
+         for i in range(20):\n\
+         \x20   t = time.monotonic()\n\
+         \x20   c.update_thing(thingName='{thing}', attributePayload={{'attributes': {{'zkiot_seen': '2026-01-01T00:00:00Z'}}, 'merge': True}})\n\
+         \x20   times.append(time.monotonic() - t)\n\
+         print(sorted(times)[len(times) // 2])",
+        port = provider.iot_port,
+        key = creds["accessKeyId"].as_str().unwrap(),
+        secret = creds["secretAccessKey"].as_str().unwrap(),
+        token = creds["sessionToken"].as_str().unwrap(),
+        thing = things[0],
+    );
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", &program])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bare: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = delays[delays.len() / 2];
+    let worst = *delays.last().unwrap();
+    println!(
+        "breach to report, {n} devices at once, {rounds} rounds ({} reports):",
+        delays.len()
+    );
+    println!("  {:<48} {:>10}", "what", "ms");
+    println!(
+        "  {:<48} {:>10.1}",
+        "peer: one UpdateThing through the gate (median)",
+        bare * 1000.0
+    );
+    println!("  {:<48} {:>10.1}", "breach to report (median)", ms(median));
+    println!("  {:<48} {:>10.1}", "breach to report (worst)", ms(worst));
+    println!(
+        "  ratio, median report to one UpdateThing: {:.1}x; worst: {:.1}x",
+        ms(median) / (bare * 1000.0),
+        ms(worst) / (bare * 1000.0)
+    );
 }
