@@ -10,6 +10,8 @@
 #   then:     aws sts get-caller-identity with those credentials, and through an AWS CLI
 #             profile whose credential_process is `zkiot device credentials`
 #   finally: aws silence (certificate, MQTT connection, credentials already issued) → aws unsilence
+#   tamper:  the device agent reports a breach of the Zymkey's perimeter on its Thing →
+#            aws status shows it → aws sweep silences the device
 #
 # moto, the credentials provider and the AWS IoT broker stand-in (tests/iotcore/) run on free
 # loopback ports and are stopped at the end.
@@ -55,9 +57,11 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import moto, boto3, a
     die "the venv $VENV with moto, boto3 and awscli is missing: run scripts/install-deps.sh (or set ZKIOT_VENV)"
 fi
 
-pids=()
+pids=() groups=()
 cleanup() {
     local pid
+    # The agent with its children (the perimeter watcher), as systemd stops its unit.
+    for pid in "${groups[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
@@ -100,12 +104,11 @@ echo "   AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL ZKIOT_HOME=$ZKIOT_HOME"
 cat >"$WORK/device/zkiot.toml" <<EOF
 store = "$WORK/device/token-store.sqlite3"
 EOF
-device() {
-    env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
-        ZKIOT_PKCS11_MODULE="$BIN/libzkpkcs11.so" ZKIOT_ZKLIB="$BIN/libzkemu.so" \
-        ZKIOT_EMU_DIR="$WORK/device/emulator" ZKIOT_CONF="$WORK/device/zkiot.toml" \
-        ZKIOT_DEVICE_DIR="$WORK/device/files" ZKIOT_HOME="$WORK/device" "$@"
-}
+device_env=(env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY
+    ZKIOT_PKCS11_MODULE="$BIN/libzkpkcs11.so" ZKIOT_ZKLIB="$BIN/libzkemu.so"
+    ZKIOT_EMU_DIR="$WORK/device/emulator" ZKIOT_CONF="$WORK/device/zkiot.toml"
+    ZKIOT_DEVICE_DIR="$WORK/device/files" ZKIOT_HOME="$WORK/device")
+device() { "${device_env[@]}" "$@"; }
 
 step "Operator: create the CA"
 show "$ZKIOT" ca init
@@ -116,7 +119,8 @@ show openssl x509 -in "$ZKIOT_HOME/aws/verification.crt" -noout -subject -issuer
 show openssl verify -CAfile "$ZKIOT_HOME/ca/ca.crt" -partial_chain "$ZKIOT_HOME/aws/verification.crt"
 
 step "Operator: IAM role, role alias and IoT policy for the credentials provider"
-show "$ZKIOT" aws setup
+# --renewal: devices may also write on their own Thing (renewal, and the agent's reports).
+show "$ZKIOT" aws setup --renewal
 ENDPOINT=$("$VENV/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["credentials_endpoint"])' "$ZKIOT_HOME/aws.json")
 ALIAS=zkiot-device-alias
 
@@ -136,12 +140,17 @@ openssl x509 -req -in "$WORK/endpoint/server.csr" -CA "$WORK/endpoint/root.pem" 
 "$VENV/bin/python" tests/credprov/server.py --moto-url "$AWS_ENDPOINT_URL" --host "$ENDPOINT" \
     --port 0 --port-file "$WORK/endpoint/port" --cert "$WORK/endpoint/server.crt" \
     --key "$WORK/endpoint/server.key" --region "$REGION" --log-file "$WORK/credentials-provider.log" \
+    --iot-port-file "$WORK/endpoint/iot-port" \
     >/dev/null 2>"$WORK/credentials-provider.stderr" &
 pids+=($!)
 for _ in $(seq 1 300); do [ -s "$WORK/endpoint/port" ] && break; sleep 0.1; done
 [ -s "$WORK/endpoint/port" ] || die "the credentials provider did not start: $(cat "$WORK/credentials-provider.stderr")"
 PROVIDER=127.0.0.1:$(cat "$WORK/endpoint/port")
+for _ in $(seq 1 100); do [ -s "$WORK/endpoint/iot-port" ] && break; sleep 0.1; done
+# The AWS IoT API the devices call with their credentials, judged by the role's policies.
+IOT_API=http://127.0.0.1:$(cat "$WORK/endpoint/iot-port")
 echo "   https://$ENDPOINT served on $PROVIDER (log $WORK/credentials-provider.log)"
+echo "   the devices' AWS IoT API, with the role's IAM policies checked, on $IOT_API"
 
 step "Start the local AWS IoT broker (MQTT over mosquitto, and iot-data DeleteConnection)"
 # silence closes the device's MQTT connection through iot-data DeleteConnection, which moto
@@ -180,7 +189,7 @@ show "$ZKIOT" aws register-device --thing "$THING"
 step "Device: install the certificate (files and a certificate object on the token)"
 show device "$ZKIOT" device install-cert --cert "$ZKIOT_HOME/devices/$THING/device.crt" \
     --ca "$ZKIOT_HOME/ca/ca.crt" --endpoint "$ENDPOINT" --role-alias "$ALIAS" \
-    --ca-bundle "$WORK/endpoint/root.pem"
+    --ca-bundle "$WORK/endpoint/root.pem" --iot-api "$IOT_API"
 
 step "Device: temporary AWS credentials (mutual TLS with the Zymkey's key)"
 printf '   $ %s\n' "zkiot device credentials --connect $PROVIDER --format env"
@@ -220,6 +229,34 @@ show "$ZKIOT" aws unsilence --thing "$THING"
 printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
 device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache 2>/dev/null \
     | "$VENV/bin/python" -c 'import json, sys; c = json.load(sys.stdin); print("     credentials again:", c["AccessKeyId"], "expiring", c["Expiration"])'
+
+step "Tamper: the device agent reports a breach of the Zymkey's perimeter; aws sweep silences the device"
+show device "$ZKIOT" device tamper --set all=notify --yes
+printf '   [device] $ %s\n' "zkiot device agent --connect $PROVIDER --listen off &"
+# In a process group of its own ($! is its leader: setsid and env exec), stopped whole at the end.
+setsid "${device_env[@]}" "$ZKIOT" device agent --connect "$PROVIDER" --listen off >"$WORK/device/agent.log" 2>&1 &
+groups+=($!)
+# thing_attribute NAME: the attribute of the device's Thing, empty while it has none.
+thing_attribute() {
+    "$VENV/bin/aws" iot describe-thing --region "$REGION" --thing-name "$THING" --query "attributes.$1" --output text 2>/dev/null |
+        grep -v '^None$' || true
+}
+for _ in $(seq 1 300); do [ -n "$(thing_attribute zkiot_seen)" ] && break; sleep 0.1; done
+[ -n "$(thing_attribute zkiot_seen)" ] || die "the agent sent no heartbeat: $(cat "$WORK/device/agent.log")"
+echo "     heartbeat on the Thing: zkiot_seen = $(thing_attribute zkiot_seen)"
+echo "   [device] the enclosure is opened: a breach of channel 0 (the emulator: a file perimeter-next)"
+echo 0 >"$WORK/device/emulator/perimeter-next.new"
+mv "$WORK/device/emulator/perimeter-next.new" "$WORK/device/emulator/perimeter-next"
+for _ in $(seq 1 300); do [ -n "$(thing_attribute zkiot_tamper)" ] && break; sleep 0.1; done
+[ -n "$(thing_attribute zkiot_tamper)" ] || die "the agent did not report the breach: $(cat "$WORK/device/agent.log")"
+grep 'perimeter breach' "$WORK/device/agent.log" | indent
+show "$ZKIOT" aws status
+show "$ZKIOT" aws sweep
+printf '   [device] $ %s\n' "zkiot device credentials --connect $PROVIDER --no-cache"
+if device "$ZKIOT" device credentials --connect "$PROVIDER" --no-cache >/dev/null 2>"$WORK/device/swept.stderr"; then
+    die "the provider gave credentials to a swept device"
+fi
+grep -v '^zkemu:' "$WORK/device/swept.stderr" | indent
 
 printf '\n%sDone.%s The device got AWS credentials with a key that never left its (emulated) Zymkey.\n' "$bold" "$normal"
 printf 'Files: %s\n' "$WORK"

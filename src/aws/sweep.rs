@@ -105,8 +105,9 @@ pub(crate) async fn sweep(aws: &Aws, global: &crate::GlobalOpts, args: &SweepArg
         format!("{never} of ours never reported (not swept without --never-seen)")
     };
     println!(
-        "sweep: {} things read: {tampered} reported a breach, {stale_text}, {never_text}; {} to silence",
+        "sweep: {} thing{} read: {tampered} reported a breach, {stale_text}, {never_text}; {} to silence",
         things.len(),
+        if things.len() == 1 { "" } else { "s" },
         swept.len()
     );
     if swept.is_empty() || args.dry_run {

@@ -51,9 +51,15 @@ fn print(line: &Line) -> Result<()> {
 
 /// `--watch-tamper`: runs until the parent goes away or the device fails.
 pub fn watch() -> Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    // Ends with the agent, however it ends (a SIGKILL included), not at its next look.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if std::os::unix::process::parent_id() != parent {
+        return Ok(());
+    }
     let library = crate::device::selftest::configured_library();
     let zymkey = Zymkey::load(&library)?;
-    let parent = std::os::unix::process::parent_id();
     let mut last: Option<PerimeterEvents> = None;
     let mut looked = Instant::now();
     let mut look = true;
