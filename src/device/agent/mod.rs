@@ -206,16 +206,24 @@ impl Pass {
 }
 
 /// One renewal pass: nothing but a file read unless the certificate is due.
-fn pass(source: &Source, options: &Options) -> Result<Pass> {
-    let settings: DeviceSettings = source.settings()?;
+/// When the certificate of `settings` is due for renewal (Unix seconds), and, before then,
+/// the pass that does nothing: a file read, no device operation. A fresh-key renewal cut short
+/// carries on whether or not renewal is due.
+fn schedule(settings: &DeviceSettings, options: &Options) -> Result<(i64, Option<Pass>)> {
     let validity = Validity::of(&settings.cert)?;
     let at = validity.renewal_time(options.share, jitter_of(&settings.cert)?);
-    // A fresh-key renewal cut short carries on whether or not renewal is due.
-    if now_unix() < at && !super::rekey::in_progress(&settings.dir) {
-        return Ok(Pass::NotDue {
+    let not_due =
+        (now_unix() < at && !super::rekey::in_progress(&settings.dir)).then_some(Pass::NotDue {
             at,
             expires: validity.not_after,
         });
+    Ok((at, not_due))
+}
+
+fn pass(source: &Source, options: &Options) -> Result<Pass> {
+    let settings: DeviceSettings = source.settings()?;
+    if let (_, Some(not_due)) = schedule(&settings, options)? {
+        return Ok(not_due);
     }
     let renewed = source.renew(&settings);
     if options.heartbeat != Heartbeat::Off {
@@ -236,7 +244,7 @@ fn pass(source: &Source, options: &Options) -> Result<Pass> {
             })
         }
         None => Ok(Pass::Waiting {
-            expires: validity.not_after,
+            expires: Validity::of(&settings.cert)?.not_after,
         }),
     }
 }
@@ -301,14 +309,10 @@ pub(crate) fn run(args: AgentArgs, global: &GlobalOpts) -> Result<()> {
 /// process never loads the PKCS#11 module.
 fn pass_in_child(source: &Source, options: &Options) -> Result<Pass> {
     let settings = source.settings()?;
-    let validity = Validity::of(&settings.cert)?;
-    let at = validity.renewal_time(options.share, jitter_of(&settings.cert)?);
-    if now_unix() < at && !super::rekey::in_progress(&settings.dir) {
-        return Ok(Pass::NotDue {
-            at,
-            expires: validity.not_after,
-        });
-    }
+    let at = match schedule(&settings, options)? {
+        (_, Some(not_due)) => return Ok(not_due),
+        (at, None) => at,
+    };
     let before = fingerprint(&settings.cert)?;
     let status = source::child("--once")
         .stdout(std::process::Stdio::null())
