@@ -613,6 +613,7 @@ fn device_check_names_each_check_and_what_to_do() {
         "certificate-lifetime",
         "certificate-on-token",
         "clock",
+        "perimeter",
         "endpoint-credentials",
         "endpoint-iot-api",
         "agent-service",
@@ -680,7 +681,7 @@ fn device_check_names_each_check_and_what_to_do() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[FAIL] certificate-key:"), "{text}");
     assert!(text.contains("       hint: "), "{text}");
-    assert!(text.contains("14 checks: "), "{text}");
+    assert!(text.contains("15 checks: "), "{text}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("checks failed"), "{stderr}");
 
@@ -704,6 +705,20 @@ fn device_check_names_each_check_and_what_to_do() {
         .unwrap()
         .contains("ZKIOT_ZKLIB"));
     assert_eq!(get("clock")["status"], "skip");
+    assert_eq!(get("perimeter")["status"], "skip");
+
+    // A breach latched on the healthy device's Zymkey: a warning that says what happens next.
+    std::fs::write(healthy.dir.join("emu").join("perimeter-next"), "1").unwrap();
+    let (_, checks) = check(&healthy, &["--connect", &connect]);
+    assert_eq!(status_of(&checks, "perimeter"), "warn", "{checks:?}");
+    assert!(checks["perimeter"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("breach latched: 1@"));
+    assert!(checks["perimeter"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("aws sweep"));
 }
 
 /// The slots of the keys the emulated Zymkey generated (its key store, from slot 16).

@@ -234,6 +234,7 @@ fn check(args: &CheckArgs, library: &Path, global: &GlobalOpts) -> Vec<Check> {
     };
     certificate(&mut c, settings.as_ref(), token.as_ref());
     clock(&mut c, zymkey.as_ref(), args.max_clock_skew);
+    perimeter(&mut c, zymkey.as_ref());
     endpoints(&mut c, settings.as_ref());
     agent_service(&mut c);
     c.0
@@ -475,6 +476,39 @@ fn clock(c: &mut Checks, zymkey: Option<&zymkey::Zymkey>, max_skew: u64) {
     }
 }
 
+/// The breaches the Zymkey latched: none is fine; one is a warning until the operator has
+/// dealt with it (the agent reports it, `aws sweep` silences the device).
+fn perimeter(c: &mut Checks, zymkey: Option<&zymkey::Zymkey>) {
+    let Some(zymkey) = zymkey else {
+        c.skip("perimeter", "needs the Zymkey library");
+        return;
+    };
+    match zymkey.perimeter_events() {
+        Ok(events) => match super::report::tamper_value(&events) {
+            None => c.ok(
+                "perimeter",
+                format!("no breach latched on its {} channels", events.channels()),
+            ),
+            Some(breaches) => c.warn(
+                "perimeter",
+                format!("breach latched: {breaches} (channel@first breach, UTC)"),
+                "the device agent reports it on the device's Thing and `zkiot aws sweep` \
+                 silences the device; once the device is dealt with, `zkiot device tamper \
+                 --clear` rearms the channels",
+            ),
+        },
+        Err(e @ zymkey::Error::Unsupported { .. }) => c.skip(
+            "perimeter",
+            &format!("the library has no perimeter functions ({e})"),
+        ),
+        Err(e) => c.fail(
+            "perimeter",
+            format!("cannot read the latched breaches: {e}"),
+            "check that zkifc runs (systemctl status zkifc)",
+        ),
+    }
+}
+
 fn endpoints(c: &mut Checks, settings: Option<&DeviceSettings>) {
     let Some(settings) = settings else {
         c.skip("endpoint-credentials", "no device configuration");
@@ -497,14 +531,15 @@ fn endpoints(c: &mut Checks, settings: Option<&DeviceSettings>) {
         "check DNS (/etc/resolv.conf) and the endpoint in device.toml \
          (`aws iot describe-endpoint --endpoint-type iot:CredentialProvider`)",
     );
-    match &settings.renewal {
-        Some(renewal) => match Endpoint::url(&renewal.iot.url, "AWS IoT API endpoint") {
+    match &settings.iot {
+        Some(iot) => match Endpoint::url(&iot.url, "AWS IoT API endpoint") {
             Ok(e) => resolves(
                 c,
                 "endpoint-iot-api",
                 &format!("{}:{}", e.host, e.port),
-                &renewal.iot.url,
-                "check DNS, and iot_api in device.toml (renewal calls AWS IoT there)",
+                &iot.url,
+                "check DNS, and iot_api in device.toml (renewal and the agent's reports call \
+                 AWS IoT there)",
             ),
             Err(e) => c.fail(
                 "endpoint-iot-api",
@@ -514,8 +549,9 @@ fn endpoints(c: &mut Checks, settings: Option<&DeviceSettings>) {
         },
         None => c.warn(
             "endpoint-iot-api",
-            "renewal is off (renew_within_days = 0, or no region known)",
-            "set iot_api and region in device.toml so the device can pick up renewed certificates",
+            "no region known: no renewal, and no reports of breaches or heartbeats",
+            "set iot_api and region in device.toml so the device can pick up renewed \
+             certificates and report to its Thing",
         ),
     }
 }
