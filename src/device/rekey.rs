@@ -28,7 +28,6 @@
 //! it stopped (the module itself finishes a key generation or removal cut short).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use openssl::x509::X509;
@@ -37,9 +36,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{DeviceConfig, CERT_FILE};
 use super::net::provider::Credentials;
 use super::renewal::{Renewal, Switched, CURRENT_CERTIFICATE_ATTRIBUTE};
-use super::settings::{DeviceSettings, RenewalSettings};
 use crate::fsutil;
-use crate::p11::{P11Key, P11Token};
+use crate::p11::P11Key;
 use crate::x509::{base64url, common_name, fingerprint, hex};
 
 /// The journal of a fresh-key renewal in progress, in the device folder.
@@ -118,14 +116,16 @@ pub fn in_progress(dir: &Path) -> bool {
     Journal::path(dir).exists()
 }
 
-/// One fresh-key renewal step for a device: what it needs.
-pub struct Rekey<'a> {
-    pub settings: &'a DeviceSettings,
-    pub target: &'a RenewalSettings,
-    pub ca: &'a X509,
-    pub token: &'a Arc<P11Token>,
-    /// The key the current certificate is for.
-    pub key: &'a P11Key,
+/// One fresh-key renewal step for a device: what a renewal for the same key needs, its `key`
+/// being the one the current certificate is for.
+pub struct Rekey<'a>(pub Renewal<'a>);
+
+impl<'a> std::ops::Deref for Rekey<'a> {
+    type Target = Renewal<'a>;
+
+    fn deref(&self) -> &Renewal<'a> {
+        &self.0
+    }
 }
 
 impl Rekey<'_> {
@@ -166,11 +166,8 @@ impl Rekey<'_> {
         let journal = self.with_csr(journal, &new_key)?;
 
         let renewal = Renewal {
-            settings: self.settings,
-            target: self.target,
-            ca: self.ca,
-            token: self.token,
             key: &new_key,
+            ..self.0
         };
         let api = renewal.api(credentials)?;
         let Some(cert) = renewal.find(&api)? else {

@@ -28,6 +28,7 @@ pub const CURRENT_CERTIFICATE_ATTRIBUTE: &str = "zkiot_certificate";
 
 /// What the device needs to look for, where to put what it finds, and the token it got its
 /// credentials with.
+#[derive(Clone, Copy)]
 pub struct Renewal<'a> {
     /// The request, the certificate in use and its file.
     pub settings: &'a DeviceSettings,

@@ -153,24 +153,17 @@ impl Source {
         // and always to finish one in progress.
         let fresh_key = rekey::in_progress(&settings.dir)
             || (settings.config.new_key != Some(false) && token.generates_keys()?);
+        let renewal = Renewal {
+            settings,
+            target,
+            ca: &ca,
+            token: &token,
+            key: &key,
+        };
         let switched = if fresh_key {
-            Rekey {
-                settings,
-                target,
-                ca: &ca,
-                token: &token,
-                key: &key,
-            }
-            .run(&credentials)?
+            Rekey(renewal).run(&credentials)?
         } else {
-            Renewal {
-                settings,
-                target,
-                ca: &ca,
-                token: &token,
-                key: &key,
-            }
-            .pick_up(&credentials)?
+            renewal.pick_up(&credentials)?
         };
         if let Some(switched) = &switched {
             *held = Some(Held::new(switched.credentials.clone())?);
