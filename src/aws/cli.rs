@@ -149,14 +149,8 @@ pub struct SweepArgs {
     /// Say which devices would be silenced, and why, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Things silenced at the same time.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-    /// The AWS IoT data plane endpoint that closes devices' MQTT connections (DeleteConnection)
-    /// [default: the endpoint override if one is in force, else the account's iot:Data-ATS
-    /// endpoint from DescribeEndpoint].
-    #[arg(long, value_name = "URL", env = "ZKIOT_IOT_DATA_ENDPOINT")]
-    pub iot_data_endpoint: Option<String>,
+    #[command(flatten)]
+    pub change: ChangeOpts,
     #[command(flatten)]
     pub aws: AwsOpts,
 }
@@ -192,6 +186,16 @@ pub struct TargetArgs {
     /// A file of Thing names, one a line (blank lines and lines starting with # are skipped).
     #[arg(long, value_name = "FILE")]
     pub things_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub change: ChangeOpts,
+    #[command(flatten)]
+    pub aws: AwsOpts,
+}
+
+/// How a status change runs, whichever command names the devices (`silence`, `unsilence`,
+/// `revoke`, `sweep`).
+#[derive(Debug, Args)]
+pub struct ChangeOpts {
     /// Things changed at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
@@ -200,8 +204,6 @@ pub struct TargetArgs {
     /// endpoint from DescribeEndpoint].
     #[arg(long, value_name = "URL", env = "ZKIOT_IOT_DATA_ENDPOINT")]
     pub iot_data_endpoint: Option<String>,
-    #[command(flatten)]
-    pub aws: AwsOpts,
 }
 
 /// `zkiot fleet …`.

@@ -102,7 +102,7 @@ async fn change_status(
 ) -> Result<()> {
     let targets = silence::Targets::from_args(target)?;
     let aws = Aws::connect(&target.aws).await?;
-    silence::change_status(&aws, global, &targets, change, target).await
+    silence::change_status(&aws, global, &targets, change, &target.change).await
 }
 
 /// Asks on the terminal; refuses outright when there is no terminal to ask on.

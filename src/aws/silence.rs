@@ -19,7 +19,7 @@ use aws_sdk_iot::types::CertificateStatus;
 use openssl::x509::X509;
 
 use super::batch;
-use super::cli::TargetArgs;
+use super::cli::{ChangeOpts, TargetArgs};
 use super::client::{is_not_found, Aws};
 use super::deny::{self, DenyList, DENY_POLICY_NAME};
 use super::record::now;
@@ -457,10 +457,10 @@ pub(crate) async fn change_status(
     global: &crate::GlobalOpts,
     targets: &Targets,
     change: StatusChange,
-    args: &TargetArgs,
+    opts: &ChangeOpts,
 ) -> Result<()> {
     let things = targets.things(aws).await?;
-    let mut cut = Cut::prepare(aws, global, change, args.iot_data_endpoint.as_deref()).await?;
+    let mut cut = Cut::prepare(aws, global, change, opts.iot_data_endpoint.as_deref()).await?;
     let longest = cut.longest_session;
     if let [thing] = things.as_slice() {
         // One Thing: its own error is the answer.
@@ -478,7 +478,7 @@ pub(crate) async fn change_status(
     }
 
     let shared = std::sync::Arc::new(cut);
-    let tally = batch::for_each_thing(things, args.concurrency, |thing, out| {
+    let tally = batch::for_each_thing(things, opts.concurrency, |thing, out| {
         let aws = aws.clone();
         let cut = std::sync::Arc::clone(&shared);
         async move {

@@ -13,7 +13,7 @@
 use anyhow::Result;
 
 use super::attributes::EXPIRES_ATTRIBUTE;
-use super::cli::{SweepArgs, TargetArgs};
+use super::cli::SweepArgs;
 use super::client::Aws;
 use super::days::unix_now;
 use super::inventory::{self, ThingEntry};
@@ -116,20 +116,12 @@ pub(crate) async fn sweep(aws: &Aws, global: &crate::GlobalOpts, args: &SweepArg
         }
         return Ok(());
     }
-    let target = TargetArgs {
-        thing: None,
-        group: None,
-        things_file: None,
-        concurrency: args.concurrency,
-        iot_data_endpoint: args.iot_data_endpoint.clone(),
-        aws: args.aws.clone(),
-    };
     silence::change_status(
         aws,
         global,
         &Targets::Swept(swept),
         StatusChange::Silence,
-        &target,
+        &args.change,
     )
     .await
 }
