@@ -137,29 +137,13 @@ fn device_with_key(
     std::fs::create_dir_all(&record).unwrap();
     std::fs::write(record.join("device.crt"), cert.to_pem().unwrap()).unwrap();
     operator.ok(&["aws", "register-device", "--thing", thing]);
-    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
     let ca = operator.home.join("ca/ca.crt");
-    let cert_path = record.join("device.crt");
-    let mut install = vec![
-        "device",
-        "install-cert",
-        "--cert",
-        cert_path.to_str().unwrap(),
-        "--ca",
-        ca.to_str().unwrap(),
-        "--endpoint",
-        &provider.host,
-        "--role-alias",
-        ALIAS,
-        "--ca-bundle",
-        provider.root_pem.to_str().unwrap(),
-        "--iot-api",
-        &iot_api,
-    ];
+    let iot_api = provider.iot_api();
+    let mut extra = vec!["--iot-api", iot_api.as_str()];
     if let Some(label) = key_label {
-        install.extend(["--key-label", label]);
+        extra.extend(["--key-label", label]);
     }
-    device.ok(&install);
+    device.install_cert(&record.join("device.crt"), &ca, provider, ALIAS, &extra);
     device
 }
 

@@ -135,19 +135,15 @@ fn set_up(tmp: &Path) -> (Moto, Operator, Provider, Broker) {
     (moto, operator, provider, broker)
 }
 
-/// Runs `device` with the credentials `creds` against the IoT API gate: UpdateThing of
-/// `thing`'s zkiot_tamper to `value`; returns the error code, or "ok".
-fn update_tamper_as(provider: &Provider, creds: &Value, thing: &str, value: &str) -> String {
+/// Runs the Python `body` with `c`, a boto3 AWS IoT client of the IoT API gate signing with the
+/// device credentials `creds`; returns what it printed.
+fn as_device(provider: &Provider, creds: &Value, body: &str) -> String {
     let program = format!(
-        "import boto3, botocore\n\
-         c = boto3.client('iot', region_name='us-east-1', endpoint_url='http://127.0.0.1:{port}',\n\
+        "import boto3, botocore, time\n\
+         c = boto3.client('iot', region_name='us-east-1', endpoint_url='{url}',\n\
          \x20   aws_access_key_id='{key}', aws_secret_access_key='{secret}', aws_session_token='{token}')\n\
-         try:\n\
-         \x20   c.update_thing(thingName='{thing}', attributePayload={{'attributes': {{'zkiot_tamper': '{value}'}}, 'merge': True}})\n\
-         \x20   print('ok')\n\
-         except botocore.exceptions.ClientError as e:\n\
-         \x20   print(e.response['Error']['Code'])",
-        port = provider.iot_port,
+         {body}",
+        url = provider.iot_api(),
         key = creds["accessKeyId"].as_str().unwrap(),
         secret = creds["secretAccessKey"].as_str().unwrap(),
         token = creds["sessionToken"].as_str().unwrap(),
@@ -161,32 +157,58 @@ fn update_tamper_as(provider: &Provider, creds: &Value, thing: &str, value: &str
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// UpdateThing of `thing`'s zkiot_tamper to `value` with the credentials `creds`, through the
+/// IoT API gate; returns the error code, or "ok".
+fn update_tamper_as(provider: &Provider, creds: &Value, thing: &str, value: &str) -> String {
+    as_device(
+        provider,
+        creds,
+        &format!(
+            "try:\n\
+             \x20   c.update_thing(thingName='{thing}', attributePayload={{'attributes': {{'zkiot_tamper': '{value}'}}, 'merge': True}})\n\
+             \x20   print('ok')\n\
+             except botocore.exceptions.ClientError as e:\n\
+             \x20   print(e.response['Error']['Code'])"
+        ),
+    )
+}
+
+/// `things` enrolled, their Zymkeys notifying the host of a breach on either channel, their
+/// agents running with heartbeat `heartbeat`; returns once each has sent its first heartbeat.
+fn armed_fleet(
+    env: (&Moto, &Operator, &Provider),
+    dir: &Path,
+    things: &[String],
+    heartbeat: &str,
+) -> (Vec<Device>, Vec<Agent>) {
+    let (moto, operator, provider) = env;
+    let devices: Vec<Device> = things
+        .iter()
+        .map(|t| enrolled_device(operator, provider, dir, t, ALIAS, 365).0)
+        .collect();
+    for device in &devices {
+        device.ok(&["device", "tamper", "--set", "all=notify", "--yes"]);
+    }
+    let agents: Vec<Agent> = devices
+        .iter()
+        .map(|d| start_agent(d, provider, heartbeat))
+        .collect();
+    wait_for(moto, "every device seen", |seen| {
+        seen.values()
+            .filter(|a| a["zkiot_seen"].is_string())
+            .count()
+            == things.len()
+    });
+    (devices, agents)
+}
+
 #[test]
 fn a_breach_on_three_of_twenty_devices_is_reported_at_once_and_swept() {
     let tmp = tempfile::tempdir().unwrap();
     let (moto, operator, provider, _broker) = set_up(tmp.path());
     let dir = tmp.path().join("devices");
     let things: Vec<String> = (0..20).map(|i| format!("perimeter-{i:02}")).collect();
-    let devices: Vec<Device> = things
-        .iter()
-        .map(|t| enrolled_device(&operator, &provider, &dir, t, ALIAS, 365).0)
-        .collect();
-    // Each Zymkey notifies the host of a breach on either channel.
-    for device in &devices {
-        device.ok(&["device", "tamper", "--set", "all=notify", "--yes"]);
-    }
-    let agents: Vec<Agent> = devices
-        .iter()
-        .map(|d| start_agent(d, &provider, "6h"))
-        .collect();
-    // Each agent's first heartbeat.
-    wait_for(&moto, "every device seen", |things| {
-        things
-            .values()
-            .filter(|a| a["zkiot_seen"].is_string())
-            .count()
-            == 20
-    });
+    let (devices, agents) = armed_fleet((&moto, &operator, &provider), &dir, &things, "6h");
 
     let breached = [3, 7, 12];
     let at = SystemTime::now();
@@ -360,20 +382,7 @@ fn bench_breach_to_report() {
     let (moto, operator, provider, _broker) = set_up(tmp.path());
     let dir = tmp.path().join("devices");
     let things: Vec<String> = (0..n).map(|i| format!("bench-{i:03}")).collect();
-    let devices: Vec<Device> = things
-        .iter()
-        .map(|t| enrolled_device(&operator, &provider, &dir, t, ALIAS, 365).0)
-        .collect();
-    for device in &devices {
-        device.ok(&["device", "tamper", "--set", "all=notify", "--yes"]);
-    }
-    let _agents: Vec<Agent> = devices
-        .iter()
-        .map(|d| start_agent(d, &provider, "6h"))
-        .collect();
-    wait_for(&moto, "every device seen", |t| {
-        t.values().filter(|a| a["zkiot_seen"].is_string()).count() == n
-    });
+    let (devices, _agents) = armed_fleet((&moto, &operator, &provider), &dir, &things, "6h");
 
     let mut delays = Vec::new();
     for round in 0..rounds {
@@ -412,28 +421,21 @@ fn bench_breach_to_report() {
 
     let creds: Value = serde_json::from_slice(&devices[0].credentials(&provider, &[]).stdout)
         .expect("device 0's credentials");
-    let program = format!(
-        "import boto3, time\n\
-         c = boto3.client('iot', region_name='us-east-1', endpoint_url='http://127.0.0.1:{port}',\n\
-         \x20   aws_access_key_id='{key}', aws_secret_access_key='{secret}', aws_session_token='{token}')\n\
-         times = []\n\
-         for i in range(20):\n\
-         \x20   t = time.monotonic()\n\
-         \x20   c.update_thing(thingName='{thing}', attributePayload={{'attributes': {{'zkiot_seen': '2026-01-01T00:00:00Z'}}, 'merge': True}})\n\
-         \x20   times.append(time.monotonic() - t)\n\
-         print(sorted(times)[len(times) // 2])",
-        port = provider.iot_port,
-        key = creds["accessKeyId"].as_str().unwrap(),
-        secret = creds["secretAccessKey"].as_str().unwrap(),
-        token = creds["sessionToken"].as_str().unwrap(),
-        thing = things[0],
-    );
-    let out = Command::new(venv().join("bin/python"))
-        .args(["-c", &program])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let bare: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let bare: f64 = as_device(
+        &provider,
+        &creds,
+        &format!(
+            "times = []\n\
+             for i in range(20):\n\
+             \x20   t = time.monotonic()\n\
+             \x20   c.update_thing(thingName='{}', attributePayload={{'attributes': {{'zkiot_seen': '2026-01-01T00:00:00Z'}}, 'merge': True}})\n\
+             \x20   times.append(time.monotonic() - t)\n\
+             print(sorted(times)[len(times) // 2])",
+            things[0]
+        ),
+    )
+    .parse()
+    .unwrap();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let median = delays[delays.len() / 2];

@@ -373,6 +373,11 @@ impl Provider {
         std::fs::rename(&tmp, &self.fault_file).unwrap();
     }
 
+    /// The AWS IoT API gate's URL, for a device's `--iot-api`.
+    pub fn iot_api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.iot_port)
+    }
+
     /// `ADDR:PORT` to connect to instead of resolving the host.
     pub fn connect(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -622,7 +627,20 @@ impl Device {
     pub fn install(&self, cert: &X509, ca: &Path, provider: &Provider, alias: &str) {
         let cert_path = self.dir.join("delivered.crt");
         std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
-        self.ok(&[
+        self.install_cert(&cert_path, ca, provider, alias, &[]);
+    }
+
+    /// `device install-cert --cert CERT_PATH` with the endpoint, alias and CA bundle of
+    /// `provider`, and `extra` options.
+    pub fn install_cert(
+        &self,
+        cert_path: &Path,
+        ca: &Path,
+        provider: &Provider,
+        alias: &str,
+        extra: &[&str],
+    ) {
+        let mut args = vec![
             "device",
             "install-cert",
             "--cert",
@@ -635,7 +653,9 @@ impl Device {
             alias,
             "--ca-bundle",
             provider.root_pem.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
     }
 
     /// `device credentials` against the provider, without the cache.
@@ -680,23 +700,14 @@ pub fn enrolled_device(
     ]);
     operator.ok(&["aws", "register-device", "--thing", thing]);
     let cert = operator.home.join("devices").join(thing).join("device.crt");
-    let iot_api = format!("http://127.0.0.1:{}", provider.iot_port);
-    device.ok(&[
-        "device",
-        "install-cert",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--ca",
-        operator.home.join("ca/ca.crt").to_str().unwrap(),
-        "--endpoint",
-        &provider.host,
-        "--role-alias",
+    let ca = operator.home.join("ca/ca.crt");
+    device.install_cert(
+        &cert,
+        &ca,
+        provider,
         alias,
-        "--ca-bundle",
-        provider.root_pem.to_str().unwrap(),
-        "--iot-api",
-        &iot_api,
-    ]);
+        &["--iot-api", &provider.iot_api()],
+    );
     (device, cert)
 }
 
@@ -967,7 +978,7 @@ impl Fleet {
             "region": REGION,
             "provider": {"connect": provider.connect(), "host": provider.host,
                          "ca": provider.root_pem, "alias": alias},
-            "gate": format!("http://127.0.0.1:{}", provider.iot_port),
+            "gate": provider.iot_api(),
             "broker": {"port": broker.mqtt_port, "host": BROKER_HOST, "ca": broker.root_pem},
             "devices": devices.iter().map(|(thing, cert, key)| {
                 serde_json::json!({"thing": thing, "cert": cert, "key": key})
