@@ -279,33 +279,7 @@ pub struct Provider {
 impl Provider {
     pub fn start(moto: &Moto, host: &str, dir: &Path) -> Self {
         let venv = venv();
-        std::fs::create_dir_all(dir).unwrap();
-        let root_key = p256();
-        let root = issue(
-            "Test stand-in for Amazon Root CA",
-            &root_key,
-            None,
-            true,
-            None,
-            (0, 30),
-        );
-        let server_key = p256();
-        let server = issue(
-            host,
-            &server_key,
-            Some((&root, &root_key)),
-            false,
-            Some(host),
-            (0, 30),
-        );
-        let root_pem = dir.join("endpoint-root.pem");
-        std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
-        std::fs::write(dir.join("endpoint.crt"), server.to_pem().unwrap()).unwrap();
-        std::fs::write(
-            dir.join("endpoint.key"),
-            server_key.private_key_to_pem_pkcs8().unwrap(),
-        )
-        .unwrap();
+        let root_pem = stand_in_tls(dir, "endpoint", host, "Test stand-in for Amazon Root CA");
         let port_file = dir.join("provider.port");
         let iot_port_file = dir.join("iot-api.port");
         let log = dir.join("provider.log");
@@ -851,6 +825,33 @@ impl Drop for FaultProxy {
     }
 }
 
+/// A stand-in server's TLS identity in `dir`: a test root CA named `root_name`
+/// (`PREFIX-root.pem`, what clients trust) and a certificate for `host` it issued, with its key
+/// (`PREFIX.crt`, `PREFIX.key`). Returns the root's file.
+fn stand_in_tls(dir: &Path, prefix: &str, host: &str, root_name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let root_key = p256();
+    let root = issue(root_name, &root_key, None, true, None, (0, 30));
+    let key = p256();
+    let cert = issue(
+        host,
+        &key,
+        Some((&root, &root_key)),
+        false,
+        Some(host),
+        (0, 30),
+    );
+    let root_pem = dir.join(format!("{prefix}-root.pem"));
+    std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join(format!("{prefix}.crt")), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.join(format!("{prefix}.key")),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+    root_pem
+}
+
 /// The host name the local AWS IoT broker's certificate is for.
 pub const BROKER_HOST: &str = "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com";
 
@@ -868,33 +869,12 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(moto: &Moto, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let root_key = p256();
-        let root = issue(
-            "Test stand-in for Amazon Root CA (MQTT)",
-            &root_key,
-            None,
-            true,
-            None,
-            (0, 30),
-        );
-        let key = p256();
-        let cert = issue(
+        let root_pem = stand_in_tls(
+            dir,
+            "broker",
             BROKER_HOST,
-            &key,
-            Some((&root, &root_key)),
-            false,
-            Some(BROKER_HOST),
-            (0, 30),
+            "Test stand-in for Amazon Root CA (MQTT)",
         );
-        let root_pem = dir.join("broker-root.pem");
-        std::fs::write(&root_pem, root.to_pem().unwrap()).unwrap();
-        std::fs::write(dir.join("broker.crt"), cert.to_pem().unwrap()).unwrap();
-        std::fs::write(
-            dir.join("broker.key"),
-            key.private_key_to_pem_pkcs8().unwrap(),
-        )
-        .unwrap();
         let mqtt_port_file = dir.join("mqtt.port");
         let data_port_file = dir.join("data.port");
         let log = dir.join("broker.log");
