@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use aws_sdk_iot::types::CertificateStatus;
 use openssl::x509::X509;
 use serde::Serialize;
@@ -38,7 +38,7 @@ use super::cli::AuditArgs;
 use super::days::{day, unix_now, unix_time};
 use super::expiry::ExpiryCache;
 use super::inventory::{certificate_id, certificates_of_ca, things, CaCertificateEntry};
-use super::register_ca::find_registered_ca;
+use super::register_ca::registered_ca;
 use super::state::AwsState;
 use super::thing::{describe_certificate, list_thing_principals};
 use super::Aws;
@@ -91,14 +91,7 @@ struct Report {
 pub(crate) async fn audit(aws: &Aws, global: &GlobalOpts, args: &AuditArgs) -> Result<()> {
     let ca_cert = read_certificate(&global.ca_cert_path())?;
     let state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
-    let ca = find_registered_ca(aws, &state, &ca_cert)
-        .await?
-        .with_context(|| {
-            format!(
-                "the CA is not registered with {}; run `zkiot aws register-ca` first",
-                aws.endpoint_name()
-            )
-        })?;
+    let ca = registered_ca(aws, &state, &ca_cert).await?;
     let now = unix_now();
     let within = i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX);
     let horizon = now.saturating_add(within);

@@ -45,6 +45,23 @@ pub(crate) async fn describe_ca(aws: &Aws, id: &str) -> Result<Option<Registered
     }
 }
 
+/// Our CA as AWS IoT registered it ([`find_registered_ca`]); an error that says to run
+/// `register-ca` when it is not registered.
+pub(crate) async fn registered_ca(
+    aws: &Aws,
+    state: &AwsState,
+    ca_cert: &X509,
+) -> Result<RegisteredCa> {
+    find_registered_ca(aws, state, ca_cert)
+        .await?
+        .with_context(|| {
+            format!(
+                "the CA is not registered with {}; run `zkiot aws register-ca` first",
+                aws.endpoint_name()
+            )
+        })
+}
+
 /// Finds our CA in AWS IoT: by the id remembered in the state, else by the id AWS derives
 /// (SHA-256 of the certificate's DER). A registration whose certificate differs from ours is
 /// not ours.

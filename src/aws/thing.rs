@@ -12,7 +12,7 @@ use super::attributes::{EXPIRES_ATTRIBUTE, THING_TYPE};
 use super::client::{is_not_found, service_code, Aws};
 use super::days::{day, day_start, unix_time};
 use super::inventory;
-use super::register_ca::find_registered_ca;
+use super::register_ca::{find_registered_ca, registered_ca};
 use super::state::{AwsState, DEFAULT_POLICY_NAME, DEFAULT_ROLE_ALIAS, DEFAULT_ROLE_NAME};
 use crate::ca::CertificateAuthority;
 use crate::thing_name::validate_thing_name;
@@ -38,14 +38,7 @@ impl RegistrationPrerequisites {
     pub async fn check(aws: &Aws, global: &GlobalOpts) -> Result<Self> {
         let ca_cert = load_ca_certificate(global)?;
         let state = AwsState::load(&global.home, aws.endpoint_url.as_deref(), &aws.region)?;
-        let registered = find_registered_ca(aws, &state, &ca_cert)
-            .await?
-            .with_context(|| {
-                format!(
-                    "the CA is not registered with {}; run `zkiot aws register-ca` first",
-                    aws.endpoint_name()
-                )
-            })?;
+        let registered = registered_ca(aws, &state, &ca_cert).await?;
         if registered.status != Some(CaCertificateStatus::Active) {
             bail!(
                 "the CA {} is not ACTIVE in AWS IoT, which then refuses the certificates it signed",
