@@ -241,25 +241,7 @@ fn a_ca_in_softhsm2_signs_everything_and_no_key_file_exists() {
 
     // ---- register-ca: the verification certificate is signed in the token.
     let out = hsm.ok(&operator, &["aws", "register-ca"]);
-    let code = out
-        .lines()
-        .find_map(|l| l.split("registration code ").nth(1))
-        .and_then(|rest| rest.split(')').next())
-        .expect("register-ca prints the code")
-        .to_string();
-    let verification = read_cert(&operator.home.join("aws/verification.crt"));
-    assert_eq!(
-        verification
-            .subject_name()
-            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-            .next()
-            .unwrap()
-            .data()
-            .to_string()
-            .unwrap(),
-        code
-    );
-    assert!(verification.verify(&ca.public_key().unwrap()).unwrap());
+    operator.verification_certificate(&out, &ca);
     let registered = moto.py(&format!(
         "result = iot.describe_ca_certificate(certificateId='{}')['certificateDescription']['status']",
         cert_id(&ca)

@@ -98,27 +98,7 @@ fn twenty_devices_from_a_private_ca_get_credentials() {
 
     // ---- register-ca: the Private CA issues the verification certificate.
     let out = operator.ok(&["aws", "register-ca"]);
-    let code = out
-        .lines()
-        .find_map(|l| l.split("registration code ").nth(1))
-        .and_then(|rest| rest.split(')').next())
-        .expect("register-ca prints the code")
-        .to_string();
-    let verification =
-        X509::from_pem(&std::fs::read(operator.home.join("aws/verification.crt")).unwrap())
-            .unwrap();
-    assert!(verification.verify(&ca.public_key().unwrap()).unwrap());
-    assert_eq!(
-        verification
-            .subject_name()
-            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-            .next()
-            .unwrap()
-            .data()
-            .to_string()
-            .unwrap(),
-        code
-    );
+    operator.verification_certificate(&out, &ca);
     operator.ok(&["aws", "setup"]);
     let provider = Provider::start(&moto, ENDPOINT, &tmp.path().join("provider"));
 

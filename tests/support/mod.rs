@@ -492,6 +492,31 @@ impl Operator {
         refused_output(&out, args, needle)
     }
 
+    /// After `aws register-ca` printed `register_out`: the registration code it printed, and
+    /// the verification certificate it wrote, checked to carry that code as its CN and to be
+    /// signed by `ca`.
+    pub fn verification_certificate(&self, register_out: &str, ca: &X509) -> (String, X509) {
+        let code = register_out
+            .lines()
+            .find_map(|l| l.split("registration code ").nth(1))
+            .and_then(|rest| rest.split(')').next())
+            .expect("register-ca prints the code")
+            .to_string();
+        let path = self.home.join("aws/verification.crt");
+        let verification = X509::from_pem(&std::fs::read(path).unwrap()).unwrap();
+        let cn = verification
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .unwrap()
+            .data()
+            .to_string()
+            .unwrap();
+        assert_eq!(cn, code);
+        assert!(verification.verify(&ca.public_key().unwrap()).unwrap());
+        (code, verification)
+    }
+
     pub fn ca_cert(&self) -> X509 {
         X509::from_pem(&std::fs::read(self.home.join("ca/ca.crt")).unwrap()).unwrap()
     }
