@@ -131,22 +131,32 @@ openssl req -x509 -new -key "$WORK/endpoint/root.key" -sha256 -days 2 \
     -subj '/CN=Local stand-in for Amazon Root CA' \
     -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign' \
     -out "$WORK/endpoint/root.pem"
-openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/endpoint/server.key"
-openssl req -new -key "$WORK/endpoint/server.key" -subj "/CN=$ENDPOINT" -out "$WORK/endpoint/server.csr"
-printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$ENDPOINT" >"$WORK/endpoint/server.ext"
-openssl x509 -req -in "$WORK/endpoint/server.csr" -CA "$WORK/endpoint/root.pem" \
-    -CAkey "$WORK/endpoint/root.key" -CAcreateserial -days 2 -sha256 \
-    -extfile "$WORK/endpoint/server.ext" -out "$WORK/endpoint/server.crt" 2>/dev/null
+# server_cert NAME HOST: $WORK/endpoint/NAME.key and NAME.crt, a server certificate for HOST
+# from that root.
+server_cert() {
+    local out=$WORK/endpoint/$1
+    openssl ecparam -name prime256v1 -genkey -noout -out "$out.key"
+    openssl req -new -key "$out.key" -subj "/CN=$2" -out "$out.csr"
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$2" >"$out.ext"
+    openssl x509 -req -in "$out.csr" -CA "$WORK/endpoint/root.pem" \
+        -CAkey "$WORK/endpoint/root.key" -CAcreateserial -days 2 -sha256 \
+        -extfile "$out.ext" -out "$out.crt" 2>/dev/null
+}
+# wait_for_file FILE WHAT LOG: until a server wrote its port into FILE, else stop with its LOG.
+wait_for_file() {
+    for _ in $(seq 1 300); do [ -s "$1" ] && return; sleep 0.1; done
+    die "$2 did not start: $(cat "$3")"
+}
+server_cert server "$ENDPOINT"
 "$VENV/bin/python" tests/credprov/server.py --moto-url "$AWS_ENDPOINT_URL" --host "$ENDPOINT" \
     --port 0 --port-file "$WORK/endpoint/port" --cert "$WORK/endpoint/server.crt" \
     --key "$WORK/endpoint/server.key" --region "$REGION" --log-file "$WORK/credentials-provider.log" \
     --iot-port-file "$WORK/endpoint/iot-port" \
     >/dev/null 2>"$WORK/credentials-provider.stderr" &
 pids+=($!)
-for _ in $(seq 1 300); do [ -s "$WORK/endpoint/port" ] && break; sleep 0.1; done
-[ -s "$WORK/endpoint/port" ] || die "the credentials provider did not start: $(cat "$WORK/credentials-provider.stderr")"
+wait_for_file "$WORK/endpoint/port" "the credentials provider" "$WORK/credentials-provider.stderr"
+wait_for_file "$WORK/endpoint/iot-port" "the credentials provider's IoT API gate" "$WORK/credentials-provider.stderr"
 PROVIDER=127.0.0.1:$(cat "$WORK/endpoint/port")
-for _ in $(seq 1 100); do [ -s "$WORK/endpoint/iot-port" ] && break; sleep 0.1; done
 # The AWS IoT API the devices call with their credentials, judged by the role's policies.
 IOT_API=http://127.0.0.1:$(cat "$WORK/endpoint/iot-port")
 echo "   https://$ENDPOINT served on $PROVIDER (log $WORK/credentials-provider.log)"
@@ -156,19 +166,13 @@ step "Start the local AWS IoT broker (MQTT over mosquitto, and iot-data DeleteCo
 # silence closes the device's MQTT connection through iot-data DeleteConnection, which moto
 # does not implement: this stand-in serves it (tests/iotcore/), with the same test root.
 BROKER_HOST=local-ats.iot.$REGION.amazonaws.com
-openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/endpoint/broker.key"
-openssl req -new -key "$WORK/endpoint/broker.key" -subj "/CN=$BROKER_HOST" -out "$WORK/endpoint/broker.csr"
-printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$BROKER_HOST" >"$WORK/endpoint/broker.ext"
-openssl x509 -req -in "$WORK/endpoint/broker.csr" -CA "$WORK/endpoint/root.pem" \
-    -CAkey "$WORK/endpoint/root.key" -CAcreateserial -days 2 -sha256 \
-    -extfile "$WORK/endpoint/broker.ext" -out "$WORK/endpoint/broker.crt" 2>/dev/null
+server_cert broker "$BROKER_HOST"
 "$VENV/bin/python" tests/iotcore/broker.py --moto-url "$AWS_ENDPOINT_URL" --region "$REGION" \
     --cert "$WORK/endpoint/broker.crt" --key "$WORK/endpoint/broker.key" \
     --mqtt-port-file "$WORK/endpoint/mqtt-port" --data-port-file "$WORK/endpoint/data-port" \
     --work-dir "$WORK/mosquitto" --log-file "$WORK/broker.log" >/dev/null 2>"$WORK/broker.stderr" &
 pids+=($!)
-for _ in $(seq 1 300); do [ -s "$WORK/endpoint/mqtt-port" ] && break; sleep 0.1; done
-[ -s "$WORK/endpoint/mqtt-port" ] || die "the broker did not start: $(cat "$WORK/broker.stderr")"
+wait_for_file "$WORK/endpoint/mqtt-port" "the broker" "$WORK/broker.stderr"
 export ZKIOT_IOT_DATA_ENDPOINT=http://127.0.0.1:$(cat "$WORK/endpoint/data-port")
 echo "   mqtts://$BROKER_HOST on 127.0.0.1:$(cat "$WORK/endpoint/mqtt-port"), iot-data on $ZKIOT_IOT_DATA_ENDPOINT (log $WORK/broker.log)"
 
